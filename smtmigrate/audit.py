@@ -1,0 +1,522 @@
+"""Layout + data → findings: what would fail, or is bound to fail later, on PostgreSQL.
+
+Each table is scanned once, by one query that fuses every per-column check into
+aggregates (`count(CASE WHEN … END)`, `max(length(…))`), so the cost is one pass over the
+data whatever the number of checks. Only when a check finds something does a second,
+small query fetch up to three examples. Nothing is read row by row into Python.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.db import DatabaseError
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .errors import StoreConnectionError
+from .schema import (
+    LAYOUT_07,
+    Inspection,
+    ModelColumn,
+    StoreColumn,
+    StoreTable,
+    model_db_type,
+)
+
+# Severity order: the first two make a copy fail, the others are warnings.
+KINDS = ("invalid", "overflow", "near-limit", "drift", "risk")
+FAILING_KINDS = frozenset({"invalid", "overflow"})
+EXAMPLES = 3
+PREVIEW_CHARS = 40
+RECORD_TABLE = "django_store_record"
+INTEGER_TYPES = frozenset(
+    {"AutoField", "BigAutoField", "IntegerField", "BigIntegerField", "PositiveIntegerField"}
+)
+
+
+@dataclass
+class Finding:
+    table: str  # as stored, e.g. tagging_tag in a legacy store
+    column: str | None
+    kind: str
+    limit: int | None = None
+    max_length: int | None = None
+    rows: int | None = None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def severity(self) -> int:
+        return KINDS.index(self.kind)
+
+
+@dataclass
+class AuditReport:
+    location: str
+    layout: str
+    vendor: str
+    near: float
+    findings: list[Finding]
+    row_counts: dict[str, int]  # per stored table
+    seconds: float
+
+    @property
+    def failing(self) -> list[Finding]:
+        return [f for f in self.findings if f.kind in FAILING_KINDS]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failing else 0
+
+    def counts(self) -> dict[str, int]:
+        return {kind: sum(f.kind == kind for f in self.findings) for kind in KINDS}
+
+    @property
+    def verdict(self) -> str:
+        counts = self.counts()
+        if self.failing:
+            parts = ", ".join(f"{counts[k]} {k}" for k in ("overflow", "invalid") if counts[k])
+            return (
+                f"FAIL: {len(self.failing)} finding(s) would be rejected by PostgreSQL ({parts})."
+            )
+        warnings = ", ".join(f"{counts[k]} {k}" for k in KINDS[2:] if counts[k])
+        return "OK: nothing would fail on PostgreSQL" + (f" ({warnings})." if warnings else ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "location": self.location,
+            "layout": self.layout,
+            "findings": [
+                {k: v for k, v in asdict(f).items() if k != "severity"} for f in self.findings
+            ],
+            "summary": {
+                "verdict": self.verdict,
+                "exit_code": self.exit_code,
+                "counts": self.counts(),
+                "tables": len(self.row_counts),
+                "rows": sum(self.row_counts.values()),
+                "row_counts": self.row_counts,
+                "near": self.near,
+                "seconds": round(self.seconds, 3),
+            },
+        }
+
+
+@dataclass
+class _Check:
+    """One fused aggregate: `count(CASE WHEN condition …)`, or a plain aggregate."""
+
+    column: str
+    kind: str
+    condition: str | None  # rows that fail; None for the max-length aggregate
+    detail: str = ""
+    limit: int | None = None
+    order_by_length: bool = False
+
+    def aggregate(self, length: str) -> str:
+        if self.condition is None:
+            return f"max({length})"
+        return f"count(CASE WHEN {self.condition} THEN 1 END)"
+
+
+class _Dialect:
+    """The few SQL spellings that differ between the store engines we read."""
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self.connection = connection
+        self.vendor = connection.vendor
+        self.quote = connection.ops.quote_name
+
+    def length(self, column: str) -> str:
+        fn = "length" if self.vendor == "sqlite" else "char_length"
+        return f"{fn}({self.quote(column)})"
+
+    def text(self, column: str) -> str:
+        return f"CAST({self.quote(column)} AS TEXT)"
+
+
+def audit(
+    inspection: Inspection,
+    *,
+    near: float = 0.8,
+    limits: Mapping[tuple[str, str], int | None] | None = None,
+) -> AuditReport:
+    """Scan every Sumatra table of the store and return the findings.
+
+    `limits` overrides the length limit of (today's table, column) pairs, e.g. with the
+    sizes a widening plan will give them; otherwise a SQLite store is judged against the
+    installed Sumatra's models and a PostgreSQL store against its real columns.
+    """
+    started = time.perf_counter()
+    store = inspection.store
+    connection = store.connection
+    dialect = _Dialect(connection)
+    findings: list[Finding] = []
+    row_counts: dict[str, int] = {}
+    try:
+        with connection.cursor() as cursor:
+            for table in inspection.tables.values():
+                findings += _structure_findings(inspection, table, connection)
+                limit_of = _limit_function(inspection, table, limits)
+                checks = list(_column_checks(inspection, table, dialect, limit_of))
+                rows, results = _scan(cursor, table, checks, dialect)
+                row_counts[table.name] = rows
+                longest = {
+                    check.column: value or 0
+                    for check, value in zip(checks, results)
+                    if check.kind == "max"
+                }
+                findings += _findings_from_scan(
+                    cursor, table, checks, results, dialect, near, longest
+                )
+                findings += _unique_findings(cursor, table, dialect)
+                findings += _ip_findings(cursor, table, dialect)
+                findings += _risk_findings(table, limit_of, longest, findings)
+    except DatabaseError as exc:
+        raise StoreConnectionError(
+            f"cannot read {store.display}: {store.describe_error(exc)}"
+        ) from exc
+    findings.sort(key=lambda f: (f.severity, f.table, f.column or ""))
+    return AuditReport(
+        location=store.display,
+        layout=inspection.layout,
+        vendor=inspection.vendor,
+        near=near,
+        findings=findings,
+        row_counts=row_counts,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _limit_function(
+    inspection: Inspection,
+    table: StoreTable,
+    overrides: Mapping[tuple[str, str], int | None] | None,
+):
+    """The length a column may hold on the PostgreSQL store the data is bound for."""
+
+    def limit_of(column: ModelColumn) -> int | None:
+        key = (column.table, column.name)
+        if overrides is not None and key in overrides:
+            return overrides[key]
+        if inspection.vendor == "postgresql":
+            stored = table.columns.get(column.name)
+            return stored.max_length if stored else column.max_length
+        return column.max_length
+
+    return limit_of
+
+
+def _column_checks(
+    inspection: Inspection, table: StoreTable, dialect: _Dialect, limit_of
+) -> Iterable[_Check]:
+    q = dialect.quote
+    sqlite = dialect.vendor == "sqlite"
+    for name, column in table.model.columns.items():
+        stored = table.columns.get(name)
+        if stored is None:
+            continue
+        c = q(name)
+        if column.is_text:
+            yield _Check(name, "max", None)
+            limit = limit_of(column)
+            if limit is not None:
+                yield _Check(
+                    name,
+                    "overflow",
+                    f"{dialect.length(name)} > {int(limit)}",
+                    limit=limit,
+                    order_by_length=True,
+                )
+        if not sqlite:
+            continue  # PostgreSQL already enforced everything below when the rows went in
+        if column.is_text or column.internal_type == "GenericIPAddressField":
+            yield _Check(
+                name,
+                "invalid",
+                f"instr(CAST({c} AS BLOB), x'00') > 0",
+                "NUL character (PostgreSQL text cannot hold \\x00)",
+            )
+            yield _Check(name, "invalid", f"typeof({c}) = 'blob'", "binary value in a text column")
+        elif column.internal_type == "DateTimeField":
+            yield _Check(
+                name,
+                "invalid",
+                f"{c} IS NOT NULL AND julianday({c}) IS NULL",
+                "not a date/time PostgreSQL can read",
+            )
+        elif column.internal_type == "FloatField":
+            yield _Check(
+                name, "invalid", f"typeof({c}) NOT IN ('real', 'integer', 'null')", "not a number"
+            )
+        elif column.internal_type in INTEGER_TYPES:
+            yield _Check(
+                name, "invalid", f"typeof({c}) NOT IN ('integer', 'null')", "not an integer"
+            )
+        if column.internal_type == "PositiveIntegerField":
+            yield _Check(name, "invalid", f"{c} < 0", "negative value in a positive-integer column")
+        if not column.null and stored.null:
+            yield _Check(name, "invalid", f"{c} IS NULL", "NULL in a column that is NOT NULL today")
+        if column.references:
+            parent_model, parent_column = column.references
+            parent = inspection.stored_name(parent_model)
+            if parent in inspection.table_names:
+                yield _Check(
+                    name,
+                    "invalid",
+                    f"{c} IS NOT NULL AND {c} NOT IN (SELECT {q(parent_column)} FROM {q(parent)})",
+                    f"foreign key to a missing row of {parent}",
+                )
+
+
+def _scan(cursor, table: StoreTable, checks: list[_Check], dialect: _Dialect):
+    """The one pass over the table: row count plus every check's aggregate."""
+    aggregates = ["count(*)"] + [check.aggregate(dialect.length(check.column)) for check in checks]
+    cursor.execute(f"SELECT {', '.join(aggregates)} FROM {dialect.quote(table.name)}")
+    rows, *results = cursor.fetchone()
+    return rows, results
+
+
+def _findings_from_scan(
+    cursor,
+    table: StoreTable,
+    checks: list[_Check],
+    results: list,
+    dialect: _Dialect,
+    near: float,
+    longest: dict[str, int],
+) -> list[Finding]:
+    findings = []
+    for check, value in zip(checks, results):
+        if check.kind == "max":
+            continue
+        if check.kind == "overflow":
+            max_length = longest.get(check.column)
+            if value:
+                findings.append(
+                    Finding(
+                        table.name,
+                        check.column,
+                        "overflow",
+                        limit=check.limit,
+                        max_length=max_length,
+                        rows=value,
+                        examples=_examples(cursor, table, check, dialect),
+                        detail=f"{value} value(s) longer than {check.limit} characters",
+                    )
+                )
+            elif check.limit and max_length and max_length >= near * check.limit:
+                findings.append(
+                    Finding(
+                        table.name,
+                        check.column,
+                        "near-limit",
+                        limit=check.limit,
+                        max_length=max_length,
+                        rows=0,
+                        detail=f"longest value uses {max_length / check.limit:.0%} of the limit",
+                    )
+                )
+        elif value:
+            findings.append(
+                Finding(
+                    table.name,
+                    check.column,
+                    check.kind,
+                    max_length=longest.get(check.column),
+                    rows=value,
+                    examples=_examples(cursor, table, check, dialect),
+                    detail=check.detail,
+                )
+            )
+    return findings
+
+
+def _examples(cursor, table: StoreTable, check: _Check, dialect: _Dialect) -> list[dict[str, Any]]:
+    """Up to three offending rows: id, the record's label where there is one, a preview."""
+    q = dialect.quote
+    pk = table.model.primary_key
+    is_record = table.model.name == RECORD_TABLE
+    label = q("label") if is_record else "NULL"
+    order = f"{dialect.length(check.column)} DESC, " if check.order_by_length else ""
+    cursor.execute(
+        f"SELECT {q(pk)}, {label}, substr({dialect.text(check.column)}, 1, {PREVIEW_CHARS + 1}), "
+        f"{dialect.length(check.column)} FROM {q(table.name)} WHERE {check.condition} "
+        f"ORDER BY {order}{q(pk)} LIMIT {EXAMPLES}"
+    )
+    examples = []
+    for row_id, record_label, value, length in cursor.fetchall():
+        example: dict[str, Any] = {"id": row_id}
+        if is_record:
+            example["label"] = _preview(record_label)
+        example["value"] = _preview(value)
+        example["length"] = length
+        examples.append(example)
+    return examples
+
+
+def _preview(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    text = str(value).replace("\x00", "\\x00")
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def _unique_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:
+    """Duplicates against today's unique constraints the store itself did not enforce."""
+    findings = []
+    q = dialect.quote
+    for columns in table.model.unique_sets:
+        if table.enforces_unique(columns) or not all(c in table.columns for c in columns):
+            continue
+        cols = ", ".join(q(c) for c in columns)
+        not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
+        cursor.execute(
+            f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {q(table.name)} "
+            f"WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1) AS duplicates"
+        )
+        (duplicates,) = cursor.fetchone()
+        if duplicates:
+            findings.append(
+                Finding(
+                    table.name,
+                    ", ".join(columns),
+                    "invalid",
+                    rows=int(duplicates),
+                    detail=f"duplicate rows against UNIQUE ({', '.join(columns)})",
+                )
+            )
+    return findings
+
+
+def _ip_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:
+    """Values the `inet` column of a PostgreSQL store would reject.
+
+    Platform rows are deduplicated by Sumatra, so grouping by value leaves a handful to
+    validate in Python.
+    """
+    if dialect.vendor != "sqlite":
+        return []
+    findings = []
+    q = dialect.quote
+    for name, column in table.model.columns.items():
+        if column.internal_type != "GenericIPAddressField" or name not in table.columns:
+            continue
+        cursor.execute(
+            f"SELECT {q(name)}, count(*), min({q(table.model.primary_key)}) "
+            f"FROM {q(table.name)} WHERE {q(name)} IS NOT NULL GROUP BY {q(name)}"
+        )
+        bad = [(value, n, row_id) for value, n, row_id in cursor.fetchall() if not _is_inet(value)]
+        if bad:
+            findings.append(
+                Finding(
+                    table.name,
+                    name,
+                    "invalid",
+                    rows=sum(n for _, n, _ in bad),
+                    examples=[
+                        {"id": row_id, "value": _preview(value), "length": len(str(value))}
+                        for value, _, row_id in bad[:EXAMPLES]
+                    ],
+                    detail="not an IP address (PostgreSQL inet)",
+                )
+            )
+    return findings
+
+
+def _is_inet(value: Any) -> bool:
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        ipaddress.ip_interface(value)  # inet accepts an optional /prefix too
+    except ValueError:
+        return False
+    return True
+
+
+def _structure_findings(
+    inspection: Inspection, table: StoreTable, connection: BaseDatabaseWrapper
+) -> list[Finding]:
+    """Drift: the store declares a column differently from today's model, or lacks it."""
+    findings = []
+    for name, column in table.model.columns.items():
+        stored = table.columns.get(name)
+        if stored is None:
+            findings.append(
+                Finding(table.name, name, "drift", detail="column missing (today's model has it)")
+            )
+            continue
+        expected = _normalise(model_db_type(column, connection))
+        declared = _normalise(stored.declared)
+        if declared == expected or _is_wider(stored, column, declared):
+            continue
+        findings.append(
+            Finding(
+                table.name,
+                name,
+                "drift",
+                limit=column.max_length,
+                max_length=None,
+                detail=f"declared {declared}, today's model {expected}",
+            )
+        )
+    for name in table.columns.keys() - table.model.columns.keys():
+        findings.append(Finding(table.name, name, "drift", detail="column not in today's model"))
+    if inspection.layout == LAYOUT_07 and table.name != table.model.name:
+        findings.append(
+            Finding(
+                table.name,
+                None,
+                "drift",
+                detail=f"legacy django-tagging table; today's Sumatra uses {table.model.name}",
+            )
+        )
+    return findings
+
+
+def _normalise(declared: str) -> str:
+    text = " ".join(declared.lower().split())
+    for long, short in (("character varying", "varchar"), ("character(", "char(")):
+        text = text.replace(long, short)
+    return text.replace(" (", "(")
+
+
+def _is_wider(stored: StoreColumn, column: ModelColumn, declared: str) -> bool:
+    """A widened column (text, or a longer varchar) is what smtmigrate widen makes: fine."""
+    if not column.is_text or column.max_length is None:
+        return False
+    if declared == "text":
+        return True
+    return stored.max_length is not None and stored.max_length >= column.max_length
+
+
+def _risk_findings(
+    table: StoreTable, limit_of, longest: dict[str, int], so_far: list[Finding]
+) -> list[Finding]:
+    """Columns bounded today whose content is unbounded by nature."""
+    reported = {(f.table, f.column) for f in so_far if f.kind in ("overflow", "near-limit")}
+    findings = []
+    for name, column in table.model.columns.items():
+        reason = column.unbounded_reason
+        limit = limit_of(column)
+        if reason is None or limit is None or name not in table.columns:
+            continue
+        if (table.name, name) in reported:
+            continue
+        findings.append(
+            Finding(
+                table.name,
+                name,
+                "risk",
+                limit=limit,
+                max_length=longest.get(name),
+                detail=f"unbounded by nature: {reason}",
+            )
+        )
+    return findings

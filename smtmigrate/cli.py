@@ -1,0 +1,80 @@
+"""The `smtmigrate` entry point: configure Django with our own settings, run a command.
+
+The same commands are reachable through `manage.py` of any Django project that has
+`smtmigrate` (and Sumatra's `django_store` app) in INSTALLED_APPS.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import __version__
+
+# Every command, in the order a move uses them. `available` is False for commands that a
+# later release adds: they are listed so users see the whole tool, and refuse clearly.
+COMMANDS: dict[str, tuple[str, bool]] = {
+    "audit": ("Report what in a store would fail, or is bound to fail, on PostgreSQL.", True),
+    "widen": ("Plan, write or apply migrations that widen Sumatra's columns.", False),
+    "copy": ("Copy every record into PostgreSQL (or a fresh SQLite store), verified.", False),
+    "verify": ("Compare two stores: row counts, checksums, records through Sumatra.", False),
+    "createdb": ("Create a role and a UTF8 database with Sumatra's widened schema.", False),
+    "drop-recreate": ("Back up, drop and recreate a PostgreSQL store, safely.", False),
+    "switch": ("Point a Sumatra project at another store (and back).", False),
+    "stress": ("Prove a store takes many concurrent `smt run`s without losing one.", False),
+}
+
+USAGE = "usage: smtmigrate [--version] [--help] COMMAND [ARGS]"
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [
+        USAGE,
+        "",
+        "Move Sumatra record stores off SQLite onto PostgreSQL: safely, completely, fast.",
+        "",
+        "commands:",
+    ]
+    for name, (summary, available) in COMMANDS.items():
+        note = "" if available else " (not yet available)"
+        lines.append(f"  {name:<{width}}  {summary}{note}")
+    lines += ["", "Run `smtmigrate COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (0 ok, 1 findings/refused, 2 errors, 130 ^C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"smtmigrate {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"smtmigrate: error: unknown command '{name}'\n{USAGE}", file=sys.stderr)
+        return 2
+    if not COMMANDS[name][1]:
+        print(f"smtmigrate: error: '{name}' is not yet available", file=sys.stderr)
+        return 2
+
+    os.environ["DJANGO_SETTINGS_MODULE"] = "smtmigrate.settings"
+    import django
+    from django.core.management import load_command_class
+
+    django.setup()
+    command = load_command_class("smtmigrate", name.replace("-", "_"))
+    try:
+        command.run_from_argv(["smtmigrate", name, *argv[1:]])
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 2)
+    except KeyboardInterrupt:
+        print(f"smtmigrate {name}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

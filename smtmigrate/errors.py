@@ -1,0 +1,42 @@
+"""Errors a user can cause. Each carries the exit code the CLI ends with.
+
+Exit codes are the tool's contract with scripts:
+  0  done, nothing wrong
+  1  refused, or the store would fail on PostgreSQL (findings, verification differences)
+  2  usage, I/O or connection errors: the command could not look at what it was given
+130  interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+
+class SmtmigrateError(Exception):
+    """Base class: a one-line message for the user and an exit code."""
+
+    exit_code = 2
+
+
+class LocationError(SmtmigrateError):
+    """What the user typed does not name a store smtmigrate can open."""
+
+
+class NotASumatraStore(LocationError):
+    """The database opens but does not hold Sumatra's tables."""
+
+
+class UnsupportedStore(LocationError):
+    """A Sumatra store of a kind smtmigrate does not move (shelve, http, MySQL)."""
+
+
+class StoreConnectionError(SmtmigrateError):
+    """The database server or file could not be reached or read."""
+
+
+class UnknownLayout(SmtmigrateError):
+    """Sumatra's tables are there, but not in a layout smtmigrate knows."""
+
+
+class Refused(SmtmigrateError):
+    """The command looked and decided not to act (e.g. target not empty)."""
+
+    exit_code = 1

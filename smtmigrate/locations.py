@@ -1,0 +1,253 @@
+"""What the user typed → a `Store`: its kind, Django DATABASES entry and redacted name.
+
+Accepted forms:
+  * a Sumatra project directory (its `.smt/project` names the record store),
+  * a path to an SQLite file, or `sqlite:///absolute/path`,
+  * `postgres://` or `postgresql://[user[:password]@][host][:port][/dbname][?param=value]`.
+Missing URL parts are left to libpq, so PGHOST, PGUSER, PGPASSWORD, ~/.pgpass and the
+local socket work as they do for psql.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, unquote
+
+from django.db import DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .db import register_database, unregister_database
+from .errors import LocationError, NotASumatraStore, StoreConnectionError, UnsupportedStore
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+DJANGO_STORE_TYPE = "sumatra.recordstore.django_store.DjangoRecordStore"
+POSTGRES_SCHEMES = ("postgres", "postgresql")
+URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
+# Fail fast on an address that does not answer (libpq waits forever by default).
+DEFAULT_CONNECT_TIMEOUT = 10
+# How long a reader waits for a writer's lock on an SQLite store before giving up.
+SQLITE_LOCK_TIMEOUT = 10
+
+StoreKind = Literal["sqlite", "postgresql"]
+
+
+@dataclass
+class Store:
+    """A record store the user named, not yet necessarily connected."""
+
+    kind: StoreKind
+    display: str  # what we show: never holds a password
+    settings: dict[str, Any] = field(repr=False)  # Django DATABASES entry, may hold one
+    path: Path | None = None  # SQLite file
+    project_dir: Path | None = None  # when named through a Sumatra project
+    project_name: str | None = None
+    _alias: str | None = field(default=None, repr=False)
+
+    @property
+    def password(self) -> str:
+        return self.settings.get("PASSWORD") or ""
+
+    @property
+    def alias(self) -> str:
+        """The Django connection alias, registered on first use."""
+        if self._alias is None:
+            self._alias = register_database(self.settings)
+        return self._alias
+
+    @property
+    def connection(self) -> BaseDatabaseWrapper:
+        conn = connections[self.alias]
+        try:
+            conn.ensure_connection()
+        except DatabaseError as exc:
+            raise StoreConnectionError(
+                f"cannot connect to {self.display}: {self.describe_error(exc)}"
+            ) from exc
+        return conn
+
+    def describe_error(self, exc: BaseException) -> str:
+        """One line for a database error, with any password blotted out."""
+        text = " ".join(str(exc).split()) or exc.__class__.__name__
+        return redact_text(text, self.password)
+
+    def close(self) -> None:
+        if self._alias is not None:
+            unregister_database(self._alias)
+            self._alias = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def redact_text(text: str, password: str) -> str:
+    """Replace every occurrence of the password (raw or URL-quoted) with ***."""
+    if password:
+        for form in {password, quote(password, safe="")}:
+            text = text.replace(form, "***")
+    return text
+
+
+def redact_url(url: str) -> str:
+    """`postgresql://user:secret@host/db` → `postgresql://user:***@host/db`."""
+    match = URL_RE.match(url)
+    if not match:
+        return url
+    rest = match["rest"]
+    netloc, sep, tail = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}"
+    return f"{match['scheme']}://{netloc}{sep}{tail}"
+
+
+def resolve(text: str, *, base_dir: Path | None = None) -> Store:
+    """Turn a location as typed on the command line into a `Store` (no connection yet)."""
+    if not text or not text.strip():
+        raise LocationError("empty store location")
+    match = URL_RE.match(text)
+    if match:
+        scheme = match["scheme"].lower()
+        if scheme in POSTGRES_SCHEMES:
+            return _postgres_store(text)
+        if scheme == "sqlite":
+            return _sqlite_store(Path(unquote(match["rest"]) or "/"))
+        if scheme in ("mysql", "mariadb"):
+            raise UnsupportedStore(
+                f"{redact_url(text)}: MySQL/MariaDB stores are not supported "
+                "(smtmigrate reads SQLite and PostgreSQL stores)"
+            )
+        if scheme in ("http", "https"):
+            raise UnsupportedStore(
+                f"{redact_url(text)}: an HTTP record store cannot be moved by smtmigrate "
+                "(it handles Django record stores in SQLite or PostgreSQL)"
+            )
+        raise LocationError(
+            f"{redact_url(text)}: unknown scheme '{scheme}' "
+            "(use a path, sqlite:///path or postgresql://user@host/dbname)"
+        )
+    path = Path(text).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    return _path_store(path)
+
+
+def _path_store(path: Path) -> Store:
+    if not path.exists():
+        raise LocationError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return _project_store(path)
+    return _sqlite_store(path)
+
+
+def _project_store(directory: Path) -> Store:
+    project_file = directory / ".smt" / "project"
+    if not project_file.is_file() and directory.name == ".smt":
+        directory, project_file = directory.parent, directory / "project"
+    if not project_file.is_file():
+        raise LocationError(
+            f"{directory}: a directory, but not a Sumatra project (no .smt/project)"
+        )
+    try:
+        project = json.loads(project_file.read_text(encoding="utf-8"))
+        record_store = project["record_store"]
+        store_type = record_store["type"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LocationError(f"{project_file}: not a readable Sumatra project file ({exc})") from exc
+    if store_type != DJANGO_STORE_TYPE:
+        kind = store_type.rsplit(".", 1)[-1]
+        raise UnsupportedStore(
+            f"{directory}: the project uses a {kind}; smtmigrate moves Django record stores "
+            "(SQLite or PostgreSQL) only"
+        )
+    db_file = str(record_store.get("db_file") or ".smt/records")
+    store = resolve(db_file, base_dir=directory)
+    store.project_dir = directory.resolve()
+    store.project_name = project.get("name")
+    return store
+
+
+def _sqlite_store(path: Path) -> Store:
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise LocationError(f"{path}: no such file or directory")
+    if path.is_dir():
+        raise LocationError(f"{path}: a directory, expected an SQLite file")
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise LocationError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not header:
+        raise NotASumatraStore(f"{path}: empty file, not an SQLite database")
+    if header != SQLITE_HEADER:
+        raise NotASumatraStore(f"{path}: not an SQLite database")
+    return Store(kind="sqlite", display=str(path), settings=sqlite_settings(path), path=path)
+
+
+def sqlite_settings(path: Path, *, read_only: bool = True) -> dict[str, Any]:
+    """Django settings for an SQLite file; read-only stores can never be written by mistake."""
+    name = str(path)
+    if read_only:
+        name = f"file:{quote(str(path))}?mode=ro"
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": name,
+        "OPTIONS": {"timeout": SQLITE_LOCK_TIMEOUT},
+    }
+
+
+def _postgres_store(url: str) -> Store:
+    return Store(kind="postgresql", display=redact_url(url), settings=postgres_settings(url))
+
+
+def postgres_settings(url: str) -> dict[str, Any]:
+    """Parse a libpq-style URL into a Django DATABASES entry.
+
+    Parsed by hand rather than with urllib's `hostname`/`port` helpers, which lower-case
+    names, reject percent-encoded socket directories and raise on odd ports.
+    """
+    match = URL_RE.match(url)
+    assert match is not None
+    rest = match["rest"]
+    rest, _, query = rest.partition("?")
+    netloc, _, dbname = rest.partition("/")
+    userinfo, _, hostport = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    host, port = hostport, ""
+    if hostport.startswith("["):  # [IPv6]:port
+        end = hostport.find("]")
+        if end < 0:
+            raise LocationError(f"{redact_url(url)}: malformed IPv6 address")
+        host, port = hostport[1:end], hostport[end + 1 :].lstrip(":")
+    elif ":" in hostport:
+        host, _, port = hostport.rpartition(":")
+    if port and not port.isdigit():
+        raise LocationError(f"{redact_url(url)}: port '{port}' is not a number")
+    options: dict[str, Any] = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
+    try:
+        options.update(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError as exc:
+        raise LocationError(f"{redact_url(url)}: malformed query string") from exc
+    name = unquote(dbname) or os.environ.get("PGDATABASE", "")
+    if not name and not options.get("service"):
+        raise LocationError(
+            f"{redact_url(url)}: the URL names no database (postgresql://host/dbname)"
+        )
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(user),
+        "PASSWORD": unquote(password),
+        "HOST": unquote(options.pop("host", host)),
+        "PORT": options.pop("port", port),
+        "OPTIONS": options,
+    }

@@ -1,0 +1,61 @@
+"""The base of every smtmigrate command: one-line errors and meaningful exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+from django.core.management.base import BaseCommand, CommandError, handle_default_options
+from django.db import connections
+
+from ..errors import SmtmigrateError
+from ..render import console
+
+INTERRUPTED = 130
+
+
+class SmtmigrateCommand(BaseCommand):
+    """A thin command: parse options, call the library, render the result.
+
+    `handle()` sets `self.exit_code` for outcomes that are not errors but that scripts must
+    see (e.g. audit findings). Errors a user can cause are `SmtmigrateError`s and end as one
+    line on stderr with their exit code, never a traceback (unless --traceback).
+    """
+
+    requires_system_checks = "__all__"
+    suppressed_base_arguments = {"--settings", "--pythonpath"}
+    exit_code = 0
+
+    _no_color = False
+
+    def console(self):
+        return console(self.stdout._out, no_color=self._no_color)
+
+    def execute(self, *args, **options):
+        self._no_color = bool(options.get("no_color"))
+        try:
+            return super().execute(*args, **options)
+        except SmtmigrateError as exc:
+            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        """Django's, with the error shown as `smtmigrate CMD: error: …` and our exit codes."""
+        self._called_from_command_line = True
+        parser = self.create_parser(argv[0], argv[1])
+        options = parser.parse_args(argv[2:])
+        cmd_options = vars(options)
+        args = cmd_options.pop("args", ())
+        handle_default_options(options)
+        try:
+            self.execute(*args, **cmd_options)
+        except CommandError as exc:
+            if options.traceback:
+                raise
+            self.stderr.write(f"{parser.prog}: error: {exc}")
+            sys.exit(exc.returncode)
+        except KeyboardInterrupt:
+            self.stderr.write(f"{parser.prog}: interrupted")
+            sys.exit(INTERRUPTED)
+        finally:
+            connections.close_all()
+        if self.exit_code:
+            sys.exit(self.exit_code)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from argparse import ArgumentTypeError
+
+from ...audit import audit
+from ...locations import resolve
+from ...render import render_audit, write_json
+from ...schema import inspect_store
+from ..base import SmtmigrateCommand
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ArgumentTypeError("must be a fraction in (0, 1]")
+    return value
+
+
+class Command(SmtmigrateCommand):
+    help = (
+        "Report what in a Sumatra store would fail, or is bound to fail, on PostgreSQL. "
+        "Exit 0: nothing would fail; 1: overflow or invalid values; 2: usage or I/O error."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "location", help="Sumatra project directory, SQLite file, or postgresql:// URL"
+        )
+        parser.add_argument("--format", choices=("table", "json"), default="table")
+        parser.add_argument(
+            "--near",
+            type=fraction,
+            default=0.8,
+            help="report columns whose longest value reaches this fraction of the limit "
+            "(default 0.8)",
+        )
+
+    def handle(self, location, format, near, **options):
+        with resolve(location) as store:
+            report = audit(inspect_store(store), near=near)
+        if format == "json":
+            write_json(report.to_dict(), self.stdout._out)
+        else:
+            render_audit(report, self.console())
+        self.exit_code = report.exit_code
