@@ -17,7 +17,6 @@ from typing import Any
 from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from .errors import StoreConnectionError
 from .schema import (
     LAYOUT_07,
     Inspection,
@@ -80,9 +79,8 @@ class AuditReport:
         counts = self.counts()
         if self.failing:
             parts = ", ".join(f"{counts[k]} {k}" for k in ("overflow", "invalid") if counts[k])
-            return (
-                f"FAIL: {len(self.failing)} finding(s) would be rejected by PostgreSQL ({parts})."
-            )
+            n = len(self.failing)
+            return f"FAIL: {n} finding(s) would be rejected by PostgreSQL ({parts})."
         warnings = ", ".join(f"{counts[k]} {k}" for k in KINDS[2:] if counts[k])
         return "OK: nothing would fail on PostgreSQL" + (f" ({warnings})." if warnings else ".")
 
@@ -108,26 +106,19 @@ class AuditReport:
 
 @dataclass
 class _Check:
-    """One fused aggregate: `count(CASE WHEN condition …)`, or a plain aggregate."""
+    """A condition that marks the rows of one column PostgreSQL would reject."""
 
     column: str
-    kind: str
-    condition: str | None  # rows that fail; None for the max-length aggregate
+    kind: str  # "overflow" or "invalid"
+    condition: str
     detail: str = ""
     limit: int | None = None
-    order_by_length: bool = False
-
-    def aggregate(self, length: str) -> str:
-        if self.condition is None:
-            return f"max({length})"
-        return f"count(CASE WHEN {self.condition} THEN 1 END)"
 
 
 class _Dialect:
     """The few SQL spellings that differ between the store engines we read."""
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
-        self.connection = connection
         self.vendor = connection.vendor
         self.quote = connection.ops.quote_name
 
@@ -137,6 +128,10 @@ class _Dialect:
 
     def text(self, column: str) -> str:
         return f"CAST({self.quote(column)} AS TEXT)"
+
+
+def count_if(condition: str) -> str:
+    return f"count(CASE WHEN {condition} THEN 1 END)"
 
 
 def audit(
@@ -160,26 +155,18 @@ def audit(
     try:
         with connection.cursor() as cursor:
             for table in inspection.tables.values():
-                findings += _structure_findings(inspection, table, connection)
                 limit_of = _limit_function(inspection, table, limits)
-                checks = list(_column_checks(inspection, table, dialect, limit_of))
-                rows, results = _scan(cursor, table, checks, dialect)
-                row_counts[table.name] = rows
-                longest = {
-                    check.column: value or 0
-                    for check, value in zip(checks, results)
-                    if check.kind == "max"
-                }
-                findings += _findings_from_scan(
-                    cursor, table, checks, results, dialect, near, longest
+                scan = _TableScan(cursor, table, dialect, near)
+                row_counts[table.name] = scan.run(
+                    list(_column_checks(inspection, table, dialect, limit_of))
                 )
+                findings += _structure_findings(inspection, table, connection)
+                findings += scan.findings
                 findings += _unique_findings(cursor, table, dialect)
                 findings += _ip_findings(cursor, table, dialect)
-                findings += _risk_findings(table, limit_of, longest, findings)
+                findings += _risk_findings(table, limit_of, scan.longest, findings)
     except DatabaseError as exc:
-        raise StoreConnectionError(
-            f"cannot read {store.display}: {store.describe_error(exc)}"
-        ) from exc
+        raise store.read_error(exc) from exc
     findings.sort(key=lambda f: (f.severity, f.table, f.column or ""))
     return AuditReport(
         location=store.display,
@@ -221,24 +208,16 @@ def _column_checks(
         if stored is None:
             continue
         c = q(name)
-        if column.is_text:
-            yield _Check(name, "max", None)
-            limit = limit_of(column)
-            if limit is not None:
-                yield _Check(
-                    name,
-                    "overflow",
-                    f"{dialect.length(name)} > {int(limit)}",
-                    limit=limit,
-                    order_by_length=True,
-                )
+        limit = limit_of(column) if column.is_text else None
+        if limit is not None:
+            yield _Check(name, "overflow", f"{dialect.length(name)} > {int(limit)}", limit=limit)
         if not sqlite:
             continue  # PostgreSQL already enforced everything below when the rows went in
         if column.is_text or column.internal_type == "GenericIPAddressField":
             yield _Check(
                 name,
                 "invalid",
-                f"instr(CAST({c} AS BLOB), x'00') > 0",
+                f"instr({c}, char(0)) > 0",
                 "NUL character (PostgreSQL text cannot hold \\x00)",
             )
             yield _Check(name, "invalid", f"typeof({c}) = 'blob'", "binary value in a text column")
@@ -253,7 +232,11 @@ def _column_checks(
             yield _Check(
                 name, "invalid", f"typeof({c}) NOT IN ('real', 'integer', 'null')", "not a number"
             )
-        elif column.internal_type in INTEGER_TYPES:
+        elif (
+            column.internal_type in INTEGER_TYPES
+            and not column.references  # the foreign-key check below catches non-integers too
+            and name != table.model.primary_key  # an INTEGER PRIMARY KEY is SQLite's rowid
+        ):
             yield _Check(
                 name, "invalid", f"typeof({c}) NOT IN ('integer', 'null')", "not an integer"
             )
@@ -273,90 +256,117 @@ def _column_checks(
                 )
 
 
-def _scan(cursor, table: StoreTable, checks: list[_Check], dialect: _Dialect):
-    """The one pass over the table: row count plus every check's aggregate."""
-    aggregates = ["count(*)"] + [check.aggregate(dialect.length(check.column)) for check in checks]
-    cursor.execute(f"SELECT {', '.join(aggregates)} FROM {dialect.quote(table.name)}")
-    rows, *results = cursor.fetchone()
-    return rows, results
+class _TableScan:
+    """One table's checks in two passes.
 
+    The first pass reads every row once and computes, per column, only what a healthy
+    store needs: the longest value and whether any invalid condition holds at all. A
+    column whose longest value exceeds its limit, or that has some invalid rows, earns a
+    second, narrower query that counts each condition and fetches examples — rare work,
+    done only where something is wrong.
+    """
 
-def _findings_from_scan(
-    cursor,
-    table: StoreTable,
-    checks: list[_Check],
-    results: list,
-    dialect: _Dialect,
-    near: float,
-    longest: dict[str, int],
-) -> list[Finding]:
-    findings = []
-    for check, value in zip(checks, results):
-        if check.kind == "max":
-            continue
-        if check.kind == "overflow":
-            max_length = longest.get(check.column)
-            if value:
-                findings.append(
-                    Finding(
-                        table.name,
-                        check.column,
-                        "overflow",
-                        limit=check.limit,
-                        max_length=max_length,
-                        rows=value,
-                        examples=_examples(cursor, table, check, dialect),
-                        detail=f"{value} value(s) longer than {check.limit} characters",
-                    )
+    def __init__(self, cursor, table: StoreTable, dialect: _Dialect, near: float) -> None:
+        self.cursor, self.table, self.dialect, self.near = cursor, table, dialect, near
+        self.longest: dict[str, int] = {}
+        self.findings: list[Finding] = []
+
+    def run(self, checks: list[_Check]) -> int:
+        q = self.dialect.quote
+        text_columns = [
+            name
+            for name, column in self.table.model.columns.items()
+            if column.is_text and name in self.table.columns
+        ]
+        invalid: dict[str, list[_Check]] = {}
+        for check in checks:
+            if check.kind == "invalid":
+                invalid.setdefault(check.column, []).append(check)
+        aggregates = ["count(*)"]
+        aggregates += [f"max({self.dialect.length(name)})" for name in text_columns]
+        aggregates += [
+            count_if(" OR ".join(f"({check.condition})" for check in group))
+            for group in invalid.values()
+        ]
+        self.cursor.execute(f"SELECT {', '.join(aggregates)} FROM {q(self.table.name)}")
+        rows, *values = self.cursor.fetchone()
+        self.longest = {name: value or 0 for name, value in zip(text_columns, values, strict=False)}
+        flagged_invalid = {
+            column
+            for column, count in zip(invalid, values[len(text_columns) :], strict=True)
+            if count
+        }
+        suspects = [
+            check
+            for check in checks
+            if (check.kind == "overflow" and self.longest[check.column] > check.limit)
+            or (check.kind == "invalid" and check.column in flagged_invalid)
+        ]
+        self._count(suspects)
+        self._near_limits(checks)
+        return rows
+
+    def _count(self, suspects: list[_Check]) -> None:
+        if not suspects:
+            return
+        counts = ", ".join(count_if(check.condition) for check in suspects)
+        self.cursor.execute(f"SELECT {counts} FROM {self.dialect.quote(self.table.name)}")
+        for check, rows in zip(suspects, self.cursor.fetchone(), strict=True):
+            if not rows:
+                continue
+            detail = check.detail
+            if check.kind == "overflow":
+                detail = f"{rows} value(s) longer than {check.limit} characters"
+            self.findings.append(
+                Finding(
+                    self.table.name,
+                    check.column,
+                    check.kind,
+                    limit=check.limit,
+                    max_length=self.longest.get(check.column),
+                    rows=rows,
+                    examples=self._examples(check),
+                    detail=detail,
                 )
-            elif check.limit and max_length and max_length >= near * check.limit:
-                findings.append(
+            )
+
+    def _near_limits(self, checks: list[_Check]) -> None:
+        for check in checks:
+            longest = self.longest.get(check.column, 0)
+            if check.kind == "overflow" and self.near * check.limit <= longest <= check.limit:
+                self.findings.append(
                     Finding(
-                        table.name,
+                        self.table.name,
                         check.column,
                         "near-limit",
                         limit=check.limit,
-                        max_length=max_length,
+                        max_length=longest,
                         rows=0,
-                        detail=f"longest value uses {max_length / check.limit:.0%} of the limit",
+                        detail=f"longest value uses {longest / check.limit:.0%} of the limit",
                     )
                 )
-        elif value:
-            findings.append(
-                Finding(
-                    table.name,
-                    check.column,
-                    check.kind,
-                    max_length=longest.get(check.column),
-                    rows=value,
-                    examples=_examples(cursor, table, check, dialect),
-                    detail=check.detail,
-                )
-            )
-    return findings
 
-
-def _examples(cursor, table: StoreTable, check: _Check, dialect: _Dialect) -> list[dict[str, Any]]:
-    """Up to three offending rows: id, the record's label where there is one, a preview."""
-    q = dialect.quote
-    pk = table.model.primary_key
-    is_record = table.model.name == RECORD_TABLE
-    label = q("label") if is_record else "NULL"
-    order = f"{dialect.length(check.column)} DESC, " if check.order_by_length else ""
-    cursor.execute(
-        f"SELECT {q(pk)}, {label}, substr({dialect.text(check.column)}, 1, {PREVIEW_CHARS + 1}), "
-        f"{dialect.length(check.column)} FROM {q(table.name)} WHERE {check.condition} "
-        f"ORDER BY {order}{q(pk)} LIMIT {EXAMPLES}"
-    )
-    examples = []
-    for row_id, record_label, value, length in cursor.fetchall():
-        example: dict[str, Any] = {"id": row_id}
-        if is_record:
-            example["label"] = _preview(record_label)
-        example["value"] = _preview(value)
-        example["length"] = length
-        examples.append(example)
-    return examples
+    def _examples(self, check: _Check) -> list[dict[str, Any]]:
+        """Up to three offending rows: id, the record's label where there is one, a preview."""
+        q, table, length = self.dialect.quote, self.table, self.dialect.length(check.column)
+        pk = table.model.primary_key
+        is_record = table.model.name == RECORD_TABLE
+        label = q("label") if is_record else "NULL"
+        order = f"{length} DESC, " if check.kind == "overflow" else ""
+        self.cursor.execute(
+            f"SELECT {q(pk)}, {label}, substr({self.dialect.text(check.column)}, 1, "
+            f"{PREVIEW_CHARS + 1}), {length} FROM {q(table.name)} WHERE {check.condition} "
+            f"ORDER BY {order}{q(pk)} LIMIT {EXAMPLES}"
+        )
+        examples = []
+        for row_id, record_label, value, value_length in self.cursor.fetchall():
+            example: dict[str, Any] = {"id": row_id}
+            if is_record:
+                example["label"] = _preview(record_label)
+            example["value"] = _preview(value)
+            example["length"] = value_length
+            examples.append(example)
+        return examples
 
 
 def _preview(value: Any) -> str | None:

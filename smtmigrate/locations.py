@@ -75,6 +75,15 @@ class Store:
         text = " ".join(str(exc).split()) or exc.__class__.__name__
         return redact_text(text, self.password)
 
+    def read_error(self, exc: BaseException) -> StoreConnectionError:
+        """The one-line error for a failure while reading the store."""
+        if "database is locked" in str(exc):
+            return StoreConnectionError(
+                f"{self.display} is locked by another writer (waited {SQLITE_LOCK_TIMEOUT} s); "
+                "try again when the running smt jobs have finished"
+            )
+        return StoreConnectionError(f"cannot read {self.display}: {self.describe_error(exc)}")
+
     def close(self) -> None:
         if self._alias is not None:
             unregister_database(self._alias)

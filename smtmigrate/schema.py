@@ -17,7 +17,7 @@ from django.apps import apps
 from django.db import DatabaseError, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from .errors import NotASumatraStore, StoreConnectionError, UnknownLayout
+from .errors import NotASumatraStore, UnknownLayout
 from .locations import Store
 
 SUMATRA_APP = "django_store"
@@ -205,9 +205,7 @@ def inspect_store(store: Store) -> Inspection:
                         connection, cursor, name, models_by_table[model_name]
                     )
     except DatabaseError as exc:
-        raise StoreConnectionError(
-            f"cannot read {store.display}: {store.describe_error(exc)}"
-        ) from exc
+        raise store.read_error(exc) from exc
     return Inspection(
         store, connection.vendor, layout, tables, frozenset(applied), frozenset(table_names)
     )

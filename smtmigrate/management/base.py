@@ -22,7 +22,6 @@ class SmtmigrateCommand(BaseCommand):
     """
 
     requires_system_checks = "__all__"
-    suppressed_base_arguments = {"--settings", "--pythonpath"}
     exit_code = 0
 
     _no_color = False

@@ -1,0 +1,128 @@
+"""Shared test fixtures: real PostgreSQL databases, copies of the bundled Sumatra stores.
+
+The PostgreSQL server is taken from SMTMIGRATE_TEST_PG (a libpq URL of a database the
+tests may connect to in order to create and drop their own); by default the local
+server on 127.0.0.1:5432. Every test database gets a unique name and is dropped after.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from smtmigrate.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+PG_URL = os.environ.get("SMTMIGRATE_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(autouse=True)
+def _real_databases(django_db_blocker):
+    """These tests bring their own databases (real SQLite stores, fresh PostgreSQL
+    databases), not pytest-django's test database, so its blocker stays out of the way."""
+    with django_db_blocker.unblock():
+        yield
+
+
+def pg_url_for(dbname: str) -> str:
+    base, _, _ = PG_URL.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+def admin_execute(statement: sql.Composable) -> None:
+    """Run one statement on the maintenance database, outside any transaction."""
+    conn = psycopg2.connect(PG_URL)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; yields its URL and drops it afterwards."""
+    name = f"smtm_test_{uuid.uuid4().hex[:12]}"
+    admin_execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8'").format(sql.Identifier(name)))
+    try:
+        yield pg_url_for(name)
+    finally:
+        from django.db import connections
+
+        for alias in list(connections.settings):
+            if connections.settings[alias].get("NAME") == name:
+                connections[alias].close()
+        admin_execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def copy_fixture(generation: str, tmp_path: Path) -> Path:
+    """A private copy of a bundled fixture project (tests may damage it)."""
+    target = tmp_path / f"sumatra-{generation}"
+    shutil.copytree(FIXTURES / f"sumatra-{generation}", target)
+    return target
+
+
+@pytest.fixture
+def store08(tmp_path: Path) -> Path:
+    return copy_fixture("0.8", tmp_path)
+
+
+@pytest.fixture
+def store07(tmp_path: Path) -> Path:
+    return copy_fixture("0.7", tmp_path)
+
+
+def records_file(project: Path) -> Path:
+    return project / ".smt" / "records"
+
+
+def sqlite_rows(path: Path, query: str, params: tuple = ()) -> list[tuple]:
+    """Read a store with plain sqlite3: the independent oracle tests compare against."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(query, params).fetchall()
+    finally:
+        conn.close()
+
+
+def sqlite_exec(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, out={self.out[-400:]!r}, err={self.err!r})"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `smtmigrate ARGS…` in-process; return its exit code and output."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
