@@ -501,7 +501,7 @@ def _is_wider(stored: StoreColumn, column: ModelColumn, declared: str) -> bool:
     """A widened column (text, or a longer varchar) is what smtmigrate widen makes: fine."""
     if not column.is_text or column.max_length is None:
         return False
-    if declared == "text":
+    if declared in ("text", "varchar"):  # unbounded
         return True
     return stored.max_length is not None and stored.max_length >= column.max_length
 

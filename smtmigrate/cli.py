@@ -15,7 +15,7 @@ from . import __version__
 # later release adds: they are listed so users see the whole tool, and refuse clearly.
 COMMANDS: dict[str, tuple[str, bool]] = {
     "audit": ("Report what in a store would fail, or is bound to fail, on PostgreSQL.", True),
-    "widen": ("Plan, write or apply migrations that widen Sumatra's columns.", False),
+    "widen": ("Plan, write or apply migrations that widen Sumatra's columns.", True),
     "copy": ("Copy every record into PostgreSQL (or a fresh SQLite store), verified.", False),
     "verify": ("Compare two stores: row counts, checksums, records through Sumatra.", False),
     "createdb": ("Create a role and a UTF8 database with Sumatra's widened schema.", False),
@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"smtmigrate {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

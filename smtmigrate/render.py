@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .audit import FAILING_KINDS, AuditReport, Finding
+from .widen import ApplyResult, WideningPlan
 
 KIND_STYLES = {
     "invalid": "bold red",
@@ -96,3 +97,56 @@ def _advice(failing: list[Finding]) -> str:
     if "invalid" in kinds:
         advice.append("fix or remove the invalid values in the source store")
     return "To move this store: " + "; ".join(advice) + "."
+
+
+def render_plan(plan: WideningPlan, out: Console, *, title: str) -> None:
+    changes = plan.changes
+    out.print(
+        f"[bold]{title}[/bold]: policy {plan.policy}"
+        + (f", headroom {plan.headroom:g}" if plan.policy == "fit" else "")
+        + f"; {len(changes)} of {len(plan.columns)} bounded text columns widened"
+    )
+    if not changes:
+        return
+    table = Table(pad_edge=False)
+    for heading, justify in (
+        ("table", "left"),
+        ("column", "left"),
+        ("today", "left"),
+        ("widened to", "left"),
+        ("longest", "right"),
+        ("why", "left"),
+    ):
+        table.add_column(heading, justify=justify, overflow="fold")
+    for change in changes:
+        table.add_row(
+            change.table,
+            change.column,
+            change.current_type,
+            Text(change.new_type, style="bold"),
+            _number(change.longest),
+            change.reason,
+        )
+    out.print(table)
+
+
+def render_applied(result: ApplyResult, out: Console) -> None:
+    if not result.applied:
+        out.print(
+            Text("Already widened: every column is at least as wide as the plan.", style="green")
+        )
+        return
+    table = Table(pad_edge=False)
+    for heading in ("table", "column", "before", "after"):
+        table.add_column(heading, overflow="fold")
+    for change in result.plan.changes:
+        key = (change.table, change.column)
+        table.add_row(change.table, change.column, result.before[key], result.after[key])
+    out.print(table)
+    out.print(
+        Text(
+            f"Widened {len(result.plan.changes)} columns in one transaction; recorded as "
+            f"migration django_store.{result.migration_name}.",
+            style="bold green",
+        )
+    )

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+from ...audit import audit
+from ...errors import NotASumatraStore, Refused
+from ...locations import resolve
+from ...render import render_applied, render_plan
+from ...schema import inspect_store
+from ...widen import (
+    POLICIES,
+    apply_widening,
+    check_widenable,
+    migration_sql,
+    plan_widening,
+    write_migration,
+)
+from ..base import SmtmigrateCommand
+
+
+class Command(SmtmigrateCommand):
+    help = (
+        "Plan, write (--write), show (--sql) or apply (--apply) a migration that widens "
+        "Sumatra's columns so that PostgreSQL stops rejecting long values."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "source",
+            nargs="?",
+            help="store whose data sizes the plan (required with --policy fit)",
+        )
+        parser.add_argument(
+            "--policy",
+            choices=POLICIES,
+            default="text",
+            help="text: unbounded text for every column unbounded by nature (default); "
+            "fit: size flagged columns to their longest value x headroom",
+        )
+        parser.add_argument("--headroom", type=float, default=2.0, help="for --policy fit")
+        parser.add_argument("--write", metavar="DIR", help="write the Django migration to DIR")
+        parser.add_argument(
+            "--sql", action="store_true", help="print the SQL for PostgreSQL; apply nothing"
+        )
+        parser.add_argument(
+            "--apply", metavar="TARGET", help="widen this PostgreSQL store, in one transaction"
+        )
+
+    def handle(self, source, policy, headroom, write, sql, apply, **options):
+        out = self.console()
+        with ExitStack() as stack:
+            report = source_inspection = target_inspection = None
+            if source:
+                source_store = stack.enter_context(resolve(source))
+                source_inspection = inspect_store(source_store)
+                report = audit(source_inspection)
+            if apply:
+                target_store = stack.enter_context(resolve(apply))
+                try:
+                    target_inspection = inspect_store(target_store)
+                except NotASumatraStore as exc:
+                    raise Refused(str(exc)) from exc
+                check_widenable(target_inspection)
+            plan = plan_widening(
+                policy,
+                headroom=headroom,
+                report=report,
+                source=source_inspection,
+                target=target_inspection,
+            )
+            subject = target_inspection or source_inspection
+            title = f"Widening plan for {subject.store.display}" if subject else "Widening plan"
+            if sql:  # only SQL on stdout, so that it can be piped into psql
+                self.stdout.write(f"-- {title}: policy {plan.policy}, {len(plan.changes)} columns")
+            else:
+                render_plan(plan, out, title=title)
+            if report is not None and not sql:
+                self._still_failing(report, source_inspection, plan, out)
+            if write:
+                for path in write_migration(plan, Path(write)):
+                    out.print(f"wrote {path}")
+            if sql:
+                # Constraint names are looked up in a PostgreSQL store when there is one.
+                against = target_inspection
+                if source_inspection is not None and source_inspection.vendor == "postgresql":
+                    against = against or source_inspection
+                connection = against.store.connection if against else None
+                statements = migration_sql(plan, connection)
+                self.stdout.write("\n".join(statements) if statements else "-- nothing to widen")
+            elif target_inspection is not None:
+                render_applied(apply_widening(plan, target_inspection), out)
+
+    def _still_failing(self, report, inspection, plan, out) -> None:
+        """Say so when the plan leaves some of SOURCE's values too long anyway."""
+        after = audit(inspection, limits=plan.limits())
+        overflows = [f for f in after.findings if f.kind == "overflow"]
+        if overflows:
+            names = ", ".join(f"{f.table}.{f.column}" for f in overflows)
+            out.print(f"[bold red]Still too narrow for the source's data:[/bold red] {names}")
+        if any(f.kind == "invalid" for f in after.findings):
+            out.print("[yellow]Note:[/yellow] the source also holds invalid values (see audit)")

@@ -1,0 +1,379 @@
+"""Findings/policy → plan → a Django migration that widens Sumatra's columns.
+
+Django never enforces `max_length` on `save()`, so a PostgreSQL store whose columns are
+wider than Sumatra's models keeps working and stops rejecting long values for good.
+
+The plan is data (`WideningPlan`); everything else is Django's own machinery applied to it:
+the autodetector turns "Sumatra's migration state" → "the same with wider columns" into
+AlterField operations, MigrationWriter writes them as a migration file, and the schema
+editor produces (or runs) the SQL. On PostgreSQL ≥ 9.2, `varchar(n)` → a longer `varchar`
+or unbounded `varchar` is binary-coercible: no table rewrite, only a brief lock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+
+import sqlparse
+from django.db import DatabaseError, OperationalError, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations import Migration
+from django.db.migrations.autodetector import MigrationAutodetector
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
+from django.db.migrations.recorder import MigrationRecorder
+from django.db.migrations.state import ProjectState
+from django.db.migrations.writer import MigrationWriter
+
+from .audit import AuditReport
+from .errors import Refused, SmtmigrateError
+from .locations import Store
+from .schema import LAYOUT_08, SUMATRA_APP, Inspection, sumatra_tables
+
+POLICIES = ("text", "fit")
+MIGRATION_NAME = "smtmigrate_widen"
+UNBOUNDED = None  # a planned max_length of None: PostgreSQL's unbounded text
+# A widening waits at most this long for its lock before it gives way to running jobs,
+# and is retried a few times: a queued ACCESS EXCLUSIVE lock would block every new
+# `smt run` behind it.
+LOCK_TIMEOUT = "5s"
+LOCK_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """One column of Sumatra's schema and the size the plan gives it."""
+
+    table: str  # today's table name
+    column: str
+    model: str  # model name, lower case, as migrations spell it
+    field: str
+    current: int | None  # max_length today (of the store when planned against one)
+    new: int | None  # planned max_length; None = unbounded
+    reason: str
+    longest: int | None = None  # longest value in the audited data, if any
+
+    @property
+    def current_type(self) -> str:
+        return _varchar(self.current)
+
+    @property
+    def new_type(self) -> str:
+        return _varchar(self.new)
+
+    @property
+    def widens(self) -> bool:
+        return self.current is not None and (self.new is None or self.new > self.current)
+
+
+def _varchar(length: int | None) -> str:
+    return "text" if length is None else f"varchar({length})"
+
+
+@dataclass
+class WideningPlan:
+    policy: str
+    headroom: float
+    columns: list[ColumnChange]  # every column considered, widened or not
+
+    @property
+    def changes(self) -> list[ColumnChange]:
+        return [c for c in self.columns if c.widens]
+
+    def limits(self) -> dict[tuple[str, str], int | None]:
+        """(table, column) → the length each column will have: for auditing against."""
+        return {(c.table, c.column): (c.new if c.widens else c.current) for c in self.columns}
+
+
+def plan_widening(
+    policy: str = "text",
+    *,
+    headroom: float = 2.0,
+    report: AuditReport | None = None,
+    source: Inspection | None = None,
+    target: Inspection | None = None,
+) -> WideningPlan:
+    """Decide the size of every bounded text column of Sumatra's schema.
+
+    * `text`: every column whose content is unbounded by nature becomes unbounded;
+    * `fit`: every column the audit flags (overflow, near-limit, risk) is sized to its
+      longest value x `headroom`, rounded up; the others keep their size.
+    With a `target`, sizes are compared with its real columns, and a column narrower than
+    today's model (drift) is brought up to at least the model's size.
+    """
+    if policy not in POLICIES:
+        raise SmtmigrateError(f"unknown policy '{policy}' (choose {' or '.join(POLICIES)})")
+    if policy == "fit" and report is None:
+        raise SmtmigrateError("--policy fit sizes columns from the data: give a SOURCE store")
+    if headroom < 1:
+        raise SmtmigrateError("--headroom must be at least 1.0")
+    longest = _longest_values(report, source) if report is not None else {}
+    columns = []
+    for table in sumatra_tables().values():
+        for name, column in table.columns.items():
+            if not column.is_text or column.max_length is None or column.field.many_to_one:
+                continue
+            current = column.max_length
+            if target is not None:
+                stored_table = target.table_for(table.name)
+                stored = stored_table.columns.get(name) if stored_table else None
+                current = stored.max_length if stored else column.max_length
+            data = longest.get((table.name, name))
+            if policy == "text":
+                new = UNBOUNDED if column.unbounded_reason else column.max_length
+                reason = column.unbounded_reason or "bounded by nature"
+            else:
+                new, reason = _fit(column.max_length, data, headroom, column.unbounded_reason)
+            if current is not None and new is not None and new < current:
+                new = current  # never narrow a column
+            columns.append(
+                ColumnChange(
+                    table.name,
+                    name,
+                    table.model._meta.model_name,
+                    column.field.name,
+                    current,
+                    new,
+                    reason,
+                    data,
+                )
+            )
+    return WideningPlan(policy, headroom, columns)
+
+
+def _fit(limit: int, longest: int | None, headroom: float, nature: str | None):
+    """Size for `--policy fit`: over-long data, or unbounded-by-nature data without the
+    headroom, gets longest x headroom; anything else keeps its size."""
+    if longest is None:
+        return limit, "no finding: keeps its size"
+    needed = math.ceil(longest * headroom)
+    if longest > limit:
+        why = "over the limit"
+    elif nature and needed > limit:
+        why = f"{nature}, less than {headroom:g}x headroom"
+    else:
+        return limit, "data fits" + ("" if nature else "; bounded by nature")
+    return needed, f"{why}: {longest} x {headroom:g} = {needed}"
+
+
+def _longest_values(report: AuditReport, source: Inspection | None) -> dict[tuple[str, str], int]:
+    """Longest values the audit saw, keyed by today's table names."""
+    to_model = {}
+    if source is not None:
+        to_model = {name: table.model.name for name, table in source.tables.items()}
+    return {
+        (to_model.get(f.table, f.table), f.column): f.max_length
+        for f in report.findings
+        if f.kind in ("overflow", "near-limit", "risk") and f.max_length is not None
+    }
+
+
+# -- the migration ------------------------------------------------------------------------
+
+
+def sumatra_migration_state() -> tuple[MigrationLoader, ProjectState, tuple[str, str]]:
+    """The loader, and the project state after Sumatra's latest migration."""
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    (leaf,) = loader.graph.leaf_nodes(SUMATRA_APP)
+    return loader, loader.project_state(leaf, at_end=True), leaf
+
+
+def _with_lengths(state: ProjectState, lengths: dict[tuple[str, str], int | None]) -> ProjectState:
+    """A copy of `state` whose fields have the given sizes; None makes a TextField.
+
+    Unbounded becomes TextField rather than CharField(max_length=None): URLField,
+    SlugField and Sumatra's TagField drop a None max_length when deconstructed, so a
+    migration file would bring their default size back.
+    """
+    state = state.clone()
+    for (model, field_name), length in lengths.items():
+        model_state = state.models[SUMATRA_APP, model]
+        field = model_state.fields[field_name]
+        _, _path, args, kwargs = field.deconstruct()
+        if length is None:
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("max_length", "allow_unicode")}
+            model_state.fields[field_name] = models.TextField(*args, **kwargs)
+        else:
+            kwargs["max_length"] = length
+            model_state.fields[field_name] = field.__class__(*args, **kwargs)
+    return state
+
+
+def build_migration(plan: WideningPlan, *, from_current: bool = False) -> Migration:
+    """The widening as a Django migration on app django_store, via the autodetector.
+
+    `from_current`: start from the sizes the plan found in the store (to run the SQL on
+    that store) rather than from Sumatra's migration state (for a migration file).
+    """
+    loader, state, _leaf = sumatra_migration_state()
+    if from_current:
+        state = _with_lengths(state, {(c.model, c.field): c.current for c in plan.changes})
+    to_state = _with_lengths(state, {(c.model, c.field): c.new for c in plan.changes})
+    autodetector = MigrationAutodetector(
+        state, to_state, NonInteractiveMigrationQuestioner(specified_apps={SUMATRA_APP})
+    )
+    changes = autodetector.changes(
+        loader.graph, trim_to_apps={SUMATRA_APP}, migration_name=MIGRATION_NAME
+    )
+    (migration,) = changes[SUMATRA_APP]
+    migration.initial_state = state  # where apply() starts from
+    return migration
+
+
+def write_migration(plan: WideningPlan, directory: Path) -> list[Path]:
+    """Write the migration file into `directory`, made a migrations package if needed.
+
+    The package re-exports Sumatra's own migrations, so a Django project can apply it with
+    MIGRATION_MODULES = {"django_store": "<package>"} and `manage.py migrate`. The file
+    alone can also be copied into Sumatra's `django_store/migrations/`.
+    """
+    migration = build_migration(plan)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    init = directory / "__init__.py"
+    if not init.exists():
+        init.write_text("")
+        written.append(init)
+    package = import_module(f"sumatra.recordstore.{SUMATRA_APP}.migrations").__name__
+    for dependency_app, dependency in _sumatra_migration_names():
+        shim = directory / f"{dependency}.py"
+        if dependency_app == SUMATRA_APP and not shim.exists():
+            shim.write_text(
+                f'"""Sumatra\'s own migration {dependency}, re-exported for this package."""\n\n'
+                "from importlib import import_module\n\n"
+                f'Migration = import_module("{package}.{dependency}").Migration\n'
+            )
+            written.append(shim)
+    writer = MigrationWriter(migration, include_header=True)
+    path = directory / f"{migration.name}.py"
+    path.write_text(writer.as_string())
+    written.append(path)
+    return written
+
+
+def _sumatra_migration_names() -> list[tuple[str, str]]:
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    return sorted(key for key in loader.disk_migrations if key[0] == SUMATRA_APP)
+
+
+def migration_sql(plan: WideningPlan, connection: BaseDatabaseWrapper | None) -> list[str]:
+    """The SQL the migration runs on PostgreSQL, formatted with sqlparse.
+
+    With a connection to a PostgreSQL store the schema editor looks constraint names up
+    there; without one it uses the names Django gives them when Sumatra's migrations build
+    a store.
+    """
+    migration = build_migration(plan, from_current=connection is not None)
+    if connection is None:
+        editor = _offline_editor()
+    else:
+        editor = connection.schema_editor(collect_sql=True, atomic=False)
+    with editor:
+        migration.apply(migration.initial_state, editor)
+    statements = editor.collected_sql
+    return [sqlparse.format(s, reindent=True, keyword_case="upper") for s in statements]
+
+
+def _offline_editor():
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    class OfflineSchemaEditor(DatabaseWrapper.SchemaEditorClass):
+        """Collects SQL without a server: constraints are named as Django names them."""
+
+        def execute(self, sql, params=()):
+            # PostgreSQL's editor merges parameters through a live cursor; ours has none.
+            if params:
+                raise SmtmigrateError("this widening needs a PostgreSQL store to run against")
+            return super(DatabaseWrapper.SchemaEditorClass, self).execute(sql, None)
+
+        def _constraint_names(self, model, column_names=None, foreign_key=None, **kwargs):
+            if foreign_key and column_names and len(column_names) == 1:
+                field = next(f for f in model._meta.local_fields if f.column == column_names[0])
+                suffix = "_fk_%(to_table)s_%(to_column)s"
+                return [str(self._fk_constraint_name(model, field, suffix))]
+            raise SmtmigrateError("this widening needs a PostgreSQL store to look names up in")
+
+    settings = {"ENGINE": "django.db.backends.postgresql", "NAME": "offline"}
+    wrapper = DatabaseWrapper(connections.configure_settings({"default": settings})["default"])
+    return OfflineSchemaEditor(wrapper, collect_sql=True, atomic=False)
+
+
+# -- applying -----------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyResult:
+    plan: WideningPlan
+    before: dict[tuple[str, str], str]  # (table, column) → type before
+    after: dict[tuple[str, str], str]
+    applied: bool  # False: already widened, nothing done
+    attempts: int = 0
+    migration_name: str = ""
+
+
+def check_widenable(target: Inspection) -> None:
+    if target.vendor != "postgresql":
+        raise SmtmigrateError(
+            f"{target.store.display}: widening applies to PostgreSQL stores "
+            "(SQLite never enforces column lengths)"
+        )
+    if target.layout != LAYOUT_08:
+        raise Refused(
+            f"{target.store.display}: a {target.layout} store; copy it into a fresh store "
+            "with smtmigrate copy first"
+        )
+
+
+def apply_widening(plan: WideningPlan, target: Inspection) -> ApplyResult:
+    """Widen the target's columns in one transaction and record the migration."""
+    check_widenable(target)
+    store = target.store
+    before = column_types(store, plan.columns)
+    if not plan.changes:
+        return ApplyResult(plan, before, before, applied=False)
+    migration = build_migration(plan, from_current=True)
+    connection = store.connection
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            with transaction.atomic(using=store.alias):
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = %s", [LOCK_TIMEOUT])
+                with connection.schema_editor(atomic=False) as editor:
+                    migration.apply(migration.initial_state, editor)
+                recorder = MigrationRecorder(connection)
+                if (SUMATRA_APP, migration.name) not in recorder.applied_migrations():
+                    recorder.record_applied(SUMATRA_APP, migration.name)
+            break
+        except OperationalError as exc:
+            if "lock timeout" not in str(exc) or attempts >= LOCK_ATTEMPTS:
+                raise store.read_error(exc) from exc
+            time.sleep(attempts)  # let the running jobs through, then try again
+        except DatabaseError as exc:
+            raise SmtmigrateError(
+                f"widening {store.display} failed, nothing was changed: {store.describe_error(exc)}"
+            ) from exc
+    after = column_types(store, plan.columns)
+    return ApplyResult(plan, before, after, True, attempts, migration.name)
+
+
+def column_types(store: Store, columns: Iterable[ColumnChange]) -> dict[tuple[str, str], str]:
+    """The real types of the planned columns, as PostgreSQL spells them."""
+    connection = store.connection
+    tables = sorted({c.table for c in columns})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "WHERE c.relname = ANY(%s) AND c.relkind = 'r' AND a.attnum > 0 "
+            "AND NOT a.attisdropped AND pg_table_is_visible(c.oid)",
+            [tables],
+        )
+        types = {(table, column): type_ for table, column, type_ in cursor.fetchall()}
+    return {(c.table, c.column): types.get((c.table, c.column), "?") for c in columns}
