@@ -41,8 +41,9 @@ UNBOUNDED = None  # a planned max_length of None: PostgreSQL's unbounded text
 # A widening waits at most this long for its lock before it gives way to running jobs,
 # and is retried a few times: a queued ACCESS EXCLUSIVE lock would block every new
 # `smt run` behind it.
-LOCK_TIMEOUT = "5s"
+LOCK_TIMEOUT = 5.0  # seconds
 LOCK_ATTEMPTS = 5
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ def build_migration(plan: WideningPlan, *, from_current: bool = False) -> Migrat
         loader.graph, trim_to_apps={SUMATRA_APP}, migration_name=MIGRATION_NAME
     )
     (migration,) = changes[SUMATRA_APP]
-    migration.initial_state = state  # where apply() starts from
+    migration.initial_state = state  # where apply() starts from: apply() mutates a clone
     return migration
 
 
@@ -274,7 +275,7 @@ def migration_sql(plan: WideningPlan, connection: BaseDatabaseWrapper | None) ->
     else:
         editor = connection.schema_editor(collect_sql=True, atomic=False)
     with editor:
-        migration.apply(migration.initial_state, editor)
+        migration.apply(migration.initial_state.clone(), editor)
     statements = editor.collected_sql
     return [sqlparse.format(s, reindent=True, keyword_case="upper") for s in statements]
 
@@ -329,8 +330,18 @@ def check_widenable(target: Inspection) -> None:
         )
 
 
-def apply_widening(plan: WideningPlan, target: Inspection) -> ApplyResult:
-    """Widen the target's columns in one transaction and record the migration."""
+def apply_widening(
+    plan: WideningPlan,
+    target: Inspection,
+    *,
+    lock_timeout: float = LOCK_TIMEOUT,
+    lock_attempts: int = LOCK_ATTEMPTS,
+) -> ApplyResult:
+    """Widen the target's columns in one transaction and record the migration.
+
+    Each attempt waits at most `lock_timeout` seconds for its locks, then rolls back and
+    lets the jobs queued behind it through before trying again.
+    """
     check_widenable(target)
     store = target.store
     before = column_types(store, plan.columns)
@@ -344,17 +355,22 @@ def apply_widening(plan: WideningPlan, target: Inspection) -> ApplyResult:
         try:
             with transaction.atomic(using=store.alias):
                 with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL lock_timeout = %s", [LOCK_TIMEOUT])
+                    cursor.execute("SET LOCAL lock_timeout = %s", [f"{lock_timeout * 1000:.0f}ms"])
                 with connection.schema_editor(atomic=False) as editor:
-                    migration.apply(migration.initial_state, editor)
+                    migration.apply(migration.initial_state.clone(), editor)
                 recorder = MigrationRecorder(connection)
                 if (SUMATRA_APP, migration.name) not in recorder.applied_migrations():
                     recorder.record_applied(SUMATRA_APP, migration.name)
             break
         except OperationalError as exc:
-            if "lock timeout" not in str(exc) or attempts >= LOCK_ATTEMPTS:
+            if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
                 raise store.read_error(exc) from exc
-            time.sleep(attempts)  # let the running jobs through, then try again
+            if attempts >= lock_attempts:
+                raise Refused(
+                    f"{store.display}: could not lock the tables within {lock_timeout:g} s in "
+                    f"{attempts} attempts (long-running transactions?); nothing was changed"
+                ) from exc
+            time.sleep(min(attempts, 5))  # let the queued jobs through, then try again
         except DatabaseError as exc:
             raise SmtmigrateError(
                 f"widening {store.display} failed, nothing was changed: {store.describe_error(exc)}"

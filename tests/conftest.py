@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +67,54 @@ def pg_database() -> Iterator[str]:
         admin_execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@pytest.fixture
+def sumatra_pg(pg_database) -> str:
+    """A PostgreSQL store built by Sumatra's own migrations (what `smt init` would make)."""
+    from django.core.management import call_command
+
+    from smtmigrate.locations import resolve
+
+    with resolve(pg_database) as store:
+        call_command("migrate", database=store.alias, run_syncdb=True, verbosity=0)
+    return pg_database
+
+
+def pg_query(url: str, query: str, params: tuple = ()) -> list[tuple]:
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def pg_column_types(url: str) -> dict[tuple[str, str], str]:
+    """(table, column) → type, from information_schema: an oracle independent of smtmigrate."""
+    rows = pg_query(
+        url,
+        "SELECT table_name, column_name, data_type, character_maximum_length "
+        "FROM information_schema.columns WHERE table_name LIKE 'django_store%%'",
+    )
+    return {
+        (table, column): f"{kind}({length})" if length else kind
+        for table, column, kind, length in rows
+    }
+
+
+def run_sumatra(*args: str) -> subprocess.CompletedProcess:
+    """Sumatra 0.8.1's own API in a process of its own (see sumatra_api.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "sumatra_api.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def copy_fixture(generation: str, tmp_path: Path) -> Path:

@@ -9,6 +9,8 @@ from ...locations import resolve
 from ...render import render_applied, render_plan
 from ...schema import inspect_store
 from ...widen import (
+    LOCK_ATTEMPTS,
+    LOCK_TIMEOUT,
     POLICIES,
     apply_widening,
     check_widenable,
@@ -46,8 +48,16 @@ class Command(SmtmigrateCommand):
         parser.add_argument(
             "--apply", metavar="TARGET", help="widen this PostgreSQL store, in one transaction"
         )
+        parser.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=LOCK_TIMEOUT,
+            metavar="SECONDS",
+            help="with --apply: give way to running jobs after waiting this long for a lock, "
+            f"then retry ({LOCK_ATTEMPTS} attempts; default {LOCK_TIMEOUT:g} s)",
+        )
 
-    def handle(self, source, policy, headroom, write, sql, apply, **options):
+    def handle(self, source, policy, headroom, write, sql, apply, lock_timeout, **options):
         out = self.console()
         with ExitStack() as stack:
             report = source_inspection = target_inspection = None
@@ -89,7 +99,9 @@ class Command(SmtmigrateCommand):
                 statements = migration_sql(plan, connection)
                 self.stdout.write("\n".join(statements) if statements else "-- nothing to widen")
             elif target_inspection is not None:
-                render_applied(apply_widening(plan, target_inspection), out)
+                render_applied(
+                    apply_widening(plan, target_inspection, lock_timeout=lock_timeout), out
+                )
 
     def _still_failing(self, report, inspection, plan, out) -> None:
         """Say so when the plan leaves some of SOURCE's values too long anyway."""
