@@ -104,7 +104,7 @@ def render_plan(plan: WideningPlan, out: Console, *, title: str) -> None:
     out.print(
         f"[bold]{title}[/bold]: policy {plan.policy}"
         + (f", headroom {plan.headroom:g}" if plan.policy == "fit" else "")
-        + f"; {len(changes)} of {len(plan.columns)} bounded text columns widened"
+        + f"; {len(changes)} of {len(plan.columns)} bounded text columns to widen"
     )
     if not changes:
         return
@@ -137,11 +137,13 @@ def render_applied(result: ApplyResult, out: Console) -> None:
         )
         return
     table = Table(pad_edge=False)
-    for heading in ("table", "column", "before", "after"):
+    for heading in ("table", "column", "before", "after", "why"):
         table.add_column(heading, overflow="fold")
     for change in result.plan.changes:
         key = (change.table, change.column)
-        table.add_row(change.table, change.column, result.before[key], result.after[key])
+        table.add_row(
+            change.table, change.column, result.before[key], result.after[key], change.reason
+        )
     out.print(table)
     out.print(
         Text(

@@ -83,6 +83,8 @@ class Command(SmtmigrateCommand):
             title = f"Widening plan for {subject.store.display}" if subject else "Widening plan"
             if sql:  # only SQL on stdout, so that it can be piped into psql
                 self.stdout.write(f"-- {title}: policy {plan.policy}, {len(plan.changes)} columns")
+            elif apply:
+                out.print(f"Widening {target_inspection.store.display}: policy {plan.policy}")
             else:
                 render_plan(plan, out, title=title)
             if report is not None and not sql:
