@@ -16,8 +16,8 @@ from . import __version__
 COMMANDS: dict[str, tuple[str, bool]] = {
     "audit": ("Report what in a store would fail, or is bound to fail, on PostgreSQL.", True),
     "widen": ("Plan, write or apply migrations that widen Sumatra's columns.", True),
-    "copy": ("Copy every record into PostgreSQL (or a fresh SQLite store), verified.", False),
-    "verify": ("Compare two stores: row counts, checksums, records through Sumatra.", False),
+    "copy": ("Copy every record into PostgreSQL (or a fresh SQLite store), verified.", True),
+    "verify": ("Compare two stores: row counts, checksums, records through Sumatra.", True),
     "createdb": ("Create a role and a UTF8 database with Sumatra's widened schema.", False),
     "drop-recreate": ("Back up, drop and recreate a PostgreSQL store, safely.", False),
     "switch": ("Point a Sumatra project at another store (and back).", False),

@@ -149,6 +149,27 @@ def resolve(text: str, *, base_dir: Path | None = None) -> Store:
     return _path_store(path)
 
 
+def resolve_target(text: str) -> Store:
+    """Like `resolve`, but a path that does not exist yet names a new SQLite store."""
+    match = URL_RE.match(text)
+    if match and match["scheme"].lower() == "sqlite":
+        path = Path(unquote(match["rest"]) or "/")
+    elif match:
+        return resolve(text)
+    else:
+        path = Path(text).expanduser()
+    if path.exists():
+        if path.is_dir():
+            raise LocationError(f"{path}: a directory; give the path of a new SQLite file")
+        return Store(
+            "sqlite", str(path.resolve()), sqlite_settings(path.resolve()), path=path.resolve()
+        )
+    path = path.resolve()
+    if not path.parent.is_dir():
+        raise LocationError(f"{path.parent}: no such directory")
+    return Store("sqlite", str(path), sqlite_settings(path, read_only=False), path=path)
+
+
 def _path_store(path: Path) -> Store:
     if not path.exists():
         raise LocationError(f"{path}: no such file or directory")

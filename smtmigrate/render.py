@@ -6,10 +6,20 @@ import json
 from typing import IO, Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from .audit import FAILING_KINDS, AuditReport, Finding
+from .copy import CopyPlan, CopyResult, TableResult
+from .verify import Verification
 from .widen import ApplyResult, WideningPlan
 
 KIND_STYLES = {
@@ -152,3 +162,186 @@ def render_applied(result: ApplyResult, out: Console) -> None:
             style="bold green",
         )
     )
+
+
+# -- copy ---------------------------------------------------------------------------------
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:,.1f}"
+
+
+class PlainCopyEvents:
+    """Progress for logs and pipes: a line per phase and per table."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+
+    def phase(self, name: str) -> None:
+        self.out.print(f"{name} …")
+
+    def table_start(self, table: str, rows: int) -> None:
+        pass
+
+    def table_progress(self, table: str, rows: int, nbytes: int) -> None:
+        pass
+
+    def table_done(self, result: TableResult) -> None:
+        rate = result.bytes / 1e6 / result.seconds if result.seconds else 0.0
+        self.out.print(
+            f"  {result.table}: {result.rows:,} rows, {_mb(result.bytes)} MB "
+            f"in {result.seconds:.2f} s ({rate:,.1f} MB/s)"
+        )
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        elapsed = task.elapsed or 0
+        nbytes = task.fields.get("bytes", 0)
+        return Text(f"{nbytes / 1e6 / elapsed:,.1f} MB/s" if elapsed else "", style="cyan")
+
+
+class RichCopyEvents(PlainCopyEvents):
+    """Progress bars per table (rows, MB/s) on a terminal."""
+
+    def __init__(self, out: Console) -> None:
+        super().__init__(out)
+        self.progress = Progress(
+            TextColumn("{task.description:<34}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            _Rate(),
+            TimeElapsedColumn(),
+            console=out,
+            transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.stop()
+
+    def phase(self, name: str) -> None:
+        if name != "load":
+            self.progress.console.print(f"[dim]{name} …[/dim]")
+
+    def table_start(self, table: str, rows: int) -> None:
+        self.tasks[table] = self.progress.add_task(table, total=rows or None, bytes=0)
+
+    def table_progress(self, table: str, rows: int, nbytes: int) -> None:
+        self.progress.update(self.tasks[table], completed=rows, bytes=nbytes)
+
+    def table_done(self, result: TableResult) -> None:
+        self.progress.update(
+            self.tasks[result.table], completed=result.rows, total=result.rows, bytes=result.bytes
+        )
+
+
+def render_copy_plan(plan: CopyPlan, out: Console) -> None:
+    target = (
+        "a new SQLite store"
+        if plan.target.kind == "sqlite"
+        else (
+            "its existing, empty Sumatra schema"
+            if not plan.build_schema
+            else "a schema built by Sumatra's own migrations"
+        )
+    )
+    out.print(
+        f"[bold]Copy plan[/bold]: {plan.source.store.display} ({plan.source.layout}) → "
+        f"{plan.target.display}, into {target}"
+    )
+    table = Table(pad_edge=False)
+    table.add_column("source table")
+    table.add_column("target table")
+    table.add_column("rows", justify="right")
+    for layout in plan.layouts:
+        table.add_row(layout.source_name, layout.name, f"{plan.row_counts[layout.name]:,}")
+    out.print(table)
+    if plan.widening is not None:
+        render_plan(plan.widening, out, title="Widening, in the same transaction")
+    if plan.skipped:
+        out.print(
+            f"Not copied (the target keeps its own or Sumatra does not use them): "
+            f"{', '.join(plan.skipped)}"
+        )
+
+
+def render_refusal(plan: CopyPlan, source: str, target: str, out: Console) -> None:
+    table = Table(pad_edge=False)
+    for heading in ("kind", "table", "column", "limit", "longest", "rows", "detail / examples"):
+        table.add_column(heading, overflow="fold")
+    for finding in plan.failing:
+        table.add_row(
+            Text(finding.kind, style=KIND_STYLES[finding.kind]),
+            finding.table,
+            finding.column or "",
+            _number(finding.limit),
+            _number(finding.max_length),
+            _number(finding.rows),
+            _detail(finding),
+        )
+    out.print(table)
+    out.print(
+        Text(
+            f"Refused: {len(plan.failing)} finding(s) would be rejected by the target; "
+            "nothing was written.",
+            style="bold red",
+        )
+    )
+    kinds = {f.kind for f in plan.failing}
+    if "overflow" in kinds and plan.widening is None:
+        out.print(
+            "Widen the target's columns in the same transaction:\n"
+            f"  smtmigrate copy {source} {target} --widen"
+        )
+    if "invalid" in kinds:
+        out.print(f"Fix or remove the invalid values first (smtmigrate audit {source}).")
+
+
+def render_copy_result(result: CopyResult, out: Console) -> None:
+    table = Table(pad_edge=False, title="Copied")
+    for heading, justify in (
+        ("table", "left"),
+        ("rows", "right"),
+        ("MB", "right"),
+        ("seconds", "right"),
+        ("MB/s", "right"),
+    ):
+        table.add_column(heading, justify=justify)
+    for row in result.tables:
+        rate = row.bytes / 1e6 / row.seconds if row.seconds and row.bytes else 0
+        table.add_row(
+            row.table,
+            f"{row.rows:,}",
+            _mb(row.bytes) if row.bytes else "",
+            f"{row.seconds:.2f}",
+            f"{rate:,.1f}" if rate else "",
+        )
+    table.add_row(
+        Text("total", style="bold"),
+        f"{sum(r.rows for r in result.tables):,}",
+        _mb(sum(r.bytes for r in result.tables)),
+        f"{result.seconds:.2f}",
+        "",
+    )
+    out.print(table)
+    phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.phases.items())
+    out.print(f"[dim]phases: {phases}[/dim]")
+    render_verification(result.verification, out)
+
+
+def render_verification(verification: Verification, out: Console) -> None:
+    if verification.ok:
+        out.print(Text(f"Verified: {verification.summary}.", style="bold green"))
+        return
+    for check in verification.tables:
+        if not check.ok:
+            out.print(Text(f"  {check.problem}", style="red"))
+    for difference in verification.record_differences:
+        out.print(Text(f"  {difference}", style="red"))
+    out.print(Text("Verification FAILED.", style="bold red"))

@@ -5,6 +5,7 @@ own `migrate` when it opens a store, which is part of what the tests check. Usag
 
     python sumatra_api.py import STORE PROJECT EXPORT.json   save every record of an export
     python sumatra_api.py export STORE                        JSON of every project's records
+    python sumatra_api.py decode EXPORT.json                  the same JSON for an export file
     python sumatra_api.py long STORE PROJECT EXPORT.json N    save a record whose every
                                                               string field is N chars long,
                                                               read it back, compare
@@ -82,6 +83,11 @@ def long_record(template, length: int, scratch: str):
 
 def main(argv: list[str]) -> int:
     command, store_url = argv[0], argv[1]
+    if command == "decode":
+        with open(store_url) as fh:
+            records = serialization.decode_records(fh.read())
+        print(json.dumps([canonical(r) for r in records], sort_keys=True))
+        return 0
     store = DjangoRecordStore(store_url)
     if command == "export":
         data = {p: [canonical(r) for r in store.list(p)] for p in sorted(store.list_projects())}

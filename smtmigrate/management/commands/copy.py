@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from contextlib import ExitStack, nullcontext
+
+from ...copy import SilentEvents, VerificationFailed, copy_store, plan_copy
+from ...errors import Refused
+from ...locations import resolve, resolve_target
+from ...render import (
+    PlainCopyEvents,
+    RichCopyEvents,
+    render_copy_plan,
+    render_copy_result,
+    render_refusal,
+    render_verification,
+    write_json,
+)
+from ..base import SmtmigrateCommand
+
+
+class Command(SmtmigrateCommand):
+    help = (
+        "Copy every record of a Sumatra store into an empty PostgreSQL database (or a new "
+        "SQLite store), in one transaction, verified. Exit 0: copied and verified; 1: refused "
+        "or verification failed (nothing written); 2: usage or connection error."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("source", help="Sumatra project directory, SQLite file or URL")
+        parser.add_argument(
+            "target",
+            help="postgresql://… URL of an existing, empty database, or the path of a new "
+            "SQLite store",
+        )
+        parser.add_argument(
+            "--widen",
+            action="store_true",
+            help="widen the target's columns (as `smtmigrate widen`) in the same transaction",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="show the plan; write nothing")
+        parser.add_argument(
+            "--verify",
+            choices=("full", "rows"),
+            default="full",
+            help="full (default): row counts, row checksums and every record read back "
+            "through Sumatra; rows: counts and checksums only (much faster on big stores)",
+        )
+        parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+        parser.add_argument("--format", choices=("table", "json"), default="table")
+
+    def handle(self, source, target, widen, dry_run, verify, quiet, format, **options):
+        out = self.console()
+        as_json = format == "json"
+        with ExitStack() as stack:
+            source_store = stack.enter_context(resolve(source))
+            target_store = stack.enter_context(resolve_target(target))
+            plan = plan_copy(source_store, target_store, widen=widen)
+            if plan.refused:
+                if as_json:
+                    write_json(self._json(plan, None, refused=True), self.stdout._out)
+                elif not quiet:
+                    render_refusal(plan, source, target, out)
+                self.exit_code = Refused.exit_code
+                if quiet:
+                    self.stderr.write(
+                        f"smtmigrate copy: refused: {len(plan.failing)} finding(s) would be "
+                        "rejected by the target (see smtmigrate audit)"
+                    )
+                return
+            if dry_run:
+                if as_json:
+                    write_json(self._json(plan, None), self.stdout._out)
+                elif not quiet:
+                    render_copy_plan(plan, out)
+                return
+            if quiet or as_json:
+                events, context = SilentEvents(), nullcontext()
+            elif out.is_terminal:
+                events = RichCopyEvents(out)
+                context = events
+            else:
+                events, context = PlainCopyEvents(out), nullcontext()
+            try:
+                with context:
+                    result = copy_store(plan, events, records=verify == "full")
+            except VerificationFailed as failure:
+                if as_json:
+                    data = self._json(plan, None)
+                    data["verification"] = failure.verification.to_dict()
+                    write_json(data, self.stdout._out)
+                elif not quiet:
+                    render_verification(failure.verification, out)
+                raise
+            if as_json:
+                write_json(self._json(plan, result), self.stdout._out)
+            elif not quiet:
+                render_copy_result(result, out)
+
+    def _json(self, plan, result, *, refused: bool = False) -> dict:
+        data = plan.to_dict()
+        data["refused"] = refused
+        if result is not None:
+            data.update(result.to_dict())
+        return data

@@ -1,0 +1,246 @@
+"""Two stores → are they the same? Row counts, row checksums, records through Sumatra.
+
+Three levels, cheapest first:
+  1. every table's row count;
+  2. an order-independent checksum of every row's canonical values (canonical.py): the
+     md5 of each row's canonical line, summed; both engines build the line in SQL, so a
+     PostgreSQL store is checked by PostgreSQL itself, and floats by their exact bits;
+  3. every record of every project read back through Sumatra's own models on both sides
+     and compared field by field, tags included (records.py).
+Content-type ids differ between stores (each database numbers its own); they are mapped
+by (app_label, model) before comparing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from urllib.parse import quote as url_quote
+
+from django.db import DatabaseError
+
+from .canonical import Checksum, TableLayout, postgres_checksum_sql, sqlite_checksum, table_layout
+from .errors import SmtmigrateError
+from .schema import Inspection, sumatra_tables
+
+CONTENT_TYPE_TABLE = "django_content_type"
+Remaps = dict[str, dict[str, dict[int, int]]]  # table → column → {source id: target id}
+Phase = Callable[[str], AbstractContextManager]
+
+
+@dataclass
+class TableCheck:
+    table: str  # today's name
+    source_rows: int
+    target_rows: int
+    source_checksum: str
+    target_checksum: str
+
+    @property
+    def ok(self) -> bool:
+        return (self.source_rows, self.source_checksum) == (self.target_rows, self.target_checksum)
+
+    @property
+    def problem(self) -> str:
+        if self.source_rows != self.target_rows:
+            return (
+                f"{self.table}: {self.source_rows:,} rows in the source, "
+                f"{self.target_rows:,} in the target"
+            )
+        return f"{self.table}: same {self.source_rows:,} rows, different values (checksums differ)"
+
+
+@dataclass
+class Verification:
+    tables: list[TableCheck]
+    records: object | None = None  # records.RecordComparison
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def record_differences(self) -> list:
+        return list(getattr(self.records, "differences", []) or [])
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.tables) and not self.record_differences
+
+    @property
+    def rows(self) -> int:
+        return sum(t.source_rows for t in self.tables)
+
+    @property
+    def summary(self) -> str:
+        if self.ok:
+            text = f"{len(self.tables)} tables and {self.rows:,} rows identical"
+            if self.records is not None:
+                text += f"; {self.records.records:,} records identical through Sumatra"
+            return text
+        problems = [t.problem for t in self.tables if not t.ok]
+        problems += [str(d) for d in self.record_differences]
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        return "; ".join(problems[:3]) + more
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "summary": self.summary,
+            "tables": [
+                {
+                    "table": t.table,
+                    "source_rows": t.source_rows,
+                    "target_rows": t.target_rows,
+                    "source_checksum": t.source_checksum,
+                    "target_checksum": t.target_checksum,
+                    "ok": t.ok,
+                }
+                for t in self.tables
+            ],
+            "records": None
+            if self.records is None
+            else {
+                "compared": self.records.records,
+                "differences": [str(d) for d in self.record_differences],
+            },
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+def content_type_remap(source: Inspection, target: Inspection, *, create: bool) -> Remaps:
+    """Source content-type ids → the target's, by (app_label, model), for every column of
+    Sumatra's tables that points at django_content_type. With `create`, content types the
+    target lacks are added to it (inside the caller's transaction)."""
+    columns = [
+        (table, column)
+        for table in source.tables.values()
+        for column in table.model.columns.values()
+        if column.references
+        and column.references[0] == CONTENT_TYPE_TABLE
+        and column.name in table.columns
+    ]
+    if not columns:
+        return {}
+    q_src = source.store.connection.ops.quote_name
+    with source.store.connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, app_label, model FROM {CONTENT_TYPE_TABLE}")
+        source_types = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+        used: dict[tuple[str, str], set[int]] = {}
+        for table, column in columns:
+            cursor.execute(
+                f"SELECT DISTINCT {q_src(column.name)} FROM {q_src(table.name)} "
+                f"WHERE {q_src(column.name)} IS NOT NULL"
+            )
+            used[table.model.name, column.name] = {row[0] for row in cursor.fetchall()}
+    with target.store.connection.cursor() as cursor:
+        cursor.execute(f"SELECT app_label, model, id FROM {CONTENT_TYPE_TABLE}")
+        target_types = {(app, model): id_ for app, model, id_ in cursor.fetchall()}
+        remaps: Remaps = {}
+        for (table, column), ids in used.items():
+            mapping = {}
+            for old in sorted(ids):
+                key = source_types.get(old)
+                if key is None:
+                    continue  # a dangling id: the audit reports it, the checksum catches it
+                if key not in target_types and create:
+                    cursor.execute(
+                        f"INSERT INTO {CONTENT_TYPE_TABLE} (app_label, model) VALUES (%s, %s)",
+                        list(key),
+                    )
+                    cursor.execute(
+                        f"SELECT id FROM {CONTENT_TYPE_TABLE} WHERE app_label = %s AND model = %s",
+                        list(key),
+                    )
+                    target_types[key] = cursor.fetchone()[0]
+                if key in target_types and target_types[key] != old:
+                    mapping[old] = target_types[key]
+            if mapping:
+                remaps.setdefault(table, {})[column] = mapping
+    return remaps
+
+
+def layouts_of(inspection: Inspection) -> dict[str, TableLayout]:
+    """Today's table name → the layout of that table in this store."""
+    return {
+        table.model.name: table_layout(table.model, name, table.columns)
+        for name, table in inspection.tables.items()
+    }
+
+
+def table_checksum(inspection: Inspection, layout: TableLayout, remaps=None) -> Checksum:
+    """A table's checksum, computed where the data is."""
+    store = inspection.store
+    if inspection.vendor == "postgresql":
+        connection = store.connection
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(postgres_checksum_sql(layout, connection.ops.quote_name, remaps))
+                rows, total = cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+        return Checksum(rows, int(total))
+    if store.path is None:
+        raise SmtmigrateError(f"{store.display}: cannot checksum this store")
+    connection = sqlite3.connect(f"file:{url_quote(str(store.path))}?mode=ro", uri=True)
+    connection.text_factory = bytes
+    try:
+        return sqlite_checksum(connection.cursor(), layout, _sqlite_quote, remaps)
+    except sqlite3.Error as exc:
+        raise store.read_error(exc) from exc
+    finally:
+        connection.close()
+
+
+def _sqlite_quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def verify_stores(
+    source: Inspection,
+    target: Inspection,
+    *,
+    source_checksums: dict[str, Checksum] | None = None,
+    records: bool = True,
+    events: Phase | None = None,
+) -> Verification:
+    """Compare two stores; `source_checksums` are reused when the copy computed them."""
+    phase = events or (lambda name: nullcontext())
+    started = time.perf_counter()
+    remaps = content_type_remap(source, target, create=False)
+    source_layouts, target_layouts = layouts_of(source), layouts_of(target)
+    checks = []
+    with phase("verify rows"):
+        for name in sumatra_tables():
+            if name not in source_layouts and name not in target_layouts:
+                continue
+            source_sum = (source_checksums or {}).get(name)
+            if source_sum is None:
+                source_sum = (
+                    table_checksum(source, source_layouts[name], remaps.get(name))
+                    if name in source_layouts
+                    else Checksum()
+                )
+            if name in target_layouts:
+                # the source's column set decides what is compared
+                layout = source_layouts.get(name, target_layouts[name])
+                target_sum = table_checksum(
+                    target, layout.in_store(target_layouts[name].source_name)
+                )
+            else:
+                target_sum = Checksum()
+            checks.append(
+                TableCheck(
+                    name, source_sum.rows, target_sum.rows, source_sum.digest, target_sum.digest
+                )
+            )
+    seconds = {"rows": time.perf_counter() - started}
+    comparison = None
+    if records:
+        from .records import compare_records
+
+        with phase("verify records"):
+            record_started = time.perf_counter()
+            comparison = compare_records(source, target)
+            seconds["records"] = time.perf_counter() - record_started
+    return Verification(checks, comparison, seconds)
