@@ -236,9 +236,9 @@ class RichCopyEvents(PlainCopyEvents):
         self.progress.update(self.tasks[table], completed=rows, bytes=nbytes)
 
     def table_done(self, result: TableResult) -> None:
-        self.progress.update(
-            self.tasks[result.table], completed=result.rows, total=result.rows, bytes=result.bytes
-        )
+        task = self.tasks[result.table]
+        self.progress.update(task, completed=result.rows, total=result.rows, bytes=result.bytes)
+        self.progress.stop_task(task)  # freezes its elapsed time, and so its MB/s
 
 
 def render_copy_plan(plan: CopyPlan, out: Console) -> None:
