@@ -71,11 +71,16 @@ def _escaped(expr: str, char: str) -> str:
     return expr
 
 
+def when_clauses(remap: Mapping[int, int]) -> str:
+    """`WHEN old THEN new …` of a CASE that maps ids (integers only: nothing pasted)."""
+    return " ".join(f"WHEN {int(old)} THEN {int(new)}" for old, new in remap.items())
+
+
 def sqlite_expression(column: ModelColumn, quote, remap: Mapping[int, int] | None = None) -> str:
     """The canonical text of one column, in SQLite's SQL."""
     c = quote(column.name)
     if remap:
-        cases = " ".join(f"WHEN {int(old)} THEN {int(new)}" for old, new in remap.items())
+        cases = when_clauses(remap)
         return f"ifnull(CASE CAST({c} AS INTEGER) {cases} ELSE CAST({c} AS INTEGER) END, '{NULL}')"
     kind = column.internal_type
     if kind in INTEGER_TYPES or (column.references and not column.is_text):
@@ -95,8 +100,7 @@ def postgres_expression(column: ModelColumn, quote, remap: Mapping[int, int] | N
     """The canonical text of one column, in PostgreSQL's SQL (the same bytes as SQLite's)."""
     c = quote(column.name)
     if remap:
-        cases = " ".join(f"WHEN {int(old)} THEN {int(new)}" for old, new in remap.items())
-        return f"coalesce((CASE {c} {cases} ELSE {c} END)::text, '{NULL}')"
+        return f"coalesce((CASE {c} {when_clauses(remap)} ELSE {c} END)::text, '{NULL}')"
     kind = column.internal_type
     if kind == "DateTimeField":
         return (

@@ -38,6 +38,7 @@ from .canonical import (
     row_hash,
     sqlite_line_sql,
     table_layout,
+    when_clauses,
 )
 from .errors import NotASumatraStore, Refused, SmtmigrateError
 from .locations import Store, sqlite_settings
@@ -364,7 +365,6 @@ def _without_constraints(connection, tables: list[str], phase) -> Iterator[None]
     one by one, cost more than one validating join and one sorted index build per table.
     All inside the copy's transaction: nobody ever sees the tables without them.
     """
-    quote_table = sql.Identifier
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) "
@@ -384,6 +384,7 @@ def _without_constraints(connection, tables: list[str], phase) -> Iterator[None]
         )
         indexes = cursor.fetchall()
         raw = connection.connection
+        # `table` is regclass::text: PostgreSQL's own, already quoted, spelling of the name
         for table, name, _definition in foreign_keys:
             cursor.execute(
                 sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}")
@@ -404,7 +405,6 @@ def _without_constraints(connection, tables: list[str], phase) -> Iterator[None]
                 .as_string(raw)
                 + definition
             )
-    del quote_table
 
 
 def _copy_table(plan, layout, connection, remaps, events) -> tuple[TableResult, Checksum]:
@@ -600,7 +600,7 @@ def _insert_table(connection, layout: TableLayout, plan: CopyPlan, remap, events
     values = []
     for name in layout.column_names:
         if name in remap:
-            cases = " ".join(f"WHEN {int(o)} THEN {int(n)}" for o, n in remap[name].items())
+            cases = when_clauses(remap[name])
             values.append(f"CASE CAST({q(name)} AS INTEGER) {cases} ELSE {q(name)} END")
         else:
             values.append(q(name))

@@ -56,32 +56,36 @@ def render_audit(report: AuditReport, out: Console) -> None:
         f"scanned in {report.seconds:.2f} s"
     )
     if report.findings:
-        table = Table(show_lines=False, pad_edge=False, expand=False)
-        for heading, justify in (
-            ("kind", "left"),
-            ("table", "left"),
-            ("column", "left"),
-            ("limit", "right"),
-            ("longest", "right"),
-            ("rows", "right"),
-            ("detail / examples", "left"),
-        ):
-            table.add_column(heading, justify=justify, overflow="fold")
-        for finding in report.findings:
-            table.add_row(
-                Text(finding.kind, style=KIND_STYLES[finding.kind]),
-                finding.table,
-                finding.column or "",
-                _number(finding.limit),
-                _number(finding.max_length),
-                _number(finding.rows),
-                _detail(finding),
-            )
-        out.print(table)
+        out.print(_findings_table(report.findings))
     style = "bold red" if report.exit_code else "bold green"
     out.print(Text(report.verdict, style=style))
     if report.exit_code:
         out.print(_advice(report.failing))
+
+
+def _findings_table(findings: list[Finding]) -> Table:
+    table = Table(pad_edge=False)
+    for heading, justify in (
+        ("kind", "left"),
+        ("table", "left"),
+        ("column", "left"),
+        ("limit", "right"),
+        ("longest", "right"),
+        ("rows", "right"),
+        ("detail / examples", "left"),
+    ):
+        table.add_column(heading, justify=justify, overflow="fold")
+    for finding in findings:
+        table.add_row(
+            Text(finding.kind, style=KIND_STYLES[finding.kind]),
+            finding.table,
+            finding.column or "",
+            _number(finding.limit),
+            _number(finding.max_length),
+            _number(finding.rows),
+            _detail(finding),
+        )
+    return table
 
 
 def _number(value: int | None) -> str:
@@ -272,20 +276,7 @@ def render_copy_plan(plan: CopyPlan, out: Console) -> None:
 
 
 def render_refusal(plan: CopyPlan, source: str, target: str, out: Console) -> None:
-    table = Table(pad_edge=False)
-    for heading in ("kind", "table", "column", "limit", "longest", "rows", "detail / examples"):
-        table.add_column(heading, overflow="fold")
-    for finding in plan.failing:
-        table.add_row(
-            Text(finding.kind, style=KIND_STYLES[finding.kind]),
-            finding.table,
-            finding.column or "",
-            _number(finding.limit),
-            _number(finding.max_length),
-            _number(finding.rows),
-            _detail(finding),
-        )
-    out.print(table)
+    out.print(_findings_table(plan.failing))
     out.print(
         Text(
             f"Refused: {len(plan.failing)} finding(s) would be rejected by the target; "
