@@ -18,8 +18,8 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "widen": ("Plan, write or apply migrations that widen Sumatra's columns.", True),
     "copy": ("Copy every record into PostgreSQL (or a fresh SQLite store), verified.", True),
     "verify": ("Compare two stores: row counts, checksums, records through Sumatra.", True),
-    "createdb": ("Create a role and a UTF8 database with Sumatra's widened schema.", False),
-    "drop-recreate": ("Back up, drop and recreate a PostgreSQL store, safely.", False),
+    "createdb": ("Create a role and a UTF8 database with Sumatra's widened schema.", True),
+    "drop-recreate": ("Back up, drop and recreate a PostgreSQL store, safely.", True),
     "switch": ("Point a Sumatra project at another store (and back).", False),
     "stress": ("Prove a store takes many concurrent `smt run`s without losing one.", False),
 }

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timezone
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote as url_quote
@@ -167,10 +168,10 @@ class VerificationFailed(Refused):
 def plan_copy(source: Store, target: Store, *, widen: bool = False) -> CopyPlan:
     """Inspect both stores and audit the source against what the target will accept."""
     inspection = inspect_store(source)
-    if inspection.vendor != "sqlite":
+    if inspection.vendor != "sqlite" and target.kind != "sqlite":
         raise SmtmigrateError(
-            f"{source.display}: copying from a PostgreSQL store is not supported; "
-            "the source must be an SQLite Sumatra store"
+            f"{source.display}: a PostgreSQL store can be copied into a new SQLite store "
+            "(e.g. a backup), not into another PostgreSQL database"
         )
     if source.kind == target.kind and source.path == target.path:
         raise SmtmigrateError("SOURCE and TARGET are the same store")
@@ -546,16 +547,19 @@ def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> Cop
             call_command("migrate", database=target.alias, interactive=False, verbosity=0)
             remaps = content_type_remap(plan.source, inspect_store(target), create=True)
         connection = sqlite3.connect(partial, isolation_level=None)
+        from_postgres = plan.source.vendor == "postgresql"
         try:
-            connection.execute(
-                "ATTACH DATABASE ? AS src",
-                [f"file:{url_quote(str(plan.source.store.path))}?mode=ro"],
-            )
+            if not from_postgres:
+                connection.execute(
+                    "ATTACH DATABASE ? AS src",
+                    [f"file:{url_quote(str(plan.source.store.path))}?mode=ro"],
+                )
             with phase("load"):
                 connection.execute("BEGIN")
                 for layout in plan.layouts:
                     remap = remaps.get(layout.name, {})
-                    results.append(_insert_table(connection, layout, plan, remap, events))
+                    insert = _insert_from_postgres if from_postgres else _insert_table
+                    results.append(insert(connection, layout, plan, remap, events))
                 problems = connection.execute("PRAGMA main.foreign_key_check").fetchall()
                 if problems:
                     raise Refused(f"foreign keys to missing rows, e.g. {problems[0]}")
@@ -572,6 +576,49 @@ def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> Cop
     finally:
         partial.unlink(missing_ok=True)
     return CopyResult(plan, results, verification, phase.seconds, time.perf_counter() - started)
+
+
+def _insert_from_postgres(connection, layout, plan: CopyPlan, remap, events) -> TableResult:
+    """Rows of a PostgreSQL store into the new SQLite one, through a server-side cursor
+    (memory stays flat); datetimes as Django writes them in SQLite: naive UTC."""
+    started = time.perf_counter()
+    events.table_start(layout.name, plan.row_counts[layout.name])
+    source = plan.source.store.connection
+    q = source.ops.quote_name
+    values = [
+        f"CASE {q(name)} {when_clauses(remap[name])} ELSE {q(name)} END"
+        if name in remap
+        else q(name)
+        for name in layout.column_names
+    ]
+    datetimes = [
+        i
+        for i, name in enumerate(layout.column_names)
+        if layout.model.columns[name].internal_type == "DateTimeField"
+    ]
+    placeholders = ", ".join("?" * len(values))
+    columns = ", ".join(_sqlite_quote(name) for name in layout.column_names)
+    insert = f"INSERT INTO main.{_sqlite_quote(layout.name)} ({columns}) VALUES ({placeholders})"
+    rows = 0
+    with source.chunked_cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(values)} FROM {q(layout.source_name)}")
+        while batch := cursor.fetchmany(FETCH_ROWS):
+            if datetimes:
+                batch = [_naive_utc(row, datetimes) for row in batch]
+            connection.executemany(insert, batch)
+            rows += len(batch)
+            events.table_progress(layout.name, rows, 0)
+    result = TableResult(layout.name, rows, 0, time.perf_counter() - started)
+    events.table_done(result)
+    return result
+
+
+def _naive_utc(row: tuple, positions: list[int]) -> tuple:
+    values = list(row)
+    for i in positions:
+        if values[i] is not None:
+            values[i] = values[i].astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ")
+    return tuple(values)
 
 
 def _remove_stale_partials(final: Path) -> None:
@@ -612,11 +659,3 @@ def _insert_table(connection, layout: TableLayout, plan: CopyPlan, remap, events
     result = TableResult(layout.name, cursor.rowcount, 0, time.perf_counter() - started)
     events.table_done(result)
     return result
-
-
-def new_sqlite_target(path: Path) -> Store:
-    """A store for a SQLite file copy will create (it must not exist yet)."""
-    path = path.expanduser().resolve()
-    if not path.parent.is_dir():
-        raise SmtmigrateError(f"{path.parent}: no such directory")
-    return Store("sqlite", str(path), sqlite_settings(path, read_only=False), path=path)

@@ -170,6 +170,11 @@ def resolve_target(text: str) -> Store:
     return Store("sqlite", str(path), sqlite_settings(path, read_only=False), path=path)
 
 
+def new_sqlite_target(path: Path) -> Store:
+    """A store for an SQLite file that is about to be written (it must not exist yet)."""
+    return resolve_target(str(path))
+
+
 def _path_store(path: Path) -> Store:
     if not path.exists():
         raise LocationError(f"{path}: no such file or directory")

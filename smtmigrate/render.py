@@ -19,6 +19,7 @@ from rich.text import Text
 
 from .audit import FAILING_KINDS, AuditReport, Finding
 from .copy import CopyPlan, CopyResult, TableResult
+from .target import DatabaseInfo
 from .verify import Verification
 from .widen import ApplyResult, WideningPlan
 
@@ -336,3 +337,25 @@ def render_verification(verification: Verification, out: Console) -> None:
     for difference in verification.record_differences:
         out.print(Text(f"  {difference}", style="red"))
     out.print(Text("Verification FAILED.", style="bold red"))
+
+
+def render_database(info: DatabaseInfo, display: str, owner: str, out: Console) -> None:
+    if not info.exists:
+        out.print(f"{display} does not exist yet: it will be created (owner {owner}, UTF8).")
+        return
+    size = f"{info.size / 1e6:,.1f} MB" if info.size is not None else "?"
+    out.print(f"[bold]Drop and recreate {display}[/bold]")
+    out.print(f"  owner {info.owner} → {owner}, encoding {info.encoding} → UTF8, size {size}")
+    if info.records is None:
+        out.print("  not a Sumatra store")
+    else:
+        projects = ", ".join(info.projects) or "none"
+        out.print(
+            f"  {info.records:,} Sumatra records in {len(info.projects)} project(s): {projects}"
+        )
+    if info.sessions:
+        out.print(f"  {len(info.sessions)} other session(s) connected, ended by the drop:")
+        for pid, user, application, client in info.sessions:
+            out.print(f"    pid {pid} {user} {application or '-'} from {client}", markup=False)
+    else:
+        out.print("  no other sessions connected")

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import os
+
+from ...errors import Refused, SmtmigrateError
+from ...locations import resolve
+from ...target import Admin, build_schema, pg_hba_line, pgpass_line, refuse_maintenance
+from ..base import SmtmigrateCommand
+
+
+class Command(SmtmigrateCommand):
+    help = (
+        "Create a UTF8 PostgreSQL database for Sumatra, owned by a role (created with "
+        "--create-role), with Sumatra's widened schema."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("target", help="postgresql://user@host/dbname of the new database")
+        parser.add_argument("--owner", help="owning role (default: the URL's user)")
+        parser.add_argument("--create-role", action="store_true", help="create the role too")
+        parser.add_argument(
+            "--password-env",
+            metavar="VAR",
+            help="with --create-role: read the role's password from this environment variable",
+        )
+        parser.add_argument("--admin", metavar="URL", help="connect here to create")
+
+    def handle(self, target, owner, create_role, password_env, admin, **options):
+        out = self.console()
+        password = None
+        if password_env:
+            if not create_role:
+                raise SmtmigrateError("--password-env goes with --create-role")
+            password = os.environ.get(password_env)
+            if not password:
+                raise SmtmigrateError(f"environment variable {password_env} is not set or empty")
+        with resolve(target) as store:
+            if store.kind != "postgresql":
+                raise SmtmigrateError(f"{store.display}: createdb needs a PostgreSQL URL")
+            refuse_maintenance(store.settings["NAME"])
+            with Admin(store, admin, as_target_user=False) as server:
+                owner = owner or store.settings.get("USER") or server.user
+                if server.describe().exists:
+                    raise Refused(
+                        f"database {store.settings['NAME']} exists (drop-recreate replaces it)"
+                    )
+                server.check_privileges(owner if not create_role else server.user, drop=False)
+                if create_role:
+                    if server.role_exists(owner):
+                        raise Refused(f"role '{owner}' exists already")
+                    server.create_role(owner, password)
+                    out.print(f"created role {owner}" + (" with a password" if password else ""))
+                elif not server.role_exists(owner):
+                    raise Refused(f"role '{owner}' does not exist (add --create-role)")
+                server.create_database(owner)
+                out.print(f"created database {store.settings['NAME']} (owner {owner}, UTF8)")
+                with server.target_as_admin() as created:
+                    build_schema(created, owner=owner)
+            out.print("built Sumatra's schema (its migrations + the default widening)")
+            out.print("For ~/.pgpass (mode 0600), put the password in place of PASSWORD:")
+            out.print(f"  {pgpass_line(store)}", markup=False)
+            out.print("For pg_hba.conf, if the server asks for passwords:")
+            out.print(f"  {pg_hba_line(store, owner)}", markup=False)

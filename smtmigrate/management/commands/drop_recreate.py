@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from ...copy import copy_store, plan_copy
+from ...errors import Refused, SmtmigrateError
+from ...locations import new_sqlite_target, resolve
+from ...render import render_database
+from ...target import Admin, build_schema, refuse_maintenance
+from ..base import SmtmigrateCommand
+
+
+class Command(SmtmigrateCommand):
+    help = (
+        "Drop a PostgreSQL Sumatra database and create it again, empty, UTF8, with Sumatra's "
+        "widened schema. Backs up its records first; asks for the database name (or --yes)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("target", help="postgresql://… URL of the database")
+        parser.add_argument("--owner", help="owner of the new database (default: the old one)")
+        parser.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
+        parser.add_argument(
+            "--backup",
+            metavar="PATH",
+            help="where to write the backup (a new SQLite Sumatra store); default "
+            "./<database>-backup-<time>.sqlite",
+        )
+        parser.add_argument("--no-schema", action="store_true", help="leave the new database empty")
+        parser.add_argument(
+            "--admin",
+            metavar="URL",
+            help="connect here to drop and create (default: database postgres of the server)",
+        )
+
+    def handle(self, target, owner, yes, backup, no_schema, admin, **options):
+        out = self.console()
+        with resolve(target) as store:
+            if store.kind != "postgresql":
+                raise SmtmigrateError(f"{store.display}: drop-recreate needs a PostgreSQL URL")
+            refuse_maintenance(store.settings["NAME"])
+            with Admin(store, admin) as server:
+                info = server.describe()
+                owner = owner or info.owner or store.settings.get("USER") or server.user
+                render_database(info, store.display, owner, out)
+                # Everything that could stop us is checked before anything is dropped.
+                if not server.role_exists(owner):
+                    raise Refused(f"role '{owner}' does not exist; nothing was changed")
+                server.check_privileges(owner, drop=info.exists)
+                self._confirm(info.name, yes, out)
+                if info.records:
+                    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+                    self._backup(store, Path(backup or f"{info.name}-backup-{stamp}.sqlite"), out)
+                store.close()  # our own sessions go before the drop, not killed by it
+                if info.exists:
+                    server.drop_database()
+                    out.print(f"dropped {info.name}")
+                server.create_database(owner)
+                out.print(f"created {info.name} (owner {owner}, UTF8)")
+                if not no_schema:
+                    with server.target_as_admin() as created:
+                        build_schema(created, owner=owner)
+                    out.print("built Sumatra's schema (its migrations + the default widening)")
+        out.print(f"[bold green]{store.display} is ready for Sumatra.[/bold green]")
+
+    def _confirm(self, name: str, yes: bool, out) -> None:
+        if yes:
+            return
+        if not sys.stdin.isatty():
+            raise Refused("not confirmed: no terminal to ask on; pass --yes to drop without asking")
+        answer = input(f"Type the database name ({name}) to drop and recreate it: ")
+        if answer.strip() != name:
+            raise Refused("not confirmed: the name typed does not match; nothing was changed")
+
+    def _backup(self, store, path: Path, out) -> None:
+        try:
+            with new_sqlite_target(path) as backup:
+                plan = plan_copy(store, backup)
+                if plan.refused:
+                    raise Refused("the backup would not take every value")
+                result = copy_store(plan)
+        except SmtmigrateError as exc:
+            raise Refused(f"backup failed, nothing was dropped: {exc}") from exc
+        out.print(f"backup: {path} ({result.verification.summary})")

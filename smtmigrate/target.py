@@ -1,0 +1,245 @@
+"""Create, drop and recreate PostgreSQL databases for Sumatra, from the maintenance database.
+
+Databases are created and dropped over a connection to the server's maintenance database
+(`postgres`, or `--admin URL`), never to the database itself. Identifiers are quoted with
+psycopg2.sql.Identifier and values passed as parameters; a new role's password is hashed
+(SCRAM) on this side with libpq's own PQencryptPasswordConn, so it never crosses the wire.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import psycopg2
+import psycopg2.extensions
+from django.core.management import call_command
+from django.db import DatabaseError, transaction
+from psycopg2 import sql
+
+from .errors import Refused, SmtmigrateError, StoreConnectionError
+from .locations import Store, postgres_settings, redact_text, redact_url
+from .schema import inspect_store
+from .widen import apply_widening, plan_widening
+
+MAINTENANCE_DATABASES = frozenset({"postgres", "template0", "template1"})
+
+
+@dataclass
+class DatabaseInfo:
+    name: str
+    exists: bool
+    owner: str | None = None
+    encoding: str | None = None
+    size: int | None = None
+    sessions: list[tuple] = field(default_factory=list)  # (pid, user, application, client)
+    records: int | None = None  # None: not a Sumatra store (or no database)
+    projects: list[str] = field(default_factory=list)
+
+
+class Admin:
+    """An autocommit connection to the maintenance database of the target's server."""
+
+    def __init__(
+        self, target: Store, admin_url: str | None = None, *, as_target_user: bool = True
+    ) -> None:
+        """Without `admin_url`: database `postgres` on the target's server, as the target
+        URL's user, or (`as_target_user=False`, when that role is still to be made) as
+        libpq's default user (PGUSER, else the login name)."""
+        if target.kind != "postgresql":
+            raise SmtmigrateError(f"{target.display}: not a PostgreSQL database URL")
+        self.target = target
+        self.name = target.settings["NAME"]
+        settings = postgres_settings(admin_url) if admin_url else dict(target.settings)
+        if not admin_url:
+            settings["NAME"] = "postgres"
+            if not as_target_user:
+                settings["USER"] = settings["PASSWORD"] = ""
+        self.settings = settings
+        self.display = redact_url(admin_url) if admin_url else f"the server of {target.display}"
+        self.password = settings.get("PASSWORD") or ""
+        params = {
+            "dbname": settings["NAME"],
+            "user": settings.get("USER") or None,
+            "password": settings.get("PASSWORD") or None,
+            "host": settings.get("HOST") or None,
+            "port": settings.get("PORT") or None,
+            **settings.get("OPTIONS", {}),
+        }
+        try:
+            self.connection = psycopg2.connect(**{k: v for k, v in params.items() if v})
+        except psycopg2.Error as exc:
+            raise StoreConnectionError(
+                f"cannot connect to {self.display}: {self.describe_error(exc)}"
+            ) from exc
+        self.connection.autocommit = True
+
+    def describe_error(self, exc: BaseException) -> str:
+        text = " ".join(str(exc).split()) or exc.__class__.__name__
+        return redact_text(redact_text(text, self.password), self.target.password)
+
+    def execute(self, statement, params=None) -> list[tuple]:
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                return cursor.fetchall() if cursor.description else []
+        except psycopg2.Error as exc:
+            raise Refused(self.describe_error(exc)) from exc
+
+    @property
+    def user(self) -> str:
+        return self.execute("SELECT current_user")[0][0]
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- facts ----------------------------------------------------------------------------
+
+    def describe(self) -> DatabaseInfo:
+        rows = self.execute(
+            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), "
+            "pg_database_size(oid) FROM pg_database WHERE datname = %s",
+            [self.name],
+        )
+        if not rows:
+            return DatabaseInfo(self.name, exists=False)
+        owner, encoding, size = rows[0]
+        sessions = self.execute(
+            "SELECT pid, usename, application_name, coalesce(client_addr::text, 'local') "
+            "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [self.name],
+        )
+        info = DatabaseInfo(self.name, True, owner, encoding, size, sessions)
+        store = self.target
+        try:
+            inspect_store(store)
+            with store.connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM django_store_record")
+                info.records = cursor.fetchone()[0]
+                cursor.execute("SELECT id FROM django_store_project ORDER BY id")
+                info.projects = [row[0] for row in cursor.fetchall()]
+        except SmtmigrateError:
+            pass  # not a Sumatra store: nothing to back up
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+        finally:
+            store.close()  # our own session must not hold the database open
+        return info
+
+    def target_as_admin(self) -> Store:
+        """The target database, reached with the admin's credentials: the schema is built
+        over it under SET ROLE owner, so the owner's password is never needed here."""
+        settings = {**self.settings, "NAME": self.name}
+        return Store("postgresql", self.target.display, settings)
+
+    def check_privileges(self, owner: str, *, drop: bool) -> None:
+        """Refuse before anything changes if this role could drop but not create again."""
+        (user, superuser, createdb, member, owns) = self.execute(
+            "SELECT current_user, rolsuper, rolcreatedb, pg_has_role(current_user, %s, 'MEMBER'), "
+            "coalesce((SELECT pg_has_role(current_user, datdba, 'MEMBER') FROM pg_database "
+            "WHERE datname = %s), true) FROM pg_roles WHERE rolname = current_user",
+            [owner, self.name],
+        )[0]
+        if superuser:
+            return
+        if not createdb:
+            raise Refused(
+                f"role '{user}' may not create databases (no CREATEDB); connect as one that "
+                "may with --admin URL; nothing was changed"
+            )
+        if not member:
+            raise Refused(
+                f"role '{user}' may not create a database owned by '{owner}' (not a member "
+                "of it); nothing was changed"
+            )
+        if drop and not owns:
+            raise Refused(
+                f"role '{user}' may not drop {self.name} (only its owner or a superuser); "
+                "nothing was changed"
+            )
+
+    def role_exists(self, role: str) -> bool:
+        return bool(self.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]))
+
+    # -- changes --------------------------------------------------------------------------
+
+    def create_role(self, role: str, password: str | None) -> None:
+        statement = sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role))
+        if password:
+            hashed = psycopg2.extensions.encrypt_password(
+                password, role, self.connection, "scram-sha-256"
+            )
+            statement = sql.SQL("{} PASSWORD {}").format(statement, sql.Literal(hashed))
+        self.execute(statement)
+
+    def drop_database(self) -> None:
+        name = sql.Identifier(self.name)
+        if self.connection.server_version >= 130000:
+            self.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
+            return
+        self.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
+        self.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [self.name],
+        )
+        self.execute(sql.SQL("DROP DATABASE {}").format(name))
+
+    def create_database(self, owner: str) -> None:
+        self.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
+                sql.Identifier(self.name), sql.Identifier(owner)
+            )
+        )
+
+
+def refuse_maintenance(name: str) -> None:
+    if name in MAINTENANCE_DATABASES:
+        raise Refused(
+            f"'{name}' is a maintenance database of the server (postgres, template0, "
+            "template1): smtmigrate never drops or recreates those"
+        )
+
+
+def build_schema(store: Store, *, owner: str | None = None, widen: bool = True) -> None:
+    """Sumatra's own migrations and the default widening, in one transaction, as `owner`
+    (so the tables belong to the role Sumatra connects as)."""
+    try:
+        with transaction.atomic(using=store.alias):
+            with store.connection.cursor() as cursor:
+                cursor.execute("SELECT current_user")
+                if owner and cursor.fetchone()[0] != owner:
+                    cursor.execute(
+                        sql.SQL("SET LOCAL ROLE {}")
+                        .format(sql.Identifier(owner))
+                        .as_string(store.connection.connection)
+                    )
+            call_command("migrate", database=store.alias, interactive=False, verbosity=0)
+            if widen:
+                target = inspect_store(store)
+                apply_widening(plan_widening("text", target=target), target)
+    except DatabaseError as exc:
+        raise SmtmigrateError(
+            f"building Sumatra's schema in {store.display} failed: {store.describe_error(exc)}"
+        ) from exc
+
+
+def pgpass_line(store: Store) -> str:
+    s = store.settings
+    fields = [s.get("HOST") or "localhost", str(s.get("PORT") or 5432), s["NAME"]]
+    fields.append(s.get("USER") or os.environ.get("PGUSER") or "*")
+    return ":".join(f.replace("\\", "\\\\").replace(":", "\\:") for f in fields) + ":PASSWORD"
+
+
+def pg_hba_line(store: Store, role: str) -> str:
+    host = store.settings.get("HOST") or ""
+    if not host or host.startswith("/"):
+        return f"local   {store.settings['NAME']}   {role}   scram-sha-256"
+    address = "127.0.0.1/32" if host in ("localhost", "127.0.0.1") else "<client address>/32"
+    return f"host    {store.settings['NAME']}   {role}   {address}   scram-sha-256"
