@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "verify": ("Compare two stores: row counts, checksums, records through Sumatra.", True),
     "createdb": ("Create a role and a UTF8 database with Sumatra's widened schema.", True),
     "drop-recreate": ("Back up, drop and recreate a PostgreSQL store, safely.", True),
-    "switch": ("Point a Sumatra project at another store (and back).", False),
+    "switch": ("Point a Sumatra project at another store (and back).", True),
     "stress": ("Prove a store takes many concurrent `smt run`s without losing one.", False),
 }
 

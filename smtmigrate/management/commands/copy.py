@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from contextlib import ExitStack, nullcontext
+from pathlib import Path
 
 from ...copy import SilentEvents, VerificationFailed, copy_store, plan_copy
 from ...errors import Refused
 from ...locations import resolve, resolve_target
+from ...project import verify_and_switch
 from ...render import (
     PlainCopyEvents,
     RichCopyEvents,
@@ -15,6 +17,7 @@ from ...render import (
     write_json,
 )
 from ..base import SmtmigrateCommand
+from .switch import switch_report
 
 
 class Command(SmtmigrateCommand):
@@ -44,10 +47,15 @@ class Command(SmtmigrateCommand):
             help="full (default): row counts, row checksums and every record read back "
             "through Sumatra; rows: counts and checksums only (much faster on big stores)",
         )
+        parser.add_argument(
+            "--switch",
+            metavar="PROJECT_DIR",
+            help="after a verified copy, point this Sumatra project at TARGET (as `switch`)",
+        )
         parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
         parser.add_argument("--format", choices=("table", "json"), default="table")
 
-    def handle(self, source, target, widen, dry_run, verify, quiet, format, **options):
+    def handle(self, source, target, widen, dry_run, verify, switch, quiet, format, **options):
         out = self.console()
         as_json = format == "json"
         with ExitStack() as stack:
@@ -94,6 +102,18 @@ class Command(SmtmigrateCommand):
                 write_json(self._json(plan, result), self.stdout._out)
             elif not quiet:
                 render_copy_result(result, out)
+            if switch:
+                with resolve(switch) as current:
+                    same_source = current.kind == "sqlite" and current.path == source_store.path
+                    switched = verify_and_switch(
+                        Path(switch),
+                        current,
+                        target_store,
+                        verified=result.verification if same_source else None,
+                    )
+                if not quiet:
+                    for line in switch_report(*switched):
+                        (self.stderr.write if as_json else out.print)(line)
 
     def _json(self, plan, result, *, refused: bool = False) -> dict:
         data = plan.to_dict()

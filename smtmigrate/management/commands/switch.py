@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import SmtmigrateError
+from ...locations import resolve
+from ...project import switch_back, verify_and_switch
+from ..base import SmtmigrateCommand
+
+
+class Command(SmtmigrateCommand):
+    help = (
+        "Point a Sumatra project at another record store once it holds the same records "
+        "(verified), keeping a copy of .smt/project; --back restores it."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("project", help="the Sumatra project directory")
+        parser.add_argument("target", nargs="?", help="the store to switch to")
+        parser.add_argument(
+            "--force", action="store_true", help="switch even if the records differ"
+        )
+        parser.add_argument("--back", action="store_true", help="restore the saved project file")
+
+    def handle(self, project, target, force, back, **options):
+        directory = Path(project).expanduser()
+        if back:
+            if target:
+                raise SmtmigrateError("--back takes no TARGET")
+            restored = switch_back(directory)
+            self.stdout.write(f"restored {restored} from the copy saved by the last switch")
+            return
+        if not target:
+            raise SmtmigrateError("give the TARGET store to switch to (or --back)")
+        with resolve(str(directory)) as current, resolve(target) as new:
+            verification, result = verify_and_switch(directory, current, new, force=force)
+        for line in switch_report(verification, result):
+            self.stdout.write(line)
+
+
+def switch_report(verification, result) -> list[str]:
+    verdict = "verified" if verification.ok else "switched anyway (--force)"
+    lines = [
+        f"{verdict}: {verification.summary}",
+        f"saved the previous project file as {result.backup}",
+        f"{result.project_file} now names {result.db_file}",
+    ]
+    if result.pgpass is not None:
+        what = "added the password for it to" if result.pgpass_changed else "password already in"
+        lines.append(f"{what} {result.pgpass} (mode 0600); it is not in the project file")
+    return lines

@@ -1,0 +1,135 @@
+""".smt/project: point a Sumatra project at another record store, and back.
+
+The project file keeps the store's URL without its password: when the URL carries one it
+goes to ~/.pgpass (mode 0600), where libpq finds it, so no password ever sits in a project
+directory that may be shared, copied or committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LocationError, Refused, SmtmigrateError
+from .locations import DJANGO_STORE_TYPE, Store
+
+PROJECT_FILE = Path(".smt") / "project"
+BACKUP_FILE = Path(".smt") / "project.smtmigrate-backup"
+
+
+@dataclass
+class SwitchResult:
+    project_file: Path
+    backup: Path
+    db_file: str  # what the project now names: never holds a password
+    pgpass: Path | None  # written when the URL carried a password
+    pgpass_changed: bool = False
+
+
+def project_file(directory: Path) -> Path:
+    path = directory / PROJECT_FILE
+    if not path.is_file():
+        raise LocationError(f"{directory}: not a Sumatra project (no .smt/project)")
+    return path
+
+
+def store_url(store: Store) -> str:
+    """The URL to write into the project file: the store's, without any password."""
+    if store.kind == "sqlite":
+        assert store.path is not None
+        return str(store.path)
+    return store.display.replace(":***@", "@")
+
+
+def switch_project(directory: Path, target: Store, *, home: Path | None = None) -> SwitchResult:
+    """Back up the project file, then make it name `target` (password to ~/.pgpass)."""
+    path = project_file(directory)
+    text = path.read_text(encoding="utf-8")
+    try:
+        project = json.loads(text)
+    except ValueError as exc:
+        raise SmtmigrateError(f"{path}: not a readable Sumatra project file ({exc})") from exc
+    pgpass = None
+    changed = False
+    if target.password:
+        pgpass = (home or Path.home()) / ".pgpass"
+        changed = add_pgpass_entry(pgpass, target)
+    backup = directory / BACKUP_FILE
+    _write_private(backup, text, mode=path.stat().st_mode & 0o777)
+    url = store_url(target)
+    project["record_store"] = {"type": DJANGO_STORE_TYPE, "db_file": url}
+    _write_private(path, json.dumps(project, indent=2) + "\n", mode=path.stat().st_mode & 0o777)
+    return SwitchResult(path, backup, url, pgpass, changed)
+
+
+def verify_and_switch(
+    directory: Path, current: Store, new: Store, *, force: bool = False, verified=None
+):
+    """Switch only when `new` holds the same records as the project's store (or --force).
+    `verified`: a verification of exactly these two stores already made (by `copy`).
+    Returns the verification and the SwitchResult."""
+    from .schema import inspect_store
+    from .verify import verify_stores
+
+    verification = verified or verify_stores(inspect_store(current), inspect_store(new))
+    if not verification.ok and not force:
+        raise Refused(
+            f"{new.display} does not hold the same records as the project's store "
+            f"({verification.summary}); --force switches anyway"
+        )
+    return verification, switch_project(directory, new)
+
+
+def switch_back(directory: Path) -> Path:
+    """Restore the project file saved by the last switch."""
+    path = project_file(directory)
+    backup = directory / BACKUP_FILE
+    if not backup.is_file():
+        raise SmtmigrateError(f"{directory}: no saved project file to go back to ({backup})")
+    os.replace(backup, path)
+    return path
+
+
+def pgpass_key(store: Store) -> list[str]:
+    s = store.settings
+    return [
+        s.get("HOST") or "localhost",
+        str(s.get("PORT") or 5432),
+        s["NAME"],
+        s.get("USER") or os.environ.get("PGUSER") or os.environ.get("USER") or "*",
+    ]
+
+
+def _escape(field: str) -> str:
+    return field.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def add_pgpass_entry(pgpass: Path, store: Store) -> bool:
+    """One line for host:port:db:user in ~/.pgpass (mode 0600); other lines are kept,
+    a line for the same key is replaced. Returns whether the file changed."""
+    key = ":".join(_escape(f) for f in pgpass_key(store))
+    line = f"{key}:{_escape(store.password)}"
+    lines = pgpass.read_text().splitlines() if pgpass.exists() else []
+    kept = [existing for existing in lines if not existing.startswith(key + ":")]
+    if line in lines and len(kept) == len(lines) - 1:
+        os.chmod(pgpass, 0o600)
+        return False
+    _write_private(pgpass, "\n".join([*kept, line]) + "\n", mode=0o600)
+    return True
+
+
+def _write_private(path: Path, text: str, *, mode: int) -> None:
+    """Write atomically (a reader sees the old file or the new one), never wider than
+    `mode` and never world-readable."""
+    mode &= 0o770
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
