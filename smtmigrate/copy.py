@@ -427,6 +427,10 @@ def _copy_table(plan, layout, connection, remaps, events) -> tuple[TableResult, 
         try:
             with connection.cursor() as django_cursor:
                 django_cursor.cursor.copy_expert(statement.as_string(raw), stream, size=COPY_CHUNK)
+        except psycopg2.Error:
+            if stream.interrupted:
+                raise KeyboardInterrupt from None
+            raise
         finally:
             stream.close()
     finally:
@@ -470,6 +474,7 @@ class _CopyStream:
         self._chunks: queue.Queue[tuple[bytes, int] | None] = queue.Queue(QUEUED_CHUNKS)
         self._stopped = threading.Event()
         self._error: BaseException | None = None
+        self.interrupted = False
         self._thread = threading.Thread(target=self._produce, name="copy-reader", daemon=True)
         self._thread.start()
 
@@ -509,7 +514,12 @@ class _CopyStream:
                 continue
 
     def read(self, size: int = COPY_CHUNK) -> bytes:
-        item = self._chunks.get()
+        try:
+            item = self._chunks.get()
+        except KeyboardInterrupt:
+            # psycopg2 turns an exception in read() into a failed COPY; remember it was ^C
+            self.interrupted = True
+            raise
         if item is None:
             self._thread.join()
             if self._error is not None:
