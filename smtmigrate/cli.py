@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "createdb": ("Create a role and a UTF8 database with Sumatra's widened schema.", True),
     "drop-recreate": ("Back up, drop and recreate a PostgreSQL store, safely.", True),
     "switch": ("Point a Sumatra project at another store (and back).", True),
-    "stress": ("Prove a store takes many concurrent `smt run`s without losing one.", False),
+    "stress": ("Prove a store takes many concurrent `smt run`s without losing one.", True),
 }
 
 USAGE = "usage: smtmigrate [--version] [--help] COMMAND [ARGS]"

@@ -359,3 +359,90 @@ def render_database(info: DatabaseInfo, display: str, owner: str, out: Console) 
             out.print(f"    pid {pid} {user} {application or '-'} from {client}", markup=False)
     else:
         out.print("  no other sessions connected")
+
+
+# -- stress -------------------------------------------------------------------------------
+
+from .stress import KINDS, STEPS, StressReport  # noqa: E402
+
+
+def render_stress(report: StressReport, out: Console) -> None:
+    out.print(
+        Text.assemble(
+            (f"Stress test of {report.location}", "bold"),
+            f" ({report.backend}): {report.jobs} concurrent jobs x {report.records_per_job} "
+            f"`smt run`(s), five saves each, into scratch project {report.project}",
+        )
+    )
+    counts = Table(pad_edge=False, show_header=False)
+    counts.add_column("what")
+    counts.add_column("records", justify="right")
+    counts.add_row("expected", f"{report.expected:,}")
+    counts.add_row("saved, as the jobs saw it", f"{report.saved:,}")
+    found_style = "bold green" if report.found == report.expected else "bold red"
+    counts.add_row("found in the store", Text(f"{report.found:,}", style=found_style))
+    if report.incomplete:
+        counts.add_row("in the store, last save missing", f"{report.incomplete:,}")
+    counts.add_row("missing", f"{report.missing:,}")
+    out.print(counts)
+    kinds = [k for k in KINDS if report.errors[k] or report.retries[k]]
+    kinds += sorted((set(report.errors) | set(report.retries)) - set(KINDS) - set(kinds))
+    if kinds:
+        errors = Table(pad_edge=False, title="Errors by kind")
+        for heading, justify in (
+            ("kind", "left"),
+            ("runs failed", "right"),
+            ("saves retried", "right"),
+            ("example", "left"),
+        ):
+            errors.add_column(heading, justify=justify, overflow="fold")
+        for kind in kinds:
+            errors.add_row(
+                Text(kind, style="bold red" if report.errors[kind] else "yellow"),
+                f"{report.errors[kind]:,}",
+                f"{report.retries[kind]:,}",
+                Text(report.examples.get(kind, "")),
+            )
+        out.print(errors)
+        if report.failed_steps:
+            steps = ", ".join(
+                f"{step} {report.failed_steps[step]:,}"
+                for step in STEPS
+                if report.failed_steps[step]
+            )
+            out.print(f"`smt run`s failed at the save: {steps}", highlight=False)
+    else:
+        out.print("errors: none; saves retried: none")
+    latency = report.latency()
+    timing = (
+        f"jobs ready in {report.startup_seconds:.1f} s ({report.ready_jobs} of {report.jobs}); "
+        f"saving {report.saving_seconds:.2f} s, {report.records_per_second:,.1f} records/s"
+    )
+    if latency["max"] is not None:
+        timing += (
+            f"; one `smt run`'s saves: median {latency['p50']:.3f} s, "
+            f"p95 {latency['p95']:.3f} s, max {latency['max']:.3f} s"
+        )
+    if report.timed_out_jobs:
+        timing += f"; {report.timed_out_jobs} job(s) killed at the deadline"
+    out.print(timing, highlight=False, markup=False)
+    cleanup = report.cleanup
+    if cleanup.ok:
+        removed = ", ".join(f"{n:,} {table}" for table, n in cleanup.deleted.items())
+        out.print(
+            f"[dim]cleanup: removed {removed or 'nothing'} in {cleanup.seconds:.1f} s; "
+            "nothing of the scratch project is left[/dim]",
+            highlight=False,
+        )
+    else:
+        out.print(
+            Text(
+                f"cleanup FAILED: {cleanup.error}; remove project {report.project} "
+                "(e.g. smt delete in a project of that name) before relying on the store",
+                style="bold red",
+            )
+        )
+    for note in report.notes:
+        out.print(Text(f"note: {note}", style="yellow"))
+    out.print(Text(report.verdict, style="bold green" if report.exit_code == 0 else "bold red"))
+    out.print(f"total {report.total_seconds:.1f} s", style="dim", highlight=False)

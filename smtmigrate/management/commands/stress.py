@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from argparse import ArgumentTypeError
+
+from ...locations import resolve
+from ...render import render_stress, write_json
+from ...stress import (
+    CLEANUP_TIMEOUT,
+    DEFAULT_JOBS,
+    DEFAULT_RECORDS_PER_JOB,
+    DEFAULT_TIMEOUT,
+    MAX_JOBS,
+    MIN_JOBS,
+    run_stress,
+)
+from ..base import SmtmigrateCommand
+
+
+def job_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not MIN_JOBS <= value <= MAX_JOBS:
+        raise ArgumentTypeError(f"must be between {MIN_JOBS} and {MAX_JOBS}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise ArgumentTypeError("must be at least 1")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+class Command(SmtmigrateCommand):
+    help = (
+        "Start many concurrent jobs that save records through Sumatra's own record-store API, "
+        "as `smt run` does, into a scratch project of the store; report what reached it, then "
+        "remove the scratch project. Exit 0: every record saved; 1: records lost (or the "
+        "cleanup failed); 2: usage or I/O error."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "location", help="Sumatra project directory, SQLite file, or postgresql:// URL"
+        )
+        parser.add_argument(
+            "--jobs",
+            type=job_count,
+            default=DEFAULT_JOBS,
+            metavar="N",
+            help=f"concurrent job processes, {MIN_JOBS} to {MAX_JOBS} (default {DEFAULT_JOBS})",
+        )
+        parser.add_argument(
+            "--records-per-job",
+            type=positive_int,
+            default=DEFAULT_RECORDS_PER_JOB,
+            metavar="N",
+            help="`smt run`s each job makes, one after the other "
+            f"(default {DEFAULT_RECORDS_PER_JOB})",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=positive_seconds,
+            default=DEFAULT_TIMEOUT,
+            metavar="SECONDS",
+            help="bound on the whole run; jobs still running then are killed and their "
+            f"records count as lost (default {DEFAULT_TIMEOUT:g}; the cleanup after it has "
+            f"{CLEANUP_TIMEOUT:g} s of its own)",
+        )
+        parser.add_argument(
+            "--cold",
+            action="store_true",
+            help="skip the warm-up record: the jobs create the scratch project and the rows "
+            "they share together, as the first jobs of a new project do",
+        )
+        parser.add_argument("--format", choices=("table", "json"), default="table")
+
+    def handle(self, location, jobs, records_per_job, timeout, cold, format, **options):
+        out = self.console()
+        on_phase = None if format == "json" else (lambda text: out.print(f"[dim]{text} …[/dim]"))
+        with resolve(location) as store:
+            report = run_stress(
+                store,
+                jobs=jobs,
+                records_per_job=records_per_job,
+                timeout=timeout,
+                cold=cold,
+                on_phase=on_phase,
+            )
+        if format == "json":
+            write_json(report.to_dict(), self.stdout._out)
+        else:
+            render_stress(report, out)
+        self.exit_code = report.exit_code
