@@ -11,17 +11,16 @@ import sys
 
 from . import __version__
 
-# Every command, in the order a move uses them. `available` is False for commands that a
-# later release adds: they are listed so users see the whole tool, and refuse clearly.
-COMMANDS: dict[str, tuple[str, bool]] = {
-    "audit": ("Report what in a store would fail, or is bound to fail, on PostgreSQL.", True),
-    "widen": ("Plan, write or apply migrations that widen Sumatra's columns.", True),
-    "copy": ("Copy every record into PostgreSQL (or a fresh SQLite store), verified.", True),
-    "verify": ("Compare two stores: row counts, checksums, records through Sumatra.", True),
-    "createdb": ("Create a role and a UTF8 database with Sumatra's widened schema.", True),
-    "drop-recreate": ("Back up, drop and recreate a PostgreSQL store, safely.", True),
-    "switch": ("Point a Sumatra project at another store (and back).", True),
-    "stress": ("Prove a store takes many concurrent `smt run`s without losing one.", True),
+# Every command, in the order a move uses them, with its one-line summary.
+COMMANDS: dict[str, str] = {
+    "audit": "Report what in a store would fail, or is bound to fail, on PostgreSQL.",
+    "widen": "Plan, write or apply migrations that widen Sumatra's columns.",
+    "copy": "Copy every record into PostgreSQL (or a fresh SQLite store), verified.",
+    "verify": "Compare two stores: row counts, checksums, records through Sumatra.",
+    "createdb": "Create a role and a UTF8 database with Sumatra's widened schema.",
+    "drop-recreate": "Back up, drop and recreate a PostgreSQL store, safely.",
+    "switch": "Point a Sumatra project at another store (and back).",
+    "stress": "Prove a store takes many concurrent `smt run`s without losing one.",
 }
 
 USAGE = "usage: smtmigrate [--version] [--help] COMMAND [ARGS]"
@@ -36,9 +35,8 @@ def usage() -> str:
         "",
         "commands:",
     ]
-    for name, (summary, available) in COMMANDS.items():
-        note = "" if available else " (not yet available)"
-        lines.append(f"  {name:<{width}}  {summary}{note}")
+    for name, summary in COMMANDS.items():
+        lines.append(f"  {name:<{width}}  {summary}")
     lines += ["", "Run `smtmigrate COMMAND --help` for a command's options."]
     return "\n".join(lines)
 
@@ -55,9 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     if name not in COMMANDS:
         print(f"smtmigrate: error: unknown command '{name}'\n{USAGE}", file=sys.stderr)
-        return 2
-    if not COMMANDS[name][1]:
-        print(f"smtmigrate: error: '{name}' is not yet available", file=sys.stderr)
         return 2
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "smtmigrate.settings"

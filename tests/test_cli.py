@@ -14,22 +14,16 @@ from .conftest import FIXTURES, ROOT
 def test_help_lists_every_command_with_one_line(cli):
     result = cli("--help")
     assert result.code == 0
-    for name, (summary, available) in COMMANDS.items():
+    for name, summary in COMMANDS.items():
         line = next(line for line in result.out.splitlines() if line.strip().startswith(name))
         assert summary in line
-        assert ("not yet available" in line) is (not available)
     assert "audit" in result.out
 
 
-def test_unknown_and_unavailable_commands_exit_2(cli):
+def test_unknown_command_exits_2(cli):
     unknown = cli("frobnicate")
     assert unknown.code == 2
     assert "unknown command 'frobnicate'" in unknown.err
-    unavailable = [name for name, (_, available) in COMMANDS.items() if not available]
-    for name in unavailable:
-        result = cli(name, "x")
-        assert result.code == 2
-        assert result.err.strip() == f"smtmigrate: error: '{name}' is not yet available"
 
 
 def test_usage_error_exits_2(cli):
