@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -425,7 +426,7 @@ def _copy_table(plan, layout, connection, remaps, events) -> tuple[TableResult, 
             sql.SQL(", ").join(map(sql.Identifier, layout.column_names)),
         )
         try:
-            with connection.cursor() as django_cursor:
+            with connection.cursor() as django_cursor, _quiet_excepthook():
                 django_cursor.cursor.copy_expert(statement.as_string(raw), stream, size=COPY_CHUNK)
         except psycopg2.Error:
             if stream.interrupted:
@@ -440,6 +441,19 @@ def _copy_table(plan, layout, connection, remaps, events) -> tuple[TableResult, 
     )
     events.table_done(result)
     return result, stream.checksum
+
+
+@contextmanager
+def _quiet_excepthook() -> Iterator[None]:
+    """When the server drops the connection in the middle of COPY, psycopg2 prints the
+    error itself (PyErr_Print, through sys.excepthook) before raising it to us; the user
+    must see only our one line, so the hook is silenced for the duration of the COPY."""
+    hook = sys.excepthook
+    sys.excepthook = lambda *exc_info: None
+    try:
+        yield
+    finally:
+        sys.excepthook = hook
 
 
 def _sqlite_quote(name: str) -> str:
