@@ -188,3 +188,19 @@ def test_cli_errors_are_one_line_with_exit_2(cli, tmp_path, setup):
     assert len(lines) == 1, result.err
     assert lines[0].startswith("smtmigrate audit: error: ")
     assert "Traceback" not in result.err
+
+
+def test_a_store_locked_by_a_writer_ends_in_one_line_after_a_bounded_wait(cli, store08):
+    writer = sqlite3.connect(store08 / ".smt" / "records", isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")  # an smt run in the middle of its commit
+    try:
+        result = cli("audit", store08)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert result.code == 2
+    assert result.err.strip().endswith(
+        "is locked by another writer (waited 10 s); try again when the running smt jobs "
+        "have finished"
+    )
+    assert len(result.err.strip().splitlines()) == 1
