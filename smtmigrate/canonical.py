@@ -15,9 +15,12 @@ compared by their IEEE-754 bits (`float8send` on PostgreSQL, `struct` in Python)
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote as url_quote
 
 from .schema import ModelColumn, ModelTable
 
@@ -139,6 +142,21 @@ def postgres_checksum_sql(
         f"SELECT count(*), coalesce(sum(('x' || left(md5({line}), 16))::bit(64)::bigint), 0) "
         f"FROM {quote(layout.source_name)}"
     )
+
+
+def sqlite_quote(name: str) -> str:
+    """SQLite's quoting of an identifier (for connections Django does not manage)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def open_sqlite_bytes(path: Path) -> sqlite3.Connection:
+    """A read-only connection that hands out a store's bytes as they are: no decoding, so
+    what is hashed and what PostgreSQL judges is exactly what the store holds."""
+    connection = sqlite3.connect(
+        f"file:{url_quote(str(path))}?mode=ro", uri=True, check_same_thread=False
+    )
+    connection.text_factory = bytes
+    return connection
 
 
 def float_bits(value: float | None) -> bytes:

@@ -37,8 +37,10 @@ from .canonical import (
     Checksum,
     TableLayout,
     float_text,
+    open_sqlite_bytes,
     row_hash,
     sqlite_line_sql,
+    sqlite_quote,
     table_layout,
     when_clauses,
 )
@@ -414,9 +416,10 @@ def _copy_table(plan, layout, connection, remaps, events) -> tuple[TableResult, 
     started = time.perf_counter()
     expected = plan.row_counts[layout.name]
     events.table_start(layout.name, expected)
-    source = _open_source(plan.source.store)
+    assert plan.source.store.path is not None
+    source = open_sqlite_bytes(plan.source.store.path)
     try:
-        cursor = source.execute(sqlite_line_sql(layout, _sqlite_quote, remaps))
+        cursor = source.execute(sqlite_line_sql(layout, sqlite_quote, remaps))
         stream = _CopyStream(
             cursor, lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes)
         )
@@ -454,21 +457,6 @@ def _quiet_excepthook() -> Iterator[None]:
         yield
     finally:
         sys.excepthook = hook
-
-
-def _sqlite_quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _open_source(store: Store) -> sqlite3.Connection:
-    """A read-only connection that hands out the store's bytes as they are: no decoding,
-    so PostgreSQL sees (and judges) exactly what the store holds."""
-    assert store.path is not None
-    connection = sqlite3.connect(
-        f"file:{url_quote(str(store.path))}?mode=ro", uri=True, check_same_thread=False
-    )
-    connection.text_factory = bytes
-    return connection
 
 
 class _CopyStream:
@@ -621,8 +609,8 @@ def _insert_from_postgres(connection, layout, plan: CopyPlan, remap, events) -> 
         if layout.model.columns[name].internal_type == "DateTimeField"
     ]
     placeholders = ", ".join("?" * len(values))
-    columns = ", ".join(_sqlite_quote(name) for name in layout.column_names)
-    insert = f"INSERT INTO main.{_sqlite_quote(layout.name)} ({columns}) VALUES ({placeholders})"
+    columns = ", ".join(sqlite_quote(name) for name in layout.column_names)
+    insert = f"INSERT INTO main.{sqlite_quote(layout.name)} ({columns}) VALUES ({placeholders})"
     rows = 0
     with source.chunked_cursor() as cursor:
         cursor.execute(f"SELECT {', '.join(values)} FROM {q(layout.source_name)}")
@@ -667,7 +655,7 @@ def _insert_table(connection, layout: TableLayout, plan: CopyPlan, remap, events
     """One INSERT … SELECT from the attached source: SQLite copies the values itself."""
     started = time.perf_counter()
     events.table_start(layout.name, plan.row_counts[layout.name])
-    q = _sqlite_quote
+    q = sqlite_quote
     values = []
     for name in layout.column_names:
         if name in remap:

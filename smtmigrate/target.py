@@ -48,6 +48,7 @@ class Admin:
         libpq's default user (PGUSER, else the login name)."""
         if target.kind != "postgresql":
             raise SmtmigrateError(f"{target.display}: not a PostgreSQL database URL")
+        refuse_maintenance(target.settings["NAME"])
         self.target = target
         self.name = target.settings["NAME"]
         settings = postgres_settings(admin_url) if admin_url else dict(target.settings)

@@ -18,11 +18,18 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from urllib.parse import quote as url_quote
 
 from django.db import DatabaseError
 
-from .canonical import Checksum, TableLayout, postgres_checksum_sql, sqlite_checksum, table_layout
+from .canonical import (
+    Checksum,
+    TableLayout,
+    open_sqlite_bytes,
+    postgres_checksum_sql,
+    sqlite_checksum,
+    sqlite_quote,
+    table_layout,
+)
 from .errors import SmtmigrateError
 from .schema import Inspection, sumatra_tables
 
@@ -182,18 +189,13 @@ def table_checksum(inspection: Inspection, layout: TableLayout, remaps=None) -> 
         return Checksum(rows, int(total))
     if store.path is None:
         raise SmtmigrateError(f"{store.display}: cannot checksum this store")
-    connection = sqlite3.connect(f"file:{url_quote(str(store.path))}?mode=ro", uri=True)
-    connection.text_factory = bytes
+    connection = open_sqlite_bytes(store.path)
     try:
-        return sqlite_checksum(connection.cursor(), layout, _sqlite_quote, remaps)
+        return sqlite_checksum(connection.cursor(), layout, sqlite_quote, remaps)
     except sqlite3.Error as exc:
         raise store.read_error(exc) from exc
     finally:
         connection.close()
-
-
-def _sqlite_quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def verify_stores(

@@ -4,7 +4,7 @@ import os
 
 from ...errors import Refused, SmtmigrateError
 from ...locations import resolve
-from ...target import Admin, build_schema, pg_hba_line, pgpass_line, refuse_maintenance
+from ...target import Admin, build_schema, pg_hba_line, pgpass_line
 from ..base import SmtmigrateCommand
 
 
@@ -35,9 +35,6 @@ class Command(SmtmigrateCommand):
             if not password:
                 raise SmtmigrateError(f"environment variable {password_env} is not set or empty")
         with resolve(target) as store:
-            if store.kind != "postgresql":
-                raise SmtmigrateError(f"{store.display}: createdb needs a PostgreSQL URL")
-            refuse_maintenance(store.settings["NAME"])
             with Admin(store, admin, as_target_user=False) as server:
                 owner = owner or store.settings.get("USER") or server.user
                 if server.describe().exists:

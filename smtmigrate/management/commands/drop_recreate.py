@@ -8,7 +8,7 @@ from ...copy import copy_store, plan_copy
 from ...errors import Refused, SmtmigrateError
 from ...locations import new_sqlite_target, resolve
 from ...render import render_database
-from ...target import Admin, build_schema, refuse_maintenance
+from ...target import Admin, build_schema
 from ..base import SmtmigrateCommand
 
 
@@ -37,32 +37,28 @@ class Command(SmtmigrateCommand):
 
     def handle(self, target, owner, yes, backup, no_schema, admin, **options):
         out = self.console()
-        with resolve(target) as store:
-            if store.kind != "postgresql":
-                raise SmtmigrateError(f"{store.display}: drop-recreate needs a PostgreSQL URL")
-            refuse_maintenance(store.settings["NAME"])
-            with Admin(store, admin) as server:
-                info = server.describe()
-                owner = owner or info.owner or store.settings.get("USER") or server.user
-                render_database(info, store.display, owner, out)
-                # Everything that could stop us is checked before anything is dropped.
-                if not server.role_exists(owner):
-                    raise Refused(f"role '{owner}' does not exist; nothing was changed")
-                server.check_privileges(owner, drop=info.exists)
-                self._confirm(info.name, yes, out)
-                if info.records:
-                    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-                    self._backup(store, Path(backup or f"{info.name}-backup-{stamp}.sqlite"), out)
-                store.close()  # our own sessions go before the drop, not killed by it
-                if info.exists:
-                    server.drop_database()
-                    out.print(f"dropped {info.name}")
-                server.create_database(owner)
-                out.print(f"created {info.name} (owner {owner}, UTF8)")
-                if not no_schema:
-                    with server.target_as_admin() as created:
-                        build_schema(created, owner=owner)
-                    out.print("built Sumatra's schema (its migrations + the default widening)")
+        with resolve(target) as store, Admin(store, admin) as server:
+            info = server.describe()
+            owner = owner or info.owner or store.settings.get("USER") or server.user
+            render_database(info, store.display, owner, out)
+            # Everything that could stop us is checked before anything is dropped.
+            if not server.role_exists(owner):
+                raise Refused(f"role '{owner}' does not exist; nothing was changed")
+            server.check_privileges(owner, drop=info.exists)
+            self._confirm(info.name, yes, out)
+            if info.records:
+                stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+                self._backup(store, Path(backup or f"{info.name}-backup-{stamp}.sqlite"), out)
+            store.close()  # our own sessions go before the drop, not killed by it
+            if info.exists:
+                server.drop_database()
+                out.print(f"dropped {info.name}")
+            server.create_database(owner)
+            out.print(f"created {info.name} (owner {owner}, UTF8)")
+            if not no_schema:
+                with server.target_as_admin() as created:
+                    build_schema(created, owner=owner)
+                out.print("built Sumatra's schema (its migrations + the default widening)")
         out.print(f"[bold green]{store.display} is ready for Sumatra.[/bold green]")
 
     def _confirm(self, name: str, yes: bool, out) -> None:
