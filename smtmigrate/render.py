@@ -192,6 +192,9 @@ class PlainCopyEvents:
         pass
 
     def table_done(self, result: TableResult) -> None:
+        if not result.bytes:  # rows read from PostgreSQL are not measured in bytes
+            self.out.print(f"  {result.table}: {result.rows:,} rows in {result.seconds:.2f} s")
+            return
         rate = result.bytes / 1e6 / result.seconds if result.seconds else 0.0
         self.out.print(
             f"  {result.table}: {result.rows:,} rows, {_mb(result.bytes)} MB "

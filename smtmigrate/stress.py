@@ -147,6 +147,15 @@ LIBPQ_ENV = {
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]+")
 
 
+class StressInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the jobs were stopped and the cleanup ran; `report` says how
+    it went, so the command can tell the user whether the store is as it was."""
+
+    def __init__(self, report: StressReport) -> None:
+        super().__init__()
+        self.report = report
+
+
 class NotEnoughMemory(SmtmigrateError):
     """The machine cannot hold that many job processes at once."""
 
@@ -475,17 +484,40 @@ def _stress(
 
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
     running: list[_Job] = []
+    interrupted = False
     try:
         _run(report, uri, env, scratch, started + timeout, running, phase, cold=cold)
         phase("counting the records in the store")
         _count(reader, report)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         _stop(running)
         phase(f"removing the scratch project {report.project}")
-        report.cleanup = _cleanup(reader, uri, env, scratch, report.project, before)
+        with _sigint_deferred():
+            report.cleanup = _cleanup(reader, uri, env, scratch, report.project, before)
         shutil.rmtree(scratch, ignore_errors=True)
         report.total_seconds = time.monotonic() - started
+    if interrupted:
+        raise StressInterrupted(report)
     return report
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Let the cleanup (bounded by CLEANUP_TIMEOUT) finish when Ctrl-C is pressed again:
+    killed half-way it would leave the scratch project in the user's store."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _reader(store: Store) -> Store:
@@ -833,6 +865,7 @@ def _cleanup(
             env=env,
             cwd=scratch,
             timeout=CLEANUP_TIMEOUT + 30,
+            start_new_session=True,  # a Ctrl-C on the terminal must not kill it half-way
         )
         events = [e for e in _events(done.stdout) if e.get("event") == "cleanup"]
         if events and events[-1].get("ok"):

@@ -176,3 +176,16 @@ def cli(capsys):
         return CliResult(code, out, err)
 
     return run
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line holds `text` (a run's jobs name its scratch project)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

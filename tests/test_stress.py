@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
 from smtmigrate.locations import resolve
 from smtmigrate.stress import KINDS, worker_location
 
-from .conftest import pg_query, records_file
+from .conftest import pg_query, processes_mentioning, records_file
 
 SUMATRA_TABLES = (
     "django_store_project",
@@ -38,19 +37,6 @@ SUMATRA_TABLES = (
 
 def pg_row_counts(url: str) -> dict[str, int]:
     return {t: pg_query(url, f"SELECT COUNT(*) FROM {t}")[0][0] for t in SUMATRA_TABLES}
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Processes whose command line holds `text` (a run's jobs name its scratch project)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def sqlite_dump(path) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from ...copy import copy_store, plan_copy
 from ...errors import Refused, SmtmigrateError
 from ...locations import new_sqlite_target, resolve
-from ...render import render_database
+from ...render import PlainCopyEvents, render_database
 from ...target import Admin, build_schema
 from ..base import SmtmigrateCommand
 
@@ -48,7 +48,9 @@ class Command(SmtmigrateCommand):
             self._confirm(info.name, yes, out)
             if info.records:
                 stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-                self._backup(store, Path(backup or f"{info.name}-backup-{stamp}.sqlite"), out)
+                path = Path(backup or f"{info.name}-backup-{stamp}.sqlite")
+                out.print(f"backing up {info.records:,} records to {path} …")
+                self._backup(store, path, out)
             store.close()  # our own sessions go before the drop, not killed by it
             if info.exists:
                 server.drop_database()
@@ -76,7 +78,9 @@ class Command(SmtmigrateCommand):
                 plan = plan_copy(store, backup)
                 if plan.refused:
                     raise Refused("the backup would not take every value")
-                result = copy_store(plan)
+                # Progress lines: a big store takes minutes, and a user who interrupts
+                # here (nothing dropped yet) should see where it was.
+                result = copy_store(plan, PlainCopyEvents(out))
         except SmtmigrateError as exc:
             raise Refused(f"backup failed, nothing was dropped: {exc}") from exc
         out.print(f"backup: {path} ({result.verification.summary})")

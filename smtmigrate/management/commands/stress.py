@@ -11,6 +11,7 @@ from ...stress import (
     DEFAULT_TIMEOUT,
     MAX_JOBS,
     MIN_JOBS,
+    StressInterrupted,
     run_stress,
 )
 from ..base import SmtmigrateCommand
@@ -94,14 +95,27 @@ class Command(SmtmigrateCommand):
         out = self.console()
         on_phase = None if format == "json" else (lambda text: out.print(f"[dim]{text} …[/dim]"))
         with resolve(location) as store:
-            report = run_stress(
-                store,
-                jobs=jobs,
-                records_per_job=records_per_job,
-                timeout=timeout,
-                cold=cold,
-                on_phase=on_phase,
-            )
+            try:
+                report = run_stress(
+                    store,
+                    jobs=jobs,
+                    records_per_job=records_per_job,
+                    timeout=timeout,
+                    cold=cold,
+                    on_phase=on_phase,
+                )
+            except StressInterrupted as stop:
+                cleanup = stop.report.cleanup
+                if cleanup.ok:
+                    out.print(
+                        f"removed the scratch project {stop.report.project}; the store is as it was"
+                    )
+                else:
+                    out.print(
+                        f"[bold red]the scratch project {stop.report.project} could not be "
+                        f"removed: {cleanup.error}[/bold red]"
+                    )
+                raise KeyboardInterrupt from None
         if format == "json":
             write_json(report.to_dict(), self.stdout._out)
         else:
