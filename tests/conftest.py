@@ -7,6 +7,7 @@ server on 127.0.0.1:5432. Every test database gets a unique name and is dropped 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -121,6 +122,13 @@ def copy_fixture(generation: str, tmp_path: Path) -> Path:
     """A private copy of a bundled fixture project (tests may damage it)."""
     target = tmp_path / f"sumatra-{generation}"
     shutil.copytree(FIXTURES / f"sumatra-{generation}", target)
+    # The project names the Python of the machine that built it (fixtures/build/, not in
+    # git); `smt` warns on stdout when that is missing, so point it at this one.
+    project_file = target / ".smt" / "project"
+    project = json.loads(project_file.read_text(encoding="utf-8"))
+    if "default_executable" in project:
+        project["default_executable"]["path"] = sys.executable
+        project_file.write_text(json.dumps(project, indent=2), encoding="utf-8")
     return target
 
 
