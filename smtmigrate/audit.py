@@ -35,6 +35,10 @@ RECORD_TABLE = "django_store_record"
 INTEGER_TYPES = frozenset(
     {"AutoField", "BigAutoField", "IntegerField", "BigIntegerField", "PositiveIntegerField"}
 )
+# The Python function, registered on an SQLite store's connection, that tells whether a
+# value's bytes are valid UTF-8.
+IS_UTF8 = "smtmigrate_is_utf8"
+DATETIME_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
 
 
 @dataclass
@@ -126,8 +130,11 @@ class _Dialect:
         fn = "length" if self.vendor == "sqlite" else "char_length"
         return f"{fn}({self.quote(column)})"
 
-    def text(self, column: str) -> str:
-        return f"CAST({self.quote(column)} AS TEXT)"
+    def preview(self, column: str, chars: int) -> str:
+        """The first characters of a column as text. SQLite's come as bytes: a store may
+        hold text that is not UTF-8, which Python's sqlite3 refuses to decode."""
+        text = f"substr(CAST({self.quote(column)} AS TEXT), 1, {chars})"
+        return f"CAST({text} AS BLOB)" if self.vendor == "sqlite" else text
 
 
 def count_if(condition: str) -> str:
@@ -154,6 +161,8 @@ def audit(
     row_counts: dict[str, int] = {}
     try:
         with connection.cursor() as cursor:
+            if dialect.vendor == "sqlite":
+                connection.connection.create_function(IS_UTF8, 1, _is_utf8, deterministic=True)
             for table in inspection.tables.values():
                 limit_of = _limit_function(inspection, table, limits)
                 scan = _TableScan(cursor, table, dialect, near)
@@ -221,12 +230,43 @@ def _column_checks(
                 "NUL character (PostgreSQL text cannot hold \\x00)",
             )
             yield _Check(name, "invalid", f"typeof({c}) = 'blob'", "binary value in a text column")
-        elif column.internal_type == "DateTimeField":
+            # SQLite stores whatever bytes it is given as TEXT (e.g. a lone surrogate, or
+            # Latin-1); the copy passes them on as they are and PostgreSQL would reject the
+            # whole copy half-way. SQL cannot tell, so a Python function does (fast for ASCII).
             yield _Check(
                 name,
                 "invalid",
-                f"{c} IS NOT NULL AND julianday({c}) IS NULL",
-                "not a date/time PostgreSQL can read",
+                f"typeof({c}) = 'text' AND NOT {IS_UTF8}(CAST({c} AS BLOB))",
+                "not valid UTF-8 (e.g. a lone surrogate): PostgreSQL rejects it",
+            )
+        elif column.internal_type == "DateTimeField":
+            # Django writes 'YYYY-MM-DD HH:MM:SS[.ffffff]'. Anything else SQLite's date
+            # functions would reinterpret on the way out (a Julian day number, an offset,
+            # 24:00, February 30): refused rather than copied as another instant.
+            day = f"substr({c}, 1, 10)"
+            django_format = (
+                f"typeof({c}) = 'text' "
+                f"AND {c} GLOB '{DATETIME_GLOB}*' "
+                f"AND (length({c}) = 19 OR ({c} GLOB '{DATETIME_GLOB}.[0-9]*' "
+                f"AND NOT substr({c}, 21) GLOB '*[^0-9]*')) "
+                f"AND coalesce(date(julianday({day})) = {day}, 0) AND {day} NOT LIKE '0000%' "
+                f"AND substr({c}, 12, 2) <= '23' AND substr({c}, 15, 2) <= '59' "
+                f"AND substr({c}, 18, 2) <= '59'"
+            )
+            yield _Check(
+                name,
+                "invalid",
+                f"{c} IS NOT NULL AND (julianday({c}) IS NULL OR NOT ({django_format}))",
+                "not a date/time PostgreSQL can read as written (YYYY-MM-DD HH:MM:SS[.ffffff])",
+            )
+            # PostgreSQL keeps microseconds: the copy would drop any further digits unseen
+            # (and the verification, comparing the same canonical text, could not tell).
+            yield _Check(
+                name,
+                "invalid",
+                f"typeof({c}) = 'text' AND instr({c}, '.') > 0 "
+                f"AND substr({c}, instr({c}, '.') + 7) GLOB '*[1-9]*'",
+                "fraction of a second finer than the microseconds PostgreSQL keeps",
             )
         elif column.internal_type == "FloatField":
             yield _Check(
@@ -351,12 +391,12 @@ class _TableScan:
         q, table, length = self.dialect.quote, self.table, self.dialect.length(check.column)
         pk = table.model.primary_key
         is_record = table.model.name == RECORD_TABLE
-        label = q("label") if is_record else "NULL"
+        label = self.dialect.preview("label", PREVIEW_CHARS + 1) if is_record else "NULL"
+        shown = self.dialect.preview(check.column, PREVIEW_CHARS + 1)
         order = f"{length} DESC, " if check.kind == "overflow" else ""
         self.cursor.execute(
-            f"SELECT {q(pk)}, {label}, substr({self.dialect.text(check.column)}, 1, "
-            f"{PREVIEW_CHARS + 1}), {length} FROM {q(table.name)} WHERE {check.condition} "
-            f"ORDER BY {order}{q(pk)} LIMIT {EXAMPLES}"
+            f"SELECT {q(pk)}, {label}, {shown}, {length} FROM {q(table.name)} "
+            f"WHERE {check.condition} ORDER BY {order}{q(pk)} LIMIT {EXAMPLES}"
         )
         examples = []
         for row_id, record_label, value, value_length in self.cursor.fetchall():
@@ -367,6 +407,18 @@ class _TableScan:
             example["length"] = value_length
             examples.append(example)
         return examples
+
+
+def _is_utf8(value: bytes | None) -> bool:
+    """Python's strict decoder follows PostgreSQL's rules (no surrogates, no overlong
+    forms, nothing above U+10FFFF)."""
+    if value is None or value.isascii():
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _preview(value: Any) -> str | None:
@@ -418,9 +470,9 @@ def _ip_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:
     for name, column in table.model.columns.items():
         if column.internal_type != "GenericIPAddressField" or name not in table.columns:
             continue
-        cursor.execute(
-            f"SELECT {q(name)}, count(*), min({q(table.model.primary_key)}) "
-            f"FROM {q(table.name)} WHERE {q(name)} IS NOT NULL GROUP BY {q(name)}"
+        cursor.execute(  # as bytes: a value that is not UTF-8 must be a finding, not a crash
+            f"SELECT CAST({q(name)} AS BLOB), count(*), min({q(table.model.primary_key)}) "
+            f"FROM {q(table.name)} WHERE {q(name)} IS NOT NULL GROUP BY CAST({q(name)} AS BLOB)"
         )
         bad = [(value, n, row_id) for value, n, row_id in cursor.fetchall() if not _is_inet(value)]
         if bad:
@@ -431,7 +483,11 @@ def _ip_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:
                     "invalid",
                     rows=sum(n for _, n, _ in bad),
                     examples=[
-                        {"id": row_id, "value": _preview(value), "length": len(str(value))}
+                        {
+                            "id": row_id,
+                            "value": _preview(value),
+                            "length": len(value.decode("utf-8", "replace")),
+                        }
                         for value, _, row_id in bad[:EXAMPLES]
                     ],
                     detail="not an IP address (PostgreSQL inet)",
@@ -441,7 +497,13 @@ def _ip_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:
 
 
 def _is_inet(value: Any) -> bool:
-    if not isinstance(value, str) or "\x00" in value:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    # inet has no IPv6 zone ("fe80::1%eth0"), which Python's ipaddress accepts
+    if not isinstance(value, str) or "\x00" in value or "%" in value:
         return False
     try:
         ipaddress.ip_interface(value)  # inet accepts an optional /prefix too

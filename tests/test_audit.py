@@ -174,6 +174,16 @@ CORRUPTIONS = {
         ("django_store_platforminformation", "ip_addr"),
         "not an IP address",
     ),
+    "ip-zone": (  # Python's ipaddress takes an IPv6 zone; PostgreSQL's inet does not
+        "UPDATE django_store_platforminformation SET ip_addr = 'fe80::1%eth0'",
+        ("django_store_platforminformation", "ip_addr"),
+        "not an IP address",
+    ),
+    "ip-not-utf8": (
+        "UPDATE django_store_platforminformation SET ip_addr = CAST(x'31ff' AS TEXT)",
+        ("django_store_platforminformation", "ip_addr"),
+        "not an IP address",
+    ),
     "datetime": (
         "UPDATE django_store_record SET timestamp = 'the day before yesterday' "
         "WHERE db_id = (SELECT min(db_id) FROM django_store_record)",

@@ -83,15 +83,21 @@ def test_widened_copy_takes_new_records_with_fresh_ids(cli, store08, pg_database
     assert ids == [(max_before + 1,)]
 
 
-def test_error_mid_copy_rolls_everything_back(cli, store08, pg_database):
-    # Bytes that are not UTF-8 pass SQLite and the audit, and PostgreSQL rejects them
-    # half-way through the copy.
+def test_error_mid_copy_rolls_everything_back(cli, store08, pg_database, monkeypatch):
+    # Bytes that are not UTF-8: SQLite keeps them, PostgreSQL rejects them.
     sqlite_exec(
         records_file(store08),
         "UPDATE django_store_record SET stdout_stderr = CAST(x'41ff42' AS TEXT) "
         "WHERE db_id = (SELECT max(db_id) FROM django_store_record)",
     )
     before = records_file(store08).read_bytes()
+    refused = cli("copy", store08, pg_database, "--widen")  # the audit sees them first
+    assert refused.code == 1, refused
+    assert "not valid UTF-8" in refused.out
+    assert public_tables(pg_database) == []
+    # Were the audit to miss a value PostgreSQL rejects, the copy fails half-way: then
+    # nothing may stay behind.
+    monkeypatch.setattr("smtmigrate.copy.remaining_failures", lambda *args, **kwargs: [])
     result = cli("copy", store08, pg_database, "--widen")
     assert result.code == 2, result
     assert "nothing was written" in result.err
