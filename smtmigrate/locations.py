@@ -28,8 +28,11 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 DJANGO_STORE_TYPE = "sumatra.recordstore.django_store.DjangoRecordStore"
 POSTGRES_SCHEMES = ("postgres", "postgresql")
 URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
-# Fail fast on an address that does not answer (libpq waits forever by default).
-DEFAULT_CONNECT_TIMEOUT = 10
+# Fail fast on an address that does not answer (libpq waits forever by default), unless
+# the URL (?connect_timeout=N) or the environment (PGCONNECT_TIMEOUT, libpq's) says otherwise.
+DEFAULT_CONNECT_TIMEOUT = 5
+# The `LINE 1: <SQL>` line and its `^` marker that PostgreSQL appends to some errors.
+_SQL_EXCERPT = re.compile(r"\s*\nLINE \d+: [^\n]*\n *\^\s*")
 # How long a reader waits for a writer's lock on an SQLite store before giving up.
 SQLITE_LOCK_TIMEOUT = 10
 
@@ -65,15 +68,12 @@ class Store:
         try:
             conn.ensure_connection()
         except DatabaseError as exc:
-            raise StoreConnectionError(
-                f"cannot connect to {self.display}: {self.describe_error(exc)}"
-            ) from exc
+            raise connection_error(self.display, self.describe_error(exc), self.settings) from exc
         return conn
 
     def describe_error(self, exc: BaseException) -> str:
         """One line for a database error, with any password blotted out."""
-        text = " ".join(str(exc).split()) or exc.__class__.__name__
-        return redact_text(text, self.password)
+        return redact_text(one_line(exc), self.password)
 
     def read_error(self, exc: BaseException) -> StoreConnectionError:
         """The one-line error for a failure while reading the store."""
@@ -94,6 +94,24 @@ class Store:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line, without the `LINE 1: <SQL> ^` excerpt PostgreSQL appends to
+    syntax and permission errors: it is noise to the user, who did not write that SQL."""
+    text = _SQL_EXCERPT.sub(lambda m: "" if m.string[m.end() :][:1] in ("", ")") else " ", str(exc))
+    return " ".join(text.split()) or exc.__class__.__name__
+
+
+def connection_error(display: str, detail: str, settings: dict[str, Any]) -> StoreConnectionError:
+    """The one-line error for a connection that failed; a timeout says what it waited for."""
+    if "timeout expired" in detail:
+        timeout = (settings.get("OPTIONS") or {}).get("connect_timeout")
+        detail += (
+            f" (no answer within {timeout} s: wrong host or port, or a firewall? "
+            "?connect_timeout=N in the URL or PGCONNECT_TIMEOUT waits longer)"
+        )
+    return StoreConnectionError(f"cannot connect to {display}: {detail}")
 
 
 def redact_text(text: str, password: str) -> str:
@@ -267,11 +285,17 @@ def postgres_settings(url: str) -> dict[str, Any]:
         host, _, port = hostport.rpartition(":")
     if port and not port.isdigit():
         raise LocationError(f"{redact_url(url)}: port '{port}' is not a number")
-    options: dict[str, Any] = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
     try:
-        options.update(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        options: dict[str, Any] = dict(
+            parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        )
     except ValueError as exc:
         raise LocationError(f"{redact_url(url)}: malformed query string") from exc
+    # libpq's precedence: the URL's connect_timeout, else PGCONNECT_TIMEOUT (which the option
+    # set here would hide from libpq, so it is read here), else ours, not libpq's "forever".
+    options.setdefault(
+        "connect_timeout", os.environ.get("PGCONNECT_TIMEOUT") or DEFAULT_CONNECT_TIMEOUT
+    )
     name = unquote(dbname) or os.environ.get("PGDATABASE", "")
     if not name and not options.get("service"):
         raise LocationError(

@@ -461,6 +461,8 @@ def _stress(
             f"{store.display} is a {inspection.layout} store, which Sumatra 0.8.1 cannot "
             "open; copy it into a new store first (smtmigrate copy)"
         )
+    if store.kind == "postgresql":
+        _check_write_privileges(reader, sorted(inspection.tables))
     uri, location_env = worker_location(store)
     memory = available_memory()
     if memory is not None and (jobs + 2) * WORKER_MEMORY > memory:
@@ -803,6 +805,39 @@ def _max_ids(store: Store) -> dict[str, int]:
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     return ids
+
+
+def _check_write_privileges(store: Store, tables: list[str]) -> None:
+    """Fail at once when the role may not write Sumatra's tables: Sumatra retries every
+    failed add_record (5 s apart, 200 times), so the jobs would sit out the whole --timeout
+    and report nothing but `timeout`."""
+    from django.db import DatabaseError
+
+    try:
+        with store.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_user, t.name, p.privilege "
+                "FROM unnest(%s::text[]) AS t(name), "
+                "unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p(privilege) "
+                "WHERE NOT has_table_privilege(quote_ident(t.name), p.privilege) "
+                "UNION ALL "  # a serial (not identity) id needs its sequence too
+                "SELECT current_user, s.seq, 'USAGE' FROM (SELECT pg_get_serial_sequence("
+                "quote_ident(t.name), a.attname) AS seq FROM unnest(%s::text[]) AS t(name) "
+                "JOIN pg_attribute a ON a.attrelid = quote_ident(t.name)::regclass "
+                "AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = '') AS s "
+                "WHERE s.seq IS NOT NULL AND NOT has_sequence_privilege(s.seq, 'USAGE')",
+                [tables, tables],
+            )
+            missing = cursor.fetchall()
+    except DatabaseError as exc:
+        raise store.read_error(exc) from exc
+    if missing:
+        user, name, privilege = missing[0]
+        raise SmtmigrateError(
+            f"{store.display}: permission denied: role '{user}' lacks {privilege} on {name}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + "; the jobs save records as this role, through Sumatra"
+        )
 
 
 def _connection_notes(connection, jobs: int) -> list[str]:

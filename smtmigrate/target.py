@@ -17,8 +17,23 @@ from django.core.management import call_command
 from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
-from .errors import Refused, SmtmigrateError, StoreConnectionError
-from .locations import Store, postgres_settings, redact_text, redact_url
+from .errors import (
+    NotASumatraStore,
+    Refused,
+    SmtmigrateError,
+    StoreConnectionError,
+    UnknownLayout,
+)
+from .locations import (
+    POSTGRES_SCHEMES,
+    URL_RE,
+    Store,
+    connection_error,
+    one_line,
+    postgres_settings,
+    redact_text,
+    redact_url,
+)
 from .schema import inspect_store
 from .widen import apply_widening, plan_widening
 
@@ -35,6 +50,7 @@ class DatabaseInfo:
     sessions: list[tuple] = field(default_factory=list)  # (pid, user, application, client)
     records: int | None = None  # None: not a Sumatra store (or no database)
     projects: list[str] = field(default_factory=list)
+    other_tables: int = 0  # tables of a database that is not a Sumatra store we can read
 
 
 class Admin:
@@ -49,6 +65,13 @@ class Admin:
         if target.kind != "postgresql":
             raise SmtmigrateError(f"{target.display}: not a PostgreSQL database URL")
         refuse_maintenance(target.settings["NAME"])
+        match = URL_RE.match(admin_url or "")
+        if admin_url and not (match and match["scheme"].lower() in POSTGRES_SCHEMES):
+            # postgres_settings() parses any scheme://: gopher:// or mysql:// must not pass.
+            raise SmtmigrateError(
+                f"{redact_url(admin_url)}: --admin takes a postgresql:// URL "
+                "(of the server's maintenance database)"
+            )
         self.target = target
         self.name = target.settings["NAME"]
         settings = postgres_settings(admin_url) if admin_url else dict(target.settings)
@@ -68,16 +91,14 @@ class Admin:
             **settings.get("OPTIONS", {}),
         }
         try:
+            # OPTIONS carry connect_timeout, chosen as for every store (locations.py).
             self.connection = psycopg2.connect(**{k: v for k, v in params.items() if v})
         except psycopg2.Error as exc:
-            raise StoreConnectionError(
-                f"cannot connect to {self.display}: {self.describe_error(exc)}"
-            ) from exc
+            raise connection_error(self.display, self.describe_error(exc), settings) from exc
         self.connection.autocommit = True
 
     def describe_error(self, exc: BaseException) -> str:
-        text = " ".join(str(exc).split()) or exc.__class__.__name__
-        return redact_text(redact_text(text, self.password), self.target.password)
+        return redact_text(redact_text(one_line(exc), self.password), self.target.password)
 
     def execute(self, statement, params=None) -> list[tuple]:
         try:
@@ -125,13 +146,32 @@ class Admin:
                 info.records = cursor.fetchone()[0]
                 cursor.execute("SELECT id FROM django_store_project ORDER BY id")
                 info.projects = [row[0] for row in cursor.fetchall()]
-        except SmtmigrateError:
-            pass  # not a Sumatra store: nothing to back up
+        except (NotASumatraStore, UnknownLayout):
+            # Nothing we could back up: only an empty database may then be dropped.
+            info.other_tables = self._count_tables(store)
+        except StoreConnectionError as exc:
+            # A store this role cannot read (permission denied) is not "no Sumatra store":
+            # its records could not be backed up, so nothing may be dropped.
+            raise StoreConnectionError(
+                f"{exc}; nothing was changed (its records could not be backed up)"
+            ) from exc
         except DatabaseError as exc:
             raise store.read_error(exc) from exc
         finally:
             store.close()  # our own session must not hold the database open
         return info
+
+    def _count_tables(self, store: Store) -> int:
+        try:
+            with store.connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind IN ('r', 'p', 'm', 'f') AND n.nspname <> 'information_schema' "
+                    "AND n.nspname NOT LIKE 'pg\\_%'"
+                )
+                return cursor.fetchone()[0]
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
 
     def target_as_admin(self) -> Store:
         """The target database, reached with the admin's credentials: the schema is built
@@ -164,6 +204,10 @@ class Admin:
                 f"role '{user}' may not drop {self.name} (only its owner or a superuser); "
                 "nothing was changed"
             )
+
+    def exists(self) -> bool:
+        """Whether the database exists (without looking inside, as describe() does)."""
+        return bool(self.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.name]))
 
     def role_exists(self, role: str) -> bool:
         return bool(self.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]))

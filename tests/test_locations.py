@@ -38,7 +38,7 @@ def test_postgres_url_parts_are_unquoted_and_passed_to_libpq():
     assert settings["NAME"] == "my db"
     assert settings["OPTIONS"]["sslmode"] == "disable"
     assert settings["OPTIONS"]["application_name"] == "x"
-    assert settings["OPTIONS"]["connect_timeout"] > 0
+    assert int(settings["OPTIONS"]["connect_timeout"]) > 0
 
 
 def test_postgres_url_without_parts_leaves_them_to_libpq(monkeypatch):

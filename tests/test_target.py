@@ -103,6 +103,36 @@ def test_missing_database_is_just_created(cli):
         admin_execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
+@pytest.mark.parametrize(
+    "tables",
+    [
+        ["CREATE TABLE invoices (id int PRIMARY KEY, total numeric)"],  # someone else's data
+        [  # Sumatra-like, but in a layout smtmigrate cannot read (and so cannot back up)
+            "CREATE TABLE django_store_record (id int PRIMARY KEY)",
+            "CREATE TABLE django_store_project (id text PRIMARY KEY)",
+        ],
+    ],
+    ids=["unrelated", "unknown-layout"],
+)
+def test_a_database_it_cannot_back_up_is_not_dropped(cli, pg_database, tables):
+    for statement in tables:
+        pg_query(pg_database, statement)
+    pg_query(pg_database, f"INSERT INTO {tables[0].split()[2]} (id) VALUES (1)")
+    result = cli("drop-recreate", pg_database, "--yes")
+    assert result.code == 1, result
+    assert "no Sumatra store smtmigrate can back up" in result.err
+    assert "nothing was changed" in result.err
+    assert pg_query(pg_database, f"SELECT count(*) FROM {tables[0].split()[2]}") == [(1,)]
+
+
+def test_an_empty_database_without_sumatra_is_recreated(cli, pg_database):
+    assert cli("drop-recreate", pg_database, "--yes", "--no-schema").code == 0
+    result = cli("drop-recreate", pg_database, "--yes")
+    assert result.code == 0, result
+    assert "not a Sumatra store, no tables" in result.out
+    assert pg_query(pg_database, "SELECT count(*) FROM django_store_record") == [(0,)]
+
+
 @pytest.mark.parametrize("name", ["postgres", "template0", "template1"])
 def test_maintenance_databases_are_refused(cli, name):
     result = cli("drop-recreate", pg_url_for(name), "--yes")

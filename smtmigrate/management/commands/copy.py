@@ -4,9 +4,9 @@ from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 from ...copy import SilentEvents, VerificationFailed, copy_store, plan_copy
-from ...errors import Refused
-from ...locations import resolve, resolve_target
-from ...project import verify_and_switch
+from ...errors import Refused, StoreConnectionError
+from ...locations import Store, resolve, resolve_target
+from ...project import check_sumatra_reads, project_file, store_url, verify_and_switch
 from ...render import (
     PlainCopyEvents,
     RichCopyEvents,
@@ -61,7 +61,18 @@ class Command(SmtmigrateCommand):
         with ExitStack() as stack:
             source_store = stack.enter_context(resolve(source))
             target_store = stack.enter_context(resolve_target(target))
-            plan = plan_copy(source_store, target_store, widen=widen)
+            current = None
+            if switch:  # before copying: a bad PROJECT_DIR must not end a copy already made
+                project_file(Path(switch))
+                check_sumatra_reads(target_store)
+                current = stack.enter_context(resolve(switch))
+            try:
+                plan = plan_copy(source_store, target_store, widen=widen)
+            except StoreConnectionError as exc:
+                hint = _create_it_first(exc, target_store)
+                if hint is None:
+                    raise
+                raise hint from exc
             if plan.refused:
                 if as_json:
                     write_json(self._json(plan, None, refused=True), self.stdout._out)
@@ -102,18 +113,20 @@ class Command(SmtmigrateCommand):
                 write_json(self._json(plan, result), self.stdout._out)
             elif not quiet:
                 render_copy_result(result, out)
-            if switch:
-                with resolve(switch) as current:
-                    same_source = current.kind == "sqlite" and current.path == source_store.path
-                    switched = verify_and_switch(
-                        Path(switch),
-                        current,
-                        target_store,
-                        verified=result.verification if same_source else None,
-                    )
+            if current is not None:
+                same_source = current.kind == "sqlite" and current.path == source_store.path
+                switched = verify_and_switch(
+                    Path(switch),
+                    current,
+                    target_store,
+                    verified=result.verification if same_source else None,
+                )
                 if not quiet:
                     for line in switch_report(*switched):
-                        (self.stderr.write if as_json else out.print)(line)
+                        if as_json:
+                            self.stderr.write(line)
+                        else:  # paths and URLs are anyone's strings, never rich markup
+                            out.print(line, markup=False)
 
     def _json(self, plan, result, *, refused: bool = False) -> dict:
         data = plan.to_dict()
@@ -121,3 +134,16 @@ class Command(SmtmigrateCommand):
         if result is not None:
             data.update(result.to_dict())
         return data
+
+
+def _create_it_first(exc: StoreConnectionError, target: Store) -> StoreConnectionError | None:
+    """copy fills an existing database and never creates one: when the target's database
+    does not exist, say how to make it (None for any other error)."""
+    text = str(exc)
+    missing = f'database "{target.settings.get("NAME")}" does not exist'
+    if not text.startswith(f"cannot connect to {target.display}:") or missing not in text:
+        return None
+    return StoreConnectionError(
+        f"{exc}; copy fills an existing, empty database: create it first with "
+        f"smtmigrate createdb {store_url(target)}"
+    )

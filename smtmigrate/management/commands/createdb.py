@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 
+from rich.markup import escape
+
 from ...errors import Refused, SmtmigrateError
 from ...locations import resolve
 from ...target import Admin, build_schema, pg_hba_line, pgpass_line
@@ -37,20 +39,25 @@ class Command(SmtmigrateCommand):
         with resolve(target) as store:
             with Admin(store, admin, as_target_user=False) as server:
                 owner = owner or store.settings.get("USER") or server.user
-                if server.describe().exists:
+                if server.exists():  # describe() would read it, as the URL's role
                     raise Refused(
                         f"database {store.settings['NAME']} exists (drop-recreate replaces it)"
                     )
+                if not create_role and not server.role_exists(owner):
+                    # Before check_privileges, whose pg_has_role() fails on a missing role
+                    # with no hint of what to do.
+                    raise Refused(f"role '{owner}' does not exist (add --create-role)")
                 server.check_privileges(owner if not create_role else server.user, drop=False)
                 if create_role:
                     if server.role_exists(owner):
                         raise Refused(f"role '{owner}' exists already")
                     server.create_role(owner, password)
-                    out.print(f"created role {owner}" + (" with a password" if password else ""))
-                elif not server.role_exists(owner):
-                    raise Refused(f"role '{owner}' does not exist (add --create-role)")
+                    # Names are anyone's strings: escaped, never rich markup.
+                    said = f"created role {escape(owner)}"
+                    out.print(said + (" with a password" if password else ""))
                 server.create_database(owner)
-                out.print(f"created database {store.settings['NAME']} (owner {owner}, UTF8)")
+                name = escape(store.settings["NAME"])
+                out.print(f"created database {name} (owner {escape(owner)}, UTF8)")
                 with server.target_as_admin() as created:
                     build_schema(created, owner=owner)
             out.print("built Sumatra's schema (its migrations + the default widening)")

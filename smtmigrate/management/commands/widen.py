@@ -3,8 +3,10 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
+from rich.markup import escape
+
 from ...audit import audit
-from ...errors import NotASumatraStore, Refused
+from ...errors import NotASumatraStore, Refused, SmtmigrateError
 from ...locations import resolve
 from ...render import render_applied, render_plan
 from ...schema import inspect_store
@@ -67,6 +69,12 @@ class Command(SmtmigrateCommand):
                 report = audit(source_inspection)
             if apply:
                 target_store = stack.enter_context(resolve(apply))
+                if target_store.kind != "postgresql":
+                    # A usage error (2) whatever the file holds, not "not a Sumatra store" (1).
+                    raise SmtmigrateError(
+                        f"{target_store.display}: widening applies to PostgreSQL stores "
+                        "(SQLite never enforces column lengths)"
+                    )
                 try:
                     target_inspection = inspect_store(target_store)
                 except NotASumatraStore as exc:
@@ -84,14 +92,21 @@ class Command(SmtmigrateCommand):
             if sql:  # only SQL on stdout, so that it can be piped into psql
                 self.stdout.write(f"-- {title}: policy {plan.policy}, {len(plan.changes)} columns")
             elif apply:
-                out.print(f"Widening {target_inspection.store.display}: policy {plan.policy}")
+                display = escape(target_inspection.store.display)  # never rich markup
+                out.print(f"Widening {display}: policy {plan.policy}")
             else:
                 render_plan(plan, out, title=title)
             if report is not None and not sql:
                 self._still_failing(report, source_inspection, plan, out)
             if write:
-                for path in write_migration(plan, Path(write)):
-                    out.print(f"wrote {path}")
+                try:
+                    written = write_migration(plan, Path(write))
+                except OSError as exc:  # e.g. DIR is a file: one line, not a traceback
+                    raise SmtmigrateError(
+                        f"{write}: cannot write the migration there ({exc.strerror or exc})"
+                    ) from exc
+                for path in written:
+                    out.print(f"wrote {escape(str(path))}")
             if sql:
                 # Constraint names are looked up in a PostgreSQL store when there is one.
                 against = target_inspection
