@@ -555,6 +555,11 @@ def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> Cop
     results = []
     writable = sqlite_settings(partial, read_only=False)
     try:
+        # The new store holds every record: create it 0600 before SQLite would create it
+        # 0644 (its -journal and -wal files take the main file's mode). A file of this
+        # name is a partial of this process id, not of a live copy: replace it.
+        partial.unlink(missing_ok=True)
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         with phase("schema"), Store("sqlite", str(partial), writable, path=partial) as target:
             call_command("migrate", database=target.alias, interactive=False, verbosity=0)
             remaps = content_type_remap(plan.source, inspect_store(target), create=True)

@@ -43,9 +43,45 @@ def store_url(store: Store) -> str:
     return store.display.replace(":***@", "@")
 
 
+def check_sumatra_reads(target: Store) -> None:
+    """Refuse a target whose URL Sumatra would take for another database.
+
+    Sumatra 0.8.1 parses `db_file` with urlparse and uses the parts as they are: it does
+    not decode %-escapes and ignores ?parameters, so a database or role whose name needs
+    escaping (or a socket given as ?host=) would send `smt` elsewhere.
+    """
+    from sumatra.recordstore.django_store import DjangoConfiguration
+
+    url = store_url(target)
+    try:
+        read = DjangoConfiguration().uri_to_db(url)
+    except ValueError as exc:  # e.g. urlparse's port check
+        raise Refused(f"Sumatra cannot read {url} ({exc}); nothing was changed") from exc
+    ours = target.settings
+    if target.kind == "sqlite":
+        same = read["NAME"] == url
+    else:
+        same = (
+            read["NAME"] == ours["NAME"]
+            and (read["USER"] or "") == (ours.get("USER") or "")
+            and (read["HOST"] or "").lower() == (ours.get("HOST") or "").lower()
+            and str(read["PORT"] or "") == str(ours.get("PORT") or "")
+        )
+    if not same:
+        seen = f"database {read['NAME']!r}"
+        if target.kind != "sqlite":
+            seen += f", user {read['USER']!r}, host {read['HOST']!r}, port {read['PORT']!r}"
+        raise Refused(
+            f"Sumatra would read {url} as {seen}: it takes the URL's parts as they are "
+            "(no %-decoding, no ?parameters); nothing was changed. Use a database, role and "
+            "path whose names need no escaping."
+        )
+
+
 def switch_project(directory: Path, target: Store, *, home: Path | None = None) -> SwitchResult:
     """Back up the project file, then make it name `target` (password to ~/.pgpass)."""
     path = project_file(directory)
+    check_sumatra_reads(target)
     text = path.read_text(encoding="utf-8")
     try:
         project = json.loads(text)
@@ -73,6 +109,7 @@ def verify_and_switch(
     from .schema import inspect_store
     from .verify import verify_stores
 
+    check_sumatra_reads(new)  # before the verification, which can take minutes
     verification = verified or verify_stores(inspect_store(current), inspect_store(new))
     if not verification.ok and not force:
         raise Refused(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +21,7 @@ from rich.text import Text
 
 from .audit import FAILING_KINDS, AuditReport, Finding
 from .copy import CopyPlan, CopyResult, TableResult
+from .locations import redact_url
 from .target import DatabaseInfo
 from .verify import Verification
 from .widen import ApplyResult, WideningPlan
@@ -52,7 +55,7 @@ def write_json(data: Any, file: IO[str]) -> None:
 
 def render_audit(report: AuditReport, out: Console) -> None:
     out.print(
-        f"[bold]{report.location}[/bold]  layout {report.layout}, "
+        f"[bold]{escape(report.location)}[/bold]  layout {report.layout}, "
         f"{len(report.row_counts)} tables, {sum(report.row_counts.values()):,} rows, "
         f"scanned in {report.seconds:.2f} s"
     )
@@ -79,12 +82,12 @@ def _findings_table(findings: list[Finding]) -> Table:
     for finding in findings:
         table.add_row(
             Text(finding.kind, style=KIND_STYLES[finding.kind]),
-            finding.table,
-            finding.column or "",
+            Text(finding.table),  # Text, not str: names and values are never rich markup
+            Text(finding.column or ""),
             _number(finding.limit),
             _number(finding.max_length),
             _number(finding.rows),
-            _detail(finding),
+            Text(_detail(finding)),
         )
     return table
 
@@ -117,7 +120,7 @@ def _advice(failing: list[Finding]) -> str:
 def render_plan(plan: WideningPlan, out: Console, *, title: str) -> None:
     changes = plan.changes
     out.print(
-        f"[bold]{title}[/bold]: policy {plan.policy}"
+        f"[bold]{escape(title)}[/bold]: policy {plan.policy}"
         + (f", headroom {plan.headroom:g}" if plan.policy == "fit" else "")
         + f"; {len(changes)} of {len(plan.columns)} bounded text columns to widen"
     )
@@ -260,8 +263,8 @@ def render_copy_plan(plan: CopyPlan, out: Console) -> None:
         )
     )
     out.print(
-        f"[bold]Copy plan[/bold]: {plan.source.store.display} ({plan.source.layout}) → "
-        f"{plan.target.display}, into {target}"
+        f"[bold]Copy plan[/bold]: {escape(plan.source.store.display)} ({plan.source.layout}) → "
+        f"{escape(plan.target.display)}, into {target}"
     )
     table = Table(pad_edge=False)
     table.add_column("source table")
@@ -275,7 +278,7 @@ def render_copy_plan(plan: CopyPlan, out: Console) -> None:
     if plan.skipped:
         out.print(
             f"Not copied (the target keeps its own or Sumatra does not use them): "
-            f"{', '.join(plan.skipped)}"
+            f"{escape(', '.join(plan.skipped))}"
         )
 
 
@@ -289,13 +292,19 @@ def render_refusal(plan: CopyPlan, source: str, target: str, out: Console) -> No
         )
     )
     kinds = {f.kind for f in plan.failing}
+    # The command to paste: as typed, but never with a password, and shell-quoted (paths
+    # and names may hold spaces, quotes or brackets; markup=False keeps rich out of them).
+    source, target = (shlex.quote(redact_url(text)) for text in (source, target))
     if "overflow" in kinds and plan.widening is None:
         out.print(
             "Widen the target's columns in the same transaction:\n"
-            f"  smtmigrate copy {source} {target} --widen"
+            f"  smtmigrate copy {source} {target} --widen",
+            markup=False,
         )
     if "invalid" in kinds:
-        out.print(f"Fix or remove the invalid values first (smtmigrate audit {source}).")
+        out.print(
+            f"Fix or remove the invalid values first (smtmigrate audit {source}).", markup=False
+        )
 
 
 def render_copy_result(result: CopyResult, out: Console) -> None:
@@ -343,16 +352,20 @@ def render_verification(verification: Verification, out: Console) -> None:
 
 
 def render_database(info: DatabaseInfo, display: str, owner: str, out: Console) -> None:
+    # Database, role and project names are anyone's strings: escaped, never rich markup.
+    display, owner = escape(display), escape(owner)
     if not info.exists:
         out.print(f"{display} does not exist yet: it will be created (owner {owner}, UTF8).")
         return
     size = f"{info.size / 1e6:,.1f} MB" if info.size is not None else "?"
     out.print(f"[bold]Drop and recreate {display}[/bold]")
-    out.print(f"  owner {info.owner} → {owner}, encoding {info.encoding} → UTF8, size {size}")
+    was = escape(info.owner or "")
+    out.print(f"  owner {was} → {owner}, encoding {info.encoding} → UTF8, size {size}")
     if info.records is None:
-        out.print("  not a Sumatra store")
+        tables = f" ({info.other_tables} tables)" if info.other_tables else ", no tables"
+        out.print(f"  not a Sumatra store{tables}")
     else:
-        projects = ", ".join(info.projects) or "none"
+        projects = escape(", ".join(info.projects)) or "none"
         out.print(
             f"  {info.records:,} Sumatra records in {len(info.projects)} project(s): {projects}"
         )

@@ -21,6 +21,7 @@ from smtmigrate.generate import generate_store
 from .conftest import PG_URL, pg_query, processes_mentioning, sqlite_rows
 
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
+RECORD_ROWS = "SELECT db_id, label, project_id, duration, timestamp FROM django_store_record"
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +127,10 @@ def test_connection_cut_by_another_session(big_source, pg_database):
 
 @pytest.fixture(scope="module")
 def small_source(tmp_path_factory, django_db_blocker) -> Path:
-    """5k records: a backup that takes a few seconds, enough to interrupt it."""
+    """3k records: a backup that takes a few seconds, enough to interrupt it."""
     path = tmp_path_factory.mktemp("faults-small") / "store.sqlite"
     with django_db_blocker.unblock():
-        generate_store(path, 5_000, seed=5)
+        generate_store(path, 3_000, seed=5)
     return path
 
 
@@ -167,7 +168,7 @@ def test_ctrl_c_during_the_backup_drops_nothing(filled_pg, tmp_path):
     _out, err = run.communicate(timeout=60)
     assert run.returncode == 130
     assert err.strip() == "smtmigrate drop-recreate: interrupted"
-    assert record_count(filled_pg) == 5_000  # not dropped
+    assert record_count(filled_pg) == 3_000  # not dropped
     assert list(tmp_path.iterdir()) == []  # no backup, no hidden partial
     retry = subprocess.run(
         [*SMTMIGRATE, "drop-recreate", filled_pg, "--yes", "--backup", str(backup)],
@@ -176,7 +177,7 @@ def test_ctrl_c_during_the_backup_drops_nothing(filled_pg, tmp_path):
     )
     assert retry.returncode == 0, retry.stderr
     assert record_count(filled_pg) == 0
-    assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(5_000,)]
+    assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(3_000,)]
 
 
 @pytest.mark.parametrize("moment", ["load …", "dropped "])
@@ -184,16 +185,16 @@ def test_sigkill_during_drop_recreate_loses_no_record(filled_pg, tmp_path, momen
     """Killed mid-backup: the database is intact. Killed right after the drop: the backup is
     complete, and running drop-recreate again then copying the backup back restores it."""
     backup = tmp_path / "backup.sqlite"
-    before = pg_query(filled_pg, "SELECT db_id, label, project_id, duration, timestamp FROM django_store_record")
+    before = pg_query(filled_pg, RECORD_ROWS)
     run = start("drop-recreate", filled_pg, "--yes", "--backup", str(backup))
     wait_for_line(run, moment)
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
     if moment == "load …":
-        assert record_count(filled_pg) == 5_000
+        assert record_count(filled_pg) == 3_000
         assert not backup.exists()  # only a hidden partial, removed by the next run
     else:
-        assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(5_000,)]
+        assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(3_000,)]
     again = subprocess.run(
         [*SMTMIGRATE, "drop-recreate", filled_pg, "--yes", "--backup", str(backup)],
         capture_output=True,
@@ -207,7 +208,7 @@ def test_sigkill_during_drop_recreate_loses_no_record(filled_pg, tmp_path, momen
         text=True,
     )
     assert restored.returncode == 0, restored.stderr
-    after = pg_query(filled_pg, "SELECT db_id, label, project_id, duration, timestamp FROM django_store_record")
+    after = pg_query(filled_pg, RECORD_ROWS)
     assert sorted(after) == sorted(before)
 
 

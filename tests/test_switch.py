@@ -89,6 +89,25 @@ def test_switch_refuses_a_store_with_other_records(cli, home, store08, store07, 
     assert "switched anyway" in forced.out
 
 
+@pytest.mark.parametrize("name", ["copy#1.sqlite", "copy?x.sqlite"])
+def test_switch_refuses_a_location_sumatra_would_misread(cli, home, store08, tmp_path, name):
+    """Sumatra reads db_file with urlparse, as it is: a '#' or '?' in the path would send
+    `smt` to another file, so the switch is refused before anything changes."""
+    copy = tmp_path / name
+    assert cli("copy", store08, copy, "--verify", "rows").code == 0
+    before = (store08 / ".smt" / "project").read_bytes()
+    refused = cli("switch", store08, copy, "--force")
+    assert refused.code == 1
+    assert "Sumatra would read" in refused.err and "nothing was changed" in refused.err
+    assert (store08 / ".smt" / "project").read_bytes() == before
+    assert not (store08 / ".smt" / "project.smtmigrate-backup").exists()
+    # the same copy under a plain name is taken, and smt lists the same records from it
+    plain = copy.rename(tmp_path / "copy.sqlite")
+    labels = smt_list(store08)
+    assert cli("switch", store08, plain).code == 0
+    assert smt_list(store08) == labels
+
+
 def test_sixty_concurrent_smt_runs_on_a_switched_project(cli, home, tmp_path, pg_database):
     project = tmp_path / "project"
     project.mkdir()

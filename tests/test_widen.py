@@ -174,7 +174,9 @@ def test_waits_for_running_jobs_then_retries(cli, sumatra_pg):
     assert pg_column_types(sumatra_pg)["django_store_tag", "name"] == "text"
 
 
-def test_gives_up_cleanly_when_the_lock_never_comes(cli, sumatra_pg):
+def test_gives_up_cleanly_when_the_lock_never_comes(cli, sumatra_pg, monkeypatch):
+    pauses: list[float] = []  # the back-off between attempts, recorded instead of waited
+    monkeypatch.setattr("smtmigrate.widen.time.sleep", pauses.append)
     holder = psycopg2.connect(sumatra_pg)
     try:
         with holder.cursor() as cursor:
@@ -183,6 +185,7 @@ def test_gives_up_cleanly_when_the_lock_never_comes(cli, sumatra_pg):
     finally:
         holder.close()
     assert result.code == 1
+    assert len(pauses) >= 2 and pauses == sorted(pauses) and pauses[0] > 0  # backs off
     assert "could not lock the tables" in result.err
     assert pg_column_types(sumatra_pg)["django_store_tag", "name"] == "character varying(50)"
 

@@ -4,6 +4,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from rich.markup import escape
+
 from ...copy import copy_store, plan_copy
 from ...errors import Refused, SmtmigrateError
 from ...locations import new_sqlite_target, resolve
@@ -44,24 +46,33 @@ class Command(SmtmigrateCommand):
             # Everything that could stop us is checked before anything is dropped.
             if not server.role_exists(owner):
                 raise Refused(f"role '{owner}' does not exist; nothing was changed")
+            if info.other_tables:
+                # Its data could not be backed up (not a Sumatra store we know): refuse
+                # rather than drop what we cannot restore.
+                raise Refused(
+                    f"{info.name} holds {info.other_tables} table(s) but no Sumatra store "
+                    "smtmigrate can back up; drop-recreate replaces only Sumatra databases "
+                    "(or empty ones): nothing was changed"
+                )
             server.check_privileges(owner, drop=info.exists)
             self._confirm(info.name, yes, out)
             if info.records:
                 stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
                 path = Path(backup or f"{info.name}-backup-{stamp}.sqlite")
-                out.print(f"backing up {info.records:,} records to {path} …")
+                out.print(f"backing up {info.records:,} records to {escape(str(path))} …")
                 self._backup(store, path, out)
             store.close()  # our own sessions go before the drop, not killed by it
             if info.exists:
                 server.drop_database()
-                out.print(f"dropped {info.name}")
+                out.print(f"dropped {escape(info.name)}")
             server.create_database(owner)
-            out.print(f"created {info.name} (owner {owner}, UTF8)")
+            # Names are anyone's strings: escaped, never rich markup.
+            out.print(f"created {escape(info.name)} (owner {escape(owner)}, UTF8)")
             if not no_schema:
                 with server.target_as_admin() as created:
                     build_schema(created, owner=owner)
                 out.print("built Sumatra's schema (its migrations + the default widening)")
-        out.print(f"[bold green]{store.display} is ready for Sumatra.[/bold green]")
+        out.print(f"[bold green]{escape(store.display)} is ready for Sumatra.[/bold green]")
 
     def _confirm(self, name: str, yes: bool, out) -> None:
         if yes:
@@ -83,4 +94,4 @@ class Command(SmtmigrateCommand):
                 result = copy_store(plan, PlainCopyEvents(out))
         except SmtmigrateError as exc:
             raise Refused(f"backup failed, nothing was dropped: {exc}") from exc
-        out.print(f"backup: {path} ({result.verification.summary})")
+        out.print(f"backup: {escape(str(path))} ({result.verification.summary})")
