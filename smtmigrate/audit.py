@@ -38,7 +38,6 @@ INTEGER_TYPES = frozenset(
 # The Python function, registered on an SQLite store's connection, that tells whether a
 # value's bytes are valid UTF-8.
 IS_UTF8 = "smtmigrate_is_utf8"
-DATETIME_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
 
 
 @dataclass
@@ -117,6 +116,9 @@ class _Check:
     condition: str
     detail: str = ""
     limit: int | None = None
+    # Set for the UTF-8 checks: the first pass screens a row's columns in one call of the
+    # Python test (a call per value would cost more than the whole rest of the scan).
+    screen: str | None = None
 
 
 class _Dialect:
@@ -162,7 +164,7 @@ def audit(
     try:
         with connection.cursor() as cursor:
             if dialect.vendor == "sqlite":
-                connection.connection.create_function(IS_UTF8, 1, _is_utf8, deterministic=True)
+                connection.connection.create_function(IS_UTF8, -1, _is_utf8, deterministic=True)
             for table in inspection.tables.values():
                 limit_of = _limit_function(inspection, table, limits)
                 scan = _TableScan(cursor, table, dialect, near)
@@ -238,25 +240,30 @@ def _column_checks(
                 "invalid",
                 f"typeof({c}) = 'text' AND NOT {IS_UTF8}(CAST({c} AS BLOB))",
                 "not valid UTF-8 (e.g. a lone surrogate): PostgreSQL rejects it",
+                screen=f"CAST({c} AS BLOB)",
             )
         elif column.internal_type == "DateTimeField":
-            # Django writes 'YYYY-MM-DD HH:MM:SS[.ffffff]'. Anything else SQLite's date
-            # functions would reinterpret on the way out (a Julian day number, an offset,
-            # 24:00, February 30): refused rather than copied as another instant.
-            day = f"substr({c}, 1, 10)"
+            # Django writes 'YYYY-MM-DD HH:MM:SS[.ffffff]', and the copy takes the value as
+            # written. Anything else (a Julian day number, an offset, 24:00, February 30,
+            # year 0) SQLite's date functions or PostgreSQL would read as another instant,
+            # or not at all: refused. The date/time part is proven by a round trip through
+            # julianday; the rest is a fraction of digits; string order bounds the range
+            # (SQLite's date functions end at 9999-12-31 23:59:59.999).
+            head = f"substr({c}, 1, 19)"
             django_format = (
-                f"typeof({c}) = 'text' "
-                f"AND {c} GLOB '{DATETIME_GLOB}*' "
-                f"AND (length({c}) = 19 OR ({c} GLOB '{DATETIME_GLOB}.[0-9]*' "
-                f"AND NOT substr({c}, 21) GLOB '*[^0-9]*')) "
-                f"AND coalesce(date(julianday({day})) = {day}, 0) AND {day} NOT LIKE '0000%' "
-                f"AND substr({c}, 12, 2) <= '23' AND substr({c}, 15, 2) <= '59' "
-                f"AND substr({c}, 18, 2) <= '59'"
+                # (substr: a literal like '0001' would take the column's numeric affinity)
+                f"typeof({c}) = 'text' AND substr({c}, 1, 4) <> '0000' "
+                f"AND {c} < '9999-12-31 23:59:59.9995' "
+                f"AND CASE length({c}) WHEN 19 THEN 1 "
+                f"WHEN 26 THEN substr({c}, 20, 7) GLOB '.[0-9][0-9][0-9][0-9][0-9][0-9]' "
+                f"ELSE substr({c}, 20, 1) = '.' AND length({c}) > 20 "
+                f"AND NOT substr({c}, 21) GLOB '*[^0-9]*' END "
+                f"AND datetime(julianday({head})) = {head}"
             )
             yield _Check(
                 name,
                 "invalid",
-                f"{c} IS NOT NULL AND (julianday({c}) IS NULL OR NOT ({django_format}))",
+                f"{c} IS NOT NULL AND NOT coalesce({django_format}, 0)",
                 "not a date/time PostgreSQL can read as written (YYYY-MM-DD HH:MM:SS[.ffffff])",
             )
             # PostgreSQL keeps microseconds: the copy would drop any further digits unseen
@@ -264,8 +271,7 @@ def _column_checks(
             yield _Check(
                 name,
                 "invalid",
-                f"typeof({c}) = 'text' AND instr({c}, '.') > 0 "
-                f"AND substr({c}, instr({c}, '.') + 7) GLOB '*[1-9]*'",
+                f"length({c}) > 26 AND substr({c}, 27) GLOB '*[1-9]*'",
                 "fraction of a second finer than the microseconds PostgreSQL keeps",
             )
         elif column.internal_type == "FloatField":
@@ -320,27 +326,30 @@ class _TableScan:
         ]
         invalid: dict[str, list[_Check]] = {}
         for check in checks:
-            if check.kind == "invalid":
+            if check.kind == "invalid" and check.screen is None:
                 invalid.setdefault(check.column, []).append(check)
+        screened = [check for check in checks if check.screen is not None]
         aggregates = ["count(*)"]
         aggregates += [f"max({self.dialect.length(name)})" for name in text_columns]
         aggregates += [
             count_if(" OR ".join(f"({check.condition})" for check in group))
             for group in invalid.values()
         ]
+        if screened:
+            values_of_row = ", ".join(check.screen for check in screened)
+            aggregates.append(count_if(f"NOT {IS_UTF8}({values_of_row})"))
         self.cursor.execute(f"SELECT {', '.join(aggregates)} FROM {q(self.table.name)}")
         rows, *values = self.cursor.fetchone()
         self.longest = {name: value or 0 for name, value in zip(text_columns, values, strict=False)}
-        flagged_invalid = {
-            column
-            for column, count in zip(invalid, values[len(text_columns) :], strict=True)
-            if count
-        }
+        flags = values[len(text_columns) :]
+        flagged_invalid = {column for column, count in zip(invalid, flags, strict=False) if count}
+        screen_failed = bool(screened) and bool(flags[-1])
         suspects = [
             check
             for check in checks
             if (check.kind == "overflow" and self.longest[check.column] > check.limit)
             or (check.kind == "invalid" and check.column in flagged_invalid)
+            or (check.screen is not None and screen_failed)  # rare: now column by column
         ]
         self._count(suspects)
         self._near_limits(checks)
@@ -409,15 +418,16 @@ class _TableScan:
         return examples
 
 
-def _is_utf8(value: bytes | None) -> bool:
-    """Python's strict decoder follows PostgreSQL's rules (no surrogates, no overlong
-    forms, nothing above U+10FFFF)."""
-    if value is None or value.isascii():
-        return True
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
+def _is_utf8(*values: bytes | None) -> bool:
+    """Whether every value's bytes are UTF-8 as PostgreSQL means it: Python's strict
+    decoder has the same rules (no surrogates, no overlong forms, nothing above U+10FFFF)."""
+    for value in values:
+        if value is None or value.isascii():
+            continue
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
     return True
 
 

@@ -89,11 +89,11 @@ def sqlite_expression(column: ModelColumn, quote, remap: Mapping[int, int] | Non
     if kind in INTEGER_TYPES or (column.references and not column.is_text):
         return f"ifnull(CAST({c} AS INTEGER), '{NULL}')"
     if kind == "DateTimeField":
-        fraction = (
-            f"CASE WHEN instr({c}, '.') > 0 THEN substr({c}, instr({c}, '.') + 1) ELSE '' END"
-        )
+        # As written: the audit admits only Django's 'YYYY-MM-DD HH:MM:SS[.ffffff]', and
+        # SQLite's date functions would round through milliseconds on the way.
+        fraction = f"CASE WHEN length({c}) > 20 THEN substr({c}, 21) ELSE '' END"
         return (
-            f"ifnull(strftime('%Y-%m-%d %H:%M:%S', {c}) || '.' || "
+            f"ifnull(substr({c}, 1, 19) || '.' || "
             f"substr({fraction} || '000000', 1, 6) || '+00', '{NULL}')"
         )
     return f"ifnull({_escaped(c, 'char')}, '{NULL}')"
