@@ -24,13 +24,17 @@ SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
 RECORD_ROWS = "SELECT db_id, label, project_id, duration, timestamp FROM django_store_record"
 
 
+def generated_store(tmp_path_factory, django_db_blocker, records: int, seed: int) -> Path:
+    path = tmp_path_factory.mktemp(f"faults-{records}") / "store.sqlite"
+    with django_db_blocker.unblock():
+        generate_store(path, records, seed=seed)
+    return path
+
+
 @pytest.fixture(scope="module")
 def big_source(tmp_path_factory, django_db_blocker) -> Path:
     """A store big enough for a copy to take a few seconds (20k records)."""
-    path = tmp_path_factory.mktemp("faults") / "store.sqlite"
-    with django_db_blocker.unblock():
-        generate_store(path, 20_000, seed=3)
-    return path
+    return generated_store(tmp_path_factory, django_db_blocker, 20_000, seed=3)
 
 
 def digest(path: Path) -> str:
@@ -128,10 +132,7 @@ def test_connection_cut_by_another_session(big_source, pg_database):
 @pytest.fixture(scope="module")
 def small_source(tmp_path_factory, django_db_blocker) -> Path:
     """3k records: a backup that takes a few seconds, enough to interrupt it."""
-    path = tmp_path_factory.mktemp("faults-small") / "store.sqlite"
-    with django_db_blocker.unblock():
-        generate_store(path, 3_000, seed=5)
-    return path
+    return generated_store(tmp_path_factory, django_db_blocker, 3_000, seed=5)
 
 
 @pytest.fixture
