@@ -33,8 +33,8 @@ def generated_store(tmp_path_factory, django_db_blocker, records: int, seed: int
 
 @pytest.fixture(scope="module")
 def big_source(tmp_path_factory, django_db_blocker) -> Path:
-    """A store big enough for a copy to take a few seconds (20k records)."""
-    return generated_store(tmp_path_factory, django_db_blocker, 20_000, seed=3)
+    """A store big enough for a copy to take a few seconds (12k records)."""
+    return generated_store(tmp_path_factory, django_db_blocker, 12_000, seed=3)
 
 
 def digest(path: Path) -> str:
@@ -80,7 +80,7 @@ def retry_succeeds(source: Path, target: str) -> None:
         text=True,
     )
     assert retry.returncode == 0, retry.stderr
-    assert pg_query(target, "SELECT count(*) FROM django_store_record") == [(20_000,)]
+    assert pg_query(target, "SELECT count(*) FROM django_store_record") == [(12_000,)]
 
 
 def test_ctrl_c_mid_load(big_source, pg_database):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 import pytest
 
@@ -190,17 +191,22 @@ def test_cli_errors_are_one_line_with_exit_2(cli, tmp_path, setup):
     assert "Traceback" not in result.err
 
 
-def test_a_store_locked_by_a_writer_ends_in_one_line_after_a_bounded_wait(cli, store08):
+def test_a_store_locked_by_a_writer_ends_in_one_line_after_a_bounded_wait(
+    cli, store08, monkeypatch
+):
+    monkeypatch.setattr("smtmigrate.locations.SQLITE_LOCK_TIMEOUT", 2)  # 10 s for users
     writer = sqlite3.connect(store08 / ".smt" / "records", isolation_level=None)
     writer.execute("BEGIN EXCLUSIVE")  # an smt run in the middle of its commit
+    started = time.monotonic()
     try:
         result = cli("audit", store08)
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+    assert 1.5 < time.monotonic() - started < 10  # waited for the lock, within the bound
     assert result.code == 2
     assert result.err.strip().endswith(
-        "is locked by another writer (waited 10 s); try again when the running smt jobs "
+        "is locked by another writer (waited 2 s); try again when the running smt jobs "
         "have finished"
     )
     assert len(result.err.strip().splitlines()) == 1
