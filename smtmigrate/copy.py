@@ -355,8 +355,14 @@ def _copy_to_postgres(plan: CopyPlan, events: CopyEvents, *, records: bool) -> C
                 raise VerificationFailed(verification)
             events.phase("commit")
     except (DatabaseError, psycopg2.Error) as exc:  # COPY runs on the raw psycopg2 cursor
+        detail = store.describe_error(exc)
+        if "permission denied for schema" in detail:
+            detail += (
+                " (the tables are created as the URL's role: make it the database's owner, "
+                "as smtmigrate createdb does, or GRANT CREATE ON SCHEMA public TO it)"
+            )
         raise SmtmigrateError(
-            f"copy into {store.display} failed, nothing was written: {store.describe_error(exc)}"
+            f"copy into {store.display} failed, nothing was written: {detail}"
         ) from exc
     return CopyResult(plan, results, verification, phase.seconds, time.perf_counter() - started)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LocationError, Refused, SmtmigrateError
-from .locations import DJANGO_STORE_TYPE, Store
+from .locations import DJANGO_STORE_TYPE, URL_RE, Store, redact_url
 
 PROJECT_FILE = Path(".smt") / "project"
 BACKUP_FILE = Path(".smt") / "project.smtmigrate-backup"
@@ -26,6 +26,15 @@ class SwitchResult:
     db_file: str  # what the project now names: never holds a password
     pgpass: Path | None  # written when the URL carried a password
     pgpass_changed: bool = False
+
+
+def project_directory(text: str) -> Path:
+    """PROJECT_DIR as typed: a directory, never a store URL (Path would mangle one)."""
+    if URL_RE.match(text):
+        raise LocationError(
+            f"{redact_url(text)}: PROJECT_DIR is a Sumatra project directory, not a store URL"
+        )
+    return Path(text).expanduser()
 
 
 def project_file(directory: Path) -> Path:

@@ -680,6 +680,7 @@ def test_copy_into_a_database_whose_schema_the_role_may_not_create_in(
     result = cli("copy", store08, as_role(pg_database, role), "--widen")
     line = assert_error(result, "copy", "permission denied for schema public", secrets=(role[1],))
     assert "LINE 1" not in line  # PostgreSQL's excerpt of our SQL is noise to the user
+    assert "GRANT CREATE ON SCHEMA public" in line  # and what to do about it
     assert pg_query(pg_database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [
         (0,)
     ]

@@ -143,3 +143,18 @@ def test_sixty_concurrent_smt_runs_on_a_switched_project(cli, home, tmp_path, pg
     labels = {label for (label,) in pg_query(pg_database, "SELECT label FROM django_store_record")}
     assert {f"job-{i:02d}" for i in range(60)} | {"first"} == labels, failures[:3]
     assert not failures
+
+
+@pytest.mark.parametrize("command", ["switch", "copy"])
+def test_a_url_given_as_project_dir_is_named_as_such(cli, store08, pg_database, command):
+    url = "postgresql://someone:s3cret@127.0.0.1/sumatra_db"
+    args = [url, pg_database] if command == "switch" else [store08, pg_database, "--switch", url]
+    result = cli(command, *args)
+    assert result.code == 2, result
+    assert result.err.strip() == (
+        f"smtmigrate {command}: error: postgresql://someone:***@127.0.0.1/sumatra_db: "
+        "PROJECT_DIR is a Sumatra project directory, not a store URL"
+    )
+    assert pg_query(pg_database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [
+        (0,)
+    ]  # copy --switch stopped before copying

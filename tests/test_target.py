@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import quote
 
 import psycopg2
 import pytest
@@ -16,6 +17,7 @@ from .conftest import (
     pg_query,
     pg_url_for,
     run_sumatra,
+    sqlite_rows,
 )
 
 
@@ -123,6 +125,28 @@ def test_a_database_it_cannot_back_up_is_not_dropped(cli, pg_database, tables):
     assert "no Sumatra store smtmigrate can back up" in result.err
     assert "nothing was changed" in result.err
     assert pg_query(pg_database, f"SELECT count(*) FROM {tables[0].split()[2]}") == [(1,)]
+
+
+def test_the_default_backup_name_is_a_plain_file_name(cli, store08, tmp_path, monkeypatch):
+    """A database name may hold '/' (percent-encoded in the URL): the default backup is
+    still one file in the working directory."""
+    name = f"smtm_a/b c_{uuid.uuid4().hex[:8]}"
+    admin_execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = pg_url_for(quote(name, safe=""))
+    try:
+        records = copied_store(cli, store08, url)
+        workdir = tmp_path / "workdir"
+        workdir.mkdir()
+        monkeypatch.chdir(workdir)
+        result = cli("drop-recreate", url, "--yes")
+        assert result.code == 0, result
+        (backup,) = workdir.iterdir()
+        assert backup.name.startswith(f"smtm_a_b_c_{name[-8:]}-backup-")
+        assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(records,)]
+    finally:
+        admin_execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def test_an_empty_database_without_sumatra_is_recreated(cli, pg_database):

@@ -6,7 +6,13 @@ from pathlib import Path
 from ...copy import SilentEvents, VerificationFailed, copy_store, plan_copy
 from ...errors import Refused, StoreConnectionError
 from ...locations import Store, resolve, resolve_target
-from ...project import check_sumatra_reads, project_file, store_url, verify_and_switch
+from ...project import (
+    check_sumatra_reads,
+    project_directory,
+    project_file,
+    store_url,
+    verify_and_switch,
+)
 from ...render import (
     PlainCopyEvents,
     RichCopyEvents,
@@ -63,7 +69,7 @@ class Command(SmtmigrateCommand):
             target_store = stack.enter_context(resolve_target(target))
             current = None
             if switch:  # before copying: a bad PROJECT_DIR must not end a copy already made
-                project_file(Path(switch))
+                project_file(project_directory(switch))
                 check_sumatra_reads(target_store)
                 current = stack.enter_context(resolve(switch))
             try:

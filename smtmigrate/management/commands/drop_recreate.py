@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -58,7 +59,10 @@ class Command(SmtmigrateCommand):
             self._confirm(info.name, yes, out)
             if info.records:
                 stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-                path = Path(backup or f"{info.name}-backup-{stamp}.sqlite")
+                # A database name may hold '/' or worse: the default file name keeps
+                # letters, digits, '.', '-' and '_' of it.
+                safe_name = re.sub(r"[^\w.-]", "_", info.name)
+                path = Path(backup or f"{safe_name}-backup-{stamp}.sqlite")
                 out.print(f"backing up {info.records:,} records to {escape(str(path))} …")
                 self._backup(store, path, out)
             store.close()  # our own sessions go before the drop, not killed by it

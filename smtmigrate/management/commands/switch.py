@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 from ...errors import SmtmigrateError
 from ...locations import resolve
-from ...project import switch_back, verify_and_switch
+from ...project import project_directory, switch_back, verify_and_switch
 from ..base import SmtmigrateCommand
 
 
@@ -23,7 +21,7 @@ class Command(SmtmigrateCommand):
         parser.add_argument("--back", action="store_true", help="restore the saved project file")
 
     def handle(self, project, target, force, back, **options):
-        directory = Path(project).expanduser()
+        directory = project_directory(project)
         if back:
             if target:
                 raise SmtmigrateError("--back takes no TARGET")
