@@ -181,6 +181,23 @@ def test_a_role_that_could_drop_but_not_create_is_stopped_before_the_drop(cli, r
         )
 
 
+@pytest.mark.parametrize("environment", [None, "another password"])
+def test_createdb_does_not_take_the_roles_password_from_the_url(cli, monkeypatch, environment):
+    """It would otherwise create the role without it, or with another, unannounced."""
+    name = f"smtm_test_{uuid.uuid4().hex[:12]}"
+    url = pg_url_for(name).replace("://", "://smtm_nobody:url-secret@", 1)
+    args = ["createdb", url, "--create-role"]
+    if environment:
+        monkeypatch.setenv("SMTM_TEST_PASSWORD", environment)
+        args += ["--password-env", "SMTM_TEST_PASSWORD"]
+    result = cli(*args)
+    assert result.code == 2, result
+    assert "taken from --password-env VAR only" in result.err
+    assert "url-secret" not in result.out + result.err
+    assert database_facts(name) == []
+    assert pg_query(PG_URL, "SELECT 1 FROM pg_roles WHERE rolname = 'smtm_nobody'") == []
+
+
 def test_createdb_with_a_new_role(cli, monkeypatch):
     role = f"smtm_role_{uuid.uuid4().hex[:8]}"
     name = f"smtm_test_{uuid.uuid4().hex[:12]}"

@@ -37,6 +37,12 @@ class Command(SmtmigrateCommand):
             if not password:
                 raise SmtmigrateError(f"environment variable {password_env} is not set or empty")
         with resolve(target) as store:
+            if create_role and store.password and store.password != password:
+                # Silently creating the role without it (or with another) would surprise.
+                raise SmtmigrateError(
+                    "the new role's password is taken from --password-env VAR only (not the "
+                    "URL, which shells and process lists show): set VAR to it"
+                )
             with Admin(store, admin, as_target_user=False) as server:
                 owner = owner or store.settings.get("USER") or server.user
                 if server.exists():  # describe() would read it, as the URL's role
