@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timezone
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote as url_quote
@@ -555,7 +556,7 @@ def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> Cop
     started = time.perf_counter()
     final = plan.target.path
     assert final is not None
-    _remove_stale_partials(final)
+    remove_stale_partials(final.parent, glob_escape(final.name))
     partial = final.with_name(f".{final.name}.smtmigrate-{os.getpid()}")
     phase = _Phases(events)
     results = []
@@ -644,9 +645,10 @@ def _naive_utc(row: tuple, positions: list[int]) -> tuple:
     return tuple(values)
 
 
-def _remove_stale_partials(final: Path) -> None:
-    """Partial files of copies that were killed (their process is gone) are removed."""
-    for partial in final.parent.glob(f".{final.name}.smtmigrate-*"):
+def remove_stale_partials(directory: Path, name_glob: str) -> None:
+    """Partial files of copies that were killed (their process is gone) are removed:
+    those of `name_glob` files in `directory`."""
+    for partial in directory.glob(f".{name_glob}.smtmigrate-*"):
         pid = partial.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             partial.unlink(missing_ok=True)

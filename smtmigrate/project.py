@@ -171,7 +171,9 @@ def _write_private(path: Path, text: str, *, mode: int) -> None:
     `mode` and never world-readable."""
     mode &= 0o770
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    temporary.unlink(missing_ok=True)  # a leftover of a killed run with our pid
+    # O_EXCL: never through a symlink someone planted under that name in a shared project
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as fh:
             fh.write(text)

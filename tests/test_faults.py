@@ -146,9 +146,10 @@ def filled_pg(small_source, pg_database) -> str:
     return pg_database
 
 
-def start(*args: str) -> subprocess.Popen:
+def start(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [*SMTMIGRATE, *args],
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -183,26 +184,28 @@ def test_ctrl_c_during_the_backup_drops_nothing(filled_pg, tmp_path):
 
 @pytest.mark.parametrize("moment", ["load …", "dropped "])
 def test_sigkill_during_drop_recreate_loses_no_record(filled_pg, tmp_path, moment):
-    """Killed mid-backup: the database is intact. Killed right after the drop: the backup is
+    """Killed mid-backup: the database is intact, and the next run removes the partial
+    file (under the default, timestamped name). Killed right after the drop: the backup is
     complete, and running drop-recreate again then copying the backup back restores it."""
-    backup = tmp_path / "backup.sqlite"
     before = pg_query(filled_pg, RECORD_ROWS)
-    run = start("drop-recreate", filled_pg, "--yes", "--backup", str(backup))
+    run = start("drop-recreate", filled_pg, "--yes", cwd=tmp_path)
     wait_for_line(run, moment)
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
     if moment == "load …":
         assert record_count(filled_pg) == 3_000
-        assert not backup.exists()  # only a hidden partial, removed by the next run
-    else:
-        assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(3_000,)]
+        assert [p.name[0] for p in tmp_path.iterdir()] == ["."]  # a hidden partial only
+        time.sleep(1)  # the retry's backup gets another name (names hold the second)
     again = subprocess.run(
-        [*SMTMIGRATE, "drop-recreate", filled_pg, "--yes", "--backup", str(backup)],
+        [*SMTMIGRATE, "drop-recreate", filled_pg, "--yes"],
         capture_output=True,
         text=True,
+        cwd=tmp_path,
     )
     assert again.returncode == 0, again.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["backup.sqlite"]
+    (backup,) = tmp_path.iterdir()  # one backup, complete; no partial left
+    assert backup.name.startswith(filled_pg.rsplit("/", 1)[1] + "-backup-")
+    assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(3_000,)]
     restored = subprocess.run(
         [*SMTMIGRATE, "copy", str(backup), filled_pg, "--verify", "rows", "--quiet"],
         capture_output=True,

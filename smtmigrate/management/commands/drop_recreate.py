@@ -3,11 +3,12 @@ from __future__ import annotations
 import re
 import sys
 from datetime import datetime
+from glob import escape as glob_escape
 from pathlib import Path
 
 from rich.markup import escape
 
-from ...copy import copy_store, plan_copy
+from ...copy import copy_store, plan_copy, remove_stale_partials
 from ...errors import Refused, SmtmigrateError
 from ...locations import new_sqlite_target, resolve
 from ...render import PlainCopyEvents, render_database
@@ -63,6 +64,8 @@ class Command(SmtmigrateCommand):
                 # letters, digits, '.', '-' and '_' of it.
                 safe_name = re.sub(r"[^\w.-]", "_", info.name)
                 path = Path(backup or f"{safe_name}-backup-{stamp}.sqlite")
+                if not backup:  # a killed run's partial has another time in its name
+                    remove_stale_partials(Path("."), f"{glob_escape(safe_name)}-backup-*.sqlite")
                 out.print(f"backing up {info.records:,} records to {escape(str(path))} …")
                 self._backup(store, path, out)
             store.close()  # our own sessions go before the drop, not killed by it
