@@ -99,8 +99,7 @@ class Store:
 def one_line(exc: BaseException) -> str:
     """An error as one line, without the `LINE 1: <SQL> ^` excerpt PostgreSQL appends to
     syntax and permission errors: it is noise to the user, who did not write that SQL."""
-    text = _SQL_EXCERPT.sub(lambda m: "" if m.string[m.end() :][:1] in ("", ")") else " ", str(exc))
-    return " ".join(text.split()) or exc.__class__.__name__
+    return " ".join(_SQL_EXCERPT.sub(" ", str(exc)).split()) or exc.__class__.__name__
 
 
 def connection_error(display: str, detail: str, settings: dict[str, Any]) -> StoreConnectionError:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LocationError, Refused, SmtmigrateError
+from .files import write_private
 from .locations import DJANGO_STORE_TYPE, URL_RE, Store, redact_url
 
 PROJECT_FILE = Path(".smt") / "project"
@@ -88,9 +89,9 @@ def check_sumatra_reads(target: Store) -> None:
 
 
 def switch_project(directory: Path, target: Store, *, home: Path | None = None) -> SwitchResult:
-    """Back up the project file, then make it name `target` (password to ~/.pgpass)."""
+    """Back up the project file, then make it name `target` (password to ~/.pgpass).
+    `target` has passed check_sumatra_reads (verify_and_switch checks it first)."""
     path = project_file(directory)
-    check_sumatra_reads(target)
     text = path.read_text(encoding="utf-8")
     try:
         project = json.loads(text)
@@ -102,10 +103,10 @@ def switch_project(directory: Path, target: Store, *, home: Path | None = None) 
         pgpass = (home or Path.home()) / ".pgpass"
         changed = add_pgpass_entry(pgpass, target)
     backup = directory / BACKUP_FILE
-    _write_private(backup, text, mode=path.stat().st_mode & 0o777)
+    write_private(backup, text, mode=path.stat().st_mode & 0o777)
     url = store_url(target)
     project["record_store"] = {"type": DJANGO_STORE_TYPE, "db_file": url}
-    _write_private(path, json.dumps(project, indent=2) + "\n", mode=path.stat().st_mode & 0o777)
+    write_private(path, json.dumps(project, indent=2) + "\n", mode=path.stat().st_mode & 0o777)
     return SwitchResult(path, backup, url, pgpass, changed)
 
 
@@ -162,22 +163,5 @@ def add_pgpass_entry(pgpass: Path, store: Store) -> bool:
     if line in lines and len(kept) == len(lines) - 1:
         os.chmod(pgpass, 0o600)
         return False
-    _write_private(pgpass, "\n".join([*kept, line]) + "\n", mode=0o600)
+    write_private(pgpass, "\n".join([*kept, line]) + "\n", mode=0o600)
     return True
-
-
-def _write_private(path: Path, text: str, *, mode: int) -> None:
-    """Write atomically (a reader sees the old file or the new one), never wider than
-    `mode` and never world-readable."""
-    mode &= 0o770
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.unlink(missing_ok=True)  # a leftover of a killed run with our pid
-    # O_EXCL: never through a symlink someone planted under that name in a shared project
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

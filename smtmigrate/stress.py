@@ -46,10 +46,12 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -509,9 +511,6 @@ def _stress(
 def _sigint_deferred():
     """Let the cleanup (bounded by CLEANUP_TIMEOUT) finish when Ctrl-C is pressed again:
     killed half-way it would leave the scratch project in the user's store."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -13,7 +13,6 @@ or unbounded `varchar` is binary-coercible: no table rewrite, only a brief lock.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from django.db.migrations.writer import MigrationWriter
 
 from .audit import AuditReport
 from .errors import Refused, SmtmigrateError
+from .files import write_private
 from .locations import Store
 from .schema import LAYOUT_08, SUMATRA_APP, Inspection, sumatra_tables
 
@@ -235,20 +235,20 @@ def write_migration(plan: WideningPlan, directory: Path) -> list[Path]:
     alone can also be copied into Sumatra's `django_store/migrations/`.
     """
     migration = build_migration(plan)
-    # Files smtmigrate creates are never world-readable: new directories 0750, files 0640
-    # (less under a stricter umask); the user shares them further if they want to.
+    # Files smtmigrate creates are never world-readable: new directories 0750, files 0640;
+    # the user shares them further if they want to.
     for missing in reversed([d for d in (directory, *directory.parents) if not d.exists()]):
         missing.mkdir(mode=0o750, exist_ok=True)
     written = []
     init = directory / "__init__.py"
     if not init.exists():
-        _write_file(init, "")
+        _write_migration_file(init, "")
         written.append(init)
     package = import_module(f"sumatra.recordstore.{SUMATRA_APP}.migrations").__name__
     for dependency_app, dependency in _sumatra_migration_names():
         shim = directory / f"{dependency}.py"
         if dependency_app == SUMATRA_APP and not shim.exists():
-            _write_file(
+            _write_migration_file(
                 shim,
                 f'"""Sumatra\'s own migration {dependency}, re-exported for this package."""\n\n'
                 "from importlib import import_module\n\n"
@@ -257,16 +257,14 @@ def write_migration(plan: WideningPlan, directory: Path) -> list[Path]:
             written.append(shim)
     writer = MigrationWriter(migration, include_header=True)
     path = directory / f"{migration.name}.py"
-    _write_file(path, writer.as_string())
+    _write_migration_file(path, writer.as_string())
     written.append(path)
     return written
 
 
-def _write_file(path: Path, text: str) -> None:
-    """Write `path`; a new file is created 0640 (an existing one keeps its mode)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as fh:
-        fh.write(text)
+def _write_migration_file(path: Path, text: str) -> None:
+    """New files 0640; a file written again keeps its mode, less any access for others."""
+    write_private(path, text, mode=path.stat().st_mode & 0o777 if path.exists() else 0o640)
 
 
 def _sumatra_migration_names() -> list[tuple[str, str]]:

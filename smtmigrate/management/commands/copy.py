@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from contextlib import ExitStack, nullcontext
-from pathlib import Path
 
 from ...copy import SilentEvents, VerificationFailed, copy_store, plan_copy
 from ...errors import Refused, StoreConnectionError
@@ -67,9 +66,10 @@ class Command(SmtmigrateCommand):
         with ExitStack() as stack:
             source_store = stack.enter_context(resolve(source))
             target_store = stack.enter_context(resolve_target(target))
-            current = None
+            current = project_dir = None
             if switch:  # before copying: a bad PROJECT_DIR must not end a copy already made
-                project_file(project_directory(switch))
+                project_dir = project_directory(switch)
+                project_file(project_dir)
                 check_sumatra_reads(target_store)
                 current = stack.enter_context(resolve(switch))
             try:
@@ -122,7 +122,7 @@ class Command(SmtmigrateCommand):
             if current is not None:
                 same_source = current.kind == "sqlite" and current.path == source_store.path
                 switched = verify_and_switch(
-                    Path(switch),
+                    project_dir,
                     current,
                     target_store,
                     verified=result.verification if same_source else None,

@@ -1,0 +1,23 @@
+"""Files smtmigrate writes for the user: atomically, and never readable by others."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_private(path: Path, text: str, *, mode: int) -> None:
+    """Write atomically (a reader sees the old file or the new one), never wider than
+    `mode` and never world-readable."""
+    mode &= 0o770
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.unlink(missing_ok=True)  # a leftover of a killed run with our pid
+    # O_EXCL: never through a symlink someone planted under that name in a shared project
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
