@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -52,22 +53,37 @@ def admin_execute(statement: sql.Composable) -> None:
         conn.close()
 
 
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database; yields its URL and drops it afterwards."""
+def drop_database(name: str) -> None:
+    """Drop a test database, after closing any Django connection this process holds to it."""
+    from django.db import connections
+
+    for alias in list(connections.settings):
+        if connections.settings[alias].get("NAME") == name:
+            connections[alias].close()
+    admin_execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def fresh_database(timezone: str | None = None) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (with that default TimeZone); yields its URL and
+    drops it afterwards."""
     name = f"smtm_test_{uuid.uuid4().hex[:12]}"
-    admin_execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8'").format(sql.Identifier(name)))
+    ident = sql.Identifier(name)
+    admin_execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8'").format(ident))
     try:
+        if timezone:
+            admin_execute(
+                sql.SQL("ALTER DATABASE {} SET timezone TO {}").format(ident, sql.Literal(timezone))
+            )
         yield pg_url_for(name)
     finally:
-        from django.db import connections
+        drop_database(name)
 
-        for alias in list(connections.settings):
-            if connections.settings[alias].get("NAME") == name:
-                connections[alias].close()
-        admin_execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

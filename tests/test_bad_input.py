@@ -31,7 +31,15 @@ from psycopg2 import sql
 
 from smtmigrate.locations import DEFAULT_CONNECT_TIMEOUT, postgres_settings
 
-from .conftest import PG_URL, CliResult, admin_execute, pg_column_types, pg_query, pg_url_for
+from .conftest import (
+    PG_URL,
+    CliResult,
+    admin_execute,
+    drop_database,
+    pg_column_types,
+    pg_query,
+    pg_url_for,
+)
 
 # -- the contract -------------------------------------------------------------------------
 
@@ -168,7 +176,7 @@ def new_database() -> Iterator[str]:
     was meant to fail have created it)."""
     name = f"smtm_test_new_{uuid.uuid4().hex[:8]}"
     yield pg_url_for(name)
-    admin_execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(name)
 
 
 @pytest.mark.parametrize("kind", PATH_ERRORS)

@@ -22,7 +22,6 @@ import re
 import sqlite3
 import struct
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,9 +32,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from psycopg2 import sql
 
-from .conftest import FIXTURES, admin_execute, copy_fixture, pg_query, pg_url_for, records_file
+from .conftest import FIXTURES, copy_fixture, fresh_database, pg_query, records_file
 
 COPY_ARGS = ("--widen", "--verify", "rows", "--format", "json")
 RECORD = "django_store_record"
@@ -125,26 +123,6 @@ def scratch_project() -> Iterator[Path]:
     """A private copy of the bundled 0.8 project per example (examples damage it)."""
     with tempfile.TemporaryDirectory(prefix="smtm-prop-") as tmp:
         yield copy_fixture("0.8", Path(tmp))
-
-
-@contextmanager
-def fresh_database(timezone: str = "UTC") -> Iterator[str]:
-    """An empty PostgreSQL database per example, with the given default TimeZone."""
-    name = f"smtm_prop_{uuid.uuid4().hex[:12]}"
-    ident = sql.Identifier(name)
-    admin_execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8'").format(ident))
-    try:
-        admin_execute(
-            sql.SQL("ALTER DATABASE {} SET timezone TO {}").format(ident, sql.Literal(timezone))
-        )
-        yield pg_url_for(name)
-    finally:
-        from django.db import connections
-
-        for alias in list(connections.settings):
-            if connections.settings[alias].get("NAME") == name:
-                connections[alias].close()
-        admin_execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
 
 
 def primary_keys(conn: sqlite3.Connection, table: str) -> list[Any]:

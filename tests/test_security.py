@@ -33,7 +33,7 @@ from psycopg2 import sql
 
 from smtmigrate.cli import main
 
-from .conftest import FIXTURES, PG_URL, admin_execute, pg_query, sqlite_exec
+from .conftest import FIXTURES, PG_URL, admin_execute, drop_database, pg_query, sqlite_exec
 
 SMTMIGRATE = str(Path(sys.executable).parent / "smtmigrate")
 # ASCII markers at both ends survive any encoding (JSON \u escapes, URL quoting, repr):
@@ -217,15 +217,8 @@ def scenario(tmp_path_factory, django_db_blocker) -> Iterator[Scenario]:
             patch.undo()
         yield s
     finally:
-        from django.db import connections
-
-        for alias in list(connections.settings):
-            if connections.settings[alias].get("NAME") == database:
-                connections[alias].close()
         for name in (database, s.plain):
-            admin_execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            drop_database(name)
         for name in (role, s.plain):
             admin_execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 

@@ -13,6 +13,7 @@ from .conftest import (
     FIXTURES,
     PG_URL,
     admin_execute,
+    drop_database,
     pg_column_types,
     pg_query,
     pg_url_for,
@@ -102,7 +103,7 @@ def test_missing_database_is_just_created(cli):
         assert "does not exist yet" in result.out
         assert database_facts(name)[0][1] == "UTF8"
     finally:
-        admin_execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        drop_database(name)
 
 
 @pytest.mark.parametrize(
@@ -144,9 +145,7 @@ def test_the_default_backup_name_is_a_plain_file_name(cli, store08, tmp_path, mo
         assert backup.name.startswith(f"smtm_a_b_c_{name[-8:]}-backup-")
         assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(records,)]
     finally:
-        admin_execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        drop_database(name)
 
 
 def test_an_empty_database_without_sumatra_is_recreated(cli, pg_database):
@@ -176,9 +175,7 @@ def test_a_role_that_could_drop_but_not_create_is_stopped_before_the_drop(cli, r
         assert "may not create databases" in result.err
         assert database_facts(name) == [(role, "UTF8")]  # still there
     finally:
-        admin_execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        drop_database(name)
 
 
 @pytest.mark.parametrize("environment", [None, "another password"])
@@ -217,7 +214,5 @@ def test_createdb_with_a_new_role(cli, monkeypatch):
         assert again.code == 1
         assert "exists" in again.err
     finally:
-        admin_execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        drop_database(name)
         admin_execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
