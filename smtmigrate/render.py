@@ -60,12 +60,6 @@ def render_audit(report: AuditReport, out: Console) -> None:
         f"{len(report.row_counts)} tables, {sum(report.row_counts.values()):,} rows, "
         f"scanned in {report.seconds:.2f} s"
     )
-    if report.findings:
-        out.print(_findings_table(report.findings))
-    style = "bold red" if report.exit_code else "bold green"
-    out.print(Text(report.verdict, style=style))
-    if report.exit_code:
-        out.print(_advice(report.failing))
     if report.snapshot is not None:
         render_snapshot(
             report.snapshot,
@@ -74,6 +68,12 @@ def render_audit(report: AuditReport, out: Console) -> None:
             added="were added after the snapshot and were not audited",
             removed="were removed after the snapshot",
         )
+    if report.findings:
+        out.print(_findings_table(report.findings))
+    style = "bold red" if report.exit_code else "bold green"
+    out.print(Text(report.verdict, style=style))
+    if report.exit_code:
+        out.print(_advice(report.failing))
 
 
 def _findings_table(findings: list[Finding]) -> Table:

@@ -175,6 +175,10 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
         f"file:{url_quote(str(store.path))}?mode=ro", uri=True, timeout=SQLITE_LOCK_TIMEOUT
     )
     target = sqlite3.connect(path)
+    # A throw-away file: no journal, no fsync (measured: several times faster on a
+    # 337 MB store, and the source stays locked for that much less).
+    target.execute("PRAGMA journal_mode = OFF")
+    target.execute("PRAGMA synchronous = OFF")
     started = time.perf_counter()
     taken_at = datetime.now(timezone.utc)
 
@@ -186,8 +190,10 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
 
     try:
         source.backup(target, pages=-1, progress=give_up_when_locked)
+        target.close()
         # A copy of a WAL store says WAL in its header; it is only ever read, and a
         # read-only WAL database needs -shm files: make it a plain rollback-journal file.
+        target = sqlite3.connect(path)
         target.execute("PRAGMA journal_mode = DELETE")
     except sqlite3.Error as exc:
         if "disk is full" in str(exc) or "disk I/O" in str(exc):

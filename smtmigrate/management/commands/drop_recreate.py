@@ -110,7 +110,7 @@ class Command(SmtmigrateCommand):
         if changes is not None and changes.changed:
             # Dropping now would lose what was written after the snapshot.
             raise Refused(
-                f"{changes.added:,} record(s) were added to and {changes.removed:,} removed "
-                f"from {store.display} after the backup's snapshot; the backup lacks them, "
-                "so nothing was dropped: stop the jobs writing to it and run again"
+                f"{store.display} changed after the backup's snapshot (+{changes.added:,} "
+                f"records, -{changes.removed:,}): the backup lacks that, so nothing was "
+                "dropped; stop the jobs writing to it and run again"
             )
