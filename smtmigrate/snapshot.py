@@ -122,7 +122,7 @@ class Snapshot:
             "taken_at": self.taken_at.isoformat(timespec="seconds"),
             "seconds": round(self.seconds, 3),
             "records": self.total,
-            "records_per_project": {str(k): v for k, v in sorted(self.records.items(), key=str)},
+            "records_per_project": {k or "": v for k, v in sorted(self.records.items(), key=str)},
             "max_record_id": self.max_record_id,
             "changed_since": None if self.changes is None else self.changes.to_dict(),
         }
