@@ -65,6 +65,7 @@ class AuditReport:
     findings: list[Finding]
     row_counts: dict[str, int]  # per stored table
     seconds: float
+    snapshot: Any = None  # the snapshot.Snapshot audited (set by the caller)
 
     @property
     def failing(self) -> list[Finding]:
@@ -104,6 +105,7 @@ class AuditReport:
                 "near": self.near,
                 "seconds": round(self.seconds, 3),
             },
+            "snapshot": None if self.snapshot is None else self.snapshot.to_dict(),
         }
 
 

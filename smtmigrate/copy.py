@@ -48,6 +48,7 @@ from .canonical import (
 from .errors import NotASumatraStore, Refused, SmtmigrateError
 from .locations import Store, sqlite_settings
 from .schema import LAYOUT_08, Inspection, inspect_store
+from .snapshot import Snapshot
 from .verify import Verification, content_type_remap, verify_stores
 from .widen import WideningPlan, apply_widening, plan_widening
 
@@ -101,6 +102,7 @@ class CopyPlan:
     row_counts: dict[str, int]  # by today's table name
     failing: list[Finding]  # what the target would reject even after the planned widening
     skipped: list[str]  # source tables that are not copied
+    snapshot: Snapshot | None = None  # the state of the source that is read (see snapshot.py)
 
     @property
     def build_schema(self) -> bool:
@@ -135,6 +137,7 @@ class CopyPlan:
                 ],
                 "skipped": self.skipped,
             },
+            "snapshot": None if self.snapshot is None else self.snapshot.to_dict(),
         }
 
 
@@ -146,8 +149,13 @@ class CopyResult:
     phases: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self.plan.snapshot
+
     def to_dict(self) -> dict:
         return {
+            "snapshot": None if self.snapshot is None else self.snapshot.to_dict(),
             "tables": [
                 {"table": t.table, "rows": t.rows, "bytes": t.bytes, "seconds": round(t.seconds, 3)}
                 for t in self.tables
@@ -169,16 +177,24 @@ class VerificationFailed(Refused):
 # -- planning -----------------------------------------------------------------------------
 
 
-def plan_copy(source: Store, target: Store, *, widen: bool = False) -> CopyPlan:
-    """Inspect both stores and audit the source against what the target will accept."""
+def plan_copy(source: Store | Snapshot, target: Store, *, widen: bool = False) -> CopyPlan:
+    """Inspect both stores and audit the source against what the target will accept.
+
+    Given a `Snapshot` (what the commands pass), everything — this audit, the copy, its
+    verification — reads that one state of the source; given a Store, the live store."""
+    snapshot = source if isinstance(source, Snapshot) else None
+    if snapshot is not None:
+        source = snapshot.store
+        if snapshot.live.kind == target.kind and snapshot.live.path == target.path:
+            raise SmtmigrateError("SOURCE and TARGET are the same store")
+    if source.kind == target.kind and source.path == target.path:
+        raise SmtmigrateError("SOURCE and TARGET are the same store")
     inspection = inspect_store(source)
     if inspection.vendor != "sqlite" and target.kind != "sqlite":
         raise SmtmigrateError(
             f"{source.display}: a PostgreSQL store can be copied into a new SQLite store "
             "(e.g. a backup), not into another PostgreSQL database"
         )
-    if source.kind == target.kind and source.path == target.path:
-        raise SmtmigrateError("SOURCE and TARGET are the same store")
     existing = _check_target(target)
     limits = _target_limits(target, existing)
     report = audit(inspection, limits=limits)
@@ -208,6 +224,7 @@ def plan_copy(source: Store, target: Store, *, widen: bool = False) -> CopyPlan:
         row_counts={layout.name: report.row_counts[layout.source_name] for layout in layouts},
         failing=remaining_failures(report, inspection, limits),
         skipped=sorted(inspection.table_names - copied - TARGET_OWNED),
+        snapshot=snapshot,
     )
 
 
@@ -291,8 +308,14 @@ def copy_store(plan: CopyPlan, events: CopyEvents | None = None, *, records: boo
         raise Refused(f"{len(plan.failing)} finding(s) would be rejected by the target")
     events = events or SilentEvents()
     if plan.target.kind == "postgresql":
-        return _copy_to_postgres(plan, events, records=records)
-    return _copy_to_sqlite(plan, events, records=records)
+        result = _copy_to_postgres(plan, events, records=records)
+    else:
+        result = _copy_to_sqlite(plan, events, records=records)
+    if plan.snapshot is not None:
+        # The target equals the snapshot; say whether the live source has moved on since.
+        plan.snapshot.check_changes()
+        result.phases["snapshot"] = plan.snapshot.seconds
+    return result
 
 
 class _Phases:

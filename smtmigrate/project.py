@@ -120,7 +120,13 @@ def verify_and_switch(
     from .verify import verify_stores
 
     check_sumatra_reads(new)  # before the verification, which can take minutes
-    verification = verified or verify_stores(inspect_store(current), inspect_store(new))
+    verification = verified
+    if verification is None:
+        from .snapshot import source_snapshot
+
+        # each store read in one state of its own (snapshot.py), not while it moves
+        with source_snapshot(current) as before, source_snapshot(new) as after:
+            verification = verify_stores(inspect_store(before.store), inspect_store(after.store))
     if not verification.ok and not force:
         raise Refused(
             f"{new.display} does not hold the same records as the project's store "

@@ -726,7 +726,7 @@ def compare_records(
     store has at least `PARALLEL_MIN` records, another CPU is there and Django was set up
     from a settings module. The store read elsewhere must not be in a transaction of this
     process (another connection would not see its uncommitted rows); a store that is,
-    is read here.
+    is read here, unless it is a snapshot (snapshot.py), which the other process joins.
     """
     collector = _Collector(limit)
     result = collector.result
@@ -811,8 +811,12 @@ def _remote_side(source: Inspection, target: Inspection, parallel: bool | None):
         return None
     if not os.environ.get("DJANGO_SETTINGS_MODULE"):
         return None
+    from .snapshot import shareable
+
     candidates = [
-        side for side in (target, source) if not connections[side.store.alias].in_atomic_block
+        side
+        for side in (target, source)
+        if shareable(side.store) or not connections[side.store.alias].in_atomic_block
     ]
     if not candidates:
         return None
@@ -886,14 +890,16 @@ def _reader_process() -> None:
 
         django.setup()
         from .schema import inspect_store
+        from .snapshot import join_snapshot
 
-        batch: list[Keyed] = []
-        for item in _keyed(inspect_store(store)):
-            batch.append(item)
-            if len(batch) >= BATCH:
-                pickle.dump(("batch", batch), out, pickle.HIGHEST_PROTOCOL)
-                batch = []
-        pickle.dump(("batch", batch), out, pickle.HIGHEST_PROTOCOL)
+        with join_snapshot(store):  # the state the parent reads, not the live store's
+            batch: list[Keyed] = []
+            for item in _keyed(inspect_store(store)):
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    pickle.dump(("batch", batch), out, pickle.HIGHEST_PROTOCOL)
+                    batch = []
+            pickle.dump(("batch", batch), out, pickle.HIGHEST_PROTOCOL)
         pickle.dump(("done", None), out)
     except BrokenPipeError:
         return  # the comparison ended early

@@ -22,6 +22,7 @@ from rich.text import Text
 from .audit import FAILING_KINDS, AuditReport, Finding
 from .copy import CopyPlan, CopyResult, TableResult
 from .locations import redact_url
+from .snapshot import Snapshot
 from .target import DatabaseInfo
 from .verify import Verification
 from .widen import ApplyResult, WideningPlan
@@ -59,6 +60,14 @@ def render_audit(report: AuditReport, out: Console) -> None:
         f"{len(report.row_counts)} tables, {sum(report.row_counts.values()):,} rows, "
         f"scanned in {report.seconds:.2f} s"
     )
+    if report.snapshot is not None:
+        render_snapshot(
+            report.snapshot,
+            out,
+            role="Audited the store",
+            added="were added after the snapshot and were not audited",
+            removed="were removed after the snapshot",
+        )
     if report.findings:
         out.print(_findings_table(report.findings))
     style = "bold red" if report.exit_code else "bold green"
@@ -337,18 +346,54 @@ def render_copy_result(result: CopyResult, out: Console) -> None:
     phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.phases.items())
     out.print(f"[dim]phases: {phases}[/dim]")
     render_verification(result.verification, out)
+    if result.snapshot is not None:
+        render_snapshot(
+            result.snapshot,
+            out,
+            role="Source",
+            added="were added to the source after the snapshot and are NOT in the target: "
+            "copy again to include them (a later move will carry them)",
+            removed="were removed from the source after the snapshot but are in the target",
+        )
+
+
+def render_snapshot(
+    snapshot: Snapshot, out: Console, *, role: str, added: str, removed: str
+) -> None:
+    """`Source as of … UTC: N records`, and, when the live store has changed since, lines
+    no one can miss: `added`/`removed` say what that means for the command at hand."""
+    out.print(Text(f"{role} {snapshot.summary}", style="bold"))
+    changes = snapshot.changes
+    if changes is None or not changes.changed:
+        return
+    for count, consequence in ((changes.added, added), (changes.removed, removed)):
+        if count:
+            out.print(
+                Text(
+                    f"WARNING: {count:,} record{'s' * (count != 1)} {consequence}.",
+                    style="bold yellow reverse",
+                )
+            )
 
 
 def render_verification(verification: Verification, out: Console) -> None:
     if verification.ok:
         out.print(Text(f"Verified: {verification.summary}.", style="bold green"))
-        return
-    for check in verification.tables:
-        if not check.ok:
-            out.print(Text(f"  {check.problem}", style="red"))
-    for difference in verification.record_differences:
-        out.print(Text(f"  {difference}", style="red"))
-    out.print(Text("Verification FAILED.", style="bold red"))
+    else:
+        for check in verification.tables:
+            if not check.ok:
+                out.print(Text(f"  {check.problem}", style="red"))
+        for difference in verification.record_differences:
+            out.print(Text(f"  {difference}", style="red"))
+        out.print(Text("Verification FAILED.", style="bold red"))
+    for role, snapshot in verification.snapshots.items():
+        render_snapshot(
+            snapshot,
+            out,
+            role=role.capitalize(),
+            added=f"were added to the {role} after its snapshot and were not compared",
+            removed=f"were removed from the {role} after its snapshot and were compared",
+        )
 
 
 def render_database(info: DatabaseInfo, display: str, owner: str, out: Console) -> None:

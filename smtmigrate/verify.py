@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import DatabaseError
 
@@ -65,6 +66,8 @@ class Verification:
     tables: list[TableCheck]
     records: object | None = None  # records.RecordComparison
     seconds: dict[str, float] = field(default_factory=dict)
+    # "source"/"target" → the snapshot.Snapshot that side was read in (set by the caller)
+    snapshots: dict[str, Any] = field(default_factory=dict)
 
     @property
     def record_differences(self) -> list:
@@ -109,9 +112,12 @@ class Verification:
             if self.records is None
             else {
                 "compared": self.records.records,
+                "source_records": self.records.source_records,
+                "target_records": self.records.target_records,
                 "differences": [str(d) for d in self.record_differences],
             },
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "snapshots": {role: s.to_dict() for role, s in self.snapshots.items()},
         }
 
 

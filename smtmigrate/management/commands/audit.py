@@ -6,6 +6,7 @@ from ...audit import audit
 from ...locations import resolve
 from ...render import render_audit, write_json
 from ...schema import inspect_store
+from ...snapshot import source_snapshot
 from ..base import SmtmigrateCommand
 
 
@@ -36,8 +37,10 @@ class Command(SmtmigrateCommand):
         )
 
     def handle(self, location, format, near, **options):
-        with resolve(location) as store:
-            report = audit(inspect_store(store), near=near)
+        with resolve(location) as store, source_snapshot(store) as snapshot:
+            report = audit(inspect_store(snapshot.store), near=near)
+            report.snapshot = snapshot
+            snapshot.check_changes()
         if format == "json":
             write_json(report.to_dict(), self.stdout._out)
         else:

@@ -21,6 +21,7 @@ from ...render import (
     render_verification,
     write_json,
 )
+from ...snapshot import source_snapshot
 from ..base import SmtmigrateCommand
 from .switch import switch_report
 
@@ -72,8 +73,10 @@ class Command(SmtmigrateCommand):
                 project_file(project_dir)
                 check_sumatra_reads(target_store)
                 current = stack.enter_context(resolve(switch))
+            # Everything below reads this one state of the source (snapshot.py).
+            snapshot = stack.enter_context(source_snapshot(source_store))
             try:
-                plan = plan_copy(source_store, target_store, widen=widen)
+                plan = plan_copy(snapshot, target_store, widen=widen)
             except StoreConnectionError as exc:
                 hint = _create_it_first(exc, target_store)
                 if hint is None:
@@ -121,6 +124,8 @@ class Command(SmtmigrateCommand):
                 render_copy_result(result, out)
             if current is not None:
                 same_source = current.kind == "sqlite" and current.path == source_store.path
+                # The verification is of the snapshot: if the source moved on, check again.
+                same_source = same_source and not (snapshot.changes and snapshot.changes.changed)
                 switched = verify_and_switch(
                     project_dir,
                     current,

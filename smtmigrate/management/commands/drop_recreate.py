@@ -12,6 +12,7 @@ from ...copy import copy_store, plan_copy, remove_stale_partials
 from ...errors import Refused, SmtmigrateError
 from ...locations import new_sqlite_target, resolve
 from ...render import PlainCopyEvents, render_database
+from ...snapshot import source_snapshot
 from ...target import Admin, build_schema
 from ..base import SmtmigrateCommand
 
@@ -92,8 +93,8 @@ class Command(SmtmigrateCommand):
 
     def _backup(self, store, path: Path, out) -> None:
         try:
-            with new_sqlite_target(path) as backup:
-                plan = plan_copy(store, backup)
+            with new_sqlite_target(path) as backup, source_snapshot(store) as snapshot:
+                plan = plan_copy(snapshot, backup)
                 if plan.refused:
                     raise Refused("the backup would not take every value")
                 # Progress lines: a big store takes minutes, and a user who interrupts
@@ -101,4 +102,15 @@ class Command(SmtmigrateCommand):
                 result = copy_store(plan, PlainCopyEvents(out))
         except SmtmigrateError as exc:
             raise Refused(f"backup failed, nothing was dropped: {exc}") from exc
-        out.print(f"backup: {escape(str(path))} ({result.verification.summary})")
+        out.print(
+            f"backup: {escape(str(path))} (the store {escape(snapshot.summary)}; "
+            f"{result.verification.summary})"
+        )
+        changes = snapshot.changes
+        if changes is not None and changes.changed:
+            # Dropping now would lose what was written after the snapshot.
+            raise Refused(
+                f"{store.display} changed after the backup's snapshot (+{changes.added:,} "
+                f"records, -{changes.removed:,}): the backup lacks that, so nothing was "
+                "dropped; stop the jobs writing to it and run again"
+            )

@@ -5,6 +5,7 @@ from contextlib import ExitStack
 from ...locations import resolve
 from ...render import render_verification, write_json
 from ...schema import inspect_store
+from ...snapshot import source_snapshot
 from ...verify import verify_stores
 from ..base import SmtmigrateCommand
 
@@ -25,7 +26,17 @@ class Command(SmtmigrateCommand):
         with ExitStack() as stack:
             source_store = stack.enter_context(resolve(source))
             target_store = stack.enter_context(resolve(target))
-            verification = verify_stores(inspect_store(source_store), inspect_store(target_store))
+            # Each side is read in one state of its own, never while it moves.
+            snapshots = {
+                "source": stack.enter_context(source_snapshot(source_store)),
+                "target": stack.enter_context(source_snapshot(target_store)),
+            }
+            verification = verify_stores(
+                inspect_store(snapshots["source"].store), inspect_store(snapshots["target"].store)
+            )
+            for snapshot in snapshots.values():
+                snapshot.check_changes()
+            verification.snapshots = snapshots
         if format == "json":
             write_json(verification.to_dict(), self.stdout._out)
         else:
