@@ -38,8 +38,8 @@ class Command(SmtmigrateCommand):
     def handle(self, location, format, near, **options):
         with resolve(location) as store:
             report = audit(inspect_store(store), near=near)
+        self.exit_code = report.exit_code  # also when the reader stops early (`| head`)
         if format == "json":
             write_json(report.to_dict(), self.stdout._out)
         else:
             render_audit(report, self.console())
-        self.exit_code = report.exit_code
