@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from ...locations import resolve
+from ...errors import SmtmigrateError
+from ...locations import resolve, same_store
 from ...render import render_verification, write_json
 from ...schema import inspect_store
 from ...verify import verify_stores
@@ -25,6 +26,10 @@ class Command(SmtmigrateCommand):
         with ExitStack() as stack:
             source_store = stack.enter_context(resolve(source))
             target_store = stack.enter_context(resolve(target))
+            if same_store(source_store, target_store):  # it would prove nothing
+                raise SmtmigrateError(
+                    f"SOURCE and TARGET are the same store ({target_store.display})"
+                )
             verification = verify_stores(inspect_store(source_store), inspect_store(target_store))
         if format == "json":
             write_json(verification.to_dict(), self.stdout._out)
