@@ -354,6 +354,23 @@ def test_ctrl_c_during_an_audit_always_ends_as_interrupted(big_store):
         assert (audit.returncode, err.strip()) == (130, "smtmigrate audit: interrupted"), step
 
 
+def test_ctrl_c_during_the_load_of_a_copy_always_ends_as_interrupted(big_store, pg_database):
+    """psycopg2 turns a KeyboardInterrupt in COPY's read() into "COPY from stdin failed:
+    error in .read()"; at three moments of the load the copy ends as interrupted, the
+    target as it was."""
+    for delay in (0.0, 0.15, 0.3):
+        copy = start("copy", big_store, pg_database, "--widen", stdout=subprocess.PIPE)
+        for line in copy.stdout:
+            if "django_store_datakey" in line:  # the first table is in, the rest streams
+                break
+        time.sleep(delay)
+        assert copy.poll() is None, "the copy ended before Ctrl-C: use a bigger store"
+        copy.send_signal(signal.SIGINT)
+        _, err = copy.communicate(timeout=60)
+        assert (copy.returncode, err.strip()) == (130, "smtmigrate copy: interrupted"), delay
+        assert public_tables(pg_database) == 0
+
+
 def test_a_closed_pipe_ends_with_the_audits_verdict(tmp_path, django_db_blocker):
     """`smtmigrate audit STORE | head -1` on a clean store: exit 0, nothing on stderr."""
     clean = tmp_path / "clean.sqlite"
