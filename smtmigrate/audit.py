@@ -405,15 +405,21 @@ class _TableScan:
         label = self.dialect.preview("label", PREVIEW_CHARS + 1) if is_record else "NULL"
         shown = self.dialect.preview(check.column, PREVIEW_CHARS + 1)
         order = f"{length} DESC, " if check.kind == "overflow" else ""
+        whole = "NULL"
+        if self.dialect.vendor == "sqlite":  # its text functions stop at a NUL: read bytes
+            whole = f"CAST({q(check.column)} AS BLOB)"
         self.cursor.execute(
-            f"SELECT {q(pk)}, {label}, {shown}, {length} FROM {q(table.name)} "
+            f"SELECT {q(pk)}, {label}, {shown}, {length}, {whole} FROM {q(table.name)} "
             f"WHERE {check.condition} ORDER BY {order}{q(pk)} LIMIT {EXAMPLES}"
         )
         examples = []
-        for row_id, record_label, value, value_length in self.cursor.fetchall():
+        for row_id, record_label, value, value_length, raw in self.cursor.fetchall():
             example: dict[str, Any] = {"id": row_id}
             if is_record:
                 example["label"] = _preview(record_label)
+            if isinstance(raw, bytes) and b"\x00" in raw:
+                value = raw
+                value_length = len(raw.decode("utf-8", "surrogateescape"))
             example["value"] = _preview(value)
             example["length"] = value_length
             examples.append(example)
@@ -438,7 +444,7 @@ def _preview(value: Any) -> str | None:
         return None
     if isinstance(value, bytes):
         value = value.decode("utf-8", "backslashreplace")
-    text = str(value).replace("\x00", "\\x00")
+    text = str(value)  # a NUL is kept: shown as \x00 by repr() and JSON alike
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 

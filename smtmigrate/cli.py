@@ -56,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "smtmigrate.settings"
-    import django
-    from django.core.management import load_command_class
+    try:  # Ctrl-C while Django and Sumatra load (a second or more) ends as one line too
+        import django
+        from django.core.management import load_command_class
 
-    django.setup()
-    command = load_command_class("smtmigrate", name.replace("-", "_"))
-    try:
+        django.setup()
+        command = load_command_class("smtmigrate", name.replace("-", "_"))
         command.run_from_argv(["smtmigrate", name, *argv[1:]])
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 2)

@@ -21,3 +21,15 @@ def write_private(path: Path, text: str, *, mode: int) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def check_writable(path: Path) -> None:
+    """Raise PermissionError/OSError unless `path` can be written where it is: a new file
+    in its directory (tried for real: root ignores mode bits, not read-only mounts or
+    immutable files), and the file itself when it exists. Nothing is left behind."""
+    probe = path.with_name(f".{path.name}.probe-{os.getpid()}")
+    probe.unlink(missing_ok=True)
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    probe.unlink()
+    if path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND))

@@ -23,6 +23,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .db import register_database, unregister_database
 from .errors import LocationError, NotASumatraStore, StoreConnectionError, UnsupportedStore
+from .files import check_writable
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 DJANGO_STORE_TYPE = "sumatra.recordstore.django_store.DjangoRecordStore"
@@ -82,7 +83,8 @@ class Store:
                 f"{self.display} is locked by another writer (waited {SQLITE_LOCK_TIMEOUT} s); "
                 "try again when the running smt jobs have finished"
             )
-        return StoreConnectionError(f"cannot read {self.display}: {self.describe_error(exc)}")
+        hint = sqlite_hint(self.path) if self.kind == "sqlite" and self.path else ""
+        return StoreConnectionError(f"cannot read {self.display}: {self.describe_error(exc)}{hint}")
 
     def close(self) -> None:
         if self._alias is not None:
@@ -94,6 +96,33 @@ class Store:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def sqlite_hint(path: Path) -> str:
+    """What is wrong, and what to do, when a read-only SQLite open fails for a reason
+    SQLite's own message does not name."""
+    journal = path.with_name(path.name + "-journal")
+    if journal.is_file() and journal.stat().st_size > 0:
+        return (
+            f" ({journal.name} beside it is a hot journal, left by a writer that was killed "
+            "mid-transaction: SQLite must roll it back before the store can be read, and a "
+            "read-only open cannot; open the store once with write access, e.g. "
+            f"`sqlite3 {path} 'PRAGMA quick_check'` or `smt list` in its project, then retry)"
+        )
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(20)
+    except OSError:
+        return ""
+    shm = path.with_name(path.name + "-shm")
+    if header[18:20] == b"\x02\x02" and not shm.exists() and not os.access(path.parent, os.W_OK):
+        return (
+            f" (the store is in WAL mode and has no {shm.name}, which SQLite must create "
+            "beside it even to read it, in a directory that cannot be written: make the "
+            "directory writable for the audit, or copy the store, with its -wal file if "
+            "any, somewhere writable and audit the copy)"
+        )
+    return ""
 
 
 def one_line(exc: BaseException) -> str:
@@ -184,6 +213,12 @@ def resolve_target(text: str) -> Store:
     path = path.resolve()
     if not path.parent.is_dir():
         raise LocationError(f"{path.parent}: no such directory")
+    try:  # before any work: a copy or backup must not end at its last step
+        check_writable(path)
+    except OSError as exc:
+        raise LocationError(
+            f"{path.parent}: cannot write a new file here ({exc.strerror})"
+        ) from exc
     return Store("sqlite", str(path), sqlite_settings(path, read_only=False), path=path)
 
 
@@ -202,7 +237,8 @@ def _path_store(path: Path) -> Store:
 
 def _project_store(directory: Path) -> Store:
     project_file = directory / ".smt" / "project"
-    if not project_file.is_file() and directory.name == ".smt":
+    if not project_file.is_file() and directory.resolve().name == ".smt":  # `audit .` in it
+        directory = directory.resolve()
         directory, project_file = directory.parent, directory / "project"
     if not project_file.is_file():
         raise LocationError(
@@ -309,3 +345,31 @@ def postgres_settings(url: str) -> dict[str, Any]:
         "PORT": options.pop("port", port),
         "OPTIONS": options,
     }
+
+
+def same_store(a: Store, b: Store) -> bool:
+    """Whether two locations name the same store, however they were spelled: the same
+    SQLite file (links and relative paths included), or the same database of the same
+    running PostgreSQL server (whatever host name, socket or port alias reached it)."""
+    if a.kind != b.kind:
+        return False
+    if a.kind == "sqlite":
+        try:
+            return a.path is not None and b.path is not None and a.path.samefile(b.path)
+        except OSError:  # a new file that does not exist yet
+            return False
+    return _server_database(a) == _server_database(b)
+
+
+def _server_database(store: Store) -> tuple:
+    """The running server (its start time and port) and the database's oid."""
+    connection = store.connection
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_postmaster_start_time(), current_setting('port'), d.oid "
+                "FROM pg_database d WHERE d.datname = current_database()"
+            )
+            return cursor.fetchone()
+    except DatabaseError as exc:
+        raise store.read_error(exc) from exc

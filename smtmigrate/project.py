@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LocationError, Refused, SmtmigrateError
-from .files import write_private
-from .locations import DJANGO_STORE_TYPE, URL_RE, Store, redact_url
+from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
+from .files import check_writable, write_private
+from .locations import DJANGO_STORE_TYPE, URL_RE, Store, redact_url, same_store
 
 PROJECT_FILE = Path(".smt") / "project"
 BACKUP_FILE = Path(".smt") / "project.smtmigrate-backup"
@@ -27,6 +27,8 @@ class SwitchResult:
     db_file: str  # what the project now names: never holds a password
     pgpass: Path | None  # written when the URL carried a password
     pgpass_changed: bool = False
+    backup_kept: bool = False  # the backup of an earlier switch was kept, not replaced
+    switched: bool = True  # False: the project named that store already
 
 
 def project_directory(text: str) -> Path:
@@ -77,6 +79,13 @@ def check_sumatra_reads(target: Store) -> None:
             and (read["HOST"] or "").lower() == (ours.get("HOST") or "").lower()
             and str(read["PORT"] or "") == str(ours.get("PORT") or "")
         )
+    if target.kind != "sqlite" and "?" in url:
+        # sslmode=require, for one, would silently not apply to `smt`
+        raise Refused(
+            f"Sumatra ignores the ?parameters of {url}: `smt` would connect without them; "
+            "nothing was changed. Give them to libpq in the environment of the jobs "
+            "instead (PGSSLMODE, PGCONNECT_TIMEOUT, …, or a service file)"
+        )
     if not same:
         seen = f"database {read['NAME']!r}"
         if target.kind != "sqlite":
@@ -88,9 +97,38 @@ def check_sumatra_reads(target: Store) -> None:
         )
 
 
+def check_switch(directory: Path, target: Store, *, home: Path | None = None) -> None:
+    """Everything a switch to `target` needs, checked before anything is written (by
+    `copy --switch`, before the copy): a project file, a URL Sumatra reads as we do,
+    and the files the switch writes, writable."""
+    path = project_file(directory)
+    check_sumatra_reads(target)
+    files = [path, directory / BACKUP_FILE]
+    if target.password:
+        files.append(pgpass_path(home))
+    for file in files:
+        try:
+            check_writable(file)
+        except OSError as exc:
+            raise SmtmigrateError(
+                f"{file}: cannot be written ({exc.strerror}); nothing was changed"
+            ) from exc
+
+
+def pgpass_path(home: Path | None = None) -> Path:
+    """libpq's password file: PGPASSFILE, else ~/.pgpass."""
+    if home is None and os.environ.get("PGPASSFILE"):
+        return Path(os.environ["PGPASSFILE"])
+    return (home or Path.home()) / ".pgpass"
+
+
 def switch_project(directory: Path, target: Store, *, home: Path | None = None) -> SwitchResult:
     """Back up the project file, then make it name `target` (password to ~/.pgpass).
-    `target` has passed check_sumatra_reads (verify_and_switch checks it first)."""
+    `target` has passed check_switch (verify_and_switch checks it first).
+
+    The backup is the configuration before the first switch: a later switch keeps it
+    (it would otherwise save a file that already names a new store), `--back` uses it up.
+    """
     path = project_file(directory)
     text = path.read_text(encoding="utf-8")
     try:
@@ -100,14 +138,17 @@ def switch_project(directory: Path, target: Store, *, home: Path | None = None) 
     pgpass = None
     changed = False
     if target.password:
-        pgpass = (home or Path.home()) / ".pgpass"
+        pgpass = pgpass_path(home)
         changed = add_pgpass_entry(pgpass, target)
+        check_pgpass(pgpass, target)
     backup = directory / BACKUP_FILE
-    write_private(backup, text, mode=path.stat().st_mode & 0o777)
+    kept = backup.is_file()
+    if not kept:
+        write_private(backup, text, mode=path.stat().st_mode & 0o777)
     url = store_url(target)
     project["record_store"] = {"type": DJANGO_STORE_TYPE, "db_file": url}
     write_private(path, json.dumps(project, indent=2) + "\n", mode=path.stat().st_mode & 0o777)
-    return SwitchResult(path, backup, url, pgpass, changed)
+    return SwitchResult(path, backup, url, pgpass, changed, backup_kept=kept)
 
 
 def verify_and_switch(
@@ -115,11 +156,15 @@ def verify_and_switch(
 ):
     """Switch only when `new` holds the same records as the project's store (or --force).
     `verified`: a verification of exactly these two stores already made (by `copy`).
-    Returns the verification and the SwitchResult."""
+    Returns the verification (None when the project names `new` already: nothing to do)
+    and the SwitchResult."""
     from .schema import inspect_store
     from .verify import verify_stores
 
-    check_sumatra_reads(new)  # before the verification, which can take minutes
+    check_switch(directory, new)  # before the verification, which can take minutes
+    if same_store(current, new):
+        path = project_file(directory)
+        return None, SwitchResult(path, directory / BACKUP_FILE, new.display, None, switched=False)
     verification = verified
     if verification is None:
         from .snapshot import source_snapshot
@@ -146,9 +191,11 @@ def switch_back(directory: Path) -> Path:
 
 
 def pgpass_key(store: Store) -> list[str]:
+    """host, port, database, user as libpq looks them up (a socket is `localhost`)."""
     s = store.settings
+    host = s.get("HOST") or ""
     return [
-        s.get("HOST") or "localhost",
+        "localhost" if not host or host.startswith("/") else host,
         str(s.get("PORT") or 5432),
         s["NAME"],
         s.get("USER") or os.environ.get("PGUSER") or os.environ.get("USER") or "*",
@@ -159,15 +206,77 @@ def _escape(field: str) -> str:
     return field.replace("\\", "\\\\").replace(":", "\\:")
 
 
+def _pgpass_fields(line: str) -> list[str]:
+    """A ~/.pgpass line split as libpq splits it (`\\` escapes `:` and itself)."""
+    fields, current, escaped = [], "", False
+    for char in line:
+        if escaped:
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == ":" and len(fields) < 4:
+            fields.append(current)
+            current = ""
+        else:
+            current += char
+    return [*fields, current]
+
+
+def _pgpass_matches(line: str, key: list[str]) -> bool:
+    """Whether libpq would take `line` for host:port:db:user `key` (`*` matches all)."""
+    if line.startswith("#"):
+        return False
+    fields = _pgpass_fields(line)
+    return len(fields) == 5 and all(f in ("*", k) for f, k in zip(fields, key, strict=False))
+
+
 def add_pgpass_entry(pgpass: Path, store: Store) -> bool:
     """One line for host:port:db:user in ~/.pgpass (mode 0600); other lines are kept,
-    a line for the same key is replaced. Returns whether the file changed."""
-    key = ":".join(_escape(f) for f in pgpass_key(store))
-    line = f"{key}:{_escape(store.password)}"
+    a line for the same key is replaced. libpq takes the first line that matches, so
+    ours goes before any other that would (e.g. `*:*:*:user:old`). Returns whether the
+    file changed."""
+    key = pgpass_key(store)
+    escaped_key = ":".join(_escape(f) for f in key)
+    line = f"{escaped_key}:{_escape(store.password)}"
     lines = pgpass.read_text().splitlines() if pgpass.exists() else []
-    kept = [existing for existing in lines if not existing.startswith(key + ":")]
-    if line in lines and len(kept) == len(lines) - 1:
+    kept = [existing for existing in lines if not existing.startswith(escaped_key + ":")]
+    first = next((i for i, old in enumerate(kept) if _pgpass_matches(old, key)), len(kept))
+    wanted = [*kept[:first], line, *kept[first:]]
+    if wanted == lines:
         os.chmod(pgpass, 0o600)
         return False
-    write_private(pgpass, "\n".join([*kept, line]) + "\n", mode=0o600)
+    write_private(pgpass, "\n".join(wanted) + "\n", mode=0o600)
     return True
+
+
+def check_pgpass(pgpass: Path, store: Store) -> None:
+    """Ask libpq itself which password it finds for the store in `pgpass` (it looks the
+    file up when it connects, whatever the server then asks for)."""
+    import psycopg2
+
+    s = store.settings
+    params = {
+        "dbname": s["NAME"],
+        "user": s.get("USER") or None,
+        "host": s.get("HOST") or None,
+        "port": s.get("PORT") or None,
+        **s.get("OPTIONS", {}),
+        "passfile": str(pgpass),
+    }
+    try:
+        # password "": the file is looked up, not PGPASSWORD
+        connection = psycopg2.connect(password="", **{k: v for k, v in params.items() if v})
+    except psycopg2.Error as exc:
+        raise StoreConnectionError(
+            f"cannot connect to {store.display} with the password from {pgpass}: "
+            f"{store.describe_error(exc)}"
+        ) from exc
+    try:
+        found = connection.info.password
+    finally:
+        connection.close()
+    if found != store.password:
+        raise SmtmigrateError(
+            f"libpq does not take the new line of {pgpass} for {store.display} (another "
+            "line wins): fix that file; the project file was not changed"
+        )

@@ -39,10 +39,18 @@ KIND_STYLES = {
 PIPED_WIDTH = 160
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich would exit 1 (the audit's "findings"); the command ends it instead, with
+        its own verdict (management/base.py)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console(file: IO[str], *, no_color: bool = False) -> Console:
     """A console that wraps to the terminal, or to a wide page when output is piped."""
     is_tty = hasattr(file, "isatty") and file.isatty()
-    return Console(
+    return _Console(
         file=file,
         no_color=no_color,
         highlight=False,

@@ -223,6 +223,32 @@ class Admin:
             statement = sql.SQL("{} PASSWORD {}").format(statement, sql.Literal(hashed))
         self.execute(statement)
 
+    def check_may_create_role(self) -> None:
+        (user, may) = self.execute(
+            "SELECT current_user, rolsuper OR rolcreaterole FROM pg_roles "
+            "WHERE rolname = current_user"
+        )[0]
+        if not may:
+            raise Refused(
+                f"role '{user}' may not create roles (no CREATEROLE); connect as one that "
+                "may with --admin URL; nothing was changed"
+            )
+
+    def become_member(self, role: str) -> bool:
+        """Make this (non-superuser) admin a member of `role`, which it needs to create a
+        database owned by it and build the schema as it. Returns whether it granted it
+        (to be revoked by the caller): a CREATEROLE admin may grant the role it made."""
+        if self.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", [role])[0][0]:
+            return False
+        self.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+        return True
+
+    def revoke_membership(self, role: str) -> None:
+        self.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(role)))
+
+    def drop_role(self, role: str) -> None:
+        self.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
     def drop_database(self) -> None:
         name = sql.Identifier(self.name)
         if self.connection.server_version >= 130000:

@@ -285,9 +285,41 @@ def migration_sql(plan: WideningPlan, connection: BaseDatabaseWrapper | None) ->
     else:
         editor = connection.schema_editor(collect_sql=True, atomic=False)
     with editor:
-        migration.apply(migration.initial_state.clone(), editor)
+        _apply(migration, editor)
     statements = editor.collected_sql
     return [sqlparse.format(s, reindent=True, keyword_case="upper") for s in statements]
+
+
+def _apply(migration: Migration, editor) -> None:
+    """Run the migration, then undo two side effects of Django's PostgreSQL schema editor
+    on the foreign keys to a primary key it alters (`django_store_record.project_id`, when
+    `django_store_project.id` becomes text): it drops their `varchar_pattern_ops` index
+    and never makes it again (only the altered column's own), and it recreates their
+    constraint under another name (suffix `_fk`, not `_fk_<table>_<column>`). Afterwards
+    the store has the schema the widened models get when created afresh
+    (tests/test_defects.py compares the catalogs)."""
+    before = migration.initial_state
+    after = migration.apply(before.clone(), editor)
+    widened = {(o.model_name, o.name) for o in migration.operations}
+    for model in after.apps.get_app_config(SUMATRA_APP).get_models():
+        old_model = before.apps.get_model(SUMATRA_APP, model.__name__)
+        for field in model._meta.local_fields:
+            if not field.is_relation or (model._meta.model_name, field.name) in widened:
+                continue  # Django's AlterField takes care of the field it alters
+            old_type = old_model._meta.get_field(field.name).db_type(editor.connection) or ""
+            new_type = field.db_type(editor.connection) or ""
+            if old_type == new_type:
+                continue
+            if field.db_constraint:
+                table = editor.quote_name(model._meta.db_table)
+                made = editor._fk_constraint_name(model, field, "_fk")
+                wanted = editor._fk_constraint_name(model, field, "_fk_%(to_table)s_%(to_column)s")
+                editor.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {made} TO {wanted}")
+            dropped = old_type.startswith("varchar") and not new_type.startswith("varchar")
+            if field.db_index and dropped:
+                statement = editor._create_like_index_sql(model, field)
+                if statement is not None:
+                    editor.execute(statement)
 
 
 def _offline_editor():
@@ -367,7 +399,7 @@ def apply_widening(
                 with connection.cursor() as cursor:
                     cursor.execute("SET LOCAL lock_timeout = %s", [f"{lock_timeout * 1000:.0f}ms"])
                 with connection.schema_editor(atomic=False) as editor:
-                    migration.apply(migration.initial_state.clone(), editor)
+                    _apply(migration, editor)
                 recorder = MigrationRecorder(connection)
                 if (SUMATRA_APP, migration.name) not in recorder.applied_migrations():
                     recorder.record_applied(SUMATRA_APP, migration.name)

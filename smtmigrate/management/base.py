@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError, handle_default_options
 from django.db import connections
@@ -11,6 +15,34 @@ from ..errors import SmtmigrateError
 from ..render import console
 
 INTERRUPTED = 130
+
+
+class _Interrupts:
+    """Whether Ctrl-C was pressed during the command. A KeyboardInterrupt raised inside
+    SQLite (a Python function of the audit) or inside psycopg2 (COPY's read()) comes out
+    as a database error, not as KeyboardInterrupt; the command still ends as interrupted."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame) -> None:
+        cls.seen = True
+        signal.default_int_handler(signum, frame)
+
+    @classmethod
+    @contextmanager
+    def watched(cls) -> Iterator[None]:
+        cls.seen = False
+        try:
+            previous = signal.signal(signal.SIGINT, cls.handler)
+        except ValueError:  # not the main thread: nothing to watch
+            yield
+            return
+        try:
+            yield
+        finally:
+            if signal.getsignal(signal.SIGINT) is cls.handler:
+                signal.signal(signal.SIGINT, previous)
 
 
 class SmtmigrateCommand(BaseCommand):
@@ -35,6 +67,11 @@ class SmtmigrateCommand(BaseCommand):
             return super().execute(*args, **options)
         except SmtmigrateError as exc:
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError) or exc.filename is None:
+                raise
+            # A file the command could not write or read, which no check caught first.
+            raise CommandError(f"{exc.filename}: {exc.strerror}", returncode=2) from exc
 
     def run_from_argv(self, argv: list[str]) -> None:
         """Django's, with the error shown as `smtmigrate CMD: error: …` and our exit codes."""
@@ -45,16 +82,26 @@ class SmtmigrateCommand(BaseCommand):
         args = cmd_options.pop("args", ())
         handle_default_options(options)
         try:
-            self.execute(*args, **cmd_options)
-        except CommandError as exc:
-            if options.traceback:
+            with _Interrupts.watched():
+                self.execute(*args, **cmd_options)
+        except KeyboardInterrupt:
+            self._interrupted(parser.prog)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly with the command's own verdict.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(self.exit_code)
+        except Exception as exc:
+            if _Interrupts.seen:  # Ctrl-C, seen by a library as an error of its own
+                self._interrupted(parser.prog)
+            if not isinstance(exc, CommandError) or options.traceback:
                 raise
             self.stderr.write(f"{parser.prog}: error: {exc}")
             sys.exit(exc.returncode)
-        except KeyboardInterrupt:
-            self.stderr.write(f"{parser.prog}: interrupted")
-            sys.exit(INTERRUPTED)
         finally:
             connections.close_all()
         if self.exit_code:
             sys.exit(self.exit_code)
+
+    def _interrupted(self, prog: str) -> None:
+        self.stderr.write(f"{prog}: interrupted")
+        sys.exit(INTERRUPTED)

@@ -41,8 +41,8 @@ class Command(SmtmigrateCommand):
             report = audit(inspect_store(snapshot.store), near=near)
             report.snapshot = snapshot
             snapshot.check_changes()
+        self.exit_code = report.exit_code  # also when the reader stops early (`| head`)
         if format == "json":
             write_json(report.to_dict(), self.stdout._out)
         else:
             render_audit(report, self.console())
-        self.exit_code = report.exit_code

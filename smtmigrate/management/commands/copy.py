@@ -4,14 +4,8 @@ from contextlib import ExitStack, nullcontext
 
 from ...copy import SilentEvents, VerificationFailed, copy_store, plan_copy
 from ...errors import Refused, StoreConnectionError
-from ...locations import Store, resolve, resolve_target
-from ...project import (
-    check_sumatra_reads,
-    project_directory,
-    project_file,
-    store_url,
-    verify_and_switch,
-)
+from ...locations import Store, resolve, resolve_target, same_store
+from ...project import check_switch, project_directory, store_url, verify_and_switch
 from ...render import (
     PlainCopyEvents,
     RichCopyEvents,
@@ -68,11 +62,16 @@ class Command(SmtmigrateCommand):
             source_store = stack.enter_context(resolve(source))
             target_store = stack.enter_context(resolve_target(target))
             current = project_dir = None
-            if switch:  # before copying: a bad PROJECT_DIR must not end a copy already made
+            if switch:  # everything the switch needs, before copying: never end a copy made
                 project_dir = project_directory(switch)
-                project_file(project_dir)
-                check_sumatra_reads(target_store)
+                check_switch(project_dir, target_store)
                 current = stack.enter_context(resolve(switch))
+                if not same_store(current, source_store):
+                    raise Refused(
+                        f"--switch {switch}: the project's store is {current.display}, not "
+                        "SOURCE; copy the project's own store (or switch it with "
+                        "`smtmigrate switch`); nothing was written"
+                    )
             # Everything below reads this one state of the source (snapshot.py).
             snapshot = stack.enter_context(source_snapshot(source_store))
             try:
@@ -122,15 +121,14 @@ class Command(SmtmigrateCommand):
                 write_json(self._json(plan, result), self.stdout._out)
             elif not quiet:
                 render_copy_result(result, out)
-            if current is not None:
-                same_source = current.kind == "sqlite" and current.path == source_store.path
+            if current is not None:  # the project's store is SOURCE: checked above
                 # The verification is of the snapshot: if the source moved on, check again.
-                same_source = same_source and not (snapshot.changes and snapshot.changes.changed)
+                moved_on = bool(snapshot.changes and snapshot.changes.changed)
                 switched = verify_and_switch(
                     project_dir,
                     current,
                     target_store,
-                    verified=result.verification if same_source else None,
+                    verified=None if moved_on else result.verification,
                 )
                 if not quiet:
                     for line in switch_report(*switched):

@@ -57,17 +57,39 @@ class Command(SmtmigrateCommand):
                 if create_role:
                     if server.role_exists(owner):
                         raise Refused(f"role '{owner}' exists already")
-                    server.create_role(owner, password)
-                    # Names are anyone's strings: escaped, never rich markup.
-                    said = f"created role {escape(owner)}"
-                    out.print(said + (" with a password" if password else ""))
-                server.create_database(owner)
-                name = escape(store.settings["NAME"])
-                out.print(f"created database {name} (owner {escape(owner)}, UTF8)")
-                with server.target_as_admin() as created:
-                    build_schema(created, owner=owner)
+                    server.check_may_create_role()
+                made: list[str] = []  # undone, newest first, if a later step fails
+                granted = False
+                try:
+                    if create_role:
+                        server.create_role(owner, password)
+                        made.append("role")
+                        # Names are anyone's strings: escaped, never rich markup.
+                        said = f"created role {escape(owner)}"
+                        out.print(said + (" with a password" if password else ""))
+                        granted = server.become_member(owner)
+                    server.create_database(owner)
+                    made.append("database")
+                    name = escape(store.settings["NAME"])
+                    out.print(f"created database {name} (owner {escape(owner)}, UTF8)")
+                    with server.target_as_admin() as created:
+                        build_schema(created, owner=owner)
+                except BaseException as exc:
+                    self._undo(server, owner, made, exc)
+                    raise
+                if granted:  # the admin keeps no membership it did not have
+                    server.revoke_membership(owner)
             out.print("built Sumatra's schema (its migrations + the default widening)")
             out.print("For ~/.pgpass (mode 0600), put the password in place of PASSWORD:")
             out.print(f"  {pgpass_line(store)}", markup=False)
             out.print("For pg_hba.conf, if the server asks for passwords:")
             out.print(f"  {pg_hba_line(store, owner)}", markup=False)
+
+    def _undo(self, server: Admin, owner: str, made: list[str], exc: BaseException) -> None:
+        """Remove what this run created, so that running it again starts afresh."""
+        if "database" in made:
+            server.drop_database()
+        if "role" in made:
+            server.drop_role(owner)  # its memberships go with it
+        if made and isinstance(exc, SmtmigrateError):
+            exc.args = (f"{exc}; removed the {' and the '.join(reversed(made))} it had created",)

@@ -58,13 +58,15 @@ class Command(SmtmigrateCommand):
                     "(or empty ones): nothing was changed"
                 )
             server.check_privileges(owner, drop=info.exists)
-            self._confirm(info.name, yes, out)
             if info.records:
                 stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
                 # A database name may hold '/' or worse: the default file name keeps
                 # letters, digits, '.', '-' and '_' of it.
                 safe_name = re.sub(r"[^\w.-]", "_", info.name)
                 path = Path(backup or f"{safe_name}-backup-{stamp}.sqlite")
+                new_sqlite_target(path).close()  # a place it cannot be written: say so now
+            self._confirm(info.name, yes, out)
+            if info.records:
                 if not backup:  # a killed run's partial has another time in its name
                     remove_stale_partials(Path("."), f"{glob_escape(safe_name)}-backup-*.sqlite")
                 out.print(f"backing up {info.records:,} records to {escape(str(path))} …")

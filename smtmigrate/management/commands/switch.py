@@ -26,7 +26,7 @@ class Command(SmtmigrateCommand):
             if target:
                 raise SmtmigrateError("--back takes no TARGET")
             restored = switch_back(directory)
-            self.stdout.write(f"restored {restored} from the copy saved by the last switch")
+            self.stdout.write(f"restored {restored} as it was before the first switch")
             return
         if not target:
             raise SmtmigrateError("give the TARGET store to switch to (or --back)")
@@ -37,10 +37,17 @@ class Command(SmtmigrateCommand):
 
 
 def switch_report(verification, result) -> list[str]:
+    if not result.switched:
+        return [f"{result.project_file} names {result.db_file} already; nothing was changed"]
     verdict = "verified" if verification.ok else "switched anyway (--force)"
+    saved = (
+        f"kept {result.backup}, saved by an earlier switch (the project file before it)"
+        if result.backup_kept
+        else f"saved the previous project file as {result.backup}"
+    )
     lines = [
         f"{verdict}: {verification.summary}",
-        f"saved the previous project file as {result.backup}",
+        saved,
         f"{result.project_file} now names {result.db_file}",
     ]
     if result.pgpass is not None:

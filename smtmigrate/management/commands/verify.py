@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from ...locations import resolve
+from ...errors import SmtmigrateError
+from ...locations import resolve, same_store
 from ...render import render_verification, write_json
 from ...schema import inspect_store
 from ...snapshot import source_snapshot
@@ -26,6 +27,10 @@ class Command(SmtmigrateCommand):
         with ExitStack() as stack:
             source_store = stack.enter_context(resolve(source))
             target_store = stack.enter_context(resolve(target))
+            if same_store(source_store, target_store):  # it would prove nothing
+                raise SmtmigrateError(
+                    f"SOURCE and TARGET are the same store ({target_store.display})"
+                )
             # Each side is read in one state of its own, never while it moves.
             snapshots = {
                 "source": stack.enter_context(source_snapshot(source_store)),
