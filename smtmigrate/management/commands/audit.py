@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from argparse import ArgumentTypeError
 
-from ...audit import audit
+from ...audit import audit, unknown_layout_report
+from ...errors import UnknownLayout
 from ...locations import resolve
 from ...render import render_audit, write_json
 from ...schema import inspect_store
@@ -37,7 +38,10 @@ class Command(SmtmigrateCommand):
 
     def handle(self, location, format, near, **options):
         with resolve(location) as store:
-            report = audit(inspect_store(store), near=near)
+            try:
+                report = audit(inspect_store(store), near=near)
+            except UnknownLayout as exc:  # a finding: the copy could not carry this store
+                report = unknown_layout_report(store, exc, near)
         if format == "json":
             write_json(report.to_dict(), self.stdout._out)
         else:
