@@ -18,7 +18,7 @@ What each missing column becomes is what today's Sumatra gives a record that lac
     outputs had the same (path, digest, metadata), e.g. two runs with equal parameters;
     today one row names one record. The record with the lowest id keeps the original row
     (and its id, which inputs keep pointing at); each further record gets a copy of the
-    row with a new id above the store's largest, numbered in (datakey, record) order. No
+    row with a new id: the store's largest DataKey id plus the id of the link row. No
     output is lost or re-pointed, and Sumatra 0.8.1 reads every record's outputs as the
     old release did.
 A column a store lacks that today's model requires (NOT NULL) is never invented: the
@@ -65,23 +65,32 @@ def view_statements(
 
 
 def _datakey_select(present: list[str], missing: list[str]) -> str:
-    """DataKey rows with `output_from_record_id` from the M2M output links (see above)."""
+    """DataKey rows with `output_from_record_id` from the M2M output links (see above):
+    keys no record outputs, each key with its first record, a copy per further record.
+
+    Three arms of joins and EXISTS (no window function), so that SQLite pushes a filter on
+    `id` or `output_from_record_id` (the record-level check reads keys chunk by chunk) down
+    to the primary key and the links' indexes. A copy's id is the store's largest DataKey
+    id plus the link's own id: unique, above every original id, the same on every read."""
     k, links = "{schema}." + _quote(DATAKEY), "{schema}." + _quote(OUTPUT_LINKS)
 
     def columns(new_id: str, record: str) -> str:
-        values = [new_id if c == "id" else f"k.{_quote(c)}" for c in present]
-        for name in missing:
-            values.append(record if name == "output_from_record_id" else "NULL")
         names = present + missing
+        values = [new_id if c == "id" else f"k.{_quote(c)}" for c in present]
+        values += [record if c == "output_from_record_id" else "NULL" for c in missing]
         return ", ".join(f"{v} AS {_quote(n)}" for v, n in zip(values, names, strict=True))
 
-    first = f"(SELECT min(m.record_id) FROM {links} m WHERE m.datakey_id = k.id)"
+    linked = f"FROM {links} l JOIN {k} k ON k.id = l.datakey_id"
+    earlier = (
+        f"EXISTS (SELECT 1 FROM {links} m WHERE m.datakey_id = l.datakey_id "
+        "AND m.record_id < l.record_id)"
+    )
     return (
-        f"SELECT {columns('k.id', first)} FROM {k} k "
-        "UNION ALL "
-        f"SELECT {columns(f'(SELECT max(id) FROM {k}) + row_number() OVER (ORDER BY o.datakey_id, o.record_id)', 'o.record_id')} "  # noqa: E501
-        f"FROM {links} o JOIN {k} k ON k.id = o.datakey_id "
-        f"WHERE o.record_id > {first}"
+        f"SELECT {columns('k.id', 'NULL')} FROM {k} k "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {links} m WHERE m.datakey_id = k.id) "
+        f"UNION ALL SELECT {columns('k.id', 'l.record_id')} {linked} WHERE NOT {earlier} "
+        f"UNION ALL SELECT {columns(f'(SELECT max(id) FROM {k}) + l.id', 'l.record_id')} "
+        f"{linked} WHERE {earlier}"
     )
 
 
