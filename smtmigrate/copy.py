@@ -102,6 +102,8 @@ class CopyPlan:
     row_counts: dict[str, int]  # by today's table name
     failing: list[Finding]  # what the target would reject even after the planned widening
     skipped: list[str]  # source tables that are not copied
+    # Sumatra 0.4-0.6: source table → where its rows go instead (generations.FOLDED_TABLES)
+    folded: dict[str, str] = field(default_factory=dict)
 
     @property
     def build_schema(self) -> bool:
@@ -135,6 +137,7 @@ class CopyPlan:
                     for c in self.widening.changes
                 ],
                 "skipped": self.skipped,
+                "folded": self.folded,
             },
         }
 
@@ -208,7 +211,12 @@ def plan_copy(source: Store, target: Store, *, widen: bool = False) -> CopyPlan:
         layouts=layouts,
         row_counts={layout.name: report.row_counts[layout.source_name] for layout in layouts},
         failing=remaining_failures(report, inspection, limits),
-        skipped=sorted(inspection.table_names - copied - TARGET_OWNED - FOLDED_TABLES),
+        skipped=sorted(inspection.table_names - copied - TARGET_OWNED - FOLDED_TABLES.keys()),
+        folded={
+            name: into
+            for name, into in FOLDED_TABLES.items()
+            if inspection.views and name in inspection.table_names
+        },
     )
 
 

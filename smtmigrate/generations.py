@@ -34,7 +34,7 @@ from .schema import LEGACY_TABLES, OUTPUT_LINKS, sumatra_tables
 
 DATAKEY = "django_store_datakey"
 # Tables whose rows the copy carries into other tables (not copied as themselves).
-FOLDED_TABLES = frozenset({OUTPUT_LINKS})
+FOLDED_TABLES = {OUTPUT_LINKS: f"{DATAKEY}.output_from_record_id (one DataKey row per output link)"}
 
 
 def _quote(name: str) -> str:

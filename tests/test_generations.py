@@ -126,7 +126,12 @@ def test_shared_output_keys_become_one_key_per_record(cli, tmp_path, generation)
     project = copy_fixture(generation, tmp_path)
     source = records_file(project)
     target = tmp_path / "new.sqlite"
+    plan = json.loads(cli("copy", project, target, "--dry-run", "--format", "json").out)["plan"]
+    assert OUTPUT_LINKS in plan["folded"] and OUTPUT_LINKS not in plan["skipped"]
     assert cli("copy", project, target).code == 0
+    verified = cli("verify", project, target)  # the verify command reads the old layout too
+    assert verified.code == 0, verified
+    assert "Verified: 15 tables" in verified.out
     links = sqlite_rows(
         source,
         f"SELECT l.record_id, k.path, k.digest, k.metadata, k.id FROM {OUTPUT_LINKS} l "
@@ -168,6 +173,10 @@ def test_sumatra_081_smt_list_opens_the_new_sqlite_store(cli, tmp_path, generati
     new = tmp_path / "new.sqlite"
     assert cli("copy", project, new).code == 0
     shutil.copyfile(new, records_file(project))  # the project now uses the new store
+    second = project / "second_project" / ".smt" / "project"
+    data = json.loads(second.read_text(encoding="utf-8"))
+    data["default_executable"]["path"] = sys.executable  # as copy_fixture does for the first
+    second.write_text(json.dumps(data, indent=2), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     listed = []
     for directory in (project, project / "second_project"):
