@@ -249,3 +249,45 @@ def test_the_audit_is_the_copys_oracle(cli, tmp_path, case):
         if plain.code != 0:  # refused or failed: nothing was written, the target is still empty
             widened = cli("copy", project, url, "--widen")
             assert (widened.code == 0) == (failing == {"overflow"}), widened
+
+
+@pytest.mark.parametrize("generation", OLD)
+def test_every_overlong_value_of_an_old_store_is_reported_exactly(generation, tmp_path):
+    """The audit of a 0.4-0.6 store against today's limits, checked with plain sqlite3 on
+    the store's own tables: rows counted as the target will hold them (a DataKey that is
+    the output of n records is n rows there)."""
+    from smtmigrate.audit import audit
+    from smtmigrate.schema import LEGACY_TABLES, sumatra_tables
+
+    project = copy_fixture(generation, tmp_path)
+    db = records_file(project)
+    stored_names = {v: k for k, v in LEGACY_TABLES.items()}
+    links = dict(
+        sqlite_rows(db, f"SELECT datakey_id, count(*) FROM {OUTPUT_LINKS} GROUP BY datakey_id")
+    )
+    expected = {}
+    for model_table, table in sumatra_tables().items():
+        stored = stored_names.get(model_table, model_table)
+        present = {row[1] for row in sqlite_rows(db, f'PRAGMA table_info("{stored}")')}
+        for name, column in table.columns.items():
+            if not column.is_text or column.max_length is None or name not in present:
+                continue
+            key = "id" if model_table == "django_store_datakey" else "NULL"
+            query = f'SELECT "{name}", {key} FROM "{stored}" WHERE "{name}" <> \'\''
+            rows = sqlite_rows(db, query)
+            over = [(v, k) for v, k in rows if len(v) > column.max_length]
+            if over:
+                expected[(stored, name)] = (
+                    column.max_length,
+                    max(len(v) for v, _ in rows),
+                    sum(max(1, links.get(k, 1)) for _, k in over),
+                )
+    assert {("django_store_record", "label"), ("tagging_tag", "name")} <= expected.keys()
+    with resolve(str(project)) as store:
+        report = audit(inspect_store(store))
+    found = {
+        (f.table, f.column): (f.limit, f.max_length, f.rows)
+        for f in report.findings
+        if f.kind == "overflow"
+    }
+    assert found == expected
