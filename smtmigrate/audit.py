@@ -17,8 +17,10 @@ from typing import Any
 from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from .errors import UnknownLayout
 from .schema import (
-    LAYOUT_07,
+    OUTPUT_LINKS,
+    TAGGING_LAYOUTS,
     Inspection,
     ModelColumn,
     StoreColumn,
@@ -178,6 +180,8 @@ def audit(
                 findings += _unique_findings(cursor, table, dialect)
                 findings += _ip_findings(cursor, table, dialect)
                 findings += _risk_findings(table, limit_of, scan.longest, findings)
+            if inspection.views and OUTPUT_LINKS in inspection.table_names:
+                findings += _output_link_findings(cursor, dialect)
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     findings.sort(key=lambda f: (f.severity, f.table, f.column or ""))
@@ -558,7 +562,7 @@ def _structure_findings(
         )
     for name in table.columns.keys() - table.model.columns.keys():
         findings.append(Finding(table.name, name, "drift", detail="column not in today's model"))
-    if inspection.layout == LAYOUT_07 and table.name != table.model.name:
+    if inspection.layout in TAGGING_LAYOUTS and table.name != table.model.name:
         findings.append(
             Finding(
                 table.name,
@@ -568,6 +572,47 @@ def _structure_findings(
             )
         )
     return findings
+
+
+def _output_link_findings(cursor, dialect: _Dialect) -> list[Finding]:
+    """Sumatra 0.4-0.6: an output link (record_output_data) the copy cannot turn into a
+    DataKey.output_from_record, because its data key or its record does not exist."""
+    q = dialect.quote
+    findings = []
+    for column, parent, key in (
+        ("datakey_id", "django_store_datakey", "id"),
+        ("record_id", RECORD_TABLE, "db_id"),
+    ):
+        cursor.execute(
+            f"SELECT count(*) FROM {q(OUTPUT_LINKS)} WHERE {q(column)} NOT IN "
+            f"(SELECT {q(key)} FROM main.{q(parent)})"
+        )
+        (rows,) = cursor.fetchone()
+        if rows:
+            findings.append(
+                Finding(
+                    OUTPUT_LINKS,
+                    column,
+                    "invalid",
+                    rows=rows,
+                    detail=f"output link to a missing row of {parent}: it cannot become "
+                    "DataKey.output_from_record",
+                )
+            )
+    return findings
+
+
+def unknown_layout_report(store, error: UnknownLayout, near: float) -> AuditReport:
+    """A store whose layout smtmigrate does not know: one failing finding, the reason."""
+    return AuditReport(
+        location=store.display,
+        layout="unknown",
+        vendor=store.connection.vendor,
+        near=near,
+        findings=[Finding(RECORD_TABLE, None, "invalid", detail=f"cannot be copied: {error}")],
+        row_counts={},
+        seconds=0.0,
+    )
 
 
 def _normalise(declared: str) -> str:

@@ -46,6 +46,7 @@ from .canonical import (
     when_clauses,
 )
 from .errors import NotASumatraStore, Refused, SmtmigrateError
+from .generations import FOLDED_TABLES, attach_views
 from .locations import Store, sqlite_settings
 from .schema import LAYOUT_08, Inspection, inspect_store
 from .snapshot import Snapshot
@@ -103,6 +104,8 @@ class CopyPlan:
     failing: list[Finding]  # what the target would reject even after the planned widening
     skipped: list[str]  # source tables that are not copied
     snapshot: Snapshot | None = None  # the state of the source that is read (see snapshot.py)
+    # Sumatra 0.4-0.6: source table → where its rows go instead (generations.FOLDED_TABLES)
+    folded: dict[str, str] = field(default_factory=dict)
 
     @property
     def build_schema(self) -> bool:
@@ -136,6 +139,7 @@ class CopyPlan:
                     for c in self.widening.changes
                 ],
                 "skipped": self.skipped,
+                "folded": self.folded,
             },
             "snapshot": None if self.snapshot is None else self.snapshot.to_dict(),
         }
@@ -223,7 +227,12 @@ def plan_copy(source: Store | Snapshot, target: Store, *, widen: bool = False) -
         layouts=layouts,
         row_counts={layout.name: report.row_counts[layout.source_name] for layout in layouts},
         failing=remaining_failures(report, inspection, limits),
-        skipped=sorted(inspection.table_names - copied - TARGET_OWNED),
+        skipped=sorted(inspection.table_names - copied - TARGET_OWNED - FOLDED_TABLES.keys()),
+        folded={
+            name: into
+            for name, into in FOLDED_TABLES.items()
+            if inspection.views and name in inspection.table_names
+        },
         snapshot=snapshot,
     )
 
@@ -449,6 +458,7 @@ def _copy_table(plan, layout, connection, remaps, events) -> tuple[TableResult, 
     assert plan.source.store.path is not None
     source = open_sqlite_bytes(plan.source.store.path)
     try:
+        attach_views(source, plan.source.views)
         cursor = source.execute(sqlite_line_sql(layout, sqlite_quote, remaps))
         stream = _CopyStream(
             cursor, lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes)
@@ -601,6 +611,7 @@ def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> Cop
                     "ATTACH DATABASE ? AS src",
                     [f"file:{url_quote(str(plan.source.store.path))}?mode=ro"],
                 )
+                attach_views(connection, plan.source.views, "src")  # 0.4-0.6: temp.<table>
             with phase("load"):
                 connection.execute("BEGIN")
                 for layout in plan.layouts:
@@ -700,9 +711,10 @@ def _insert_table(connection, layout: TableLayout, plan: CopyPlan, remap, events
         else:
             values.append(q(name))
     columns = ", ".join(q(name) for name in layout.column_names)
+    schema = "temp" if layout.source_name in plan.source.views else "src"
     cursor = connection.execute(
         f"INSERT INTO main.{q(layout.name)} ({columns}) "
-        f"SELECT {', '.join(values)} FROM src.{q(layout.source_name)}"
+        f"SELECT {', '.join(values)} FROM {schema}.{q(layout.source_name)}"
     )
     result = TableResult(layout.name, cursor.rowcount, 0, time.perf_counter() - started)
     events.table_done(result)

@@ -292,6 +292,8 @@ def render_copy_plan(plan: CopyPlan, out: Console) -> None:
     out.print(table)
     if plan.widening is not None:
         render_plan(plan.widening, out, title="Widening, in the same transaction")
+    for name, into in plan.folded.items():
+        out.print(f"Carried into {escape(into)}: {escape(name)}")
     if plan.skipped:
         out.print(
             f"Not copied (the target keeps its own or Sumatra does not use them): "

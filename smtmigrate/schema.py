@@ -10,6 +10,7 @@ They are matched by table and column name; legacy table names map onto today's.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -21,8 +22,18 @@ from .errors import NotASumatraStore, UnknownLayout
 from .locations import Store
 
 SUMATRA_APP = "django_store"
-LAYOUT_07 = "sumatra-0.7"
-LAYOUT_08 = "sumatra-0.8"
+# Store generations, named for the Sumatra releases whose schema they are (see README,
+# "Store generations"). 0.4-0.6 were made by Django <= 1.6's syncdb and differ in columns:
+LAYOUT_04 = "sumatra-0.4"  # no Dependency.source, no Repository.upstream
+LAYOUT_05 = "sumatra-0.5"  # + Dependency.source, Repository.upstream; no Record.repeats
+LAYOUT_06 = "sumatra-0.6"  # + Record.repeats, wider columns; outputs still an M2M table
+LAYOUT_07 = "sumatra-0.7"  # DataKey.output_from_record and creation; no output M2M table
+LAYOUT_08 = "sumatra-0.8"  # Sumatra's own migrations, tags in django_store_tag
+# Up to 0.6 a record's outputs are rows of this M2M table, not DataKey.output_from_record.
+OUTPUT_LINKS = "django_store_record_output_data"
+OUTPUT_LINK_LAYOUTS = frozenset({LAYOUT_04, LAYOUT_05, LAYOUT_06})
+# Layouts that keep tags in django-tagging's tables (LEGACY_TABLES).
+TAGGING_LAYOUTS = OUTPUT_LINK_LAYOUTS | {LAYOUT_07}
 SUMATRA_08_MIGRATIONS = frozenset({"0001_initial", "0002_tag_taggeditem"})
 # Sumatra <= 0.7 kept tags in django-tagging's tables; today's models live in django_store.
 LEGACY_TABLES = {
@@ -157,6 +168,9 @@ class Inspection:
     tables: dict[str, StoreTable]  # Sumatra's tables, keyed by stored name
     migrations: frozenset[tuple[str, str]]
     table_names: frozenset[str]  # every table in the database
+    # Sumatra 0.4-0.6: the TEMP views that show the store in today's shape (generations.py),
+    # by stored table name; other connections to the file install them with attach_views.
+    views: dict[str, str] = field(default_factory=dict)
 
     def table_for(self, model_table: str) -> StoreTable | None:
         return next((t for t in self.tables.values() if t.model.name == model_table), None)
@@ -166,20 +180,45 @@ class Inspection:
         return table.name if table else model_table
 
 
-def detect_layout(table_names: set[str], store_migrations: set[str], display: str) -> str:
-    """Which Sumatra generation wrote the store; refuse anything else."""
+# What a store column's declared type reads when the store lacks it and smtmigrate derives it
+DERIVED = "none: this generation lacks it, smtmigrate derives it"
+# The columns that tell the generations apart (read before detect_layout is asked).
+LAYOUT_COLUMNS = ("django_store_datakey", "django_store_dependency", "django_store_record")
+
+
+def detect_layout(
+    table_names: set[str],
+    store_migrations: set[str],
+    display: str,
+    columns: Mapping[str, Collection[str]] | None = None,
+) -> str:
+    """Which Sumatra generation wrote the store, from its schema alone; refuse anything else.
+
+    `columns` holds the column names of the LAYOUT_COLUMNS tables; without it a store with
+    django-tagging tables is taken for 0.7 (as before 0.4-0.6 were known)."""
     if "django_store_record" not in table_names:
         raise NotASumatraStore(
             f"{display}: not a Sumatra record store (no django_store_record table)"
         )
     if "django_store_tag" in table_names and store_migrations >= SUMATRA_08_MIGRATIONS:
         return LAYOUT_08
+    columns = columns or {}
+    datakey = set(columns.get("django_store_datakey", ()))
     if "tagging_tag" in table_names and not store_migrations:
-        return LAYOUT_07
+        if OUTPUT_LINKS in table_names and "output_from_record_id" not in datakey:
+            if "source" not in columns.get("django_store_dependency", ()):
+                return LAYOUT_04
+            if "repeats" not in columns.get("django_store_record", ()):
+                return LAYOUT_05
+            return LAYOUT_06
+        if OUTPUT_LINKS not in table_names and (not columns or "output_from_record_id" in datakey):
+            return LAYOUT_07
     raise UnknownLayout(
         f"{display}: Sumatra tables in an unknown layout (tag tables: "
         f"{sorted(t for t in table_names if t.endswith('tag')) or 'none'}; django_store "
-        f"migrations: {sorted(store_migrations) or 'none'})"
+        f"migrations: {sorted(store_migrations) or 'none'}; output links: "
+        f"{'M2M table' if OUTPUT_LINKS in table_names else 'none'}, DataKey columns: "
+        f"{sorted(datakey) or 'unknown'})"
     )
 
 
@@ -193,13 +232,24 @@ def inspect_store(store: Store) -> Inspection:
             if "django_migrations" in table_names:
                 cursor.execute("SELECT app, name FROM django_migrations")
                 applied = {(app, name) for app, name in cursor.fetchall()}
+            columns = {
+                name: {c.name for c in connection.introspection.get_table_description(cursor, name)}
+                for name in LAYOUT_COLUMNS
+                if name in table_names
+            }
             layout = detect_layout(
-                table_names, {n for a, n in applied if a == SUMATRA_APP}, store.display
+                table_names, {n for a, n in applied if a == SUMATRA_APP}, store.display, columns
             )
+            views: dict[str, str] = {}
+            if layout in OUTPUT_LINK_LAYOUTS:
+                from .generations import install_views
+
+                # from here on this connection reads the old tables in today's shape
+                views = install_views(connection, cursor, layout, store.display)
             models_by_table = sumatra_tables()
             tables: dict[str, StoreTable] = {}
             for name in sorted(table_names):
-                model_name = LEGACY_TABLES.get(name, name) if layout == LAYOUT_07 else name
+                model_name = LEGACY_TABLES.get(name, name) if layout in TAGGING_LAYOUTS else name
                 if model_name in models_by_table:
                     tables[name] = _store_table(
                         connection, cursor, name, models_by_table[model_name]
@@ -207,7 +257,7 @@ def inspect_store(store: Store) -> Inspection:
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     return Inspection(
-        store, connection.vendor, layout, tables, frozenset(applied), frozenset(table_names)
+        store, connection.vendor, layout, tables, frozenset(applied), frozenset(table_names), views
     )
 
 
@@ -218,11 +268,16 @@ def _store_table(
     declared = _declared_types(connection, cursor, name)
     columns = {}
     for info in introspection.get_table_description(cursor, name):
-        internal = introspection.get_field_type(info.type_code, info)
+        if not info.type_code and info.name in model.columns:
+            # a column a 0.4-0.6 store lacks, made by its view (generations.py): untyped
+            internal, stated = model.columns[info.name].internal_type, DERIVED
+        else:
+            internal = introspection.get_field_type(info.type_code, info)
+            stated = declared.get(info.name, str(info.type_code))
         size = info.display_size if internal in ("CharField", "SlugField") else None
         columns[info.name] = StoreColumn(
             info.name,
-            declared.get(info.name, str(info.type_code)),
+            stated,
             internal,
             size if size and size > 0 else None,
             bool(info.null_ok),

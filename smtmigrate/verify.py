@@ -32,6 +32,7 @@ from .canonical import (
     table_layout,
 )
 from .errors import SmtmigrateError
+from .generations import attach_views
 from .schema import Inspection, sumatra_tables
 
 CONTENT_TYPE_TABLE = "django_content_type"
@@ -197,6 +198,7 @@ def table_checksum(inspection: Inspection, layout: TableLayout, remaps=None) -> 
         raise SmtmigrateError(f"{store.display}: cannot checksum this store")
     connection = open_sqlite_bytes(store.path)
     try:
+        attach_views(connection, inspection.views)
         return sqlite_checksum(connection.cursor(), layout, sqlite_quote, remaps)
     except sqlite3.Error as exc:
         raise store.read_error(exc) from exc

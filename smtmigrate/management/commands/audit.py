@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from argparse import ArgumentTypeError
 
-from ...audit import audit
+from ...audit import audit, unknown_layout_report
+from ...errors import UnknownLayout
 from ...locations import resolve
 from ...render import render_audit, write_json
 from ...schema import inspect_store
@@ -38,7 +39,10 @@ class Command(SmtmigrateCommand):
 
     def handle(self, location, format, near, **options):
         with resolve(location) as store, source_snapshot(store) as snapshot:
-            report = audit(inspect_store(snapshot.store), near=near)
+            try:
+                report = audit(inspect_store(snapshot.store), near=near)
+            except UnknownLayout as exc:  # a finding: the copy could not carry this store
+                report = unknown_layout_report(store, exc, near)
             report.snapshot = snapshot
             snapshot.check_changes()
         self.exit_code = report.exit_code  # also when the reader stops early (`| head`)
