@@ -49,6 +49,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.db import DatabaseError
+
 from .schema import Inspection, StoreTable, sumatra_tables
 
 if TYPE_CHECKING:
@@ -172,6 +174,28 @@ class DedupePlan:
         }
 
 
+def find_duplicates(inspection: Inspection) -> dict[str, list[Group]]:
+    """Stored table → its groups of duplicate rows (what the audit reports as `duplicate`)."""
+    connection = inspection.store.connection
+    found = {}
+    try:
+        with connection.cursor() as cursor:
+            for name, table in inspection.tables.items():
+                groups = duplicate_groups(
+                    cursor,
+                    name,
+                    table.model.primary_key,
+                    identity_of(table) or (),
+                    connection.ops.quote_name,
+                    connection.vendor,
+                )
+                if groups:
+                    found[name] = groups
+    except DatabaseError as exc:
+        raise inspection.store.read_error(exc) from exc
+    return found
+
+
 def plan_dedupe(inspection: Inspection, groups: Mapping[str, list[Group]]) -> DedupePlan:
     """The remaps and skipped rows that merge `groups` (stored table → groups), with the
     many-to-many links that become equal once re-pointed (one query per link table)."""
@@ -222,12 +246,15 @@ def _equal_links(
             target = table.model.columns[column].references[0]
             ids = sorted(i for g in groups[target] for i in g.ids)
             touched.append(f"{q(column)} IN ({', '.join(str(int(i)) for i in ids)})")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {q(pk)}, {', '.join(q(c) for c in unique)} FROM {q(table.name)} "
-            f"WHERE {' OR '.join(touched)} ORDER BY {q(pk)}"
-        )
-        rows = cursor.fetchall()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {q(pk)}, {', '.join(q(c) for c in unique)} FROM {q(table.name)} "
+                f"WHERE {' OR '.join(touched)} ORDER BY {q(pk)}"
+            )
+            rows = cursor.fetchall()
+    except DatabaseError as exc:
+        raise inspection.store.read_error(exc) from exc
     seen: set[tuple] = set()
     dropped = set()
     for row_id, *values in rows:

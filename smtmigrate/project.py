@@ -111,16 +111,28 @@ def switch_project(directory: Path, target: Store, *, home: Path | None = None) 
 
 
 def verify_and_switch(
-    directory: Path, current: Store, new: Store, *, force: bool = False, verified=None
+    directory: Path,
+    current: Store,
+    new: Store,
+    *,
+    force: bool = False,
+    verified=None,
+    dedupe: bool = False,
 ):
     """Switch only when `new` holds the same records as the project's store (or --force).
     `verified`: a verification of exactly these two stores already made (by `copy`).
+    `dedupe`: `new` was made by `copy --dedupe`; compare it with the store deduplicated.
     Returns the verification and the SwitchResult."""
+    from .dedupe import find_duplicates, plan_dedupe
     from .schema import inspect_store
     from .verify import verify_stores
 
     check_sumatra_reads(new)  # before the verification, which can take minutes
-    verification = verified or verify_stores(inspect_store(current), inspect_store(new))
+    if verified is None:
+        source = inspect_store(current)
+        plan = plan_dedupe(source, find_duplicates(source)) if dedupe else None
+        verified = verify_stores(source, inspect_store(new), dedupe=plan)
+    verification = verified
     if not verification.ok and not force:
         raise Refused(
             f"{new.display} does not hold the same records as the project's store "

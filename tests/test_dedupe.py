@@ -165,6 +165,19 @@ def test_copy_refuses_duplicates_without_dedupe(cli, duplicated, pg_database):
     ]
 
 
+def new_target(request, tmp_path: Path, kind: str) -> str:
+    """An empty PostgreSQL database, or the path of a new SQLite store."""
+    if kind == "postgresql":
+        return request.getfixturevalue("pg_database")
+    return str(tmp_path / "deduped.sqlite")
+
+
+def read_target(target: str, query: str) -> list[tuple]:
+    if target.startswith("postgresql://"):
+        return pg_query(target, query)
+    return sqlite_rows(Path(target), query)
+
+
 def sumatra_records(store: str) -> dict[str, dict]:
     """Every record as Sumatra 0.8.1 reads it (its own process), by (label, timestamp)."""
     result = run_sumatra("export", store)
@@ -174,9 +187,9 @@ def sumatra_records(store: str) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
-def test_copy_dedupe_merges_and_repoints(cli, duplicated, pg_database, tmp_path, kind):
+def test_copy_dedupe_merges_and_repoints(cli, request, duplicated, tmp_path, kind):
     db = records_file(duplicated)
-    target = pg_database if kind == "postgresql" else str(tmp_path / "deduped.sqlite")
+    target = new_target(request, tmp_path, kind)
     result = cli("copy", duplicated, target, "--widen", "--dedupe", "--format", "json")
     assert result.code == 0, result
     data = json.loads(result.out)
@@ -186,9 +199,7 @@ def test_copy_dedupe_merges_and_repoints(cli, duplicated, pg_database, tmp_path,
     assert plan["collapsed"] == {"django_store_record_dependencies": 1}
 
     def read(query):
-        if kind == "postgresql":
-            return pg_query(pg_database, query)
-        return sqlite_rows(Path(target), query)
+        return read_target(target, query)
 
     assert expected_groups(read) == {}  # no duplicates left
     kept = {
@@ -225,6 +236,15 @@ def test_copy_dedupe_merges_and_repoints(cli, duplicated, pg_database, tmp_path,
             assert len(deps) == 4 and len({json.dumps(d, sort_keys=True) for d in deps}) == 3
             record["dependencies"] = [d for i, d in enumerate(deps) if d not in deps[:i]]
         assert copied[key] == record
+
+    # verify and switch compare the same way when told the target was deduplicated
+    plain = cli("verify", duplicated, target)
+    assert plain.code == 1 and "django_store_executable: 5 rows in the source, 4" in plain.out
+    assert cli("verify", duplicated, target, "--dedupe").code == 0
+    assert cli("switch", duplicated, target).code == 1
+    switched = cli("switch", duplicated, target, "--dedupe")
+    assert switched.code == 0, switched
+    assert "verified: 15 tables" in switched.out
 
 
 def test_postgres_store_with_duplicates_into_sqlite(cli, store08, pg_database, tmp_path):
@@ -267,7 +287,7 @@ def smt(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 def test_smt_run_fails_on_duplicates_and_works_after_copy_dedupe(
-    cli, tmp_path, monkeypatch, pg_database, kind
+    cli, request, tmp_path, monkeypatch, kind
 ):
     monkeypatch.setenv("HOME", str(tmp_path))  # a ~/.pgpass, if any, is the test's own
     project = tmp_path / "project"
@@ -294,15 +314,11 @@ def test_smt_run_fails_on_duplicates_and_works_after_copy_dedupe(
     assert "MultipleObjectsReturned: get() returned more than one Executable" in failed.stderr
     assert sqlite_rows(db, "SELECT label FROM django_store_record") == [("first",)]
 
-    target = pg_database if kind == "postgresql" else str(tmp_path / "deduped.sqlite")
+    target = new_target(request, tmp_path, kind)
     assert cli("copy", project, target, "--switch", project).code == 1  # refused, unswitched
     copied = cli("copy", project, target, "--dedupe", "--switch", project)
     assert copied.code == 0, copied
     run = smt(project, "run", "--label", "second")
     assert run.returncode == 0, run.stderr[-2000:]
     query = "SELECT label, executable_id FROM django_store_record ORDER BY label"
-    if kind == "postgresql":
-        rows = pg_query(pg_database, query)
-    else:
-        rows = sqlite_rows(Path(target), query)
-    assert rows == [("first", 1), ("second", 1)]
+    assert read_target(target, query) == [("first", 1), ("second", 1)]
