@@ -480,21 +480,17 @@ def _duplicate_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Fi
     `smt run` fail (failing; `copy --dedupe` merges them), and records sharing a label in
     a project (a warning: copied as they are, but `smt` lookups of that label fail)."""
     identity = identity_of(table)
-    kind, detail = (
-        "duplicate",
-        (
-            "rows Sumatra's get_or_create cannot tell apart: the next `smt run` that looks one "
-            "up fails with MultipleObjectsReturned (copy --dedupe merges them)"
-        ),
+    kind = "duplicate"
+    detail = (
+        "rows Sumatra's get_or_create cannot tell apart: the next `smt run` needing one "
+        "fails (MultipleObjectsReturned); copy --dedupe merges them"
     )
     if table.model.name == RECORD_TABLE:
         identity = tuple(c for c in LABEL_IDENTITY if c in table.columns)
-        kind, detail = (
-            "duplicate-label",
-            (
-                "labels shared by records of one project: `smt` lookups of the label fail with "
-                "MultipleObjectsReturned (copied as they are)"
-            ),
+        kind = "duplicate-label"
+        detail = (
+            "labels shared by records of one project: `smt` lookups of the label fail "
+            "(MultipleObjectsReturned); copied as they are"
         )
     if not identity:
         return []

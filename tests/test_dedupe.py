@@ -247,9 +247,13 @@ def test_copy_dedupe_merges_and_repoints(cli, request, duplicated, tmp_path, kin
     assert "verified: 15 tables" in switched.out
 
 
-def test_postgres_store_with_duplicates_into_sqlite(cli, store08, pg_database, tmp_path):
-    """Duplicates as concurrent runs leave them on PostgreSQL (its GROUP BY, its inet)."""
-    assert cli("copy", store08, pg_database, "--widen").code == 0
+def test_postgres_store_with_duplicates_into_sqlite(
+    cli, store08, pg_database, tmp_path, monkeypatch
+):
+    """Duplicates as concurrent runs leave them in a project's PostgreSQL store (its GROUP
+    BY, its inet), copied out with the project switched to the copy."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cli("copy", store08, pg_database, "--widen", "--switch", store08).code == 0
     pg_query(
         pg_database,
         "INSERT INTO django_store_platforminformation (architecture_bits, "
@@ -269,10 +273,12 @@ def test_postgres_store_with_duplicates_into_sqlite(cli, store08, pg_database, t
 
     target = tmp_path / "backup.sqlite"
     assert cli("copy", pg_database, target).code == 1
-    result = cli("copy", pg_database, target, "--dedupe")
+    result = cli("copy", pg_database, target, "--dedupe", "--switch", store08)
     assert result.code == 0, result
     assert "Deduplicated: merged 1 django_store_platforminformation row(s)" in result.out
     assert "Verified: 15 tables" in result.out
+    # the project (on PostgreSQL) was re-verified against the copy, deduplicated too
+    assert str(target) in (store08 / ".smt" / "project").read_text()
     assert sqlite_rows(
         target, "SELECT DISTINCT platforminformation_id FROM django_store_record_platforms"
     ) == [(1,)]

@@ -135,6 +135,7 @@ class Command(SmtmigrateCommand):
                     current,
                     target_store,
                     verified=result.verification if same_source else None,
+                    dedupe=dedupe,
                 )
                 if not quiet:
                     for line in switch_report(*switched):
