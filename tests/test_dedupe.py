@@ -328,3 +328,36 @@ def test_smt_run_fails_on_duplicates_and_works_after_copy_dedupe(
     assert run.returncode == 0, run.stderr[-2000:]
     query = "SELECT label, executable_id FROM django_store_record ORDER BY label"
     assert read_target(target, query) == [("first", 1), ("second", 1)]
+
+
+def test_legacy_store_deduplicated_into_todays_sqlite(cli, store07, tmp_path):
+    """A 0.7 store: its tags move to today's tables (content types remapped) in the same
+    copy that merges its duplicate executable and platform rows."""
+    db = records_file(store07)
+    sqlite_exec(
+        db,
+        copy_row("django_store_executable", 1, IDENTITY["django_store_executable"]),
+        "UPDATE django_store_record SET executable_id = 3 WHERE db_id = 4",
+        copy_row(
+            "django_store_platforminformation", 1, IDENTITY["django_store_platforminformation"]
+        ),
+        "UPDATE django_store_record_platforms SET platforminformation_id = 2 WHERE record_id = 2",
+    )
+    target = tmp_path / "upgraded.sqlite"
+    result = cli("copy", store07, target, "--dedupe", "--format", "json")
+    assert result.code == 0, result
+    data = json.loads(result.out)
+    assert data["verification"]["ok"] and data["verification"]["records"]["compared"] == 7
+    assert data["plan"]["dedupe"]["merged"] == {
+        "django_store_executable": 1,
+        "django_store_platforminformation": 1,
+    }
+    assert sqlite_rows(target, "SELECT executable_id FROM django_store_record WHERE db_id = 4") == [
+        (1,)
+    ]
+    assert sqlite_rows(
+        target, "SELECT DISTINCT platforminformation_id FROM django_store_record_platforms"
+    ) == [(1,)]
+    assert sqlite_rows(target, "SELECT count(*) FROM django_store_taggeditem") == sqlite_rows(
+        db, "SELECT count(*) FROM tagging_taggeditem"
+    )
