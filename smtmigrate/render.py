@@ -313,8 +313,9 @@ def render_refusal(plan: CopyPlan, source: str, target: str, out: Console) -> No
     dedupe = "duplicate" in kinds
     flags = " --widen" * widen + " --dedupe" * dedupe
     if "overflow" in kinds and plan.widening is None:
+        also = " and merge the duplicate rows" if dedupe else ""
         out.print(
-            "Widen the target's columns in the same transaction:\n"
+            f"Widen the target's columns{also} in the same transaction:\n"
             f"  smtmigrate copy {source} {target}{flags}",
             markup=False,
         )

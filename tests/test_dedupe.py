@@ -160,6 +160,10 @@ def test_copy_refuses_duplicates_without_dedupe(cli, duplicated, pg_database):
     assert result.code == 1, result
     assert "duplicate" in result.out and "nothing was written" in result.out
     assert f"smtmigrate copy {duplicated} {pg_database} --widen --dedupe" in result.out
+    both = cli("copy", duplicated, pg_database)  # over-long values too: one command fixes all
+    assert both.code == 1, both
+    assert "Widen the target's columns and merge the duplicate rows" in both.out
+    assert f"smtmigrate copy {duplicated} {pg_database} --widen --dedupe" in both.out
     assert pg_query(pg_database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [
         (0,)
     ]
