@@ -17,6 +17,7 @@ from typing import Any
 from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of
 from .errors import UnknownLayout
 from .schema import (
     OUTPUT_LINKS,
@@ -28,9 +29,9 @@ from .schema import (
     model_db_type,
 )
 
-# Severity order: the first two make a copy fail, the others are warnings.
-KINDS = ("invalid", "overflow", "near-limit", "drift", "risk")
-FAILING_KINDS = frozenset({"invalid", "overflow"})
+# Severity order: the first three make a copy fail, the others are warnings.
+KINDS = ("invalid", "overflow", "duplicate", "duplicate-label", "near-limit", "drift", "risk")
+FAILING_KINDS = frozenset({"invalid", "overflow", "duplicate"})
 EXAMPLES = 3
 PREVIEW_CHARS = 40
 RECORD_TABLE = "django_store_record"
@@ -84,10 +85,16 @@ class AuditReport:
     def verdict(self) -> str:
         counts = self.counts()
         if self.failing:
-            parts = ", ".join(f"{counts[k]} {k}" for k in ("overflow", "invalid") if counts[k])
+            kinds = ("overflow", "invalid", "duplicate")
+            parts = ", ".join(f"{counts[k]} {k}" for k in kinds if counts[k])
             n = len(self.failing)
-            return f"FAIL: {n} finding(s) would be rejected by PostgreSQL ({parts})."
-        warnings = ", ".join(f"{counts[k]} {k}" for k in KINDS[2:] if counts[k])
+            what = "would be rejected by PostgreSQL"
+            if counts["duplicate"]:
+                what += " or break Sumatra's lookups"
+            return f"FAIL: {n} finding(s) {what} ({parts})."
+        warnings = ", ".join(
+            f"{counts[k]} {k}" for k in KINDS if k not in FAILING_KINDS and counts[k]
+        )
         return "OK: nothing would fail on PostgreSQL" + (f" ({warnings})." if warnings else ".")
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +185,7 @@ def audit(
                 findings += _structure_findings(inspection, table, connection)
                 findings += scan.findings
                 findings += _unique_findings(cursor, table, dialect)
+                findings += _duplicate_findings(cursor, table, dialect)
                 findings += _ip_findings(cursor, table, dialect)
                 findings += _risk_findings(table, limit_of, scan.longest, findings)
             if inspection.views and OUTPUT_LINKS in inspection.table_names:
@@ -477,6 +485,42 @@ def _unique_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Findi
                 )
             )
     return findings
+
+
+def _duplicate_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:
+    """Rows Sumatra's lookups cannot tell apart (dedupe.py): shared rows that make the next
+    `smt run` fail (failing; `copy --dedupe` merges them), and records sharing a label in
+    a project (a warning: copied as they are, but `smt` lookups of that label fail)."""
+    identity = identity_of(table)
+    kind = "duplicate"
+    detail = (
+        "rows Sumatra's get_or_create cannot tell apart: the next `smt run` needing one "
+        "fails (MultipleObjectsReturned); copy --dedupe merges them"
+    )
+    if table.model.name == RECORD_TABLE:
+        identity = tuple(c for c in LABEL_IDENTITY if c in table.columns)
+        kind = "duplicate-label"
+        detail = (
+            "labels shared by records of one project: `smt` lookups of the label fail "
+            "(MultipleObjectsReturned); copied as they are"
+        )
+    if not identity:
+        return []
+    groups = duplicate_groups(
+        cursor, table.name, table.model.primary_key, identity, dialect.quote, dialect.vendor
+    )
+    if not groups:
+        return []
+    return [
+        Finding(
+            table.name,
+            ", ".join(identity),
+            kind,
+            rows=sum(len(g.ids) - 1 for g in groups),
+            examples=[g.to_dict() for g in groups],
+            detail=f"{len(groups)} group(s) of {detail}",
+        )
+    ]
 
 
 def _ip_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:

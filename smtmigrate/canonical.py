@@ -79,6 +79,13 @@ def when_clauses(remap: Mapping[int, int]) -> str:
     return " ".join(f"WHEN {int(old)} THEN {int(new)}" for old, new in remap.items())
 
 
+def where_not(column: str, skip: Iterable[int] | None) -> str:
+    """` WHERE column NOT IN (…)` leaving out rows by id (integers only), or ''."""
+    if not skip:
+        return ""
+    return f" WHERE {column} NOT IN ({', '.join(str(int(i)) for i in sorted(skip))})"
+
+
 def sqlite_expression(column: ModelColumn, quote, remap: Mapping[int, int] | None = None) -> str:
     """The canonical text of one column, in SQLite's SQL."""
     c = quote(column.name)
@@ -121,15 +128,25 @@ def line_sql(expressions: list[str]) -> str:
     return " || char(9) || ".join(expressions) if expressions else "''"
 
 
-def sqlite_line_sql(layout: TableLayout, quote, remaps: Mapping[str, Mapping[int, int]]) -> str:
-    """SELECT of (canonical line, float columns…) from the source table."""
+def sqlite_line_sql(
+    layout: TableLayout,
+    quote,
+    remaps: Mapping[str, Mapping[int, int]],
+    skip: Iterable[int] | None = None,
+) -> str:
+    """SELECT of (canonical line, float columns…) from the source table, but the rows
+    whose id is in `skip`."""
     line = line_sql([sqlite_expression(c, quote, remaps.get(c.name)) for c in layout.columns])
     floats = [quote(c.name) for c in layout.floats]
-    return f"SELECT {', '.join([line, *floats])} FROM {quote(layout.source_name)}"
+    where = where_not(quote(layout.model.primary_key), skip)
+    return f"SELECT {', '.join([line, *floats])} FROM {quote(layout.source_name)}{where}"
 
 
 def postgres_checksum_sql(
-    layout: TableLayout, quote, remaps: Mapping[str, Mapping[int, int]] | None = None
+    layout: TableLayout,
+    quote,
+    remaps: Mapping[str, Mapping[int, int]] | None = None,
+    skip: Iterable[int] | None = None,
 ) -> str:
     """count(*) and the order-independent sum of every row's md5, computed by PostgreSQL."""
     remaps = remaps or {}
@@ -140,7 +157,7 @@ def postgres_checksum_sql(
     line = " || chr(9) || ".join(parts) if parts else "''"
     return (
         f"SELECT count(*), coalesce(sum(('x' || left(md5({line}), 16))::bit(64)::bigint), 0) "
-        f"FROM {quote(layout.source_name)}"
+        f"FROM {quote(layout.source_name)}{where_not(quote(layout.model.primary_key), skip)}"
     )
 
 
@@ -196,9 +213,9 @@ class Checksum:
         return f"{self.total & (2**64 - 1):016x}"
 
 
-def sqlite_checksum(cursor, layout: TableLayout, quote, remaps=None) -> Checksum:
+def sqlite_checksum(cursor, layout: TableLayout, quote, remaps=None, skip=None) -> Checksum:
     """Checksum of a table in an SQLite database, computed from the same canonical lines."""
-    cursor.execute(sqlite_line_sql(layout, quote, remaps or {}))
+    cursor.execute(sqlite_line_sql(layout, quote, remaps or {}, skip))
     checksum = Checksum()
     while batch := cursor.fetchmany(10_000):
         checksum.rows += len(batch)

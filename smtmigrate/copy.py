@@ -44,13 +44,15 @@ from .canonical import (
     sqlite_quote,
     table_layout,
     when_clauses,
+    where_not,
 )
+from .dedupe import DedupePlan, Group, merge_remaps, plan_dedupe
 from .errors import NotASumatraStore, Refused, SmtmigrateError
 from .generations import FOLDED_TABLES, attach_views
 from .locations import Store, sqlite_settings
 from .schema import LAYOUT_08, Inspection, inspect_store
 from .snapshot import Snapshot
-from .verify import Verification, content_type_remap, verify_stores
+from .verify import Remaps, Verification, content_type_remap, verify_stores
 from .widen import WideningPlan, apply_widening, plan_widening
 
 COPY_CHUNK = 256 << 10  # bytes handed to COPY per read(): amortises calls, overlaps work
@@ -106,6 +108,7 @@ class CopyPlan:
     snapshot: Snapshot | None = None  # the state of the source that is read (see snapshot.py)
     # Sumatra 0.4-0.6: source table → where its rows go instead (generations.FOLDED_TABLES)
     folded: dict[str, str] = field(default_factory=dict)
+    dedupe: DedupePlan | None = None  # with --dedupe: the duplicate rows merged on the way
 
     @property
     def build_schema(self) -> bool:
@@ -140,9 +143,20 @@ class CopyPlan:
                 ],
                 "skipped": self.skipped,
                 "folded": self.folded,
+                "dedupe": None if self.dedupe is None else self.dedupe.to_dict(),
             },
             "snapshot": None if self.snapshot is None else self.snapshot.to_dict(),
         }
+
+    def remaps(self, content_types: Remaps) -> Remaps:
+        """Every id the copy rewrites: content types, and the dedupe's re-pointed keys."""
+        if self.dedupe is None:
+            return content_types
+        return merge_remaps(content_types, self.dedupe.remaps)
+
+    def skip(self, table: str) -> frozenset[int]:
+        """Ids of the rows of `table` (today's name) that are not copied."""
+        return self.dedupe.skip.get(table, frozenset()) if self.dedupe else frozenset()
 
 
 @dataclass
@@ -181,11 +195,15 @@ class VerificationFailed(Refused):
 # -- planning -----------------------------------------------------------------------------
 
 
-def plan_copy(source: Store | Snapshot, target: Store, *, widen: bool = False) -> CopyPlan:
+def plan_copy(
+    source: Store | Snapshot, target: Store, *, widen: bool = False, dedupe: bool = False
+) -> CopyPlan:
     """Inspect both stores and audit the source against what the target will accept.
 
     Given a `Snapshot` (what the commands pass), everything — this audit, the copy, its
-    verification — reads that one state of the source; given a Store, the live store."""
+    verification — reads that one state of the source; given a Store, the live store.
+    Duplicate rows Sumatra's lookups cannot tell apart are failing findings; with
+    `dedupe` they are planned to be merged instead (dedupe.py)."""
     snapshot = source if isinstance(source, Snapshot) else None
     if snapshot is not None:
         source = snapshot.store
@@ -218,6 +236,20 @@ def plan_copy(source: Store | Snapshot, target: Store, *, widen: bool = False) -
     if missing:
         raise Refused(f"{source.display}: the source lacks columns Sumatra needs: {missing}")
     copied = set(inspection.tables)
+    failing = remaining_failures(report, inspection, limits)
+    merge = None
+    if dedupe:
+        groups = {
+            f.table: [Group(tuple(g["ids"]), g["values"]) for g in f.examples]
+            for f in report.findings
+            if f.kind == "duplicate"
+        }
+        merge = plan_dedupe(inspection, groups)
+        failing = [f for f in failing if f.kind != "duplicate"]
+    row_counts = {layout.name: report.row_counts[layout.source_name] for layout in layouts}
+    if merge is not None:
+        for name, ids in merge.skip.items():
+            row_counts[name] -= len(ids)
     return CopyPlan(
         source=inspection,
         target=target,
@@ -225,8 +257,8 @@ def plan_copy(source: Store | Snapshot, target: Store, *, widen: bool = False) -
         report=report,
         widening=widening,
         layouts=layouts,
-        row_counts={layout.name: report.row_counts[layout.source_name] for layout in layouts},
-        failing=remaining_failures(report, inspection, limits),
+        row_counts=row_counts,
+        failing=failing,
         skipped=sorted(inspection.table_names - copied - TARGET_OWNED - FOLDED_TABLES.keys()),
         folded={
             name: into
@@ -234,6 +266,7 @@ def plan_copy(source: Store | Snapshot, target: Store, *, widen: bool = False) -
             if inspection.views and name in inspection.table_names
         },
         snapshot=snapshot,
+        dedupe=merge,
     )
 
 
@@ -359,7 +392,7 @@ def _copy_to_postgres(plan: CopyPlan, events: CopyEvents, *, records: bool) -> C
                         "text", report=plan.report, source=plan.source, target=target
                     )
                     apply_widening(widening, target)
-            remaps = content_type_remap(plan.source, target, create=True)
+            remaps = plan.remaps(content_type_remap(plan.source, target, create=True))
             names = [layout.name for layout in plan.layouts]
             checksums: dict[str, Checksum] = {}
             with _without_constraints(connection, names, phase), phase("load"):
@@ -383,6 +416,7 @@ def _copy_to_postgres(plan: CopyPlan, events: CopyEvents, *, records: bool) -> C
                 source_checksums=checksums,
                 records=records,
                 events=phase,
+                dedupe=plan.dedupe,
             )
             if not verification.ok:
                 raise VerificationFailed(verification)
@@ -459,7 +493,9 @@ def _copy_table(plan, layout, connection, remaps, events) -> tuple[TableResult, 
     source = open_sqlite_bytes(plan.source.store.path)
     try:
         attach_views(source, plan.source.views)
-        cursor = source.execute(sqlite_line_sql(layout, sqlite_quote, remaps))
+        cursor = source.execute(
+            sqlite_line_sql(layout, sqlite_quote, remaps, plan.skip(layout.name))
+        )
         stream = _CopyStream(
             cursor, lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes)
         )
@@ -602,7 +638,9 @@ def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> Cop
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         with phase("schema"), Store("sqlite", str(partial), writable, path=partial) as target:
             call_command("migrate", database=target.alias, interactive=False, verbosity=0)
-            remaps = content_type_remap(plan.source, inspect_store(target), create=True)
+            remaps = plan.remaps(
+                content_type_remap(plan.source, inspect_store(target), create=True)
+            )
         connection = sqlite3.connect(partial, isolation_level=None)
         from_postgres = plan.source.vendor == "postgresql"
         try:
@@ -626,7 +664,11 @@ def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> Cop
             connection.close()
         with Store("sqlite", str(final), sqlite_settings(partial), path=partial) as target:
             verification = verify_stores(
-                plan.source, inspect_store(target), records=records, events=phase
+                plan.source,
+                inspect_store(target),
+                records=records,
+                events=phase,
+                dedupe=plan.dedupe,
             )
         if not verification.ok:
             raise VerificationFailed(verification)
@@ -659,7 +701,8 @@ def _insert_from_postgres(connection, layout, plan: CopyPlan, remap, events) -> 
     insert = f"INSERT INTO main.{sqlite_quote(layout.name)} ({columns}) VALUES ({placeholders})"
     rows = 0
     with source.chunked_cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(values)} FROM {q(layout.source_name)}")
+        where = where_not(q(layout.model.primary_key), plan.skip(layout.name))
+        cursor.execute(f"SELECT {', '.join(values)} FROM {q(layout.source_name)}{where}")
         while batch := cursor.fetchmany(FETCH_ROWS):
             if datetimes:
                 batch = [_naive_utc(row, datetimes) for row in batch]
@@ -712,9 +755,10 @@ def _insert_table(connection, layout: TableLayout, plan: CopyPlan, remap, events
             values.append(q(name))
     columns = ", ".join(q(name) for name in layout.column_names)
     schema = "temp" if layout.source_name in plan.source.views else "src"
+    where = where_not(q(layout.model.primary_key), plan.skip(layout.name))
     cursor = connection.execute(
         f"INSERT INTO main.{q(layout.name)} ({columns}) "
-        f"SELECT {', '.join(values)} FROM {schema}.{q(layout.source_name)}"
+        f"SELECT {', '.join(values)} FROM {schema}.{q(layout.source_name)}{where}"
     )
     result = TableResult(layout.name, cursor.rowcount, 0, time.perf_counter() - started)
     events.table_done(result)

@@ -152,12 +152,20 @@ def switch_project(directory: Path, target: Store, *, home: Path | None = None) 
 
 
 def verify_and_switch(
-    directory: Path, current: Store, new: Store, *, force: bool = False, verified=None
+    directory: Path,
+    current: Store,
+    new: Store,
+    *,
+    force: bool = False,
+    verified=None,
+    dedupe: bool = False,
 ):
     """Switch only when `new` holds the same records as the project's store (or --force).
     `verified`: a verification of exactly these two stores already made (by `copy`).
+    `dedupe`: `new` was made by `copy --dedupe`; compare it with the store deduplicated.
     Returns the verification (None when the project names `new` already: nothing to do)
     and the SwitchResult."""
+    from .dedupe import find_duplicates, plan_dedupe
     from .schema import inspect_store
     from .verify import verify_stores
 
@@ -171,7 +179,9 @@ def verify_and_switch(
 
         # each store read in one state of its own (snapshot.py), not while it moves
         with source_snapshot(current) as before, source_snapshot(new) as after:
-            verification = verify_stores(inspect_store(before.store), inspect_store(after.store))
+            source = inspect_store(before.store)
+            plan = plan_dedupe(source, find_duplicates(source)) if dedupe else None
+            verification = verify_stores(source, inspect_store(after.store), dedupe=plan)
     if not verification.ok and not force:
         raise Refused(
             f"{new.display} does not hold the same records as the project's store "

@@ -76,6 +76,8 @@ _META_KEYS = frozenset({"_db_id"})
 _ITEM_NAMES = {"dependencies": "name", "input_data": "path", "output_data": "path"}
 # Fields compared as a whole (a difference in one element names the whole list).
 _ATOMIC = frozenset({"tags"})
+# Many-to-many fields whose equal items a copy with --dedupe writes as one link (dedupe.py).
+_COLLAPSIBLE = ("dependencies", "platforms")
 
 # Record's foreign keys to shared rows (all of them are read by `Record.to_sumatra`).
 _FOREIGN_KEYS = (
@@ -714,6 +716,7 @@ def compare_records(
     *,
     limit: int = 20,
     parallel: bool | None = None,
+    collapse_links: bool = False,
 ) -> RecordComparison:
     """Compare every record of two stores through Sumatra's API, field by field.
 
@@ -727,6 +730,9 @@ def compare_records(
     from a settings module. The store read elsewhere must not be in a transaction of this
     process (another connection would not see its uncommitted rows); a store that is,
     is read here, unless it is a snapshot (snapshot.py), which the other process joins.
+
+    `collapse_links`: the target was copied with `--dedupe`; a source record linked to two
+    rows that were merged into one is compared with one link (see `_collapse_links`).
     """
     collector = _Collector(limit)
     result = collector.result
@@ -752,7 +758,7 @@ def compare_records(
         left = _remote_records(source) if remote is source else _keyed(source)
         right = _remote_records(target) if remote is target else _keyed(target)
         try:
-            _merge(left, right, collector)
+            _merge(left, right, collector, collapse_links=collapse_links)
         finally:
             left.close()
             right.close()
@@ -772,7 +778,19 @@ def _project_rows(inspection: Inspection) -> dict[str, tuple[str, str]]:
         raise inspection.store.read_error(exc) from exc
 
 
-def _merge(left: Iterator[Keyed], right: Iterator[Keyed], collector: _Collector) -> None:
+def _collapse_links(data: dict[str, Any]) -> dict[str, Any]:
+    """A record as a deduplicating copy writes it: equal items of its dependencies and
+    platforms are one link (equal items can only come from rows that were merged)."""
+    for name in _COLLAPSIBLE:
+        items = data.get(name)
+        if isinstance(items, list) and len(items) > 1:
+            data[name] = [item for i, item in enumerate(items) if item not in items[:i]]
+    return data
+
+
+def _merge(
+    left: Iterator[Keyed], right: Iterator[Keyed], collector: _Collector, *, collapse_links=False
+) -> None:
     result = collector.result
     a, b = next(left, None), next(right, None)
     while a is not None or b is not None:
@@ -790,6 +808,8 @@ def _merge(left: Iterator[Keyed], right: Iterator[Keyed], collector: _Collector)
             result.source_records += 1
             result.target_records += 1
             result.records += 1
+            if collapse_links:
+                _collapse_links(a[3])
             if a[3] != b[3]:
                 found = False
                 for path, x, y in field_differences(a[3], b[3]):

@@ -30,6 +30,8 @@ from .widen import ApplyResult, WideningPlan
 KIND_STYLES = {
     "invalid": "bold red",
     "overflow": "bold red",
+    "duplicate": "bold red",
+    "duplicate-label": "yellow",
     "near-limit": "yellow",
     "drift": "magenta",
     "risk": "cyan",
@@ -37,6 +39,7 @@ KIND_STYLES = {
 
 
 PIPED_WIDTH = 160
+EXAMPLE_GROUPS = 3  # duplicate groups shown per finding (JSON lists them all)
 
 
 class _Console(Console):
@@ -115,6 +118,13 @@ def _number(value: int | None) -> str:
 
 def _detail(finding: Finding) -> str:
     lines = [finding.detail.removeprefix("unbounded by nature: ")] if finding.detail else []
+    if finding.kind in ("duplicate", "duplicate-label"):
+        for group in finding.examples[:EXAMPLE_GROUPS]:
+            values = ", ".join(f"{k}={v!r}" for k, v in group["values"].items())
+            lines.append(f"  ids {', '.join(map(str, group['ids']))}: {values}")
+        if len(finding.examples) > EXAMPLE_GROUPS:
+            lines.append(f"  (+{len(finding.examples) - EXAMPLE_GROUPS} more groups)")
+        return "\n".join(lines)
     for example in finding.examples:
         value = f"{example['value']!r} ({example['length']} chars)"
         if example.get("label") and finding.column != "label":
@@ -131,6 +141,8 @@ def _advice(failing: list[Finding]) -> str:
         advice.append("widen the columns (smtmigrate widen, or smtmigrate copy … --widen)")
     if "invalid" in kinds:
         advice.append("fix or remove the invalid values in the source store")
+    if "duplicate" in kinds:
+        advice.append("merge the duplicate rows (smtmigrate copy … --dedupe)")
     return "To move this store: " + "; ".join(advice) + "."
 
 
@@ -299,6 +311,8 @@ def render_copy_plan(plan: CopyPlan, out: Console) -> None:
             f"Not copied (the target keeps its own or Sumatra does not use them): "
             f"{escape(', '.join(plan.skipped))}"
         )
+    if plan.dedupe is not None:
+        out.print(f"Deduplicate: {plan.dedupe.summary}.", markup=False)
 
 
 def render_refusal(plan: CopyPlan, source: str, target: str, out: Console) -> None:
@@ -314,10 +328,20 @@ def render_refusal(plan: CopyPlan, source: str, target: str, out: Console) -> No
     # The command to paste: as typed, but never with a password, and shell-quoted (paths
     # and names may hold spaces, quotes or brackets; markup=False keeps rich out of them).
     source, target = (shlex.quote(redact_url(text)) for text in (source, target))
+    widen = "overflow" in kinds or plan.widening is not None
+    dedupe = "duplicate" in kinds
+    flags = " --widen" * widen + " --dedupe" * dedupe
     if "overflow" in kinds and plan.widening is None:
+        also = " and merge the duplicate rows" if dedupe else ""
         out.print(
-            "Widen the target's columns in the same transaction:\n"
-            f"  smtmigrate copy {source} {target} --widen",
+            f"Widen the target's columns{also} in the same transaction:\n"
+            f"  smtmigrate copy {source} {target}{flags}",
+            markup=False,
+        )
+    elif dedupe:
+        out.print(
+            "Merge the duplicate rows into one each (every reference re-pointed) on the way:\n"
+            f"  smtmigrate copy {source} {target}{flags}",
             markup=False,
         )
     if "invalid" in kinds:
@@ -355,6 +379,8 @@ def render_copy_result(result: CopyResult, out: Console) -> None:
     out.print(table)
     phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.phases.items())
     out.print(f"[dim]phases: {phases}[/dim]")
+    if result.plan.dedupe is not None:
+        out.print(f"Deduplicated: {result.plan.dedupe.summary}.", markup=False)
     render_verification(result.verification, out)
     if result.snapshot is not None:
         render_snapshot(

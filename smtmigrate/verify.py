@@ -8,7 +8,9 @@ Three levels, cheapest first:
   3. every record of every project read back through Sumatra's own models on both sides
      and compared field by field, tags included (records.py).
 Content-type ids differ between stores (each database numbers its own); they are mapped
-by (app_label, model) before comparing.
+by (app_label, model) before comparing. After a copy with `--dedupe` the source side is
+read as deduplicated (dedupe.py): merged-away rows and dropped links left out, foreign
+keys re-pointed; its records are compared as they are (see `compare_records`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .canonical import (
     sqlite_quote,
     table_layout,
 )
+from .dedupe import DedupePlan, merge_remaps
 from .errors import SmtmigrateError
 from .generations import attach_views
 from .schema import Inspection, sumatra_tables
@@ -182,14 +185,16 @@ def layouts_of(inspection: Inspection) -> dict[str, TableLayout]:
     }
 
 
-def table_checksum(inspection: Inspection, layout: TableLayout, remaps=None) -> Checksum:
-    """A table's checksum, computed where the data is."""
+def table_checksum(inspection: Inspection, layout: TableLayout, remaps=None, skip=None) -> Checksum:
+    """A table's checksum, computed where the data is, without the rows whose id is in
+    `skip`."""
     store = inspection.store
     if inspection.vendor == "postgresql":
         connection = store.connection
         try:
             with connection.cursor() as cursor:
-                cursor.execute(postgres_checksum_sql(layout, connection.ops.quote_name, remaps))
+                quote = connection.ops.quote_name
+                cursor.execute(postgres_checksum_sql(layout, quote, remaps, skip))
                 rows, total = cursor.fetchone()
         except DatabaseError as exc:
             raise store.read_error(exc) from exc
@@ -199,7 +204,7 @@ def table_checksum(inspection: Inspection, layout: TableLayout, remaps=None) -> 
     connection = open_sqlite_bytes(store.path)
     try:
         attach_views(connection, inspection.views)
-        return sqlite_checksum(connection.cursor(), layout, sqlite_quote, remaps)
+        return sqlite_checksum(connection.cursor(), layout, sqlite_quote, remaps, skip)
     except sqlite3.Error as exc:
         raise store.read_error(exc) from exc
     finally:
@@ -213,11 +218,15 @@ def verify_stores(
     source_checksums: dict[str, Checksum] | None = None,
     records: bool = True,
     events: Phase | None = None,
+    dedupe: DedupePlan | None = None,
 ) -> Verification:
-    """Compare two stores; `source_checksums` are reused when the copy computed them."""
+    """Compare two stores; `source_checksums` are reused when the copy computed them.
+    With `dedupe`, the target is compared with the source as that plan deduplicates it."""
     phase = events or (lambda name: nullcontext())
     started = time.perf_counter()
     remaps = content_type_remap(source, target, create=False)
+    if dedupe is not None:
+        remaps = merge_remaps(remaps, dedupe.remaps)
     source_layouts, target_layouts = layouts_of(source), layouts_of(target)
     checks = []
     with phase("verify rows"):
@@ -227,7 +236,12 @@ def verify_stores(
             source_sum = (source_checksums or {}).get(name)
             if source_sum is None:
                 source_sum = (
-                    table_checksum(source, source_layouts[name], remaps.get(name))
+                    table_checksum(
+                        source,
+                        source_layouts[name],
+                        remaps.get(name),
+                        dedupe.skip.get(name) if dedupe is not None else None,
+                    )
                     if name in source_layouts
                     else Checksum()
                 )
@@ -251,6 +265,6 @@ def verify_stores(
 
         with phase("verify records"):
             record_started = time.perf_counter()
-            comparison = compare_records(source, target)
+            comparison = compare_records(source, target, collapse_links=dedupe is not None)
             seconds["records"] = time.perf_counter() - record_started
     return Verification(checks, comparison, seconds)

@@ -198,6 +198,7 @@ class Run:
     copy: dict | None  # `copy --format json`, when it got as far as printing one
     err: str
     tables: list[str]  # the target's tables afterwards
+    duplicates: set[str]  # tables with rows Sumatra's get_or_create cannot tell apart
 
     def audited(self, kind: str) -> set[Key]:
         return {(f["table"], f["column"]) for f in self.audit["findings"] if f["kind"] == kind}
@@ -205,6 +206,36 @@ class Run:
     def failing(self, kind: str) -> set[Key]:
         assert self.copy is not None
         return {(f["table"], f["column"]) for f in self.copy["failing"] if f["kind"] == kind}
+
+
+# Tables whose rows Sumatra 0.8.1 looks up with get_or_create on every column but the id.
+LOOKED_UP = (
+    "django_store_executable",
+    "django_store_repository",
+    "django_store_launchmode",
+    "django_store_datastore",
+    "django_store_parameterset",
+    "django_store_dependency",
+    "django_store_platforminformation",
+)
+
+
+def duplicate_tables(path: Path) -> set[str]:
+    """Tables with two rows equal in every column but the id (as SQLite compares them: same
+    type, same bytes; NULL equal to NULL, as Django's `field=None`): planted values can
+    make two rows one to Sumatra, which a copy refuses (without --dedupe)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        found = set()
+        for table in LOOKED_UP:
+            columns = [n for (t, n), c in SCHEMA.items() if t == table and not c.primary_key]
+            values = ", ".join(f"typeof({q(n)}), CAST({q(n)} AS BLOB)" for n in columns)
+            rows = conn.execute(f"SELECT {values} FROM {q(table)}").fetchall()
+            if len(set(rows)) < len(rows):
+                found.add(table)
+        return found
+    finally:
+        conn.close()
 
 
 def audit_and_copy(cli, project: Path, url: str) -> Run:
@@ -218,6 +249,7 @@ def audit_and_copy(cli, project: Path, url: str) -> Run:
         json.loads(copied.out) if copied.out.strip() else None,
         copied.err,
         sorted(name for (name,) in tables),
+        duplicate_tables(records_file(project)),
     )
 
 
@@ -226,10 +258,12 @@ def copied_or_refused(run: Run, invalid: set[Key], too_long: set[Key] = frozense
     PostgreSQL cannot hold; `too_long`: columns with values longer than the target keeps
     even widened. True when the copy went through (the caller then compares values)."""
     assert run.audited("invalid") == invalid, run.audit["findings"]
-    if invalid or too_long:
+    assert {table for table, _ in run.audited("duplicate")} == run.duplicates
+    if invalid or too_long or run.duplicates:
         assert run.code == 1, run
         assert run.copy is not None and run.copy["refused"] is True
         assert run.failing("invalid") == invalid
+        assert {table for table, _ in run.failing("duplicate")} == run.duplicates
         assert run.failing("overflow") - invalid == too_long - invalid
         assert run.tables == [], "a refused copy wrote to the target"
         event("refused")
@@ -658,6 +692,10 @@ REJECTED = [pair for pair in PAIRS if not is_kept(SCHEMA[pair[0]], pair[1])]
     broken=st.lists(st.tuples(st.sampled_from(REJECTED), st.integers(0, 30)), max_size=1),
 )
 @example(cells=[(pair, 0 if pair[1] is None else 1) for pair in KEPT], broken=[])
+@example(  # two datastores made one to Sumatra's lookup: refused as `duplicate`
+    cells=[((("django_store_datastore", "parameters"), ""), row) for row in (0, 1)],
+    broken=[],
+)
 @example(
     cells=[(((RECORD, "repeats"), None), 4), (((RECORD, "repeats"), ""), 5)],
     broken=[

@@ -39,6 +39,13 @@ class Command(SmtmigrateCommand):
             action="store_true",
             help="widen the target's columns (as `smtmigrate widen`) in the same transaction",
         )
+        parser.add_argument(
+            "--dedupe",
+            action="store_true",
+            help="merge rows Sumatra's get_or_create cannot tell apart (duplicate executables, "
+            "repositories, launch modes, datastores, parameter sets, dependencies, platforms) "
+            "into the lowest id, re-pointing every reference; without it such a store is refused",
+        )
         parser.add_argument("--dry-run", action="store_true", help="show the plan; write nothing")
         parser.add_argument(
             "--verify",
@@ -55,7 +62,9 @@ class Command(SmtmigrateCommand):
         parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
         parser.add_argument("--format", choices=("table", "json"), default="table")
 
-    def handle(self, source, target, widen, dry_run, verify, switch, quiet, format, **options):
+    def handle(
+        self, source, target, widen, dedupe, dry_run, verify, switch, quiet, format, **options
+    ):
         out = self.console()
         as_json = format == "json"
         with ExitStack() as stack:
@@ -75,7 +84,7 @@ class Command(SmtmigrateCommand):
             # Everything below reads this one state of the source (snapshot.py).
             snapshot = stack.enter_context(source_snapshot(source_store))
             try:
-                plan = plan_copy(snapshot, target_store, widen=widen)
+                plan = plan_copy(snapshot, target_store, widen=widen, dedupe=dedupe)
             except StoreConnectionError as exc:
                 hint = _create_it_first(exc, target_store)
                 if hint is None:
@@ -129,6 +138,7 @@ class Command(SmtmigrateCommand):
                     current,
                     target_store,
                     verified=None if moved_on else result.verification,
+                    dedupe=dedupe,
                 )
                 if not quiet:
                     for line in switch_report(*switched):

@@ -18,9 +18,15 @@ class Command(SmtmigrateCommand):
         parser.add_argument(
             "--force", action="store_true", help="switch even if the records differ"
         )
+        parser.add_argument(
+            "--dedupe",
+            action="store_true",
+            help="TARGET was made by `copy --dedupe`: compare it with the project's store "
+            "as that copy deduplicated it",
+        )
         parser.add_argument("--back", action="store_true", help="restore the saved project file")
 
-    def handle(self, project, target, force, back, **options):
+    def handle(self, project, target, force, dedupe, back, **options):
         directory = project_directory(project)
         if back:
             if target:
@@ -31,7 +37,9 @@ class Command(SmtmigrateCommand):
         if not target:
             raise SmtmigrateError("give the TARGET store to switch to (or --back)")
         with resolve(str(directory)) as current, resolve(target) as new:
-            verification, result = verify_and_switch(directory, current, new, force=force)
+            verification, result = verify_and_switch(
+                directory, current, new, force=force, dedupe=dedupe
+            )
         for line in switch_report(verification, result):
             self.stdout.write(line)
 

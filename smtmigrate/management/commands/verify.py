@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
+from ...dedupe import find_duplicates, plan_dedupe
 from ...errors import SmtmigrateError
 from ...locations import resolve, same_store
 from ...render import render_verification, write_json
@@ -21,9 +22,15 @@ class Command(SmtmigrateCommand):
     def add_arguments(self, parser):
         parser.add_argument("source", help="the store copied from")
         parser.add_argument("target", help="the store copied to")
+        parser.add_argument(
+            "--dedupe",
+            action="store_true",
+            help="TARGET was made by `copy --dedupe`: compare it with SOURCE as that copy "
+            "deduplicated it (duplicate rows merged, references re-pointed)",
+        )
         parser.add_argument("--format", choices=("table", "json"), default="table")
 
-    def handle(self, source, target, format, **options):
+    def handle(self, source, target, dedupe, format, **options):
         with ExitStack() as stack:
             source_store = stack.enter_context(resolve(source))
             target_store = stack.enter_context(resolve(target))
@@ -36,8 +43,10 @@ class Command(SmtmigrateCommand):
                 "source": stack.enter_context(source_snapshot(source_store)),
                 "target": stack.enter_context(source_snapshot(target_store)),
             }
+            inspection = inspect_store(snapshots["source"].store)
+            plan = plan_dedupe(inspection, find_duplicates(inspection)) if dedupe else None
             verification = verify_stores(
-                inspect_store(snapshots["source"].store), inspect_store(snapshots["target"].store)
+                inspection, inspect_store(snapshots["target"].store), dedupe=plan
             )
             for snapshot in snapshots.values():
                 snapshot.check_changes()

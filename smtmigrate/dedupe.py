@@ -1,0 +1,292 @@
+"""Rows Sumatra's get_or_create can no longer tell apart: found, and merged by a copy.
+
+Sumatra 0.8.1 saves a record's shared rows with
+`SumatraObjectsManager.get_or_create_from_sumatra_object` (`DjangoRecordStore._get_db_obj`),
+i.e. `Model.objects.get_or_create(**attributes)` where `attributes` are *all* the model's
+fields but `id` and its reverse relations. The tables have no unique constraint, so the
+first concurrent runs of a project can each create the row; every later `get` of it then
+raises `MultipleObjectsReturned`, and `smt run` crashes (it is not a database error, so
+`Project.add_record` does not even retry). What identifies a row (Django's `field=value`,
+i.e. SQL `=`, and `field=None`, i.e. `IS NULL`: NULLs are equal to each other, exactly as
+in a GROUP BY):
+
+  table (django_store_…)  looked up by                       where, in Sumatra 0.8.1
+  executable              path, name, version, options       _get_db_obj('Executable')
+  repository              type, url, upstream                _get_db_obj('Repository')
+  launchmode              type, parameters                   _get_db_obj('LaunchMode')
+  datastore               type, parameters                   _get_db_obj('Datastore'),
+                                                             for datastore and input_datastore
+  parameterset            type, content                      _get_db_obj('ParameterSet')
+  dependency              name, path, version, diff,         _get_db_obj('Dependency')
+                          source, module
+  platforminformation     architecture_bits,                 _get_db_obj('PlatformInformation')
+                          architecture_linkage, machine,
+                          network_name, ip_addr, processor,
+                          release, system_name, version
+  record                  project_id, label                  Record.objects.get(label=…,
+                                                             project=…): save, get, delete
+
+The identity is every column of those tables but `id`, so merged rows are equal in every
+value a record reads from them: re-pointing a record's foreign key from one to another does
+not change the record. Records that share a label are not merged (they are different
+records); they are reported (`smt` lookups of that label fail) and copied as they are.
+
+Not covered: `django_store_datakey` is looked up the same way (path, digest, creation,
+metadata), but its rows also carry `output_from_record_id`, set after the lookup, so two
+equal keys may belong to different records' outputs; merging them would change records.
+`django_store_tag`/`taggeditem` have unique constraints (the audit's `invalid` check).
+
+A copy with `--dedupe` keeps the lowest id of each group, re-points every foreign key to
+the others (the same CASE remaps as content-type ids), does not copy them, and drops
+many-to-many links that become equal after re-pointing (a record linked to two equal
+dependencies keeps one link: what Sumatra itself writes, `add()` of an existing link being
+a no-op).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.db import DatabaseError
+
+from .schema import Inspection, StoreTable, sumatra_tables
+
+if TYPE_CHECKING:
+    from .verify import Remaps
+
+RECORD_TABLE = "django_store_record"
+# Today's table → the columns Sumatra's get_or_create compares (see the module docstring).
+IDENTITY: dict[str, tuple[str, ...]] = {
+    "django_store_executable": ("path", "name", "version", "options"),
+    "django_store_repository": ("type", "url", "upstream"),
+    "django_store_launchmode": ("type", "parameters"),
+    "django_store_datastore": ("type", "parameters"),
+    "django_store_parameterset": ("type", "content"),
+    "django_store_dependency": ("name", "path", "version", "diff", "source", "module"),
+    "django_store_platforminformation": (
+        "architecture_bits",
+        "architecture_linkage",
+        "machine",
+        "network_name",
+        "ip_addr",
+        "processor",
+        "release",
+        "system_name",
+        "version",
+    ),
+}
+LABEL_IDENTITY = ("project_id", "label")
+PREVIEW_CHARS = 40
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows one lookup cannot tell apart: their ids (ascending; the first is kept) and the
+    first characters of the values they share."""
+
+    ids: tuple[int, ...]
+    values: dict[str, str | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ids": list(self.ids), "values": self.values}
+
+
+def identity_of(table: StoreTable) -> tuple[str, ...] | None:
+    """The columns that identify a row of this stored table for get_or_create, or None."""
+    columns = IDENTITY.get(table.model.name)
+    if columns is None:
+        return None
+    return tuple(c for c in columns if c in table.columns)
+
+
+def duplicate_groups(
+    cursor, table: str, pk: str, columns: Iterable[str], quote, vendor: str
+) -> list[Group]:
+    """Every group of rows equal in `columns` (NULL equal to NULL): one GROUP BY."""
+    columns = tuple(columns)
+    if not columns:
+        return []
+    if vendor == "sqlite":
+        ids = f"group_concat({quote(pk)})"
+        previews = [
+            f"CAST(substr(CAST({quote(c)} AS TEXT), 1, {PREVIEW_CHARS + 1}) AS BLOB)"
+            for c in columns
+        ]
+    else:
+        ids = f"string_agg({quote(pk)}::text, ',')"
+        previews = [f"substr({quote(c)}::text, 1, {PREVIEW_CHARS + 1})" for c in columns]
+    grouped = ", ".join(quote(c) for c in columns)
+    cursor.execute(
+        f"SELECT {ids}, {', '.join(previews)} FROM {quote(table)} "
+        f"GROUP BY {grouped} HAVING count(*) > 1"
+    )
+    groups = []
+    for id_list, *values in cursor.fetchall():
+        group_ids = tuple(sorted(int(i) for i in str(id_list).split(",")))
+        groups.append(Group(group_ids, dict(zip(columns, map(_preview, values), strict=True))))
+    return sorted(groups, key=lambda g: g.ids)
+
+
+def _preview(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    text = str(value).replace("\x00", "\\x00")
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+@dataclass
+class DedupePlan:
+    """What a copy with `--dedupe` changes: merged rows, re-pointed keys, dropped links."""
+
+    groups: dict[str, list[Group]]  # today's table → its groups
+    remaps: Remaps  # every foreign key into a merged table: merged-away id → kept id
+    skip: dict[str, frozenset[int]]  # today's table → ids of rows not copied
+    collapsed: dict[str, int] = field(default_factory=dict)  # M2M table → links dropped
+
+    @property
+    def merged(self) -> dict[str, int]:
+        """Rows merged away, per table."""
+        return {t: sum(len(g.ids) - 1 for g in groups) for t, groups in self.groups.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+    @property
+    def summary(self) -> str:
+        parts = [f"{n:,} {table}" for table, n in self.merged.items()]
+        if not parts:
+            return "no duplicate rows"
+        text = f"merged {', '.join(parts)} row(s) into the lowest id of their group"
+        if self.collapsed:
+            links = ", ".join(f"{n:,} {table}" for table, n in self.collapsed.items())
+            text += f"; dropped {links} link(s) that became equal"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "merged": self.merged,
+            "collapsed": self.collapsed,
+            "groups": {t: [g.to_dict() for g in groups] for t, groups in self.groups.items()},
+        }
+
+
+def find_duplicates(inspection: Inspection) -> dict[str, list[Group]]:
+    """Stored table → its groups of duplicate rows (what the audit reports as `duplicate`)."""
+    connection = inspection.store.connection
+    found = {}
+    try:
+        with connection.cursor() as cursor:
+            for name, table in inspection.tables.items():
+                groups = duplicate_groups(
+                    cursor,
+                    name,
+                    table.model.primary_key,
+                    identity_of(table) or (),
+                    connection.ops.quote_name,
+                    connection.vendor,
+                )
+                if groups:
+                    found[name] = groups
+    except DatabaseError as exc:
+        raise inspection.store.read_error(exc) from exc
+    return found
+
+
+def plan_dedupe(inspection: Inspection, groups: Mapping[str, list[Group]]) -> DedupePlan:
+    """The remaps and skipped rows that merge `groups` (stored table → groups), with the
+    many-to-many links that become equal once re-pointed (one query per link table)."""
+    by_model = {
+        inspection.tables[name].model.name: list(found) for name, found in groups.items() if found
+    }
+    kept = {
+        table: {old: g.ids[0] for g in found for old in g.ids[1:]}
+        for table, found in by_model.items()
+    }
+    remaps: Remaps = {}
+    skip: dict[str, set[int]] = {t: set(m) for t, m in kept.items()}
+    collapsed: dict[str, int] = {}
+    for stored in inspection.tables.values():
+        model = stored.model
+        pointing = {
+            column.name: kept[column.references[0]]
+            for column in model.columns.values()
+            if column.references and column.references[0] in kept and column.name in stored.columns
+        }
+        if not pointing:
+            continue
+        remaps[model.name] = pointing
+        for unique in model.unique_sets:
+            if not set(unique) & pointing.keys() or not all(c in stored.columns for c in unique):
+                continue
+            dropped = _equal_links(inspection, stored, unique, pointing, by_model)
+            if dropped:
+                skip.setdefault(model.name, set()).update(dropped)
+                collapsed[model.name] = collapsed.get(model.name, 0) + len(dropped)
+    return DedupePlan(by_model, remaps, {t: frozenset(ids) for t, ids in skip.items()}, collapsed)
+
+
+def _equal_links(
+    inspection: Inspection,
+    table: StoreTable,
+    unique: tuple[str, ...],
+    pointing: Mapping[str, Mapping[int, int]],
+    groups: Mapping[str, list[Group]],
+) -> set[int]:
+    """Ids of the link rows that equal another (lower id) row once re-pointed."""
+    connection = inspection.store.connection
+    q = connection.ops.quote_name
+    pk = table.model.primary_key
+    touched = []
+    for column in unique:
+        if column in pointing:
+            target = table.model.columns[column].references[0]
+            ids = sorted(i for g in groups[target] for i in g.ids)
+            touched.append(f"{q(column)} IN ({', '.join(str(int(i)) for i in ids)})")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {q(pk)}, {', '.join(q(c) for c in unique)} FROM {q(table.name)} "
+                f"WHERE {' OR '.join(touched)} ORDER BY {q(pk)}"
+            )
+            rows = cursor.fetchall()
+    except DatabaseError as exc:
+        raise inspection.store.read_error(exc) from exc
+    seen: set[tuple] = set()
+    dropped = set()
+    for row_id, *values in rows:
+        pairs = zip(unique, values, strict=True)
+        key = tuple(pointing[c].get(v, v) if c in pointing else v for c, v in pairs)
+        if key in seen:
+            dropped.add(int(row_id))
+        seen.add(key)
+    return dropped
+
+
+def merge_remaps(*remaps: Remaps) -> Remaps:
+    """One table → column → mapping from several (they name different columns)."""
+    merged: Remaps = {}
+    for remap in remaps:
+        for table, columns in remap.items():
+            for column, mapping in columns.items():
+                merged.setdefault(table, {}).setdefault(column, {}).update(mapping)
+    return merged
+
+
+def sumatra_identity() -> dict[str, tuple[str, ...]]:
+    """The identity as the installed Sumatra computes it (`get_or_create_from_sumatra_object`:
+    every field name but these excluded ones), to check IDENTITY against."""
+    excluded = {"id", "record", "input_to_records", "output_from_record", "output_from_record_id"}
+    identity = {}
+    for name, table in sumatra_tables().items():
+        if name not in IDENTITY:
+            continue
+        meta = table.model._meta
+        names = {f.name for f in meta.get_fields()} - excluded
+        identity[name] = tuple(
+            sorted(meta.get_field(n).column for n in names)  # all concrete, non-relation
+        )
+    return identity
