@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from rich.text import Text
 from .audit import FAILING_KINDS, AuditReport, Finding
 from .copy import CopyPlan, CopyResult, TableResult
 from .locations import redact_url
+from .project import LabelGenerator
 from .target import DatabaseInfo
 from .verify import Verification
 from .widen import ApplyResult, WideningPlan
@@ -462,3 +464,12 @@ def render_stress(report: StressReport, out: Console) -> None:
         out.print(Text(f"note: {note}", style="yellow"))
     out.print(Text(report.verdict, style="bold green" if report.exit_code == 0 else "bold red"))
     out.print(f"total {report.total_seconds:.1f} s", style="dim", highlight=False)
+
+
+def render_project(labels: LabelGenerator, directory: Path, out: Console) -> None:
+    """The project section of `audit PROJECT_DIR`: its configuration, not the store's data."""
+    if labels.collides:
+        out.print(Text(f"project: {labels.problem}.", style="bold yellow"))
+        out.print(Text(f"  fix: {labels.fix(directory)}"))
+    else:
+        out.print(Text(f"project: label generator {labels.described}: distinct labels"))

@@ -4,7 +4,8 @@ from argparse import ArgumentTypeError
 
 from ...audit import audit
 from ...locations import resolve
-from ...render import render_audit, write_json
+from ...project import read_label_generator
+from ...render import render_audit, render_project, write_json
 from ...schema import inspect_store
 from ..base import SmtmigrateCommand
 
@@ -19,6 +20,8 @@ def fraction(text: str) -> float:
 class Command(SmtmigrateCommand):
     help = (
         "Report what in a Sumatra store would fail, or is bound to fail, on PostgreSQL. "
+        "Given a project directory, also checks its label generator (concurrent `smt run`s that "
+        "would share a label); that never changes the exit code. "
         "Exit 0: nothing would fail; 1: overflow or invalid values; 2: usage or I/O error."
     )
 
@@ -38,8 +41,17 @@ class Command(SmtmigrateCommand):
     def handle(self, location, format, near, **options):
         with resolve(location) as store:
             report = audit(inspect_store(store), near=near)
+        directory = store.project_dir
+        # the project's configuration, not the store's data: reported, exit code unchanged
+        labels = read_label_generator(directory) if directory else None
         if format == "json":
-            write_json(report.to_dict(), self.stdout._out)
+            data = report.to_dict()
+            if labels:
+                data["project"] = labels.to_dict(directory)
+            write_json(data, self.stdout._out)
         else:
-            render_audit(report, self.console())
+            out = self.console()
+            render_audit(report, out)
+            if labels:
+                render_project(labels, directory, out)
         self.exit_code = report.exit_code
