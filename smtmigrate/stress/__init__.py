@@ -33,15 +33,16 @@ errors Sumatra retried, as JSON lines. `timeout` bounds the whole run: jobs stil
 at the deadline are killed and their records count as missing ("timeout").
 
 Afterwards the records of the scratch project are counted through smtmigrate's own
-connection (a record counts when its last save landed: duration set, output data linked;
-in smt mode: status `finished`), and the scratch project is removed whatever happened, by
-one more process through Sumatra's models (what its `delete` does, record by record: a label
+connection (a record counts when its last save landed: duration set, output data linked; in
+smt mode: status `finished`), and the scratch project is removed whatever happened, by one
+more process through Sumatra's models (what its `delete` does, record by record: a label
 several records share makes `delete` itself fail), plus what Sumatra's delete leaves behind:
-the records' tag links, the project row, and the rows made during the run (id above the pre-run maximum) that the
-scratch records referenced or that carry the run's own values (its executable, data store,
-parameter sets, status tags, duplicates from racing jobs, …) and that nothing references any
-more. Rows that already existed stay, as do rows something else came to reference
-meanwhile; AUTOINCREMENT counters and sequences advance. The cleanup is then verified.
+the records' tag links, the project row, and the rows made during the run (id above the pre-
+run maximum) that the scratch records referenced or that carry the run's own values (its
+executable, data store, parameter sets, status tags, duplicates from racing jobs, …) and
+that nothing references any more. Rows that already existed stay, as do rows something else
+came to reference meanwhile; AUTOINCREMENT counters and sequences advance. The cleanup is
+then verified.
 
 The package: report.py (the report, the kinds of failure, the processes' JSON lines),
 run.py (checks and orchestration), api.py + worker.py and smt.py (the two modes), cleanup.py
