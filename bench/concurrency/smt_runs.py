@@ -108,6 +108,7 @@ def main() -> int:
         for i in range(args.n)
     )
     result = {
+        "batch": f"smt-runs-{batch}",
         "runs": args.n,
         "label_generator": project.get("label_generator"),
         "timestamp_format": project.get("timestamp_format"),
