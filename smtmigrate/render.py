@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from rich.text import Text
 from .audit import FAILING_KINDS, AuditReport, Finding
 from .copy import CopyPlan, CopyResult, TableResult
 from .locations import redact_url
+from .project import LabelGenerator
 from .snapshot import Snapshot
 from .target import DatabaseInfo
 from .verify import Verification
@@ -464,24 +466,48 @@ from .stress import KINDS, STEPS, StressReport  # noqa: E402
 
 
 def render_stress(report: StressReport, out: Console) -> None:
+    what = (
+        "real `smt run`(s) of a scratch copy of the project"
+        if report.mode == "smt"
+        else "`smt run`(s), five saves each through Sumatra's API,"
+    )
     out.print(
         Text.assemble(
             (f"Stress test of {report.location}", "bold"),
             f" ({report.backend}): {report.jobs} concurrent jobs x {report.records_per_job} "
-            f"`smt run`(s), five saves each, into scratch project {report.project}",
+            f"{what} into scratch project {report.project}",
         )
     )
     counts = Table(pad_edge=False, show_header=False)
     counts.add_column("what")
     counts.add_column("records", justify="right")
     counts.add_row("expected", f"{report.expected:,}")
-    counts.add_row("saved, as the jobs saw it", f"{report.saved:,}")
+    seen = (
+        "runs that ended without an error" if report.mode == "smt" else "saved, as the jobs saw it"
+    )
+    counts.add_row(seen, f"{report.saved:,}")
     found_style = "bold green" if report.found == report.expected else "bold red"
     counts.add_row("found in the store", Text(f"{report.found:,}", style=found_style))
     if report.incomplete:
         counts.add_row("in the store, last save missing", f"{report.incomplete:,}")
     counts.add_row("missing", f"{report.missing:,}")
+    if report.mode == "smt":
+        shared = sum(report.duplicate_labels.values())
+        counts.add_row(
+            "records sharing a label",
+            Text(f"{shared:,}", style="bold red" if shared else ""),
+        )
     out.print(counts)
+    if report.crashed:
+        crashed = Table(pad_edge=False, title="Runs that crashed (Sumatra's error)")
+        crashed.add_column("runs", justify="right")
+        crashed.add_column("error", overflow="fold")
+        for line, n in report.crashed.most_common():
+            crashed.add_row(f"{n:,}", Text(line))
+        out.print(crashed)
+    if report.duplicate_labels:
+        labels = ", ".join(f"{label} x{n}" for label, n in report.duplicate_labels.items())
+        out.print(Text(f"duplicate labels: {labels}", style="red"))
     kinds = [k for k in KINDS if report.errors[k] or report.retries[k]]
     kinds += sorted((set(report.errors) | set(report.retries)) - set(KINDS) - set(kinds))
     if kinds:
@@ -510,14 +536,18 @@ def render_stress(report: StressReport, out: Console) -> None:
             out.print(f"`smt run`s failed at the save: {steps}", highlight=False)
     else:
         out.print("errors: none; saves retried: none")
+    if report.mode == "smt":
+        store = ", ".join(f"{n:,} {kind}" for kind, n in report.store_errors.most_common())
+        out.print(f"store errors: {store or 'none'}", highlight=False, markup=False)
     latency = report.latency()
     timing = (
         f"jobs ready in {report.startup_seconds:.1f} s ({report.ready_jobs} of {report.jobs}); "
         f"saving {report.saving_seconds:.2f} s, {report.records_per_second:,.1f} records/s"
     )
     if latency["max"] is not None:
+        one = "one `smt run`" if report.mode == "smt" else "one `smt run`'s saves"
         timing += (
-            f"; one `smt run`'s saves: median {latency['p50']:.3f} s, "
+            f"; {one}: median {latency['p50']:.3f} s, "
             f"p95 {latency['p95']:.3f} s, max {latency['max']:.3f} s"
         )
     if report.timed_out_jobs:
@@ -543,3 +573,12 @@ def render_stress(report: StressReport, out: Console) -> None:
         out.print(Text(f"note: {note}", style="yellow"))
     out.print(Text(report.verdict, style="bold green" if report.exit_code == 0 else "bold red"))
     out.print(f"total {report.total_seconds:.1f} s", style="dim", highlight=False)
+
+
+def render_project(labels: LabelGenerator, directory: Path, out: Console) -> None:
+    """The project section of `audit PROJECT_DIR`: its configuration, not the store's data."""
+    if labels.collides:
+        out.print(Text(f"project: {labels.problem}.", style="bold yellow"))
+        out.print(Text(f"  fix: {labels.fix(directory)}"))
+    else:
+        out.print(Text(f"project: label generator {labels.described}: distinct labels"))

@@ -1,4 +1,5 @@
-"""`smtmigrate stress`: concurrent jobs through Sumatra's own API, counted, cleaned up.
+"""`smtmigrate stress --mode api`: concurrent jobs through Sumatra's own API, counted,
+cleaned up (the default mode, real `smt run`s, is tested in test_stress_smt.py).
 
 The jobs are real processes running Sumatra 0.8.1's record store; the oracles are plain
 SQL on the store (psycopg2, sqlite3), never smtmigrate's own reading of it.
@@ -59,7 +60,18 @@ def widened_pg(cli, sumatra_pg) -> str:
 
 def test_postgres_takes_50_concurrent_jobs_and_is_left_as_it_was(cli, widened_pg):
     before = pg_row_counts(widened_pg)
-    result = cli("stress", widened_pg, "--jobs", "50", "--timeout", "240", "--format", "json")
+    result = cli(
+        "stress",
+        widened_pg,
+        "--mode",
+        "api",
+        "--jobs",
+        "50",
+        "--timeout",
+        "240",
+        "--format",
+        "json",
+    )
     assert result.code == 0, result
     report = json.loads(result.out)
     assert (report["expected"], report["saved"], report["found"]) == (50, 50, 50)
@@ -84,7 +96,18 @@ def test_postgres_takes_50_concurrent_jobs_and_is_left_as_it_was(cli, widened_pg
 
 
 def test_json_report_shape(cli, widened_pg):
-    result = cli("stress", widened_pg, "--jobs", "2", "--records-per-job", "2", "--format", "json")
+    result = cli(
+        "stress",
+        widened_pg,
+        "--mode",
+        "api",
+        "--jobs",
+        "2",
+        "--records-per-job",
+        "2",
+        "--format",
+        "json",
+    )
     assert result.code == 0, result
     report = json.loads(result.out)
     assert set(report) == {
@@ -133,7 +156,7 @@ def test_sqlite_reports_honestly_within_its_timeout_and_cleans_up(cli, store08):
     records = records_file(store08)
     before = sqlite_dump(records)
     started = time.monotonic()
-    result = cli("stress", store08, "--jobs", "20", "--timeout", "60")
+    result = cli("stress", store08, "--mode", "api", "--jobs", "20", "--timeout", "60")
     elapsed = time.monotonic() - started
     assert result.code in (0, 1), result
     assert elapsed < 60 + 30  # the run, then the cleanup
@@ -153,7 +176,9 @@ def test_timeout_bounds_the_run_and_counts_the_jobs_as_lost(cli, store08):
     records = records_file(store08)
     before = sqlite_dump(records)
     started = time.monotonic()
-    result = cli("stress", store08, "--jobs", "10", "--timeout", "0.5", "--format", "json")
+    result = cli(
+        "stress", store08, "--mode", "api", "--jobs", "10", "--timeout", "0.5", "--format", "json"
+    )
     assert time.monotonic() - started < 0.5 + 30
     assert result.code == 1, result
     report = json.loads(result.out)
@@ -167,7 +192,9 @@ def test_cold_start_leaves_no_duplicate_behind(cli, widened_pg):
     """Without the warm-up the jobs race to create the rows they share (Sumatra's
     get_or_create on tables without unique constraints); whatever they did, it is undone."""
     before = pg_row_counts(widened_pg)
-    result = cli("stress", widened_pg, "--jobs", "10", "--cold", "--format", "json")
+    result = cli(
+        "stress", widened_pg, "--mode", "api", "--jobs", "10", "--cold", "--format", "json"
+    )
     report = json.loads(result.out)
     assert result.code == report["exit_code"] == (0 if report["found"] == 10 else 1)
     if report["errors"].get("duplicate rows"):

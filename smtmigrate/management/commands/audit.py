@@ -5,7 +5,8 @@ from argparse import ArgumentTypeError
 from ...audit import audit, unknown_layout_report
 from ...errors import UnknownLayout
 from ...locations import resolve
-from ...render import render_audit, write_json
+from ...project import read_label_generator
+from ...render import render_audit, render_project, write_json
 from ...schema import inspect_store
 from ...snapshot import source_snapshot
 from ..base import SmtmigrateCommand
@@ -21,6 +22,8 @@ def fraction(text: str) -> float:
 class Command(SmtmigrateCommand):
     help = (
         "Report what in a Sumatra store would fail, or is bound to fail, on PostgreSQL. "
+        "Given a project directory, also checks its label generator (concurrent `smt run`s that "
+        "would share a label); that never changes the exit code. "
         "Exit 0: nothing would fail; 1: overflow or invalid values; 2: usage or I/O error."
     )
 
@@ -46,7 +49,16 @@ class Command(SmtmigrateCommand):
             report.snapshot = snapshot
             snapshot.check_changes()
         self.exit_code = report.exit_code  # also when the reader stops early (`| head`)
+        directory = store.project_dir
+        # the project's configuration, not the store's data: reported, exit code unchanged
+        labels = read_label_generator(directory) if directory else None
         if format == "json":
-            write_json(report.to_dict(), self.stdout._out)
+            data = report.to_dict()
+            if labels:
+                data["project"] = labels.to_dict(directory)
+            write_json(data, self.stdout._out)
         else:
-            render_audit(report, self.console())
+            out = self.console()
+            render_audit(report, out)
+            if labels:
+                render_project(labels, directory, out)

@@ -11,6 +11,7 @@ from ...stress import (
     DEFAULT_TIMEOUT,
     MAX_JOBS,
     MIN_JOBS,
+    MODES,
     StressInterrupted,
     run_stress,
 )
@@ -49,10 +50,12 @@ def positive_seconds(text: str) -> float:
 
 class Command(SmtmigrateCommand):
     help = (
-        "Start many concurrent jobs that save records through Sumatra's own record-store API, "
-        "as `smt run` does, into a scratch project of the store; report what reached it, then "
-        "remove the scratch project. Exit 0: every record saved; 1: records lost (or the "
-        "cleanup failed); 2: usage or I/O error."
+        "Start many `smt run`s at once (real ones by default, or jobs making their saves "
+        "through Sumatra's record-store API) into a scratch project of the store; report "
+        "runs crashed, records missing, duplicate labels and store errors, then remove the "
+        "scratch project. Exit 0: every run saved its record under a label of its own; "
+        "1: runs lost, labels shared, a label generator that lets them collide, or the "
+        "cleanup failed; 2: usage or I/O error."
     )
 
     def add_arguments(self, parser):
@@ -89,9 +92,18 @@ class Command(SmtmigrateCommand):
             help="skip the warm-up record: the jobs create the scratch project and the rows "
             "they share together, as the first jobs of a new project do",
         )
+        parser.add_argument(
+            "--mode",
+            choices=MODES,
+            default=MODES[0],
+            help="smt (default): every job is a real `smt run` of a scratch copy of the "
+            "project (its executable, main file name, label generator, …), all started "
+            "together; api: every job makes the saves of `smt run` through Sumatra's "
+            "record-store API, with labels of its own (the store alone under load)",
+        )
         parser.add_argument("--format", choices=("table", "json"), default="table")
 
-    def handle(self, location, jobs, records_per_job, timeout, cold, format, **options):
+    def handle(self, location, jobs, records_per_job, timeout, cold, mode, format, **options):
         out = self.console()
         on_phase = None if format == "json" else (lambda text: out.print(f"[dim]{text} …[/dim]"))
         with resolve(location) as store:
@@ -102,6 +114,7 @@ class Command(SmtmigrateCommand):
                     records_per_job=records_per_job,
                     timeout=timeout,
                     cold=cold,
+                    mode=mode,
                     on_phase=on_phase,
                 )
             except StressInterrupted as stop:

@@ -2,14 +2,21 @@ from __future__ import annotations
 
 from ...errors import SmtmigrateError
 from ...locations import resolve
-from ...project import project_directory, switch_back, verify_and_switch
+from ...project import (
+    LABEL_FIXES,
+    project_directory,
+    set_label_generator,
+    switch_back,
+    verify_and_switch,
+)
 from ..base import SmtmigrateCommand
 
 
 class Command(SmtmigrateCommand):
     help = (
         "Point a Sumatra project at another record store once it holds the same records "
-        "(verified), keeping a copy of .smt/project; --back restores it."
+        "(verified), and/or give it a label generator under which concurrent `smt run`s get "
+        "distinct labels, keeping a copy of .smt/project; --back restores it."
     )
 
     def add_arguments(self, parser):
@@ -24,24 +31,44 @@ class Command(SmtmigrateCommand):
             help="TARGET was made by `copy --dedupe`: compare it with the project's store "
             "as that copy deduplicated it",
         )
+        parser.add_argument(
+            "--label-generator",
+            choices=sorted(LABEL_FIXES),
+            help="also (or, without TARGET, only) set the project's label generator as "
+            "`smt configure` does: uuid (`-g uuid`) or timestamp-us (`-t "
+            "%%Y%%m%%d-%%H%%M%%S-%%f`, microsecond timestamps)",
+        )
         parser.add_argument("--back", action="store_true", help="restore the saved project file")
 
-    def handle(self, project, target, force, dedupe, back, **options):
+    def handle(self, project, target, force, dedupe, label_generator, back, **options):
         directory = project_directory(project)
         if back:
-            if target:
-                raise SmtmigrateError("--back takes no TARGET")
+            if target or label_generator:
+                raise SmtmigrateError("--back takes no TARGET and no --label-generator")
             restored = switch_back(directory)
             self.stdout.write(f"restored {restored} as it was before the first switch")
             return
         if not target:
-            raise SmtmigrateError("give the TARGET store to switch to (or --back)")
+            if not label_generator:
+                raise SmtmigrateError(
+                    "give the TARGET store to switch to, --label-generator, or --back"
+                )
+            for line in label_fix_report(set_label_generator(directory, label_generator)):
+                self.stdout.write(line)
+            return
         with resolve(str(directory)) as current, resolve(target) as new:
             verification, result = verify_and_switch(
-                directory, current, new, force=force, dedupe=dedupe
+                directory,
+                current,
+                new,
+                force=force,
+                dedupe=dedupe,
+                label_generator=label_generator,
             )
         for line in switch_report(verification, result):
             self.stdout.write(line)
+        if label_generator:
+            self.stdout.write(f"{result.project_file} now labels records with {label_generator}")
 
 
 def switch_report(verification, result) -> list[str]:
@@ -62,3 +89,13 @@ def switch_report(verification, result) -> list[str]:
         what = "added the password for it to" if result.pgpass_changed else "password already in"
         lines.append(f"{what} {result.pgpass} (mode 0600); it is not in the project file")
     return lines
+
+
+def label_fix_report(result) -> list[str]:
+    if result.backup is None:
+        return [f"{result.project_file} already labels records with {result.after.described}"]
+    return [
+        f"saved the previous project file as {result.backup}",
+        f"{result.project_file} now labels records with {result.after.described} "
+        f"(was {result.before.described})",
+    ]
