@@ -172,16 +172,20 @@ def _check_saved(target: Inspection, saved: dict[tuple[str, str], dict]) -> None
 def fold_late_records(
     source: Store, target: Store, *, after_id: int, rounds: int = 5
 ) -> CarryResult:
-    """Carry late records until a round finds none (jobs may still be saving)."""
+    """Carry late records until a round finds none (jobs may still be saving). Each round
+    reads one snapshot of the old store: a record a job is saving is read whole or not yet."""
     from .schema import inspect_store
+    from .snapshot import source_snapshot
 
     total = CarryResult()
-    source_inspection, target_inspection = inspect_store(source), inspect_store(target)
+    target_inspection = inspect_store(target)
     for _ in range(rounds):
-        ids = late_record_ids(source_inspection, target_inspection, after_id=after_id)
-        if not ids:
-            break
-        result = carry_records(source_inspection, target_inspection, ids)
+        with source_snapshot(source) as snapshot:
+            source_inspection = inspect_store(snapshot.store)
+            ids = late_record_ids(source_inspection, target_inspection, after_id=after_id)
+            if not ids:
+                break
+            result = carry_records(source_inspection, target_inspection, ids)
         total.carried += result.carried
         total.without_project = result.without_project
         if not result.carried:

@@ -18,25 +18,27 @@ copy took) is what lets a later run find the old store again.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .carry import CarryResult, fold_late_records
 from .copy import CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
-from .errors import LocationError, Refused, SmtmigrateError
+from .dedupe import find_duplicates, plan_dedupe
+from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import write_private
-from .locations import Store, resolve
+from .locations import Store, resolve, same_store
 from .project import (
     LabelGenerator,
     SwitchResult,
-    check_sumatra_reads,
-    project_file,
+    check_switch,
     read_label_generator,
     set_label_generator,
     store_url,
     switch_project,
 )
 from .schema import inspect_store
+from .snapshot import source_snapshot
 from .target import Admin, CreatedDatabase, create_store_database
 from .verify import verify_stores
 
@@ -47,6 +49,7 @@ STATE_FILE = Path(".smt") / "smtmigrate-move.json"
 class MoveOptions:
     label_generator: str | None = "uuid"  # a project.LABEL_FIXES key; None keeps it
     records: bool = True  # the record-level check through Sumatra (copy's --verify full)
+    dedupe: bool = False  # merge duplicate get_or_create rows on the way (copy --dedupe)
     create_role: bool = False
     password: str | None = None  # the new role's, from --password-env
     admin: str | None = None
@@ -119,13 +122,15 @@ class MoveResult:
         return data
 
 
-def same_store(a: Store, b: Store) -> bool:
-    if a.kind != b.kind:
+def _same(a: Store | None, b: Store | None) -> bool:
+    """Whether two locations name one store; a database that cannot be reached (say, not
+    created yet) is no store the project is on."""
+    if a is None or b is None:
         return False
-    if a.kind == "sqlite":
-        return a.path is not None and b.path is not None and a.path.resolve() == b.path.resolve()
-    keys = ("NAME", "HOST", "PORT")
-    return all(str(a.settings.get(k) or "") == str(b.settings.get(k) or "") for k in keys)
+    try:
+        return same_store(a, b)
+    except StoreConnectionError:
+        return False
 
 
 def read_state(directory: Path) -> dict | None:
@@ -138,12 +143,14 @@ def read_state(directory: Path) -> dict | None:
         raise SmtmigrateError(f"{path}: not readable ({exc}); remove it to start over") from exc
 
 
-def plan_move(directory: Path, source: Store, target: Store, options: MoveOptions) -> MovePlan:
-    """Look at the project, both stores and the server; change nothing."""
+def plan_move(
+    directory: Path, source: Store, target: Store, options: MoveOptions, stack: ExitStack
+) -> MovePlan:
+    """Look at the project, both stores and the server; change nothing. A copy to make
+    reads one snapshot of the project's store, held open on `stack` until the move ends."""
     if target.kind != "postgresql":
         raise SmtmigrateError(f"{target.display}: move takes a postgresql:// URL as TARGET")
-    project_file(directory)
-    check_sumatra_reads(target)
+    check_switch(directory, target)  # everything the switch needs, before anything else
     plan = MovePlan(directory, source, target, read_label_generator(directory), options, [])
     state = read_state(directory)
     moved_from = moved_to = None
@@ -153,16 +160,16 @@ def plan_move(directory: Path, source: Store, target: Store, options: MoveOption
             moved_from = resolve(state["moved_from"], base_dir=directory)
         except LocationError:
             moved_from = None  # the old store is gone: nothing late to carry from it
-    if same_store(source, target):
+    if _same(source, target):
         plan.stage = MOVED
-        if moved_from is not None and same_store(moved_to, target):
+        if moved_from is not None and _same(moved_to, target):
             plan.old = moved_from
-    elif moved_from is not None and same_store(moved_from, source) and same_store(moved_to, target):
+    elif moved_from is not None and _same(moved_from, source) and _same(moved_to, target):
         plan.stage, plan.old = REVERTED, source
     if plan.old is not None:
         plan.after_id = int(state.get("copied_through_id") or 0)
     if plan.stage == FRESH:
-        _plan_copy(plan)
+        _plan_copy(plan, stack)
     step = {
         FRESH: f"point {directory} at {target.display}",
         COPIED: f"point {directory} at {target.display}",
@@ -184,8 +191,9 @@ def plan_move(directory: Path, source: Store, target: Store, options: MoveOption
     return plan
 
 
-def _plan_copy(plan: MovePlan) -> None:
+def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     source, target, options = plan.source, plan.target, plan.options
+    snapshot = stack.enter_context(source_snapshot(source))
     with Admin(target, options.admin, as_target_user=not options.create_role) as server:
         plan.create_database = not server.exists()
     if plan.create_database:
@@ -197,15 +205,17 @@ def _plan_copy(plan: MovePlan) -> None:
                 f"create database {target.settings['NAME']}{role} (owner {owner}, UTF8)",
             )
         )
-        plan.copy = plan_copy(source, target, widen=True, new_database=True)
+        plan.copy = plan_copy(
+            snapshot, target, widen=True, dedupe=options.dedupe, new_database=True
+        )
     else:
         plan.steps.append(MoveStep("database", "exists", needed=False))
         try:
-            plan.copy = plan_copy(source, target, widen=True)
+            plan.copy = plan_copy(snapshot, target, widen=True, dedupe=options.dedupe)
         except Refused as exc:
             if "already holds Sumatra data" not in str(exc):
                 raise
-            plan.after_id = _earlier_copy(source, target)
+            plan.after_id = _earlier_copy(snapshot.store, target, options.dedupe)
             plan.stage, plan.old = COPIED, source
     if plan.copy is not None:
         rows = sum(plan.copy.row_counts.values())
@@ -227,10 +237,12 @@ def _plan_copy(plan: MovePlan) -> None:
         )
 
 
-def _earlier_copy(source: Store, target: Store) -> int:
-    """An earlier run's copy, kept if every record it holds equals the project's; the
-    project may have saved more since (carried over as late records)."""
-    verification = verify_stores(inspect_store(source), inspect_store(target), records=True)
+def _earlier_copy(source: Store, target: Store, dedupe: bool) -> int:
+    """An earlier run's copy, kept if every record it holds equals the project's (`source`:
+    its snapshot); the project may have saved more since (carried over as late records)."""
+    inspection = inspect_store(source)
+    merged = plan_dedupe(inspection, find_duplicates(inspection)) if dedupe else None
+    verification = verify_stores(inspection, inspect_store(target), dedupe=merged)
     comparison = verification.records
     assert comparison is not None
     subset = (
@@ -257,12 +269,17 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
             admin=options.admin,
             schema=False,  # the copy builds it, in its own transaction
         )
-        plan.copy = plan_copy(plan.source, plan.target, widen=True)
+        snapshot = plan.copy.snapshot  # the same state of the source, now against the database
+        plan.copy = plan_copy(
+            snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe
+        )
     if plan.copy is not None:
         if plan.copy.refused:
             raise Refused(f"{len(plan.copy.failing)} finding(s) would be rejected by the target")
         result.copy = copy_store(plan.copy, events, records=options.records)
-        plan.after_id, plan.old = _max_record_id(plan.target), plan.source
+        snapshot = plan.copy.snapshot
+        plan.old = plan.source
+        plan.after_id = (snapshot.max_record_id if snapshot else None) or 0
     fix = options.label_generator if plan.label.collides else None
     if plan.stage != MOVED:
         switched = switch_project(plan.directory, plan.target, label_generator=fix)

@@ -22,11 +22,11 @@ from rich.text import Text
 
 from .audit import FAILING_KINDS, AuditReport, Finding
 from .copy import CopyPlan, CopyResult, TableResult
-from .locations import redact_url
+from .locations import Store, redact_url
 from .move import MovePlan, MoveResult
 from .project import LabelGenerator
 from .snapshot import Snapshot
-from .target import DatabaseInfo
+from .target import CreatedDatabase, DatabaseInfo, pg_hba_line, pgpass_line
 from .verify import Verification
 from .widen import ApplyResult, WideningPlan
 
@@ -583,6 +583,21 @@ def render_project(labels: LabelGenerator, directory: Path, out: Console) -> Non
         out.print(Text(f"  fix: {labels.fix(directory)}"))
     else:
         out.print(Text(f"project: label generator {labels.described}: distinct labels"))
+
+
+def render_created(created: CreatedDatabase, store: Store, out: Console) -> None:
+    """What `createdb` did, and the lines the user may need next (names are anyone's
+    strings: plain text, never markup)."""
+    if created.role_created:
+        said = f"created role {created.owner}"
+        out.print(Text(said + (" with a password" if created.with_password else "")))
+    out.print(Text(f"created database {created.name} (owner {created.owner}, UTF8)"))
+    if created.schema_built:
+        out.print("built Sumatra's schema (its migrations + the default widening)")
+    out.print("For ~/.pgpass (mode 0600), put the password in place of PASSWORD:")
+    out.print(f"  {pgpass_line(store)}", markup=False)
+    out.print("For pg_hba.conf, if the server asks for passwords:")
+    out.print(f"  {pg_hba_line(store, created.owner)}", markup=False)
 
 
 def render_move_plan(plan: MovePlan, out: Console) -> None:

@@ -336,7 +336,10 @@ def create_store_database(
 ) -> CreatedDatabase:
     """A UTF8 database for Sumatra owned by `owner` (the URL's user by default), its role
     too with `create_role`, and Sumatra's widened schema unless `schema` is False.
-    Everything that could stop it is checked before anything is created."""
+
+    Everything that could stop it is checked before anything is created, and whatever
+    it created is removed again if a later step fails, so running it again starts afresh.
+    """
     if create_role and store.password and store.password != password:
         # Silently creating the role without it (or with another) would surprise.
         raise SmtmigrateError(
@@ -355,9 +358,32 @@ def create_store_database(
         if create_role:
             if server.role_exists(owner):
                 raise Refused(f"role '{owner}' exists already")
-            server.create_role(owner, password)
-        server.create_database(owner)
-        if schema:
-            with server.target_as_admin() as created:
-                build_schema(created, owner=owner)
+            server.check_may_create_role()
+        made: list[str] = []  # undone, newest first, if a later step fails
+        granted = False
+        try:
+            if create_role:
+                server.create_role(owner, password)
+                made.append("role")
+                granted = server.become_member(owner)
+            server.create_database(owner)
+            made.append("database")
+            if schema:
+                with server.target_as_admin() as created:
+                    build_schema(created, owner=owner)
+        except BaseException as exc:
+            _undo(server, owner, made, exc)
+            raise
+        if granted:  # the admin keeps no membership it did not have
+            server.revoke_membership(owner)
     return CreatedDatabase(store.settings["NAME"], owner, create_role, bool(password), schema)
+
+
+def _undo(server: Admin, owner: str, made: list[str], exc: BaseException) -> None:
+    """Remove what this run created, so that running it again starts afresh."""
+    if "database" in made:
+        server.drop_database()
+    if "role" in made:
+        server.drop_role(owner)  # its memberships go with it
+    if made and isinstance(exc, SmtmigrateError):
+        exc.args = (f"{exc}; removed the {' and the '.join(reversed(made))} it had created",)

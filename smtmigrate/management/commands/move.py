@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import ExitStack, nullcontext
 
 from ...copy import SilentEvents
-from ...errors import Refused, SmtmigrateError
+from ...errors import Refused
 from ...locations import resolve, resolve_target
 from ...move import MoveOptions, plan_move, run_move
 from ...project import LABEL_FIXES, project_directory
@@ -16,7 +15,7 @@ from ...render import (
     render_move_result,
     write_json,
 )
-from ..base import SmtmigrateCommand
+from ..base import SmtmigrateCommand, password_from_env
 
 
 class Command(SmtmigrateCommand):
@@ -53,24 +52,22 @@ class Command(SmtmigrateCommand):
             metavar="VAR",
             help="with --create-role: the new role's password, from this environment variable",
         )
+        parser.add_argument(
+            "--dedupe",
+            action="store_true",
+            help="merge rows Sumatra's get_or_create cannot tell apart (as copy --dedupe)",
+        )
         parser.add_argument("--admin", metavar="URL", help="create the database over this URL")
         parser.add_argument("--format", choices=("table", "json"), default="table")
 
     def handle(self, project, target, yes, dry_run, label_generator, verify, **options):
         out = self.console()
         as_json = options["format"] == "json"
-        password = None
-        if options["password_env"]:
-            if not options["create_role"]:
-                raise SmtmigrateError("--password-env goes with --create-role")
-            password = os.environ.get(options["password_env"])
-            if not password:
-                raise SmtmigrateError(
-                    f"environment variable {options['password_env']} is not set or empty"
-                )
+        password = password_from_env(options["password_env"], options["create_role"])
         move_options = MoveOptions(
             label_generator=None if label_generator == "keep" else label_generator,
             records=verify == "full",
+            dedupe=options["dedupe"],
             create_role=options["create_role"],
             password=password,
             admin=options["admin"],
@@ -79,7 +76,7 @@ class Command(SmtmigrateCommand):
         with ExitStack() as stack:
             source = stack.enter_context(resolve(str(directory)))
             target_store = stack.enter_context(resolve_target(target))
-            plan = plan_move(directory, source, target_store, move_options)
+            plan = plan_move(directory, source, target_store, move_options, stack)
             if not as_json:
                 render_move_plan(plan, out)
             if plan.refused or dry_run:
