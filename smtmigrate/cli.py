@@ -13,6 +13,7 @@ from . import __version__
 
 # Every command, in the order a move uses them, with its one-line summary.
 COMMANDS: dict[str, str] = {
+    "move": "The whole move of a project, in one command that can be run again.",
     "audit": "Report what in a store would fail, or is bound to fail, on PostgreSQL.",
     "widen": "Plan, write or apply migrations that widen Sumatra's columns.",
     "copy": "Copy every record into PostgreSQL (or a fresh SQLite store), verified.",

@@ -196,14 +196,20 @@ class VerificationFailed(Refused):
 
 
 def plan_copy(
-    source: Store | Snapshot, target: Store, *, widen: bool = False, dedupe: bool = False
+    source: Store | Snapshot,
+    target: Store,
+    *,
+    widen: bool = False,
+    dedupe: bool = False,
+    new_database: bool = False,
 ) -> CopyPlan:
     """Inspect both stores and audit the source against what the target will accept.
 
     Given a `Snapshot` (what the commands pass), everything — this audit, the copy, its
     verification — reads that one state of the source; given a Store, the live store.
     Duplicate rows Sumatra's lookups cannot tell apart are failing findings; with
-    `dedupe` they are planned to be merged instead (dedupe.py)."""
+    `dedupe` they are planned to be merged instead (dedupe.py). `new_database`: the target
+    database is yet to be created (a plan only)."""
     snapshot = source if isinstance(source, Snapshot) else None
     if snapshot is not None:
         source = snapshot.store
@@ -217,7 +223,7 @@ def plan_copy(
             f"{source.display}: a PostgreSQL store can be copied into a new SQLite store "
             "(e.g. a backup), not into another PostgreSQL database"
         )
-    existing = _check_target(target)
+    existing = None if new_database else _check_target(target)
     limits = _target_limits(target, existing)
     report = audit(inspection, limits=limits)
     widening = None

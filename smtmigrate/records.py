@@ -426,7 +426,6 @@ class _StoreReader:
         """The project's records in chunks, ordered by (label, db_id), labels by code point
         (Python's string order, which the merge relies on): SQLite's default BINARY
         collation is that order, PostgreSQL's is asked for with COLLATE "C"."""
-        record_row, _, columns, _ = _row_classes()
         label: Any = "label"
         if self.connection.vendor == "postgresql":
             label = Collate("label", "C")
@@ -435,7 +434,18 @@ class _StoreReader:
             queryset = queryset.filter(project__isnull=True)
         else:
             queryset = queryset.filter(project_id=project)
-        rows = queryset.order_by(label, "db_id").values_list(*columns).iterator(CHUNK)
+        yield from self._chunks(queryset.order_by(label, "db_id"))
+
+    def records_by_id(self, ids: list[int]) -> Iterator[list]:
+        """The records `ids`, in chunks, in id order."""
+        for start in range(0, len(ids), CHUNK):
+            some = ids[start : start + CHUNK]
+            queryset = self.sm.Record._base_manager.using(self.alias).filter(db_id__in=some)
+            yield from self._chunks(queryset.order_by("db_id"))
+
+    def _chunks(self, queryset) -> Iterator[list]:
+        record_row, _, columns, _ = _row_classes()
+        rows = queryset.values_list(*columns).iterator(CHUNK)
         while values := list(islice(rows, CHUNK)):
             chunk = []
             for row in values:
@@ -582,6 +592,16 @@ def _read(inspection: Inspection) -> Iterator[tuple[str | None, str, int, dict[s
                         yield project, record.label, record.db_id, canonical(record)
         except DatabaseError as exc:
             raise inspection.store.read_error(exc) from exc
+
+
+def read_records(inspection: Inspection, ids: list[int]) -> list:
+    """The records `ids` of a store, ready for Sumatra's `to_sumatra()` and `canonical()`
+    (the caller holds `sumatra_reading()`)."""
+    reader = _StoreReader(inspection)
+    try:
+        return [record for chunk in reader.records_by_id(ids) for record in chunk]
+    except DatabaseError as exc:
+        raise inspection.store.read_error(exc) from exc
 
 
 def _keyed(inspection: Inspection) -> Iterator[Keyed]:

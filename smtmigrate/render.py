@@ -22,10 +22,11 @@ from rich.text import Text
 
 from .audit import FAILING_KINDS, AuditReport, Finding
 from .copy import CopyPlan, CopyResult, TableResult
-from .locations import redact_url
+from .locations import Store, redact_url
+from .move import MovePlan, MoveResult
 from .project import LabelGenerator
 from .snapshot import Snapshot
-from .target import DatabaseInfo
+from .target import CreatedDatabase, DatabaseInfo, pg_hba_line, pgpass_line
 from .verify import Verification
 from .widen import ApplyResult, WideningPlan
 
@@ -582,3 +583,81 @@ def render_project(labels: LabelGenerator, directory: Path, out: Console) -> Non
         out.print(Text(f"  fix: {labels.fix(directory)}"))
     else:
         out.print(Text(f"project: label generator {labels.described}: distinct labels"))
+
+
+def render_created(created: CreatedDatabase, store: Store, out: Console) -> None:
+    """What `createdb` did, and the lines the user may need next (names are anyone's
+    strings: plain text, never markup)."""
+    if created.role_created:
+        said = f"created role {created.owner}"
+        out.print(Text(said + (" with a password" if created.with_password else "")))
+    out.print(Text(f"created database {created.name} (owner {created.owner}, UTF8)"))
+    if created.schema_built:
+        out.print("built Sumatra's schema (its migrations + the default widening)")
+    out.print("For ~/.pgpass (mode 0600), put the password in place of PASSWORD:")
+    out.print(f"  {pgpass_line(store)}", markup=False)
+    out.print("For pg_hba.conf, if the server asks for passwords:")
+    out.print(f"  {pg_hba_line(store, created.owner)}", markup=False)
+
+
+def render_move_plan(plan: MovePlan, out: Console) -> None:
+    out.print(Text(f"Move plan: {plan.directory} ({plan.source.display}) → {plan.target.display}"))
+    table = Table(pad_edge=False)
+    table.add_column("step")
+    table.add_column("to do")
+    table.add_column("what")
+    for step in plan.steps:
+        table.add_row(step.name, "yes" if step.needed else "no", Text(step.action))
+    out.print(table)
+    if plan.copy is not None and plan.copy.refused:
+        out.print(_findings_table(plan.copy.failing))
+        out.print(
+            Text(
+                f"Refused: {len(plan.copy.failing)} finding(s) would be rejected by the target; "
+                "nothing was changed (see smtmigrate audit).",
+                style="bold red",
+            )
+        )
+
+
+def render_move_result(result: MoveResult, out: Console) -> None:
+    plan, created = result.plan, result.created
+    if created is not None:
+        role = "role and " if created.role_created else ""
+        out.print(Text(f"created {role}database {created.name} (owner {created.owner}, UTF8)"))
+    if result.copy is not None:
+        render_copy_result(result.copy, out)
+    switched = result.switched
+    if switched is not None:
+        out.print(Text(f"saved the previous project file as {switched.backup}"))
+        out.print(Text(f"{switched.project_file} now names {switched.db_file}"))
+        if switched.pgpass is not None:
+            out.print(Text(f"the password is in {switched.pgpass} (mode 0600), not in the project"))
+    if result.label_fixed:
+        out.print(Text(f"label generator {plan.label.described} → {result.label_fixed}"))
+    late = result.late
+    if plan.old is not None:
+        out.print(
+            Text(
+                f"late records: {len(late.carried)} carried over from {plan.old.display}, "
+                "each read back equal through Sumatra"
+            )
+        )
+    if late.without_project:
+        out.print(
+            Text(
+                f"{late.without_project} late record(s) without a project were left in the "
+                "old store (Sumatra cannot save them)",
+                style="yellow",
+            )
+        )
+    verb = "Already moved" if plan.stage == "moved" else "Moved"
+    out.print(Text(f"{verb}: {plan.directory} uses {plan.target.display}.", style="bold green"))
+    if plan.old is not None:
+        out.print(
+            "A `smt run` that started before the switch still saves to the old store when it "
+            "ends, and rewrites .smt/project as it was (Sumatra saves the project file after "
+            "every run): once such jobs have ended, run this move again; it points the "
+            "project back at the new store and carries their records over.",
+            markup=False,
+        )

@@ -314,3 +314,76 @@ def pg_hba_line(store: Store, role: str) -> str:
         return f"local   {store.settings['NAME']}   {role}   scram-sha-256"
     address = "127.0.0.1/32" if host in ("localhost", "127.0.0.1") else "<client address>/32"
     return f"host    {store.settings['NAME']}   {role}   {address}   scram-sha-256"
+
+
+@dataclass
+class CreatedDatabase:
+    name: str
+    owner: str
+    role_created: bool
+    with_password: bool
+    schema_built: bool
+
+
+def create_store_database(
+    store: Store,
+    *,
+    owner: str | None = None,
+    create_role: bool = False,
+    password: str | None = None,
+    admin: str | None = None,
+    schema: bool = True,
+) -> CreatedDatabase:
+    """A UTF8 database for Sumatra owned by `owner` (the URL's user by default), its role
+    too with `create_role`, and Sumatra's widened schema unless `schema` is False.
+
+    Everything that could stop it is checked before anything is created, and whatever
+    it created is removed again if a later step fails, so running it again starts afresh.
+    """
+    if create_role and store.password and store.password != password:
+        # Silently creating the role without it (or with another) would surprise.
+        raise SmtmigrateError(
+            "the new role's password is taken from --password-env VAR only (not the "
+            "URL, which shells and process lists show): set VAR to it"
+        )
+    with Admin(store, admin, as_target_user=False) as server:
+        owner = owner or store.settings.get("USER") or server.user
+        if server.exists():  # describe() would read it, as the URL's role
+            raise Refused(f"database {store.settings['NAME']} exists (drop-recreate replaces it)")
+        if not create_role and not server.role_exists(owner):
+            # Before check_privileges, whose pg_has_role() fails on a missing role
+            # with no hint of what to do.
+            raise Refused(f"role '{owner}' does not exist (add --create-role)")
+        server.check_privileges(owner if not create_role else server.user, drop=False)
+        if create_role:
+            if server.role_exists(owner):
+                raise Refused(f"role '{owner}' exists already")
+            server.check_may_create_role()
+        made: list[str] = []  # undone, newest first, if a later step fails
+        granted = False
+        try:
+            if create_role:
+                server.create_role(owner, password)
+                made.append("role")
+                granted = server.become_member(owner)
+            server.create_database(owner)
+            made.append("database")
+            if schema:
+                with server.target_as_admin() as created:
+                    build_schema(created, owner=owner)
+        except BaseException as exc:
+            _undo(server, owner, made, exc)
+            raise
+        if granted:  # the admin keeps no membership it did not have
+            server.revoke_membership(owner)
+    return CreatedDatabase(store.settings["NAME"], owner, create_role, bool(password), schema)
+
+
+def _undo(server: Admin, owner: str, made: list[str], exc: BaseException) -> None:
+    """Remove what this run created, so that running it again starts afresh."""
+    if "database" in made:
+        server.drop_database()
+    if "role" in made:
+        server.drop_role(owner)  # its memberships go with it
+    if made and isinstance(exc, SmtmigrateError):
+        exc.args = (f"{exc}; removed the {' and the '.join(reversed(made))} it had created",)

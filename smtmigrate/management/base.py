@@ -105,3 +105,16 @@ class SmtmigrateCommand(BaseCommand):
     def _interrupted(self, prog: str) -> None:
         self.stderr.write(f"{prog}: interrupted")
         sys.exit(INTERRUPTED)
+
+
+def password_from_env(variable: str | None, create_role: bool) -> str | None:
+    """`--password-env VAR` (with `--create-role`): the new role's password, never typed on
+    a command line that shells and process lists show."""
+    if not variable:
+        return None
+    if not create_role:
+        raise SmtmigrateError("--password-env goes with --create-role")
+    password = os.environ.get(variable)
+    if not password:
+        raise SmtmigrateError(f"environment variable {variable} is not set or empty")
+    return password

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack, nullcontext
+
+from ...copy import SilentEvents
+from ...errors import Refused
+from ...locations import resolve, resolve_target
+from ...move import MoveOptions, plan_move, run_move
+from ...project import LABEL_FIXES, project_directory
+from ...render import (
+    PlainCopyEvents,
+    RichCopyEvents,
+    render_move_plan,
+    render_move_result,
+    write_json,
+)
+from ..base import SmtmigrateCommand, password_from_env
+
+
+class Command(SmtmigrateCommand):
+    help = (
+        "Move a Sumatra project onto a PostgreSQL database in one go: create the database "
+        "when missing, copy (widened, verified), switch the project, fix its label generator, "
+        "carry over records saved meanwhile. Safe to run again. Exit 0: moved (or already "
+        "moved); 1: refused, nothing changed; 2: usage or connection error."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("project", help="the Sumatra project directory")
+        parser.add_argument("target", help="postgresql://… URL of the new store")
+        parser.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
+        parser.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+        parser.add_argument(
+            "--label-generator",
+            choices=[*sorted(LABEL_FIXES), "keep"],
+            default="uuid",
+            help="when the project's labels collide under concurrent runs (Sumatra's default "
+            "timestamp), switch it to this (default uuid); keep leaves it",
+        )
+        parser.add_argument(
+            "--verify",
+            choices=("full", "rows"),
+            default="full",
+            help="as for copy: full (default) also reads every record back through Sumatra",
+        )
+        parser.add_argument(
+            "--create-role", action="store_true", help="create the URL's role with the database"
+        )
+        parser.add_argument(
+            "--password-env",
+            metavar="VAR",
+            help="with --create-role: the new role's password, from this environment variable",
+        )
+        parser.add_argument(
+            "--dedupe",
+            action="store_true",
+            help="merge rows Sumatra's get_or_create cannot tell apart (as copy --dedupe)",
+        )
+        parser.add_argument("--admin", metavar="URL", help="create the database over this URL")
+        parser.add_argument("--format", choices=("table", "json"), default="table")
+
+    def handle(self, project, target, yes, dry_run, label_generator, verify, **options):
+        out = self.console()
+        as_json = options["format"] == "json"
+        password = password_from_env(options["password_env"], options["create_role"])
+        move_options = MoveOptions(
+            label_generator=None if label_generator == "keep" else label_generator,
+            records=verify == "full",
+            dedupe=options["dedupe"],
+            create_role=options["create_role"],
+            password=password,
+            admin=options["admin"],
+        )
+        directory = project_directory(project)
+        with ExitStack() as stack:
+            source = stack.enter_context(resolve(str(directory)))
+            target_store = stack.enter_context(resolve_target(target))
+            plan = plan_move(directory, source, target_store, move_options, stack)
+            if not as_json:
+                render_move_plan(plan, out)
+            if plan.refused or dry_run:
+                if as_json:
+                    write_json(plan.to_dict() | {"refused": plan.refused}, self.stdout._out)
+                if plan.refused:
+                    self.exit_code = Refused.exit_code
+                return
+            if not yes:
+                self._confirm(out)
+            if as_json:
+                events, context = SilentEvents(), nullcontext()
+            elif out.is_terminal:
+                events = RichCopyEvents(out)
+                context = events
+            else:
+                events, context = PlainCopyEvents(out), nullcontext()
+            with context:
+                result = run_move(plan, events)
+            if as_json:
+                write_json(result.to_dict(), self.stdout._out)
+            else:
+                render_move_result(result, out)
+
+    def _confirm(self, out) -> None:
+        if not sys.stdin.isatty():
+            raise Refused("move changes the project: add --yes to go ahead without a question")
+        answer = out.input("Go ahead? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise Refused("nothing was changed")

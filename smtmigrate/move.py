@@ -1,0 +1,309 @@
+"""`smtmigrate move`: a project's whole move onto a database server, as steps that resume.
+
+    plan  → what each step will do, checked before anything is changed
+    database → created (and its role) when missing, as `createdb` does
+    copy  → `copy --widen`, verified against the source's snapshot, in one transaction
+    switch → `.smt/project` names the new store, its label generator fixed
+    late records → records the old store gained since the snapshot, carried over
+
+Until the switch the project keeps its old store, so a failure (or a kill) at any step
+leaves it as it was, and running `move` again picks up where the last run stopped: a
+database an earlier run created is reused while it is empty; a copy an earlier run
+committed is verified (every record it holds equal to the project's) and kept; a project
+already on the target is reported, and its late records carried over. The state of a
+finished move (`.smt/smtmigrate-move.json`: where from, where to, the last record id the
+copy took) is what lets a later run find the old store again.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .carry import CarryResult, fold_late_records
+from .copy import CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
+from .dedupe import find_duplicates, plan_dedupe
+from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
+from .files import write_private
+from .locations import Store, resolve, same_store
+from .project import (
+    LabelGenerator,
+    SwitchResult,
+    check_switch,
+    read_label_generator,
+    set_label_generator,
+    store_url,
+    switch_project,
+)
+from .schema import inspect_store
+from .snapshot import source_snapshot
+from .target import Admin, CreatedDatabase, create_store_database
+from .verify import verify_stores
+
+STATE_FILE = Path(".smt") / "smtmigrate-move.json"
+
+
+@dataclass
+class MoveOptions:
+    label_generator: str | None = "uuid"  # a project.LABEL_FIXES key; None keeps it
+    records: bool = True  # the record-level check through Sumatra (copy's --verify full)
+    dedupe: bool = False  # merge duplicate get_or_create rows on the way (copy --dedupe)
+    create_role: bool = False
+    password: str | None = None  # the new role's, from --password-env
+    admin: str | None = None
+
+
+@dataclass
+class MoveStep:
+    name: str
+    action: str  # one line: what it will do, or why it is not needed
+    needed: bool = True
+
+
+# Where a project stands when `move` looks at it.
+FRESH = "fresh"  # on its old store; the target is new or empty
+COPIED = "copied"  # on its old store; an earlier run's copy is in the target
+REVERTED = "reverted"  # moved, then a job that had started before rewrote .smt/project
+MOVED = "moved"  # on the target
+
+
+@dataclass
+class MovePlan:
+    directory: Path
+    source: Store  # the store the project names now
+    target: Store
+    label: LabelGenerator
+    options: MoveOptions
+    steps: list[MoveStep]
+    stage: str = FRESH
+    copy: CopyPlan | None = None  # None when no copy is to be made
+    create_database: bool = False
+    old: Store | None = None  # where late records come from
+    after_id: int = 0  # late records: ids past this one (known once the copy is)
+
+    @property
+    def refused(self) -> bool:
+        return self.copy is not None and self.copy.refused
+
+    def to_dict(self) -> dict:
+        return {
+            "project": str(self.directory),
+            "source": self.source.display,
+            "target": self.target.display,
+            "stage": self.stage,
+            "label_generator": self.label.to_dict(self.directory),
+            "steps": [{"step": s.name, "action": s.action, "needed": s.needed} for s in self.steps],
+            "copy": None if self.copy is None else self.copy.to_dict(),
+        }
+
+
+@dataclass
+class MoveResult:
+    plan: MovePlan
+    created: CreatedDatabase | None = None
+    copy: CopyResult | None = None
+    switched: SwitchResult | None = None
+    label_fixed: str | None = None  # the label generator the project was given
+    late: CarryResult = field(default_factory=CarryResult)
+
+    def to_dict(self) -> dict:
+        data = self.plan.to_dict()
+        data.update(
+            {
+                "created": None if self.created is None else vars(self.created),
+                "copy_result": None if self.copy is None else self.copy.to_dict(),
+                "switched": self.switched is not None,
+                "label_generator_fixed": self.label_fixed,
+                "late_records": self.late.to_dict(),
+            }
+        )
+        return data
+
+
+def _same(a: Store | None, b: Store | None) -> bool:
+    """Whether two locations name one store; a database that cannot be reached (say, not
+    created yet) is no store the project is on."""
+    if a is None or b is None:
+        return False
+    try:
+        return same_store(a, b)
+    except StoreConnectionError:
+        return False
+
+
+def read_state(directory: Path) -> dict | None:
+    path = directory / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SmtmigrateError(f"{path}: not readable ({exc}); remove it to start over") from exc
+
+
+def plan_move(
+    directory: Path, source: Store, target: Store, options: MoveOptions, stack: ExitStack
+) -> MovePlan:
+    """Look at the project, both stores and the server; change nothing. A copy to make
+    reads one snapshot of the project's store, held open on `stack` until the move ends."""
+    if target.kind != "postgresql":
+        raise SmtmigrateError(f"{target.display}: move takes a postgresql:// URL as TARGET")
+    check_switch(directory, target)  # everything the switch needs, before anything else
+    plan = MovePlan(directory, source, target, read_label_generator(directory), options, [])
+    state = read_state(directory)
+    moved_from = moved_to = None
+    if state:
+        moved_to = resolve(state["moved_to"], base_dir=directory)
+        try:
+            moved_from = resolve(state["moved_from"], base_dir=directory)
+        except LocationError:
+            moved_from = None  # the old store is gone: nothing late to carry from it
+    if _same(source, target):
+        plan.stage = MOVED
+        if moved_from is not None and _same(moved_to, target):
+            plan.old = moved_from
+    elif moved_from is not None and _same(moved_from, source) and _same(moved_to, target):
+        plan.stage, plan.old = REVERTED, source
+    if plan.old is not None:
+        plan.after_id = int(state.get("copied_through_id") or 0)
+    if plan.stage == FRESH:
+        _plan_copy(plan, stack)
+    step = {
+        FRESH: f"point {directory} at {target.display}",
+        COPIED: f"point {directory} at {target.display}",
+        REVERTED: f"point {directory} at {target.display} again: a job that started before "
+        "the move rewrote .smt/project when it ended (Sumatra saves it after every run)",
+        MOVED: f"done: the project is on {target.display}",
+    }[plan.stage]
+    plan.steps.append(MoveStep("switch", step, needed=plan.stage != MOVED))
+    fix = options.label_generator if plan.label.collides else None
+    if fix:
+        plan.steps.append(MoveStep("labels", f"label generator {plan.label.described} → {fix}"))
+    elif plan.label.collides:
+        plan.steps.append(MoveStep("labels", f"kept: {plan.label.problem}", needed=False))
+    else:
+        plan.steps.append(MoveStep("labels", f"{plan.label.described}: no collision", needed=False))
+    if plan.stage in (FRESH, COPIED) or plan.old is not None:
+        where = plan.old.display if plan.old is not None else source.display
+        plan.steps.append(MoveStep("late records", f"carry records saved to {where} meanwhile"))
+    return plan
+
+
+def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
+    source, target, options = plan.source, plan.target, plan.options
+    snapshot = stack.enter_context(source_snapshot(source))
+    with Admin(target, options.admin, as_target_user=not options.create_role) as server:
+        plan.create_database = not server.exists()
+    if plan.create_database:
+        owner = target.settings.get("USER") or "the URL's user"
+        role = " and its role" if options.create_role else ""
+        plan.steps.append(
+            MoveStep(
+                "database",
+                f"create database {target.settings['NAME']}{role} (owner {owner}, UTF8)",
+            )
+        )
+        plan.copy = plan_copy(
+            snapshot, target, widen=True, dedupe=options.dedupe, new_database=True
+        )
+    else:
+        plan.steps.append(MoveStep("database", "exists", needed=False))
+        try:
+            plan.copy = plan_copy(snapshot, target, widen=True, dedupe=options.dedupe)
+        except Refused as exc:
+            if "already holds Sumatra data" not in str(exc):
+                raise
+            plan.after_id = _earlier_copy(snapshot.store, target, options.dedupe)
+            plan.stage, plan.old = COPIED, source
+    if plan.copy is not None:
+        rows = sum(plan.copy.row_counts.values())
+        widened = len(plan.copy.widening.changes) if plan.copy.widening else 0
+        records = plan.copy.row_counts.get("django_store_record", 0)
+        plan.steps.append(
+            MoveStep(
+                "copy",
+                f"copy {records:,} records ({rows:,} rows), widening {widened} column(s), verified",
+            )
+        )
+    else:
+        plan.steps.append(
+            MoveStep(
+                "copy",
+                "made by an earlier run: every record in it equals the project's",
+                needed=False,
+            )
+        )
+
+
+def _earlier_copy(source: Store, target: Store, dedupe: bool) -> int:
+    """An earlier run's copy, kept if every record it holds equals the project's (`source`:
+    its snapshot); the project may have saved more since (carried over as late records)."""
+    inspection = inspect_store(source)
+    merged = plan_dedupe(inspection, find_duplicates(inspection)) if dedupe else None
+    verification = verify_stores(inspection, inspect_store(target), dedupe=merged)
+    comparison = verification.records
+    assert comparison is not None
+    subset = (
+        comparison.target_records == comparison.records
+        and comparison.differing_records == comparison.source_records - comparison.records
+    )
+    if not subset:
+        raise Refused(
+            f"{target.display} already holds Sumatra records that are not the project's "
+            f"({verification.summary}); move copies only into an empty database"
+        )
+    return _max_record_id(target)
+
+
+def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
+    """Carry out the plan's needed steps, in order."""
+    result = MoveResult(plan)
+    options = plan.options
+    if plan.create_database:
+        result.created = create_store_database(
+            plan.target,
+            create_role=options.create_role,
+            password=options.password,
+            admin=options.admin,
+            schema=False,  # the copy builds it, in its own transaction
+        )
+        snapshot = plan.copy.snapshot  # the same state of the source, now against the database
+        plan.copy = plan_copy(
+            snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe
+        )
+    if plan.copy is not None:
+        if plan.copy.refused:
+            raise Refused(f"{len(plan.copy.failing)} finding(s) would be rejected by the target")
+        result.copy = copy_store(plan.copy, events, records=options.records)
+        snapshot = plan.copy.snapshot
+        plan.old = plan.source
+        plan.after_id = (snapshot.max_record_id if snapshot else None) or 0
+    fix = options.label_generator if plan.label.collides else None
+    if plan.stage != MOVED:
+        switched = switch_project(plan.directory, plan.target, label_generator=fix)
+        _write_state(plan)
+        result.switched = switched
+    elif fix:
+        set_label_generator(plan.directory, fix)
+    result.label_fixed = fix
+    if plan.old is not None:
+        result.late = fold_late_records(plan.old, plan.target, after_id=plan.after_id)
+    return result
+
+
+def _max_record_id(store: Store) -> int:
+    with store.connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(max(db_id), 0) FROM django_store_record")
+        return int(cursor.fetchone()[0])
+
+
+def _write_state(plan: MovePlan) -> None:
+    assert plan.old is not None
+    state = {
+        "moved_from": store_url(plan.old),
+        "moved_to": store_url(plan.target),
+        "copied_through_id": plan.after_id,
+    }
+    write_private(plan.directory / STATE_FILE, json.dumps(state, indent=2) + "\n", mode=0o600)
