@@ -152,6 +152,8 @@ PATH_ERROR_OVERRIDES = {
     ("createdb", "not-sumatra"): "not a PostgreSQL database URL",
     ("drop-recreate", "not-sumatra"): "not a PostgreSQL database URL",
     ("widen-apply", "not-sumatra"): "widening applies to PostgreSQL stores",
+    # an SQLite file as PROJECT_DIR: the switch's checks find no project file first
+    ("switch-PROJECT_DIR", "not-sumatra"): "not a Sumatra project (no .smt/project)",
 }
 
 
@@ -270,9 +272,13 @@ def test_malformed_urls(run_bad, monkeypatch, slot, kind):
     """Refused as typed, before any connection (or by libpq, before any server is asked)."""
     monkeypatch.delenv("PGDATABASE", raising=False)
     url, expected = URL_ERRORS[kind]
+    code = 2
     if slot.id.endswith("-admin") and not url.startswith("postgresql:"):
         expected = ADMIN_ONLY_POSTGRES
-    assert_error(run_bad(slot, url), slot.command, expected, secrets=("Secret-1",))
+    if slot.id == "switch-TARGET" and kind in ("unknown-option", "bad-timeout"):
+        # Sumatra would ignore any ?parameter: switch refuses them all, before connecting
+        code, expected = 1, "Sumatra ignores the ?parameters"
+    assert_error(run_bad(slot, url), slot.command, expected, code=code, secrets=("Secret-1",))
 
 
 # -- servers that say no: closed port, unknown role, missing database ---------------------
