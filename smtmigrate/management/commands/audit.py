@@ -5,7 +5,7 @@ from argparse import ArgumentTypeError
 from ...audit import audit
 from ...locations import resolve
 from ...project import read_label_generator
-from ...render import render_audit, render_project, write_json
+from ...render import render_audit, write_json
 from ...schema import inspect_store
 from ..base import SmtmigrateCommand
 
@@ -50,8 +50,5 @@ class Command(SmtmigrateCommand):
                 data["project"] = labels.to_dict(directory)
             write_json(data, self.stdout._out)
         else:
-            out = self.console()
-            render_audit(report, out)
-            if labels:
-                render_project(labels, directory, out)
+            render_audit(report, self.console(), labels=labels, directory=directory)
         self.exit_code = report.exit_code
