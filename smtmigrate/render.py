@@ -68,7 +68,13 @@ def write_json(data: Any, file: IO[str]) -> None:
     file.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def render_audit(report: AuditReport, out: Console) -> None:
+def render_audit(
+    report: AuditReport,
+    out: Console,
+    *,
+    labels: LabelGenerator | None = None,
+    directory: Path | None = None,
+) -> None:
     out.print(
         f"[bold]{escape(report.location)}[/bold]  layout {report.layout}, "
         f"{len(report.row_counts)} tables, {sum(report.row_counts.values()):,} rows, "
@@ -84,6 +90,8 @@ def render_audit(report: AuditReport, out: Console) -> None:
         )
     if report.findings:
         out.print(_findings_table(report.findings))
+    if labels is not None and directory is not None:
+        render_project(labels, directory, out)
     style = "bold red" if report.exit_code else "bold green"
     out.print(Text(report.verdict, style=style))
     if report.exit_code:

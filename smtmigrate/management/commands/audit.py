@@ -6,7 +6,7 @@ from ...audit import audit, unknown_layout_report
 from ...errors import UnknownLayout
 from ...locations import resolve
 from ...project import read_label_generator
-from ...render import render_audit, render_project, write_json
+from ...render import render_audit, write_json
 from ...schema import inspect_store
 from ...snapshot import source_snapshot
 from ..base import SmtmigrateCommand
@@ -58,7 +58,4 @@ class Command(SmtmigrateCommand):
                 data["project"] = labels.to_dict(directory)
             write_json(data, self.stdout._out)
         else:
-            out = self.console()
-            render_audit(report, out)
-            if labels:
-                render_project(labels, directory, out)
+            render_audit(report, self.console(), labels=labels, directory=directory)
