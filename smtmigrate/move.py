@@ -269,6 +269,10 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
             admin=options.admin,
             schema=False,  # the copy builds it, in its own transaction
         )
+        if options.password and not plan.target.password:
+            # The new role's password: the copy connects with it, the switch puts it in
+            # ~/.pgpass (never in .smt/project).
+            plan.target.settings["PASSWORD"] = options.password
         snapshot = plan.copy.snapshot  # the same state of the source, now against the database
         plan.copy = plan_copy(
             snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe

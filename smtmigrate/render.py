@@ -24,7 +24,7 @@ from .audit import FAILING_KINDS, AuditReport, Finding
 from .copy import CopyPlan, CopyResult, TableResult
 from .locations import Store, redact_url
 from .move import MovePlan, MoveResult
-from .project import LabelGenerator
+from .project import LabelFixResult, LabelGenerator, SwitchResult
 from .snapshot import Snapshot
 from .target import CreatedDatabase, DatabaseInfo, pg_hba_line, pgpass_line
 from .verify import Verification
@@ -608,6 +608,36 @@ def render_created(created: CreatedDatabase, store: Store, out: Console) -> None
     out.print(f"  {pg_hba_line(store, created.owner)}", markup=False)
 
 
+def switch_lines(result: SwitchResult, verification: Verification | None = None) -> list[str]:
+    """What a switch did, one plain line each (paths and URLs are never markup)."""
+    if not result.switched:
+        return [f"{result.project_file} names {result.db_file} already; nothing was changed"]
+    lines = []
+    if verification is not None:
+        verdict = "verified" if verification.ok else "switched anyway (--force)"
+        lines.append(f"{verdict}: {verification.summary}")
+    lines.append(
+        f"kept {result.backup}, saved by an earlier switch (the project file before it)"
+        if result.backup_kept
+        else f"saved the previous project file as {result.backup}"
+    )
+    lines.append(f"{result.project_file} now names {result.db_file}")
+    if result.pgpass is not None:
+        what = "added the password for it to" if result.pgpass_changed else "password already in"
+        lines.append(f"{what} {result.pgpass} (mode 0600); it is not in the project file")
+    return lines
+
+
+def label_fix_lines(result: LabelFixResult) -> list[str]:
+    if result.backup is None:
+        return [f"{result.project_file} already labels records with {result.after.described}"]
+    return [
+        f"the project file before the first change is kept as {result.backup}",
+        f"{result.project_file} now labels records with {result.after.described} "
+        f"(was {result.before.described})",
+    ]
+
+
 def render_move_plan(plan: MovePlan, out: Console) -> None:
     out.print(Text(f"Move plan: {plan.directory} ({plan.source.display}) → {plan.target.display}"))
     table = Table(pad_edge=False)
@@ -631,16 +661,13 @@ def render_move_plan(plan: MovePlan, out: Console) -> None:
 def render_move_result(result: MoveResult, out: Console) -> None:
     plan, created = result.plan, result.created
     if created is not None:
-        role = "role and " if created.role_created else ""
+        role = f"role {created.owner} and " if created.role_created else ""
         out.print(Text(f"created {role}database {created.name} (owner {created.owner}, UTF8)"))
     if result.copy is not None:
         render_copy_result(result.copy, out)
-    switched = result.switched
-    if switched is not None:
-        out.print(Text(f"saved the previous project file as {switched.backup}"))
-        out.print(Text(f"{switched.project_file} now names {switched.db_file}"))
-        if switched.pgpass is not None:
-            out.print(Text(f"the password is in {switched.pgpass} (mode 0600), not in the project"))
+    if result.switched is not None:
+        for line in switch_lines(result.switched):
+            out.print(line, markup=False)
     if result.label_fixed:
         out.print(Text(f"label generator {plan.label.described} → {result.label_fixed}"))
     late = result.late

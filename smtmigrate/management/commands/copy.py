@@ -13,11 +13,11 @@ from ...render import (
     render_copy_result,
     render_refusal,
     render_verification,
+    switch_lines,
     write_json,
 )
 from ...snapshot import source_snapshot
 from ..base import SmtmigrateCommand
-from .switch import switch_report
 
 
 class Command(SmtmigrateCommand):
@@ -141,7 +141,7 @@ class Command(SmtmigrateCommand):
                     dedupe=dedupe,
                 )
                 if not quiet:
-                    for line in switch_report(*switched):
+                    for line in switch_lines(switched[1], switched[0]):
                         if as_json:
                             self.stderr.write(line)
                         else:  # paths and URLs are anyone's strings, never rich markup

@@ -9,6 +9,7 @@ from ...project import (
     switch_back,
     verify_and_switch,
 )
+from ...render import label_fix_lines, switch_lines
 from ..base import SmtmigrateCommand
 
 
@@ -53,7 +54,7 @@ class Command(SmtmigrateCommand):
                 raise SmtmigrateError(
                     "give the TARGET store to switch to, --label-generator, or --back"
                 )
-            for line in label_fix_report(set_label_generator(directory, label_generator)):
+            for line in label_fix_lines(set_label_generator(directory, label_generator)):
                 self.stdout.write(line)
             return
         with resolve(str(directory)) as current, resolve(target) as new:
@@ -65,37 +66,7 @@ class Command(SmtmigrateCommand):
                 dedupe=dedupe,
                 label_generator=label_generator,
             )
-        for line in switch_report(verification, result):
+        for line in switch_lines(result, verification):
             self.stdout.write(line)
         if label_generator:
             self.stdout.write(f"{result.project_file} now labels records with {label_generator}")
-
-
-def switch_report(verification, result) -> list[str]:
-    if not result.switched:
-        return [f"{result.project_file} names {result.db_file} already; nothing was changed"]
-    verdict = "verified" if verification.ok else "switched anyway (--force)"
-    saved = (
-        f"kept {result.backup}, saved by an earlier switch (the project file before it)"
-        if result.backup_kept
-        else f"saved the previous project file as {result.backup}"
-    )
-    lines = [
-        f"{verdict}: {verification.summary}",
-        saved,
-        f"{result.project_file} now names {result.db_file}",
-    ]
-    if result.pgpass is not None:
-        what = "added the password for it to" if result.pgpass_changed else "password already in"
-        lines.append(f"{what} {result.pgpass} (mode 0600); it is not in the project file")
-    return lines
-
-
-def label_fix_report(result) -> list[str]:
-    if result.backup is None:
-        return [f"{result.project_file} already labels records with {result.after.described}"]
-    return [
-        f"saved the previous project file as {result.backup}",
-        f"{result.project_file} now labels records with {result.after.described} "
-        f"(was {result.before.described})",
-    ]
