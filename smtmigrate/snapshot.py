@@ -40,8 +40,9 @@ from urllib.parse import quote as url_quote
 
 from django.db import DatabaseError, transaction
 
+from . import locations
 from .errors import StoreConnectionError
-from .locations import SQLITE_LOCK_TIMEOUT, Store, sqlite_settings
+from .locations import Store, sqlite_settings
 
 RECORD_TABLE = "django_store_record"
 SNAPSHOT_PREFIX = "smtmigrate-snapshot-"
@@ -172,7 +173,9 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
     """Copy every page of the store in one backup step (one read transaction)."""
     assert store.path is not None
     source = sqlite3.connect(
-        f"file:{url_quote(str(store.path))}?mode=ro", uri=True, timeout=SQLITE_LOCK_TIMEOUT
+        f"file:{url_quote(str(store.path))}?mode=ro",
+        uri=True,
+        timeout=locations.SQLITE_LOCK_TIMEOUT,  # the one bound every reader of a store keeps
     )
     target = sqlite3.connect(path)
     # A throw-away file: no journal, no fsync (measured: several times faster on a

@@ -430,9 +430,7 @@ def test_wal_content_not_yet_checkpointed_is_in_the_snapshot(cli, store08, tmp_p
 
 
 def test_a_store_locked_by_a_writer_ends_with_one_line(cli, store08, monkeypatch):
-    from smtmigrate import snapshot as snapshot_module
-
-    monkeypatch.setattr(snapshot_module, "SQLITE_LOCK_TIMEOUT", 0.2)
+    monkeypatch.setattr("smtmigrate.locations.SQLITE_LOCK_TIMEOUT", 0.2)
     holder = sqlite3.connect(records_file(store08), isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:

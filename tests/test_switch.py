@@ -108,43 +108,6 @@ def test_switch_refuses_a_location_sumatra_would_misread(cli, home, store08, tmp
     assert smt_list(store08) == labels
 
 
-def test_sixty_concurrent_smt_runs_on_a_switched_project(cli, home, tmp_path, pg_database):
-    project = tmp_path / "project"
-    project.mkdir()
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    (project / "main.py").write_text("print('hello')\n")
-    subprocess.run([*git, "add", "main.py"], cwd=project, check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], cwd=project, check=True)
-    assert smt(project, "init", "stressproj").returncode == 0
-    assert smt(project, "configure", "--executable=python", "--main=main.py").returncode == 0
-    assert smt(project, "run", "--label", "first").returncode == 0
-
-    result = cli("copy", project, pg_database, "--widen", "--switch", project)
-    assert result.code == 0, result
-
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    jobs = [
-        subprocess.Popen(
-            [SMT, "run", "--label", f"job-{i:02d}"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(60)
-    ]
-    failures = []
-    for job in jobs:
-        _, err = job.communicate(timeout=280)
-        if job.returncode:
-            failures.append(err[-500:])
-    labels = {label for (label,) in pg_query(pg_database, "SELECT label FROM django_store_record")}
-    assert {f"job-{i:02d}" for i in range(60)} | {"first"} == labels, failures[:3]
-    assert not failures
-
-
 @pytest.mark.parametrize("command", ["switch", "copy"])
 def test_a_url_given_as_project_dir_is_named_as_such(cli, store08, pg_database, command):
     url = "postgresql://someone:s3cret@127.0.0.1/sumatra_db"
