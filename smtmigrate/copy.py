@@ -73,6 +73,12 @@ class CopyEvents(Protocol):
 
 
 class SilentEvents:
+    def __enter__(self) -> SilentEvents:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
     def phase(self, name: str) -> None:
         pass
 

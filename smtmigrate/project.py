@@ -133,12 +133,7 @@ def switch_project(
     The backup is the configuration before the first switch: a later switch keeps it
     (it would otherwise save a file that already names a new store), `--back` uses it up.
     """
-    path = project_file(directory)
-    text = path.read_text(encoding="utf-8")
-    try:
-        project = json.loads(text)
-    except ValueError as exc:
-        raise SmtmigrateError(f"{path}: not a readable Sumatra project file ({exc})") from exc
+    path, text, project = read_project(directory)
     pgpass = None
     changed = False
     if target.password:

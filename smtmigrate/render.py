@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .audit import FAILING_KINDS, AuditReport, Finding
-from .copy import CopyPlan, CopyResult, TableResult
+from .copy import CopyPlan, CopyResult, SilentEvents, TableResult
 from .locations import Store, redact_url
 from .move import MovePlan, MoveResult
 from .project import LabelFixResult, LabelGenerator, SwitchResult
@@ -225,6 +225,12 @@ class PlainCopyEvents:
     def __init__(self, out: Console) -> None:
         self.out = out
 
+    def __enter__(self) -> PlainCopyEvents:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
     def phase(self, name: str) -> None:
         self.out.print(f"{name} …")
 
@@ -290,6 +296,14 @@ class RichCopyEvents(PlainCopyEvents):
         task = self.tasks[result.table]
         self.progress.update(task, completed=result.rows, total=result.rows, bytes=result.bytes)
         self.progress.stop_task(task)  # freezes its elapsed time, and so its MB/s
+
+
+def copy_events(out: Console, *, silent: bool = False):
+    """How a copy shows its progress: nothing, a rich progress display on a terminal, or
+    plain lines elsewhere. Each is a context manager (only the rich one does anything)."""
+    if silent:
+        return SilentEvents()
+    return RichCopyEvents(out) if out.is_terminal else PlainCopyEvents(out)
 
 
 def render_copy_plan(plan: CopyPlan, out: Console) -> None:

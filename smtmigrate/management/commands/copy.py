@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 
-from ...copy import SilentEvents, VerificationFailed, copy_store, plan_copy
+from ...copy import VerificationFailed, copy_store, plan_copy
 from ...errors import Refused, StoreConnectionError
 from ...locations import Store, resolve, resolve_target, same_store
 from ...project import check_switch, project_directory, store_url, verify_and_switch
 from ...render import (
-    PlainCopyEvents,
-    RichCopyEvents,
+    copy_events,
     render_copy_plan,
     render_copy_result,
     render_refusal,
@@ -108,15 +107,9 @@ class Command(SmtmigrateCommand):
                 elif not quiet:
                     render_copy_plan(plan, out)
                 return
-            if quiet or as_json:
-                events, context = SilentEvents(), nullcontext()
-            elif out.is_terminal:
-                events = RichCopyEvents(out)
-                context = events
-            else:
-                events, context = PlainCopyEvents(out), nullcontext()
+            events = copy_events(out, silent=quiet or as_json)
             try:
-                with context:
+                with events:
                     result = copy_store(plan, events, records=verify == "full")
             except VerificationFailed as failure:
                 if as_json:

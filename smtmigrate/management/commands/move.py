@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 
-from ...copy import SilentEvents
 from ...errors import Refused
 from ...locations import resolve, resolve_target
 from ...move import MoveOptions, plan_move, run_move
 from ...project import LABEL_FIXES, project_directory
 from ...render import (
-    PlainCopyEvents,
-    RichCopyEvents,
+    copy_events,
     render_move_plan,
     render_move_result,
     write_json,
@@ -87,14 +85,8 @@ class Command(SmtmigrateCommand):
                 return
             if not yes:
                 self._confirm(out)
-            if as_json:
-                events, context = SilentEvents(), nullcontext()
-            elif out.is_terminal:
-                events = RichCopyEvents(out)
-                context = events
-            else:
-                events, context = PlainCopyEvents(out), nullcontext()
-            with context:
+            events = copy_events(out, silent=as_json)
+            with events:
                 result = run_move(plan, events)
             if as_json:
                 write_json(result.to_dict(), self.stdout._out)
