@@ -149,6 +149,15 @@ def copy_fixture(generation: str, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def home(tmp_path: Path, monkeypatch) -> Path:
+    """A HOME of the test's own: ~/.pgpass is written there, and smt reads it from there."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("HOME", str(path))
+    return path
+
+
+@pytest.fixture
 def store08(tmp_path: Path) -> Path:
     return copy_fixture("0.8", tmp_path)
 

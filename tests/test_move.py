@@ -24,14 +24,6 @@ SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    path = tmp_path / "home"
-    path.mkdir()
-    monkeypatch.setenv("HOME", str(path))
-    return path
-
-
-@pytest.fixture
 def new_database():
     """The name of a database that does not exist yet (move creates it); dropped after."""
     import uuid

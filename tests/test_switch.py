@@ -16,15 +16,6 @@ from .conftest import pg_query, records_file, sqlite_rows
 SMT = str(Path(sys.executable).parent / "smt")
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A HOME of the test's own: ~/.pgpass is written there, and smt reads it from there."""
-    path = tmp_path / "home"
-    path.mkdir()
-    monkeypatch.setenv("HOME", str(path))
-    return path
-
-
 def smt(project: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     return subprocess.run(
