@@ -22,7 +22,7 @@ from pathlib import Path
 import sqlparse
 from django.db import DatabaseError, OperationalError, connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.migrations import Migration
+from django.db.migrations import Migration, RunPython
 from django.db.migrations.autodetector import MigrationAutodetector
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
@@ -235,6 +235,9 @@ def write_migration(plan: WideningPlan, directory: Path) -> list[Path]:
     alone can also be copied into Sumatra's `django_store/migrations/`.
     """
     migration = build_migration(plan)
+    # Django's migrate would leave the foreign key to a widened primary key without its
+    # `_like` index and under another name (see `_apply`): the file puts both back itself.
+    migration.operations.append(RunPython(restore_foreign_keys, RunPython.noop))
     # Files smtmigrate creates are never world-readable: new directories 0750, files 0640;
     # the user shares them further if they want to.
     for missing in reversed([d for d in (directory, *directory.parents) if not d.exists()]):
@@ -320,6 +323,41 @@ def _apply(migration: Migration, editor) -> None:
                 statement = editor._create_like_index_sql(model, field)
                 if statement is not None:
                     editor.execute(statement)
+
+
+def restore_foreign_keys(apps, schema_editor) -> None:
+    """Run by a migration that `widen --write` wrote, after its AlterFields: what `_apply`
+    does on smtmigrate's own paths, decided from the database's catalog (a migration file
+    knows no "before"): a foreign key constraint Django renamed gets its name back, an
+    indexed foreign key column without its `_like` index gets it. Nothing on other
+    engines; nothing twice."""
+    connection = schema_editor.connection
+    if connection.vendor != "postgresql":
+        return
+    introspection = connection.introspection
+    for model in apps.get_app_config(SUMATRA_APP).get_models():
+        with connection.cursor() as cursor:
+            existing = introspection.get_constraints(cursor, model._meta.db_table)
+        for field in model._meta.local_fields:
+            if not field.is_relation:
+                continue
+            table = schema_editor.quote_name(model._meta.db_table)
+            made = schema_editor._fk_constraint_name(model, field, "_fk")
+            wanted = schema_editor._fk_constraint_name(
+                model, field, "_fk_%(to_table)s_%(to_column)s"
+            )
+            renamed = str(made).strip('"') in existing
+            if field.db_constraint and renamed and str(wanted).strip('"') not in existing:
+                schema_editor.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {made} TO {wanted}")
+            like = [
+                name
+                for name, info in existing.items()
+                if info["index"] and info["columns"] == [field.column] and name.endswith("_like")
+            ]
+            if field.db_index and not like:
+                statement = schema_editor._create_like_index_sql(model, field)
+                if statement is not None:
+                    schema_editor.execute(statement)
 
 
 def _offline_editor():

@@ -23,12 +23,12 @@ from .conftest import (
     FIXTURES,
     PG_URL,
     admin_execute,
-    fresh_database,
     pg_query,
     pg_url_for,
     records_file,
     sqlite_exec,
     sqlite_rows,
+    sumatra_schema,
 )
 from .test_bad_input import scram_server  # noqa: F401  (a session fixture)
 
@@ -385,48 +385,6 @@ def test_a_closed_pipe_ends_with_the_audits_verdict(tmp_path, django_db_blocker)
 
 
 # -- widening keeps every index ----------------------------------------------------------
-
-SCHEMA_QUERIES = {
-    "columns": "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
-    "a.attnotnull FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-    "WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped",
-    "indexes": "SELECT c.relname, i.relname, pg_get_indexdef(i.oid) FROM pg_index x "
-    "JOIN pg_class c ON c.oid = x.indrelid JOIN pg_class i ON i.oid = x.indexrelid",
-    "constraints": "SELECT c.relname, k.conname, pg_get_constraintdef(k.oid) "
-    "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid",
-}
-
-
-def sumatra_schema(url: str) -> dict[str, list[tuple]]:
-    """Columns, indexes and constraints of Sumatra's tables, from PostgreSQL's catalog."""
-    return {
-        what: sorted(
-            row
-            for row in pg_query(url, query)
-            if row[0].startswith("django_store_") and not row[0].startswith("pg_")
-        )
-        for what, query in SCHEMA_QUERIES.items()
-    }
-
-
-@pytest.fixture
-def widened_reference() -> Iterator[dict[str, list[tuple]]]:
-    """What Sumatra's migrations plus the widening give: Sumatra's tables created afresh,
-    by Django's schema editor, from the migration state after the widening migration (the
-    same models, with the widened fields)."""
-    from django.core.management import call_command
-
-    from smtmigrate.locations import resolve
-    from smtmigrate.widen import build_migration, plan_widening
-
-    migration = build_migration(plan_widening("text"))
-    state = migration.mutate_state(migration.initial_state, preserve=True)
-    with fresh_database() as url, resolve(url) as store:
-        call_command("migrate", "contenttypes", database=store.alias, verbosity=0)
-        with store.connection.schema_editor() as editor:
-            for model in state.apps.get_app_config("django_store").get_models():
-                editor.create_model(model)
-        yield sumatra_schema(url)
 
 
 def test_copy_widen_builds_the_schema_of_the_widened_models(

@@ -25,6 +25,7 @@ from .conftest import (
     records_file,
     run_sumatra,
     sqlite_rows,
+    sumatra_schema,
 )
 
 NATURE = {
@@ -210,7 +211,7 @@ def test_sql_parses_and_names_every_widened_column(cli, sumatra_pg):
     assert pg_column_types(sumatra_pg)["django_store_record", "label"] == "text"
 
 
-def test_written_migration_applies_with_migrate(cli, tmp_path, pg_database):
+def test_written_migration_applies_with_migrate(cli, tmp_path, pg_database, widened_reference):
     package = tmp_path / "widened_migrations"
     result = cli("widen", "--write", package)
     assert result.code == 0, result
@@ -238,5 +239,7 @@ def test_written_migration_applies_with_migrate(cli, tmp_path, pg_database):
     assert f"Applying django_store.0003_{MIGRATION_NAME}... OK" in migrate.stdout
     types = pg_column_types(pg_database)
     assert all(types[key] == "text" for key in NATURE)
+    # every index and constraint too: those of the widened models built afresh
+    assert sumatra_schema(pg_database) == widened_reference
     # the store that migrate built is one smtmigrate recognises as already widened
     assert "Already widened" in cli("widen", "--apply", pg_database).out
