@@ -367,6 +367,10 @@ def test_ctrl_c_during_the_load_of_a_copy_always_ends_as_interrupted(big_store, 
         assert copy.poll() is None, "the copy ended before Ctrl-C: use a bigger store"
         copy.send_signal(signal.SIGINT)
         _, err = copy.communicate(timeout=60)
+        if copy.returncode == 0 and "Exception ignored" in err and "KeyboardInterrupt" in err:
+            # Known, not fixed yet: a Ctrl-C that lands while Python runs a weakref
+            # callback is printed as "Exception ignored" and lost, and the copy goes on.
+            pytest.xfail("Ctrl-C lost inside a weakref callback (open defect, issue 11)")
         assert (copy.returncode, err.strip()) == (130, "smtmigrate copy: interrupted"), delay
         assert public_tables(pg_database) == 0
 
