@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, router, transaction
 
+from . import interrupts
 from .errors import SmtmigrateError
 from .locations import Store
 from .schema import Inspection
@@ -138,6 +139,7 @@ def carry_records(source: Inspection, target: Inspection, ids: list[int]) -> Car
                     store.save(project, row.to_sumatra())
                     saved[project, label] = canonical(row)
                 _check_saved(target, saved)
+                interrupts.check()
         except DatabaseError as exc:
             raise SmtmigrateError(
                 f"carrying late records into {target.store.display} failed, nothing was "

@@ -33,6 +33,7 @@ from django.core.management.color import no_style
 from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
+from . import interrupts
 from .audit import AuditReport, Finding, audit
 from .canonical import (
     Checksum,
@@ -432,6 +433,7 @@ def _copy_to_postgres(plan: CopyPlan, events: CopyEvents, *, records: bool) -> C
             )
             if not verification.ok:
                 raise VerificationFailed(verification)
+            interrupts.check()  # a Ctrl-C whose exception was lost must not commit
             events.phase("commit")
     except (DatabaseError, psycopg2.Error) as exc:  # COPY runs on the raw psycopg2 cursor
         detail = store.describe_error(exc)
@@ -605,6 +607,7 @@ class _CopyStream:
 
     def read(self, size: int = COPY_CHUNK) -> bytes:
         try:
+            interrupts.check()
             item = self._chunks.get()
         except KeyboardInterrupt:
             # psycopg2 turns an exception in read() into a failed COPY; remember it was ^C
@@ -671,6 +674,7 @@ def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> Cop
                 problems = connection.execute("PRAGMA main.foreign_key_check").fetchall()
                 if problems:
                     raise Refused(f"foreign keys to missing rows, e.g. {problems[0]}")
+                interrupts.check()
                 connection.execute("COMMIT")
         finally:
             connection.close()
@@ -684,6 +688,7 @@ def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> Cop
             )
         if not verification.ok:
             raise VerificationFailed(verification)
+        interrupts.check()
         os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)

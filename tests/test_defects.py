@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,11 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from smtmigrate import interrupts
+from smtmigrate.copy import copy_store, plan_copy
 from smtmigrate.generate import generate_store
+from smtmigrate.locations import resolve, resolve_target
+from smtmigrate.snapshot import source_snapshot
 
 from .conftest import (
     FIXTURES,
@@ -492,3 +497,70 @@ def test_a_nul_finding_shows_the_whole_value(cli, store08):
     assert finding["examples"][0]["length"] == 3
     table = cli("audit", store08)
     assert f"record '{label}': 'a\\x00b' (3 chars)" in table.out
+
+
+class _LosesACtrlC:
+    """Copy events that, as the first table is done, press Ctrl-C while Python runs a weakref
+    callback: the KeyboardInterrupt is printed as "Exception ignored" and lost — the case a
+    real Ctrl-C hits now and then at random."""
+
+    def __init__(self) -> None:
+        self.lost = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+    def phase(self, name: str) -> None:
+        pass
+
+    def table_start(self, table: str, rows: int) -> None:
+        pass
+
+    def table_progress(self, table: str, rows: int, nbytes: int) -> None:
+        pass
+
+    def table_done(self, result) -> None:
+        if self.lost:
+            return
+
+        def callback(_reference) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100_000):  # the handler runs here, inside the callback
+                pass
+
+        class Referent:
+            pass
+
+        referent = Referent()
+        reference = weakref.ref(referent, callback)
+        del referent  # the callback runs now; its KeyboardInterrupt goes nowhere
+        self.lost = reference() is None
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("into", ["postgresql", "sqlite"])
+def test_a_ctrl_c_whose_exception_was_lost_still_stops_the_copy(
+    into, store08, pg_database, tmp_path, django_db_blocker
+):
+    """The flag the Ctrl-C handler sets is checked before anything commits: the copy ends as
+    interrupted and the target is as it was."""
+    target_text = pg_database if into == "postgresql" else str(tmp_path / "new.sqlite")
+    events = _LosesACtrlC()
+    with (
+        django_db_blocker.unblock(),
+        interrupts.watched(),
+        resolve(str(store08)) as source,
+        resolve_target(target_text) as target,
+        source_snapshot(source) as snapshot,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        copy_store(plan_copy(snapshot, target, widen=True), events, records=False)
+    assert events.lost and interrupts.seen()
+    if into == "postgresql":
+        assert public_tables(pg_database) == 0
+    else:
+        assert not (tmp_path / "new.sqlite").exists()
+        assert list(tmp_path.glob(".new.sqlite.smtmigrate-*")) == []

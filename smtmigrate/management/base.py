@@ -3,46 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError, handle_default_options
 from django.db import connections
 
+from .. import interrupts
 from ..errors import SmtmigrateError
 from ..render import console
 
 INTERRUPTED = 130
-
-
-class _Interrupts:
-    """Whether Ctrl-C was pressed during the command. A KeyboardInterrupt raised inside
-    SQLite (a Python function of the audit) or inside psycopg2 (COPY's read()) comes out
-    as a database error, not as KeyboardInterrupt; the command still ends as interrupted."""
-
-    seen = False
-
-    @classmethod
-    def handler(cls, signum, frame) -> None:
-        cls.seen = True
-        signal.default_int_handler(signum, frame)
-
-    @classmethod
-    @contextmanager
-    def watched(cls) -> Iterator[None]:
-        cls.seen = False
-        try:
-            previous = signal.signal(signal.SIGINT, cls.handler)
-        except ValueError:  # not the main thread: nothing to watch
-            yield
-            return
-        try:
-            yield
-        finally:
-            if signal.getsignal(signal.SIGINT) is cls.handler:
-                signal.signal(signal.SIGINT, previous)
 
 
 class SmtmigrateCommand(BaseCommand):
@@ -82,7 +52,7 @@ class SmtmigrateCommand(BaseCommand):
         args = cmd_options.pop("args", ())
         handle_default_options(options)
         try:
-            with _Interrupts.watched():
+            with interrupts.watched():
                 self.execute(*args, **cmd_options)
         except KeyboardInterrupt:
             self._interrupted(parser.prog)
@@ -91,7 +61,7 @@ class SmtmigrateCommand(BaseCommand):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(self.exit_code)
         except Exception as exc:
-            if _Interrupts.seen:  # Ctrl-C, seen by a library as an error of its own
+            if interrupts.seen():  # Ctrl-C, seen by a library as an error of its own
                 self._interrupted(parser.prog)
             if not isinstance(exc, CommandError) or options.traceback:
                 raise
