@@ -54,6 +54,7 @@ class SmtmigrateCommand(BaseCommand):
         try:
             with interrupts.watched():
                 self.execute(*args, **cmd_options)
+                interrupts.check()  # a Ctrl-C whose exception Python lost on the way
         except KeyboardInterrupt:
             self._interrupted(parser.prog)
         except BrokenPipeError:
