@@ -17,8 +17,6 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from smtmigrate.generate import generate_store
-
 from .conftest import (
     FIXTURES,
     PG_URL,
@@ -30,6 +28,7 @@ from .conftest import (
     sqlite_rows,
     sumatra_schema,
 )
+from .storegen import generate_store
 from .test_bad_input import scram_server  # noqa: F401  (a session fixture)
 
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]

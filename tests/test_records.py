@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from smtmigrate.generate import generate_store
 from smtmigrate.locations import resolve
-from smtmigrate.records import compare_records, iter_records
+from smtmigrate.records.comparison import compare_records
+from smtmigrate.records.reader import iter_records
 from smtmigrate.schema import inspect_store
 
 from .conftest import FIXTURES, records_file, run_sumatra, sqlite_exec, sqlite_rows
+from .storegen import generate_store
 
 RECORD_TAGS = {
     "0.8": ("django_store_tag", "django_store_taggeditem"),
