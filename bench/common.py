@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("SMTMIGRATE_BENCH_CACHE", ROOT / "bench" / ".cache"))
+CACHE = Path(os.environ.get("SMTMIGRATE_BENCH_CACHE", ROOT / "bench" / ".cache")).resolve()
 
 
 def big_store(records: int = 100_000, seed: int = 0) -> Path:
@@ -23,11 +23,13 @@ def big_store(records: int = 100_000, seed: int = 0) -> Path:
         partial = path.with_suffix(".partial")
         partial.unlink(missing_ok=True)
         print(f"building {path} ({records:,} records) ...", flush=True)
+        # The generator lives in the test suite (tests/storegen), not in the shipped package.
+        python_path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
         subprocess.run(
             [
                 sys.executable,
                 "-m",
-                "smtmigrate.generate",
+                "tests.storegen",
                 str(partial),
                 "--records",
                 str(records),
@@ -36,6 +38,7 @@ def big_store(records: int = 100_000, seed: int = 0) -> Path:
             ],
             check=True,
             stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": python_path},
         )
         partial.rename(path)
     return path

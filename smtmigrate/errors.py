@@ -32,6 +32,10 @@ class StoreConnectionError(SmtmigrateError):
     """The database server or file could not be reached or read."""
 
 
+class RecordReadError(StoreConnectionError):
+    """Records could not be read back from a store (an odd store, or its reader failed)."""
+
+
 class UnknownLayout(SmtmigrateError):
     """Sumatra's tables are there, but not in a layout smtmigrate knows."""
 

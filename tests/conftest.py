@@ -3,12 +3,19 @@
 The PostgreSQL server is taken from SMTMIGRATE_TEST_PG (a libpq URL of a database the
 tests may connect to in order to create and drop their own); by default the local
 server on 127.0.0.1:5432. Every test database gets a unique name and is dropped after.
+
+Markers (registered in pyproject.toml, set here at collection, see
+`pytest_collection_modifyitems`): `pg` on every test that needs the PostgreSQL server,
+`slow` on tests that start processes (real `smt run`s, workers, Sumatra's API) or take
+seconds. The fast subset needs neither: `pytest -m "not pg and not slow"`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -27,6 +34,91 @@ from smtmigrate.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 PG_URL = os.environ.get("SMTMIGRATE_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
+TESTS = Path(__file__).resolve().parent
+
+# Fixtures that make or need a PostgreSQL database (with everything that depends on them).
+PG_FIXTURES = frozenset({"pg_database", "sumatra_pg", "widened_reference", "scram_server"})
+# Names whose use in a test, a fixture or a tests/ function it calls means talking to the
+# server, or starting processes (checked in their source, see `_uses`).
+_PG_NAMES = re.compile(
+    r"\b(?:fresh_database|pg_database|pg_query|pg_url_for|admin_execute|drop_database"
+    r"|pg_column_types|sumatra_schema|PG_URL|psycopg2)\b"
+)
+_PROCESS_NAMES = re.compile(r"\b(?:subprocess|Popen|run_sumatra|multiprocessing)\b")
+# Modules whose tests are slow as a whole: real `smt run`s (stress with --smt), many
+# worker processes (stress), processes killed and restarted (faults, defects).
+SLOW_MODULES = frozenset({"test_stress", "test_stress_smt", "test_faults", "test_defects"})
+# Tests that need neither but take about a second or more each (measured on 2 cores: waits
+# on purpose, hypothesis, several stores read through Sumatra), kept out of the fast subset.
+SLOW_TESTS = frozenset({
+    "test_a_store_locked_by_a_writer_ends_in_one_line_after_a_bounded_wait",
+    "test_audit_names_the_default_timestamp_labels_of_both_fixtures",
+    "test_each_kind_of_non_datetime_is_reported",
+    "test_invalid_values",
+    "test_layout_is_detected_from_the_schema",
+    "test_one_changed_value_names_that_record_and_field",
+    "test_parallel_reading_gives_the_same_answer",
+    "test_shared_labels_orphan_records_and_unreadable_records_are_compared",
+    "test_shared_output_keys_become_one_key_per_record",
+})  # fmt: skip
+
+
+_USES: dict[tuple[object, str], bool] = {}  # memo of `_uses`: tests share helpers
+
+
+def _uses(func: object, names: re.Pattern[str]) -> bool:
+    """Whether a test or fixture function of tests/, or a tests/ function it names
+    (transitively), mentions one of `names`; for `_PG_NAMES`, also a module-level
+    `postgresql://` string it names."""
+    func = inspect.unwrap(func)
+    code = getattr(func, "__code__", None)
+    if code is None or not code.co_filename.startswith(str(TESTS)):
+        return False
+    key = (func, names.pattern)
+    if key in _USES:
+        return _USES[key]
+    _USES[key] = False  # while looking: a recursive helper adds nothing
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+    found: set[str] = set()
+    codes = [code]
+    while codes:
+        current = codes.pop()
+        found.update(current.co_names)
+        codes.extend(c for c in current.co_consts if inspect.iscode(c))
+    module_globals = getattr(func, "__globals__", {})
+    values = [module_globals.get(name) for name in sorted(found)]
+    result = bool(names.search(source)) or any(
+        (names is _PG_NAMES and isinstance(value, str) and value.startswith("postgres"))
+        or (inspect.isfunction(value) and _uses(value, names))
+        for value in values
+    )
+    _USES[key] = result
+    return result
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `pg` and `slow` tests (see the module docstring) so `-m` can select them."""
+    for item in items:
+        functions = [getattr(item, "function", None)]
+        info = getattr(item, "_fixtureinfo", None)
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for name in fixtures:
+            for definition in info.name2fixturedefs.get(name, ()) if info else ():
+                functions.append(definition.func)
+        functions = [f for f in functions if f is not None]
+        if item.get_closest_marker("pg") is None and (
+            fixtures & PG_FIXTURES or any(_uses(f, _PG_NAMES) for f in functions)
+        ):
+            item.add_marker(pytest.mark.pg)
+        if item.get_closest_marker("slow") is None and (
+            item.path.stem in SLOW_MODULES
+            or getattr(item, "originalname", item.name) in SLOW_TESTS
+            or any(_uses(f, _PROCESS_NAMES) for f in functions)
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,6 @@ from psycopg2 import sql
 
 from smtmigrate import interrupts
 from smtmigrate.copy import copy_store, plan_copy
-from smtmigrate.generate import generate_store
 from smtmigrate.locations import resolve, resolve_target
 from smtmigrate.snapshot import source_snapshot
 
@@ -35,6 +34,7 @@ from .conftest import (
     sqlite_rows,
     sumatra_schema,
 )
+from .storegen import generate_store
 from .test_bad_input import scram_server  # noqa: F401  (a session fixture)
 
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]

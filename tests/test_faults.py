@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from smtmigrate.generate import generate_store
-
 from .conftest import PG_URL, pg_query, processes_mentioning, sqlite_rows
+from .storegen import generate_store
 
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
 RECORD_ROWS = "SELECT db_id, label, project_id, duration, timestamp FROM django_store_record"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from smtmigrate.audit import audit
-from smtmigrate.generate import generate_store
 from smtmigrate.locations import resolve
 from smtmigrate.schema import LAYOUT_08, inspect_store
 
 from .conftest import sqlite_rows
+from .storegen import generate_store
 
 
 def test_planted_values_are_what_the_audit_reports(tmp_path):

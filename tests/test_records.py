@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from smtmigrate.generate import generate_store
+from smtmigrate.errors import RecordReadError
 from smtmigrate.locations import resolve
-from smtmigrate.records import compare_records, iter_records
+from smtmigrate.records import remote
+from smtmigrate.records.comparison import compare_records
+from smtmigrate.records.reader import iter_records
 from smtmigrate.schema import inspect_store
 
 from .conftest import FIXTURES, records_file, run_sumatra, sqlite_exec, sqlite_rows
+from .storegen import generate_store
 
 RECORD_TAGS = {
     "0.8": ("django_store_tag", "django_store_taggeditem"),
@@ -293,6 +296,21 @@ def test_parallel_reading_gives_the_same_answer(tmp_path, capfd):
     assert (serial.records, serial.source_records, serial.target_records) == (299, 300, 299)
     assert sorted(d.field for d in serial.differences) == ["reason", "reason", "record"]
     assert capfd.readouterr().out == ""
+
+
+def test_a_reading_process_that_dies_is_one_error_line_not_a_traceback(
+    store08, tmp_path, monkeypatch
+):
+    """The second process reading one side ends without a word (killed, out of memory):
+    the user gets a `RecordReadError` (exit code 2) naming the store, not a RuntimeError."""
+    monkeypatch.setattr(remote, "_CHILD", "import os; os._exit(9)")
+    db = records_file(store08)
+    with pytest.raises(RecordReadError) as caught:
+        compare(db, private_copy(db, tmp_path, "copy.sqlite"), parallel=True)
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        f"the process reading {tmp_path / 'copy.sqlite'} ended unexpectedly (exit code 9)"
+    )
 
 
 def test_shared_labels_orphan_records_and_unreadable_records_are_compared(store08, tmp_path):

@@ -24,8 +24,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from smtmigrate import records as records_module
 from smtmigrate.locations import resolve
+from smtmigrate.records import remote as records_module
 
 from .conftest import fresh_database, pg_query, records_file, sqlite_rows
 

@@ -1,206 +1,34 @@
-"""Synthetic Sumatra 0.8.1 SQLite record stores, for benchmarks and tests.
+"""The rows of a synthetic store: pools of shared rows, then records in batches.
 
-The schema is made by Sumatra's own migrations, so it is exactly what `smt init` creates; the
-rows are then bulk-loaded with the plain `sqlite3` module (Django's ORM would take hours for
-100k records). Rows are shaped like the ones `DjangoRecordStore.save()` writes: shared rows
-(executables, dependencies, launch modes, ...) are deduplicated pools, the tag tables agree
-with the denormalised `Record.tags`, and every value reads back through Sumatra's
-`to_sumatra()`.
-
-`overlong=True` plants a few values longer than their column's `max_length` (as real stores
-hold); `GeneratedStore.planted` says exactly which, so an audit can be checked against it.
-
-    python -m smtmigrate.generate PATH --records N [--seed S] [--overlong] [--projects P]
+All randomness comes from one seeded `random.Random`, drawn in a fixed order: the same
+arguments give the same rows. Rows are tuples in the column order of `sumatra_tables()`.
 """
 
 from __future__ import annotations
 
-import argparse
-import errno
 import math
-import os
 import random
-import sqlite3
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
+
+from .vocabulary import (
+    _LOCAL_MODULES,
+    _LOG_TEMPLATES,
+    _OUTCOMES,
+    _OUTPUTS,
+    _PACKAGES,
+    _PARAM_NAMES,
+    _PLANT_COLUMNS,
+    _PLANTS,
+    _PROJECT_NAMES,
+    _REASONS,
+    _TAG_WORDS,
+    _USERS,
+    MIN_RECORDS_OVERLONG,
+)
 
 BATCH = 2000  # records per executemany round: keeps memory flat, amortises call overhead
 
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-# Pools of names, chosen to look like real stores without being anyone's data.
-_PROJECT_NAMES = (
-    "cortex-sim",
-    "hippocampus-ca1",
-    "spike-sorting",
-    "climate-downscale",
-    "protein-md",
-    "lattice-qcd",
-    "bayes-decoder",
-    "fluid-les",
-)
-_USERS = (
-    ("alice", "Alice Martin <alice.martin@lab.example.org>"),
-    ("bruno", "Bruno Keller <b.keller@uni.example.edu>"),
-    ("chen", "Chen Wei <chen.wei@inst.example.org>"),
-    ("dana", "Dana Okafor <dana@example.com>"),
-    ("emil", "Emil Strand <emil.strand@lab.example.org>"),
-    ("fatima", "Fatima Haddad <f.haddad@uni.example.edu>"),
-)
-_PACKAGES = _words(
-    "numpy scipy matplotlib pandas h5py tables numexpr sympy networkx scikit-learn joblib "
-    "threadpoolctl statsmodels patsy seaborn xarray netCDF4 cftime dask toolz cloudpickle "
-    "fsspec zarr numcodecs pyyaml jinja2 markupsafe requests urllib3 idna certifi "
-    "charset-normalizer six packaging pyparsing python-dateutil pytz tzdata kiwisolver "
-    "cycler fonttools pillow contourpy tqdm click rich pygments docutils lazy-object-proxy "
-    "wrapt attrs jsonschema referencing rpds-py numba llvmlite cython mpi4py brian2 neo "
-    "quantities elephant nest pynn neuron lfpy nixio pyNN-utils tensorflow keras torch "
-    "torchvision jax jaxlib optax flax chex ml-dtypes opt-einsum absl-py protobuf grpcio "
-    "typing-extensions filelock sympy-utils mpmath psutil pexpect ptyprocess decorator "
-    "parameters sumatra django sqlparse asgiref gitpython gitdb smmap lxml bokeh tornado "
-    "ipython traitlets jedi parso prompt-toolkit wcwidth"
-)
-_LOCAL_MODULES = (
-    "models",
-    "models.network",
-    "models.synapses",
-    "analysis",
-    "analysis.spectra",
-    "analysis.stats",
-    "io_utils",
-    "plotting",
-    "config",
-    "preprocessing",
-)
-_TAG_WORDS = _words(
-    "baseline sweep debug final paper figure rerun bugfix cluster laptop gpu cpu long short "
-    "pilot ablation control noise lowres highres calibration validation test draft review "
-    "reviewer2 thesis poster talk sanity benchmark scaling"
-)
-_PARAM_NAMES = _words(
-    "dt tstop n_exc n_inh w_exc w_inh delay tau_m tau_syn v_rest v_thresh v_reset rate seed "
-    "noise_amp learning_rate batch_size n_epochs momentum weight_decay grid_x grid_y "
-    "timestep solver tolerance max_iter output_interval temperature pressure"
-)
-_REASONS = (
-    "Check that the network is stable at the new synaptic weights.",
-    "Parameter sweep over input rate, see lab notebook p. 42.",
-    "Rerun after fixing the off-by-one in the spike counter.",
-    "Baseline for the paper figure 3.",
-    "Test the new solver tolerance.",
-    "Reproduce the result from last week on the cluster.",
-    "Longer simulation to see whether the oscillation persists.",
-    "",
-    "Scaling test: double the number of neurons.",
-    "Compare with the published values.",
-    "Sanity check after upgrading numpy.",
-    "Try a smaller time step.",
-)
-_OUTCOMES = (
-    "",
-    "Network stable, firing rates as expected.",
-    "Diverged after 200 ms: time step too large?",
-    "Matches the published figure within noise.",
-    "Oscillation at ~40 Hz persists.",
-    "Crashed: out of memory on node.",
-    "No significant difference from baseline.",
-    "Good. Use for figure.",
-)
-_OUTPUTS = (
-    ("spikes", "h5", "application/x-hdf5"),
-    ("vm", "h5", "application/x-hdf5"),
-    ("summary", "txt", "text/plain"),
-    ("rates", "csv", "text/csv"),
-    ("raster", "png", "image/png"),
-    ("state", "dat", None),
-)
-_LOG_TEMPLATES = (
-    "INFO:root:Building network with {a} excitatory and {b} inhibitory cells",
-    "INFO:root:Connecting populations (p={f:.3f})",
-    "INFO:root:Step {a}/{b} t={f:.1f} ms",
-    "DEBUG:sim:Integrator converged in {a} iterations (residual {g:.3e})",
-    "WARNING:sim:Time step {g:.2e} close to stability limit",
-    "epoch {a:4d}  loss={f:.6f}  val_loss={h:.6f}",
-    "Writing results to Data/{a}/output_{b}.h5",
-    "/usr/lib/python3/dist-packages/numpy/core/fromnumeric.py:{a}: RuntimeWarning: "
-    "Mean of empty slice",
-    "  return _methods._mean(a, axis=axis, dtype=dtype, out=out, **kwargs)",
-    "Elapsed: {f:.2f} s, memory peak {a} MB",
-    "mean rate exc={f:.3f} Hz inh={h:.3f} Hz",
-)
-
-# Planted over-long values: (kind, exact length). Fixed, so tests can hard-code the truth.
-_PLANTS: tuple[tuple[str, int], ...] = (
-    ("label", 120),
-    ("label", 135),
-    ("label", 150),
-    ("main_file", 150),
-    ("main_file", 175),
-    ("main_file", 210),
-    ("record_tags", 270),
-    ("record_tags", 300),
-    ("tag_name", 64),
-    ("tag_name", 90),
-    ("datakey_path", 220),
-    ("datakey_path", 260),
-    ("datakey_path", 305),
-    ("executable_options", 72),
-    ("datastore_parameters", 230),
-    ("platform_version", 240),
-    ("dependency_version", 48),
-    ("dependency_version", 57),
-)
-_PLANT_COLUMNS = {
-    "label": ("django_store_record", "label"),
-    "main_file": ("django_store_record", "main_file"),
-    "record_tags": ("django_store_record", "tags"),
-    "tag_name": ("django_store_tag", "name"),
-    "datakey_path": ("django_store_datakey", "path"),
-    "executable_options": ("django_store_executable", "options"),
-    "datastore_parameters": ("django_store_datastore", "parameters"),
-    "platform_version": ("django_store_platforminformation", "version"),
-    "dependency_version": ("django_store_dependency", "version"),
-}
-MIN_RECORDS_OVERLONG = len(_PLANTS)  # each plant goes to its own record
-
-_INSERT = {
-    "project": "INSERT INTO django_store_project (id, name, description) VALUES (?, ?, ?)",
-    "executable": "INSERT INTO django_store_executable (id, path, name, version, options) "
-    "VALUES (?, ?, ?, ?, ?)",
-    "repository": "INSERT INTO django_store_repository (id, type, url, upstream) "
-    "VALUES (?, ?, ?, ?)",
-    "launchmode": "INSERT INTO django_store_launchmode (id, type, parameters) VALUES (?, ?, ?)",
-    "datastore": "INSERT INTO django_store_datastore (id, type, parameters) VALUES (?, ?, ?)",
-    "platforminformation": "INSERT INTO django_store_platforminformation (id, architecture_bits, "
-    "architecture_linkage, machine, network_name, ip_addr, processor, release, system_name, "
-    "version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "dependency": "INSERT INTO django_store_dependency (id, name, path, version, diff, source, "
-    "module) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    "tag": "INSERT INTO django_store_tag (id, name) VALUES (?, ?)",
-    "parameterset": "INSERT INTO django_store_parameterset (id, type, content) VALUES (?, ?, ?)",
-    "record": "INSERT INTO django_store_record (db_id, label, reason, duration, main_file, "
-    "version, outcome, timestamp, tags, diff, user, script_arguments, stdout_stderr, repeats, "
-    "datastore_id, executable_id, input_datastore_id, launch_mode_id, parameters_id, "
-    "project_id, repository_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-    "?, ?, ?)",
-    "datakey": "INSERT INTO django_store_datakey (id, path, digest, creation, metadata, "
-    "output_from_record_id) VALUES (?, ?, ?, ?, ?, ?)",
-    "record_input_data": "INSERT INTO django_store_record_input_data (id, record_id, datakey_id) "
-    "VALUES (?, ?, ?)",
-    "record_dependencies": "INSERT INTO django_store_record_dependencies (id, record_id, "
-    "dependency_id) VALUES (?, ?, ?)",
-    "record_platforms": "INSERT INTO django_store_record_platforms (id, record_id, "
-    "platforminformation_id) VALUES (?, ?, ?)",
-    "taggeditem": "INSERT INTO django_store_taggeditem (id, object_id, content_type_id, tag_id) "
-    "VALUES (?, ?, ?, ?)",
-}
 # Parents before children within a batch (foreign keys are not enforced, but keep it tidy).
 _BATCH_ORDER = (
     "parameterset",
@@ -211,26 +39,6 @@ _BATCH_ORDER = (
     "record_platforms",
     "taggeditem",
 )
-
-
-@dataclass
-class GeneratedStore:
-    """What `generate_store` wrote.
-
-    `rows`: row count per table (every table in the file, read back after the load).
-    `planted`: `{(table, column): {"rows": n, "max_length": m}}` for the values planted over
-    their column's max_length (empty unless `overlong=True`); nothing else exceeds a limit.
-    """
-
-    path: Path
-    rows: dict[str, int]
-    planted: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    projects: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def total_rows(self) -> int:
-        return sum(self.rows.values())
 
 
 def _fit(head: str, tail: str, length: int, filler: str) -> str:
@@ -253,41 +61,11 @@ def _dt(value: datetime) -> str:
     return str(value)
 
 
-def ensure_django() -> None:
-    """Set Django up with smtmigrate's settings unless the caller already did."""
-    from django.apps import apps
+def _columns(table: str) -> tuple[str, ...]:
+    """Columns of `django_store_<table>` in the order of today's models: the row tuples'."""
+    from smtmigrate.schema import sumatra_tables
 
-    if not apps.ready:
-        import django
-
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smtmigrate.settings")
-        django.setup()
-
-
-def _create_schema(path: Path) -> None:
-    """Let Sumatra's migrations build the schema, exactly as `smt init` would."""
-    from django.core.management import call_command
-
-    from smtmigrate.db import register_database, unregister_database
-
-    alias = register_database({"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)})
-    try:
-        call_command("migrate", database=alias, run_syncdb=True, verbosity=0, interactive=False)
-    finally:
-        unregister_database(alias)
-
-
-def _record_content_type(con: sqlite3.Connection) -> int:
-    """Id of ('django_store', 'record') in this file; post_migrate normally created it."""
-    query = "SELECT id FROM django_content_type WHERE app_label = ? AND model = ?"
-    row = con.execute(query, ("django_store", "record")).fetchone()
-    if row is None:
-        con.execute(
-            "INSERT INTO django_content_type (app_label, model) VALUES (?, ?)",
-            ("django_store", "record"),
-        )
-        row = con.execute(query, ("django_store", "record")).fetchone()
-    return int(row[0])
+    return tuple(sumatra_tables()[f"django_store_{table}"].columns)
 
 
 class _Builder:
@@ -554,6 +332,7 @@ class _Builder:
         last_label: dict[str, str] = {}
         version = _hex40(rng)
         ts = datetime(2024, 1, 8, 9, 0, 0, rng.randrange(1_000_000))
+        record_columns = _columns("record")
         ps_id = dk_id = rin_id = rdep_id = rplat_id = ti_id = 0
 
         # External input files come first: DataKey rows that no record produced.
@@ -606,7 +385,7 @@ class _Builder:
             tags = ",".join(tag_pool[t - 1][1] for t in tag_ids)
             for t in tag_ids:
                 ti_id += 1
-                rows["taggeditem"].append((ti_id, rid, content_type, t))
+                rows["taggeditem"].append((ti_id, t, content_type, rid))
 
             mode_idx = 0 if rand() < 0.85 else randint(1, 2)
             datastore = proj["datastore"]
@@ -627,12 +406,31 @@ class _Builder:
             last_label[proj["id"]] = base_label
             diff = choice(self.diffs) if rand() < 0.03 else ""
             arguments = f"default.param --seed {randint(0, 99)}"
-            rows["record"].append((
-                rid, label, choice(_REASONS), duration, main_file, version, choice(_OUTCOMES),
-                _dt(ts), tags, diff, self._user(proj), arguments, stdout, repeats, datastore,
-                exe, proj["input_datastore"], proj["modes"][mode_idx], params_id, proj["id"],
-                proj["repository"],
-            ))  # fmt: skip
+            record = {  # by name (in the order the random draws are made): the model's
+                # column order is not the natural one
+                "db_id": rid,
+                "label": label,
+                "reason": choice(_REASONS),
+                "duration": duration,
+                "main_file": main_file,
+                "version": version,
+                "outcome": choice(_OUTCOMES),
+                "timestamp": _dt(ts),
+                "tags": tags,
+                "diff": diff,
+                "user": self._user(proj),
+                "script_arguments": arguments,
+                "stdout_stderr": stdout,
+                "repeats": repeats,
+                "datastore_id": datastore,
+                "executable_id": exe,
+                "input_datastore_id": proj["input_datastore"],
+                "launch_mode_id": proj["modes"][mode_idx],
+                "parameters_id": params_id,
+                "project_id": proj["id"],
+                "repository_id": proj["repository"],
+            }
+            rows["record"].append(tuple(record[name] for name in record_columns))
 
             # Inputs: earlier records' outputs or external files; distinct per record.
             inputs: dict[int, None] = {}
@@ -682,118 +480,3 @@ class _Builder:
     def _user(self, proj: dict) -> str:
         # Mostly the project's owner, sometimes a collaborator.
         return proj["user_line"] if self.rng.random() < 0.9 else self.rng.choice(_USERS)[1]
-
-
-def generate_store(
-    path: str | Path,
-    records: int,
-    *,
-    seed: int = 0,
-    overlong: bool = False,
-    projects: int = 1,
-    progress: Callable[[int], None] | None = None,
-) -> GeneratedStore:
-    """Write a new Sumatra 0.8.1 SQLite store of `records` synthetic records at `path`.
-
-    Same arguments, same file contents (bar the `django_migrations.applied` times).
-    `progress`, if given, is called with the number of records written so far.
-    Raises FileExistsError rather than touch an existing file.
-    """
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(errno.EEXIST, "will not overwrite an existing file", str(path))
-    started = time.perf_counter()
-    builder = _Builder(records, seed, overlong, projects)  # validates before creating anything
-    ensure_django()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _create_schema(path)
-        con = sqlite3.connect(path, isolation_level=None)
-        try:
-            con.execute("PRAGMA journal_mode=OFF")  # a failed load is deleted, not rolled back
-            con.execute("PRAGMA synchronous=OFF")
-            con.execute("PRAGMA cache_size=-32768")  # 32 MiB keeps the hot index pages cached
-            con.execute("BEGIN")
-            content_type = _record_content_type(con)
-            for table in ("project", "executable", "repository", "launchmode", "datastore",
-                          "platforminformation", "dependency"):  # fmt: skip
-                con.executemany(_INSERT[table], builder.pools[table])
-            done = 0
-            for batch in builder.batches(content_type):
-                for table, rows in batch.items():
-                    if rows:
-                        con.executemany(_INSERT[table], rows)
-                if "record" in batch:
-                    done += len(batch["record"])
-                    if progress is not None:
-                        progress(done)
-            # Last: planting tags over 255 joined characters adds tags while records are made.
-            con.executemany(_INSERT["tag"], builder.pools["tag"])
-            con.execute("COMMIT")
-            con.execute("PRAGMA journal_mode=DELETE")  # what Django/Sumatra leave by default
-            tables = [
-                name
-                for (name,) in con.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-                )
-            ]
-            counts = {t: con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
-        finally:
-            con.close()
-    except BaseException:
-        path.unlink(missing_ok=True)  # journal_mode=OFF: a half-written file is worthless
-        raise
-    return GeneratedStore(
-        path=path,
-        rows=counts,
-        planted=builder.planted,
-        projects=[p["id"] for p in builder.projects],
-        seconds=time.perf_counter() - started,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m smtmigrate.generate",
-        description="Generate a synthetic Sumatra 0.8.1 SQLite record store.",
-    )
-    parser.add_argument("path", type=Path, help="new SQLite file (must not exist)")
-    parser.add_argument("--records", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overlong", action="store_true", help="plant over-long values")
-    parser.add_argument("--projects", type=int, default=1)
-    args = parser.parse_args(argv)
-
-    def report(done: int) -> None:
-        print(f"\r{done:,}/{args.records:,} records", end="", file=sys.stderr, flush=True)
-
-    try:
-        store = generate_store(
-            args.path,
-            args.records,
-            seed=args.seed,
-            overlong=args.overlong,
-            projects=args.projects,
-            progress=report if sys.stderr.isatty() else None,
-        )
-    except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    width = max(map(len, store.rows))
-    for table, count in store.rows.items():
-        print(f"{table:<{width}}  {count:>12,}")
-    print(f"{'total':<{width}}  {store.total_rows:>12,}")
-    for (table, column), info in sorted(store.planted.items()):
-        print(f"planted {table}.{column}: {info['rows']} rows, max length {info['max_length']}")
-    size = store.path.stat().st_size
-    print(f"projects: {', '.join(store.projects)}")
-    print(f"file: {store.path} ({size / 2**20:,.1f} MiB)")
-    print(f"elapsed: {store.seconds:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""`python -m tests.storegen PATH --records N ...` (from the repository root)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
