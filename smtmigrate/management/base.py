@@ -12,6 +12,7 @@ import os
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+from rich.console import Console
 
 from ..errors import SmtmigrateError
 from ..render import console
@@ -48,8 +49,11 @@ class SmtmigrateCommand(BaseCommand):
 
     _no_color = False
 
-    def console(self):
-        return console(self.stdout._out, no_color=self._no_color)
+    def console(self, *, stderr: bool = False) -> Console:
+        """Where the command's output goes (render.py draws it). Django's OutputWrapper ends
+        every write with a newline; rich writes whole lines itself: it gets the stream."""
+        wrapper = self.stderr if stderr else self.stdout
+        return console(wrapper._out, no_color=self._no_color)
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> argparse.ArgumentParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
