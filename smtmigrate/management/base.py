@@ -56,6 +56,8 @@ class SmtmigrateCommand(BaseCommand):
         return console(wrapper._out, no_color=self._no_color)
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> argparse.ArgumentParser:
+        """Django's parser; standalone, its own options work but stay out of --help. (Django's
+        `suppressed_base_arguments` cannot reach `--skip-checks`, added outside its hook.)"""
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         if self.standalone:
             for action in parser._actions:
