@@ -285,3 +285,16 @@ def test_a_command_error_is_one_line_with_its_code():
     assert _ended(body) == (2, "smtmigrate test: error: no such store")
     with pytest.raises(CommandError), ended("smtmigrate test", one_line_errors=False):
         body()
+
+
+def test_json_keeps_the_summaries_rendered_from_the_data(cli, store08, tmp_path):
+    """The library returns data; the verdicts in the JSON are rendered, at their old places."""
+    target = tmp_path / "new.sqlite"
+    copied = json.loads(cli("copy", store08, target, "--format", "json").out)
+    summary = "15 tables and 128 rows identical; 7 records identical through Sumatra"
+    assert list(copied["verification"])[:2] == ["ok", "summary"]
+    assert copied["verification"]["summary"] == summary
+    verified = json.loads(cli("verify", store08, target, "--format", "json").out)
+    assert (verified["ok"], verified["summary"]) == (True, summary)
+    audited = json.loads(cli("audit", target, "--format", "json").out)
+    assert list(audited["summary"])[:2] == ["verdict", "exit_code"]
