@@ -57,22 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "smtmigrate.settings"
-    try:  # Ctrl-C while Django and Sumatra load (a second or more) ends as one line too
-        import django
-        from django.core.management import load_command_class
+    from .management.exits import ended
 
-        django.setup()
-        command = load_command_class("smtmigrate", name.replace("-", "_"))
-        command.run_from_argv(["smtmigrate", name, *argv[1:]])
+    try:
+        # Ctrl-C while Django and Sumatra load (a second or more) ends as one line too;
+        # a command's errors are its own (an error that reaches here asked for --traceback).
+        with ended(f"smtmigrate {name}", one_line_errors=False):
+            import django
+            from django.core.management import load_command_class
+
+            django.setup()
+            command = load_command_class("smtmigrate", name.replace("-", "_"))
+            command.standalone = True  # Django's own options stay out of --help
+            command.run_from_argv(["smtmigrate", name, *argv[1:]])
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 2)
-    except KeyboardInterrupt:
-        print(f"smtmigrate {name}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as Unix tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     return 0
 
 

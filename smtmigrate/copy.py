@@ -195,7 +195,7 @@ class VerificationFailed(Refused):
     """The copy was rolled back because the target did not match the source."""
 
     def __init__(self, verification: Verification) -> None:
-        super().__init__(f"verification failed, nothing was kept: {verification.summary}")
+        super().__init__(f"verification failed, nothing was kept: {verification.problem}")
         self.verification = verification
 
 

@@ -252,7 +252,7 @@ def _earlier_copy(source: Store, target: Store, dedupe: bool) -> int:
     if not subset:
         raise Refused(
             f"{target.display} already holds Sumatra records that are not the project's "
-            f"({verification.summary}); move copies only into an empty database"
+            f"({verification.problem}); move copies only into an empty database"
         )
     return _max_record_id(target)
 

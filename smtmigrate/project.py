@@ -189,7 +189,7 @@ def verify_and_switch(
     if not verification.ok and not force:
         raise Refused(
             f"{new.display} does not hold the same records as the project's store "
-            f"({verification.summary}); --force switches anyway"
+            f"({verification.problem}); --force switches anyway"
         )
     return verification, switch_project(directory, new, label_generator=label_generator)
 

@@ -86,12 +86,8 @@ class Verification:
         return sum(t.source_rows for t in self.tables)
 
     @property
-    def summary(self) -> str:
-        if self.ok:
-            text = f"{len(self.tables)} tables and {self.rows:,} rows identical"
-            if self.records is not None:
-                text += f"; {self.records.records:,} records identical through Sumatra"
-            return text
+    def problem(self) -> str:
+        """What differs, in one line (the first three differences): for error messages."""
         problems = [t.problem for t in self.tables if not t.ok]
         problems += [str(d) for d in self.record_differences]
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
@@ -100,7 +96,6 @@ class Verification:
     def to_dict(self) -> dict:
         return {
             "ok": self.ok,
-            "summary": self.summary,
             "tables": [
                 {
                     "table": t.table,

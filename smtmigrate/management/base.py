@@ -1,18 +1,38 @@
-"""The base of every smtmigrate command: one-line errors and meaningful exit codes."""
+"""The base of every smtmigrate command: one-line errors and meaningful exit codes.
+
+Django's own `run_from_argv` parses the options, formats a `SystemCheckError` and closes
+the connections; this class adds how a command ends on a command line (`exits.ended`) and
+the exit code of outcomes that are not errors (`exit_code`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from django.core.management.base import BaseCommand, CommandError, handle_default_options
-from django.db import connections
+from django.core.management.base import BaseCommand, CommandError
+from rich.console import Console
 
-from .. import interrupts
 from ..errors import SmtmigrateError
 from ..render import console
+from .exits import ended
 
-INTERRUPTED = 130
+# Django's options of every command: kept for `manage.py`, left out of the standalone
+# `smtmigrate COMMAND --help` (they still work there: `--traceback` for developers).
+DJANGO_OPTIONS = frozenset(
+    {
+        "--version",
+        "-v",
+        "--verbosity",
+        "--settings",
+        "--pythonpath",
+        "--traceback",
+        "--no-color",
+        "--force-color",
+        "--skip-checks",
+    }
+)
 
 
 class SmtmigrateCommand(BaseCommand):
@@ -25,14 +45,47 @@ class SmtmigrateCommand(BaseCommand):
 
     requires_system_checks = "__all__"
     exit_code = 0
+    standalone = False  # set by cli.py: the `smtmigrate` entry point, not manage.py
 
     _no_color = False
 
-    def console(self):
-        return console(self.stdout._out, no_color=self._no_color)
+    def console(self, *, stderr: bool = False) -> Console:
+        """Where the command's output goes (render.py draws it). Django's OutputWrapper ends
+        every write with a newline; rich writes whole lines itself: it gets the stream."""
+        wrapper = self.stderr if stderr else self.stdout
+        return console(wrapper._out, no_color=self._no_color)
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> argparse.ArgumentParser:
+        """Django's parser; standalone, its own options work but stay out of --help. (Django's
+        `suppressed_base_arguments` cannot reach `--skip-checks`, added outside its hook.)"""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        if self.standalone:
+            for action in parser._actions:
+                if DJANGO_OPTIONS.intersection(action.option_strings):
+                    action.help = argparse.SUPPRESS
+        return parser
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        """Django's, then the command's own verdict as the exit code."""
+        self._prog = f"{os.path.basename(argv[0])} {argv[1]}"
+        super().run_from_argv(argv)
+        if self.exit_code:
+            sys.exit(self.exit_code)
 
     def execute(self, *args, **options):
         self._no_color = bool(options.get("no_color"))
+        if not getattr(self, "_called_from_command_line", False):  # call_command
+            return self._execute(*args, **options)
+        with ended(
+            self._prog,
+            verdict=lambda: self.exit_code,
+            one_line_errors=not options.get("traceback"),
+            say=self.stderr.write,
+        ):
+            return self._execute(*args, **options)
+
+    def _execute(self, *args, **options):
+        """Django's execute, with the errors a user can cause as `CommandError`s."""
         try:
             return super().execute(*args, **options)
         except SmtmigrateError as exc:
@@ -42,40 +95,6 @@ class SmtmigrateCommand(BaseCommand):
                 raise
             # A file the command could not write or read, which no check caught first.
             raise CommandError(f"{exc.filename}: {exc.strerror}", returncode=2) from exc
-
-    def run_from_argv(self, argv: list[str]) -> None:
-        """Django's, with the error shown as `smtmigrate CMD: error: …` and our exit codes."""
-        self._called_from_command_line = True
-        parser = self.create_parser(argv[0], argv[1])
-        options = parser.parse_args(argv[2:])
-        cmd_options = vars(options)
-        args = cmd_options.pop("args", ())
-        handle_default_options(options)
-        try:
-            with interrupts.watched():
-                self.execute(*args, **cmd_options)
-                interrupts.check()  # a Ctrl-C whose exception Python lost on the way
-        except KeyboardInterrupt:
-            self._interrupted(parser.prog)
-        except BrokenPipeError:
-            # The reader went away (`| head`): stop quietly with the command's own verdict.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(self.exit_code)
-        except Exception as exc:
-            if interrupts.seen():  # Ctrl-C, seen by a library as an error of its own
-                self._interrupted(parser.prog)
-            if not isinstance(exc, CommandError) or options.traceback:
-                raise
-            self.stderr.write(f"{parser.prog}: error: {exc}")
-            sys.exit(exc.returncode)
-        finally:
-            connections.close_all()
-        if self.exit_code:
-            sys.exit(self.exit_code)
-
-    def _interrupted(self, prog: str) -> None:
-        self.stderr.write(f"{prog}: interrupted")
-        sys.exit(INTERRUPTED)
 
 
 def password_from_env(variable: str | None, create_role: bool) -> str | None:

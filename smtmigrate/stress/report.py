@@ -213,43 +213,6 @@ class StressReport:
 
         return {"p50": pick(0.5), "p95": pick(0.95), "max": pick(1.0)}
 
-    @property
-    def verdict(self) -> str:
-        if self.mode == "smt":
-            text = self._smt_verdict()
-        elif self.all_saved:
-            text = f"OK: all {self.expected:,} records saved by {self.jobs} concurrent jobs"
-            if self.retries:
-                text += f" ({sum(self.retries.values()):,} saves retried by Sumatra)"
-            text += "."
-        else:
-            failed = ", ".join(f"{n:,} {kind}" for kind, n in _ordered(self.errors))
-            text = (
-                f"FAIL: {self.found:,} of {self.expected:,} records saved"
-                + (f"; `smt run`s failed: {failed}" if failed else "")
-                + "."
-            )
-        if not self.cleanup.ok:
-            text += f" Cleanup of {self.project} FAILED: {self.cleanup.error or 'records left'}."
-        return text
-
-    def _smt_verdict(self) -> str:
-        runs = f"{self.expected:,} `smt run`s by {self.jobs} concurrent jobs"
-        if self.all_saved:
-            text = f"OK: {runs} saved {self.found:,} records with {self.found:,} distinct labels"
-            if self.retries:
-                text += f" ({sum(self.retries.values()):,} saves retried by Sumatra)"
-            return text + "."
-        lost = [f"{sum(self.crashed.values()):,} crashed"] if self.crashed else []
-        if self.duplicate_labels:
-            lost.append(f"{len(self.duplicate_labels):,} labels on more than one record")
-        failed = ", ".join(f"{n:,} {kind}" for kind, n in _ordered(self.errors))
-        text = f"FAIL: {runs}: {self.found:,} records saved" + "".join(f"; {part}" for part in lost)
-        text += f"; runs lost by kind: {failed}." if failed else "."
-        if self.label_cause:
-            text += f" Cause: {self.label_cause}."
-        return text
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "location": self.location,
@@ -263,8 +226,8 @@ class StressReport:
             "found": self.found,
             "incomplete": self.incomplete,
             "missing": self.missing,
-            "errors": dict(_ordered(self.errors)),
-            "retries": dict(_ordered(self.retries)),
+            "errors": dict(ordered_counts(self.errors)),
+            "retries": dict(ordered_counts(self.retries)),
             "failed_steps": {s: self.failed_steps[s] for s in STEPS if self.failed_steps[s]},
             "examples": self.examples,
             "ready_jobs": self.ready_jobs,
@@ -279,14 +242,13 @@ class StressReport:
             "latency": self.latency(),
             "cleanup": self.cleanup.to_dict(),
             "notes": self.notes,
-            "verdict": self.verdict,
             "exit_code": self.exit_code,
         } | (
             {
                 "mode": self.mode,
                 "crashed": dict(self.crashed.most_common()),
                 "duplicate_labels": self.duplicate_labels,
-                "store_errors": dict(_ordered(self.store_errors)),
+                "store_errors": dict(ordered_counts(self.store_errors)),
                 "label_generator": self.label_generator,
             }
             if self.mode == "smt"
@@ -294,7 +256,7 @@ class StressReport:
         )
 
 
-def _ordered(counts: Counter) -> list[tuple[str, int]]:
+def ordered_counts(counts: Counter) -> list[tuple[str, int]]:
     return sorted(
         ((k, n) for k, n in counts.items() if n),
         key=lambda item: KINDS.index(item[0]) if item[0] in KINDS else len(KINDS),

@@ -6,7 +6,7 @@ from ...audit import audit, unknown_layout_report
 from ...errors import UnknownLayout
 from ...locations import resolve
 from ...project import read_label_generator
-from ...render import render_audit, write_json
+from ...render import audit_json, render_audit, write_json
 from ...schema import inspect_store
 from ...snapshot import source_snapshot
 from ..base import SmtmigrateCommand
@@ -39,8 +39,15 @@ class Command(SmtmigrateCommand):
             help="report columns whose longest value reaches this fraction of the limit "
             "(default 0.8)",
         )
+        parser.add_argument(
+            "--all",
+            action="store_true",
+            dest="show_all",
+            help="list every `risk` column (content unbounded by nature that fits today), "
+            "not only their count; --format json always lists them",
+        )
 
-    def handle(self, location, format, near, **options):
+    def handle(self, location, format, near, show_all, **options):
         with resolve(location) as store, source_snapshot(store) as snapshot:
             try:
                 report = audit(inspect_store(snapshot.store), near=near)
@@ -52,10 +59,8 @@ class Command(SmtmigrateCommand):
         directory = store.project_dir
         # the project's configuration, not the store's data: reported, exit code unchanged
         labels = read_label_generator(directory) if directory else None
+        out = self.console()
         if format == "json":
-            data = report.to_dict()
-            if labels:
-                data["project"] = labels.to_dict(directory)
-            write_json(data, self.stdout._out)
+            write_json(audit_json(report, labels, directory), out)
         else:
-            render_audit(report, self.console(), labels=labels, directory=directory)
+            render_audit(report, out, labels=labels, directory=directory, show_all=show_all)

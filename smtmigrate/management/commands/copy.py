@@ -8,11 +8,13 @@ from ...locations import Store, resolve, resolve_target, same_store
 from ...project import check_switch, project_directory, store_url, verify_and_switch
 from ...render import (
     copy_events,
+    copy_json,
     render_copy_plan,
     render_copy_result,
+    render_quiet_refusal,
     render_refusal,
+    render_switched,
     render_verification,
-    switch_lines,
     write_json,
 )
 from ...snapshot import source_snapshot
@@ -91,19 +93,16 @@ class Command(SmtmigrateCommand):
                 raise hint from exc
             if plan.refused:
                 if as_json:
-                    write_json(self._json(plan, None, refused=True), self.stdout._out)
+                    write_json(copy_json(plan, refused=True), out)
                 elif not quiet:
                     render_refusal(plan, source, target, out)
                 self.exit_code = Refused.exit_code
                 if quiet:
-                    self.stderr.write(
-                        f"smtmigrate copy: refused: {len(plan.failing)} finding(s) would be "
-                        "rejected by the target (see smtmigrate audit)"
-                    )
+                    render_quiet_refusal(plan, self.console(stderr=True))
                 return
             if dry_run:
                 if as_json:
-                    write_json(self._json(plan, None), self.stdout._out)
+                    write_json(copy_json(plan), out)
                 elif not quiet:
                     render_copy_plan(plan, out)
                 return
@@ -113,20 +112,18 @@ class Command(SmtmigrateCommand):
                     result = copy_store(plan, events, records=verify == "full")
             except VerificationFailed as failure:
                 if as_json:
-                    data = self._json(plan, None)
-                    data["verification"] = failure.verification.to_dict()
-                    write_json(data, self.stdout._out)
+                    write_json(copy_json(plan, failed=failure.verification), out)
                 elif not quiet:
                     render_verification(failure.verification, out)
                 raise
             if as_json:
-                write_json(self._json(plan, result), self.stdout._out)
+                write_json(copy_json(plan, result), out)
             elif not quiet:
                 render_copy_result(result, out)
             if current is not None:  # the project's store is SOURCE: checked above
                 # The verification is of the snapshot: if the source moved on, check again.
                 moved_on = bool(snapshot.changes and snapshot.changes.changed)
-                switched = verify_and_switch(
+                verification, switched = verify_and_switch(
                     project_dir,
                     current,
                     target_store,
@@ -134,18 +131,14 @@ class Command(SmtmigrateCommand):
                     dedupe=dedupe,
                 )
                 if not quiet:
-                    for line in switch_lines(switched[1], switched[0]):
-                        if as_json:
-                            self.stderr.write(line)
-                        else:  # paths and URLs are anyone's strings, never rich markup
-                            out.print(line, markup=False)
-
-    def _json(self, plan, result, *, refused: bool = False) -> dict:
-        data = plan.to_dict()
-        data["refused"] = refused
-        if result is not None:
-            data.update(result.to_dict())
-        return data
+                    # The copy's own "Verified: …" line is shown already; a second check
+                    # (the source moved on) and the JSON's human lines say theirs.
+                    shown = not as_json and verification is result.verification
+                    render_switched(
+                        switched,
+                        self.console(stderr=True) if as_json else out,
+                        verification=None if shown else verification,
+                    )
 
 
 def _create_it_first(exc: StoreConnectionError, target: Store) -> StoreConnectionError | None:

@@ -6,12 +6,18 @@ from datetime import datetime
 from glob import escape as glob_escape
 from pathlib import Path
 
-from rich.markup import escape
-
 from ...copy import copy_store, plan_copy, remove_stale_partials
 from ...errors import Refused, SmtmigrateError
 from ...locations import new_sqlite_target, resolve
-from ...render import PlainCopyEvents, render_database
+from ...render import (
+    PlainCopyEvents,
+    render_backing_up,
+    render_backup,
+    render_database,
+    render_dropped,
+    render_ready,
+    render_recreated,
+)
 from ...snapshot import source_snapshot
 from ...target import Admin, build_schema
 from ..base import SmtmigrateCommand
@@ -69,20 +75,18 @@ class Command(SmtmigrateCommand):
             if info.records:
                 if not backup:  # a killed run's partial has another time in its name
                     remove_stale_partials(Path("."), f"{glob_escape(safe_name)}-backup-*.sqlite")
-                out.print(f"backing up {info.records:,} records to {escape(str(path))} …")
+                render_backing_up(info.records, path, out)
                 self._backup(store, path, out)
             store.close()  # our own sessions go before the drop, not killed by it
             if info.exists:
                 server.drop_database()
-                out.print(f"dropped {escape(info.name)}")
+                render_dropped(info.name, out)
             server.create_database(owner)
-            # Names are anyone's strings: escaped, never rich markup.
-            out.print(f"created {escape(info.name)} (owner {escape(owner)}, UTF8)")
             if not no_schema:
                 with server.target_as_admin() as created:
                     build_schema(created, owner=owner)
-                out.print("built Sumatra's schema (its migrations + the default widening)")
-        out.print(f"[bold green]{escape(store.display)} is ready for Sumatra.[/bold green]")
+            render_recreated(info.name, owner, not no_schema, out)
+        render_ready(store.display, out)
 
     def _confirm(self, name: str, yes: bool, out) -> None:
         if yes:
@@ -104,10 +108,7 @@ class Command(SmtmigrateCommand):
                 result = copy_store(plan, PlainCopyEvents(out))
         except SmtmigrateError as exc:
             raise Refused(f"backup failed, nothing was dropped: {exc}") from exc
-        out.print(
-            f"backup: {escape(str(path))} (the store {escape(snapshot.summary)}; "
-            f"{result.verification.summary})"
-        )
+        render_backup(path, snapshot, result, out)
         changes = snapshot.changes
         if changes is not None and changes.changed:
             # Dropping now would lose what was written after the snapshot.

@@ -9,6 +9,8 @@ from ...move import MoveOptions, plan_move, run_move
 from ...project import LABEL_FIXES, project_directory
 from ...render import (
     copy_events,
+    move_json,
+    move_plan_json,
     render_move_plan,
     render_move_result,
     write_json,
@@ -79,7 +81,7 @@ class Command(SmtmigrateCommand):
                 render_move_plan(plan, out)
             if plan.refused or dry_run:
                 if as_json:
-                    write_json(plan.to_dict() | {"refused": plan.refused}, self.stdout._out)
+                    write_json(move_plan_json(plan), out)
                 if plan.refused:
                     self.exit_code = Refused.exit_code
                 return
@@ -89,7 +91,7 @@ class Command(SmtmigrateCommand):
             with events:
                 result = run_move(plan, events)
             if as_json:
-                write_json(result.to_dict(), self.stdout._out)
+                write_json(move_json(result), out)
             else:
                 render_move_result(result, out)
 

@@ -3,7 +3,13 @@ from __future__ import annotations
 from argparse import ArgumentTypeError
 
 from ...locations import resolve
-from ...render import render_stress, write_json
+from ...render import (
+    render_stress,
+    render_stress_interrupted,
+    render_stress_phase,
+    stress_json,
+    write_json,
+)
 from ...stress import (
     CLEANUP_TIMEOUT,
     DEFAULT_JOBS,
@@ -105,7 +111,7 @@ class Command(SmtmigrateCommand):
 
     def handle(self, location, jobs, records_per_job, timeout, cold, mode, format, **options):
         out = self.console()
-        on_phase = None if format == "json" else (lambda text: out.print(f"[dim]{text} …[/dim]"))
+        on_phase = None if format == "json" else (lambda text: render_stress_phase(text, out))
         with resolve(location) as store:
             try:
                 report = run_stress(
@@ -118,19 +124,10 @@ class Command(SmtmigrateCommand):
                     on_phase=on_phase,
                 )
             except StressInterrupted as stop:
-                cleanup = stop.report.cleanup
-                if cleanup.ok:
-                    out.print(
-                        f"removed the scratch project {stop.report.project}; the store is as it was"
-                    )
-                else:
-                    out.print(
-                        f"[bold red]the scratch project {stop.report.project} could not be "
-                        f"removed: {cleanup.error}[/bold red]"
-                    )
+                render_stress_interrupted(stop.report, out)
                 raise KeyboardInterrupt from None
         if format == "json":
-            write_json(report.to_dict(), self.stdout._out)
+            write_json(stress_json(report), out)
         else:
             render_stress(report, out)
         self.exit_code = report.exit_code

@@ -9,7 +9,7 @@ from ...project import (
     switch_back,
     verify_and_switch,
 )
-from ...render import label_fix_lines, switch_lines
+from ...render import render_label_fix, render_restored, render_switched
 from ..base import SmtmigrateCommand
 
 
@@ -42,20 +42,20 @@ class Command(SmtmigrateCommand):
         parser.add_argument("--back", action="store_true", help="restore the saved project file")
 
     def handle(self, project, target, force, dedupe, label_generator, back, **options):
+        out = self.console()
         directory = project_directory(project)
         if back:
             if target or label_generator:
                 raise SmtmigrateError("--back takes no TARGET and no --label-generator")
             restored = switch_back(directory)
-            self.stdout.write(f"restored {restored} as it was before the first switch")
+            render_restored(restored, out)
             return
         if not target:
             if not label_generator:
                 raise SmtmigrateError(
                     "give the TARGET store to switch to, --label-generator, or --back"
                 )
-            for line in label_fix_lines(set_label_generator(directory, label_generator)):
-                self.stdout.write(line)
+            render_label_fix(set_label_generator(directory, label_generator), out)
             return
         with resolve(str(directory)) as current, resolve(target) as new:
             verification, result = verify_and_switch(
@@ -66,7 +66,4 @@ class Command(SmtmigrateCommand):
                 dedupe=dedupe,
                 label_generator=label_generator,
             )
-        for line in switch_lines(result, verification):
-            self.stdout.write(line)
-        if label_generator:
-            self.stdout.write(f"{result.project_file} now labels records with {label_generator}")
+        render_switched(result, out, verification=verification, label_generator=label_generator)

@@ -5,7 +5,7 @@ from contextlib import ExitStack
 from ...dedupe import find_duplicates, plan_dedupe
 from ...errors import SmtmigrateError
 from ...locations import resolve, same_store
-from ...render import render_verification, write_json
+from ...render import render_verification, verification_json, write_json
 from ...schema import inspect_store
 from ...snapshot import source_snapshot
 from ...verify import verify_stores
@@ -51,8 +51,9 @@ class Command(SmtmigrateCommand):
             for snapshot in snapshots.values():
                 snapshot.check_changes()
             verification.snapshots = snapshots
+        out = self.console()
         if format == "json":
-            write_json(verification.to_dict(), self.stdout._out)
+            write_json(verification_json(verification), out)
         else:
-            render_verification(verification, self.console())
+            render_verification(verification, out)
         self.exit_code = 0 if verification.ok else 1

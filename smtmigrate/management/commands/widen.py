@@ -3,12 +3,18 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
-from rich.markup import escape
-
 from ...audit import audit
 from ...errors import NotASumatraStore, Refused, SmtmigrateError
 from ...locations import resolve
-from ...render import render_applied, render_plan
+from ...render import (
+    render_applied,
+    render_plan,
+    render_sql,
+    render_sql_head,
+    render_still_failing,
+    render_widening_start,
+    render_written,
+)
 from ...schema import inspect_store
 from ...widen import (
     LOCK_ATTEMPTS,
@@ -90,14 +96,13 @@ class Command(SmtmigrateCommand):
             subject = target_inspection or source_inspection
             title = f"Widening plan for {subject.store.display}" if subject else "Widening plan"
             if sql:  # only SQL on stdout, so that it can be piped into psql
-                self.stdout.write(f"-- {title}: policy {plan.policy}, {len(plan.changes)} columns")
+                render_sql_head(title, plan, out)
             elif apply:
-                display = escape(target_inspection.store.display)  # never rich markup
-                out.print(f"Widening {display}: policy {plan.policy}")
+                render_widening_start(target_inspection.store.display, plan.policy, out)
             else:
                 render_plan(plan, out, title=title)
             if report is not None and not sql:
-                self._still_failing(report, source_inspection, plan, out)
+                render_still_failing(audit(source_inspection, limits=plan.limits()), out)
             if write:
                 try:
                     written = write_migration(plan, Path(write))
@@ -105,27 +110,15 @@ class Command(SmtmigrateCommand):
                     raise SmtmigrateError(
                         f"{write}: cannot write the migration there ({exc.strerror or exc})"
                     ) from exc
-                for path in written:
-                    out.print(f"wrote {escape(str(path))}")
+                render_written(written, out)
             if sql:
                 # Constraint names are looked up in a PostgreSQL store when there is one.
                 against = target_inspection
                 if source_inspection is not None and source_inspection.vendor == "postgresql":
                     against = against or source_inspection
                 connection = against.store.connection if against else None
-                statements = migration_sql(plan, connection)
-                self.stdout.write("\n".join(statements) if statements else "-- nothing to widen")
+                render_sql(migration_sql(plan, connection), out)
             elif target_inspection is not None:
                 render_applied(
                     apply_widening(plan, target_inspection, lock_timeout=lock_timeout), out
                 )
-
-    def _still_failing(self, report, inspection, plan, out) -> None:
-        """Say so when the plan leaves some of SOURCE's values too long anyway."""
-        after = audit(inspection, limits=plan.limits())
-        overflows = [f for f in after.findings if f.kind == "overflow"]
-        if overflows:
-            names = ", ".join(f"{f.table}.{f.column}" for f in overflows)
-            out.print(f"[bold red]Still too narrow for the source's data:[/bold red] {names}")
-        if any(f.kind == "invalid" for f in after.findings):
-            out.print("[yellow]Note:[/yellow] the source also holds invalid values (see audit)")
