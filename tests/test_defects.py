@@ -19,7 +19,7 @@ import pytest
 from psycopg2 import sql
 
 from smtmigrate import interrupts
-from smtmigrate.copy import copy_store, plan_copy
+from smtmigrate.copy import SilentEvents, copy_store, plan_copy
 from smtmigrate.locations import resolve, resolve_target
 from smtmigrate.snapshot import source_snapshot
 
@@ -499,28 +499,12 @@ def test_a_nul_finding_shows_the_whole_value(cli, store08):
     assert f"record '{label}': 'a\\x00b' (3 chars)" in table.out
 
 
-class _LosesACtrlC:
+class _LosesACtrlC(SilentEvents):
     """Copy events that, as the first table is done, press Ctrl-C while Python runs a weakref
     callback: the KeyboardInterrupt is printed as "Exception ignored" and lost — the case a
     real Ctrl-C hits now and then at random."""
 
-    def __init__(self) -> None:
-        self.lost = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        pass
-
-    def phase(self, name: str) -> None:
-        pass
-
-    def table_start(self, table: str, rows: int) -> None:
-        pass
-
-    def table_progress(self, table: str, rows: int, nbytes: int) -> None:
-        pass
+    lost = False
 
     def table_done(self, result) -> None:
         if self.lost:
