@@ -36,15 +36,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote as url_quote
 
 from django.db import DatabaseError, transaction
 
 from . import locations
+from .engines import engine_for
 from .errors import StoreConnectionError
 from .locations import Store, sqlite_settings
+from .schema import RECORD_TABLE
 
-RECORD_TABLE = "django_store_record"
 SNAPSHOT_PREFIX = "smtmigrate-snapshot-"
 SNAPSHOT_FILE = "records.sqlite"
 
@@ -172,9 +172,8 @@ def _sqlite_snapshot(store: Store) -> Iterator[Snapshot]:
 def _backup(store: Store, path: Path) -> tuple[datetime, float]:
     """Copy every page of the store in one backup step (one read transaction)."""
     assert store.path is not None
-    source = sqlite3.connect(
-        f"file:{url_quote(str(store.path))}?mode=ro",
-        uri=True,
+    source = engine_for("sqlite").open_read_only(
+        store.path,
         timeout=locations.SQLITE_LOCK_TIMEOUT,  # the one bound every reader of a store keeps
     )
     target = sqlite3.connect(path)
@@ -214,11 +213,11 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
 
 def remove_stale_snapshots() -> None:
     """Snapshot directories of killed processes (their process is gone) are removed."""
-    from .copy import _alive
+    from .engines.sqlite import alive
 
     for directory in Path(tempfile.gettempdir()).glob(f"{SNAPSHOT_PREFIX}*-*"):
         pid = directory.name[len(SNAPSHOT_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
             shutil.rmtree(directory, ignore_errors=True)
 
 

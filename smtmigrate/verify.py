@@ -15,30 +15,17 @@ keys re-pointed; its records are compared as they are (see `compare_records`).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError
-
-from .canonical import (
-    Checksum,
-    TableLayout,
-    open_sqlite_bytes,
-    postgres_checksum_sql,
-    sqlite_checksum,
-    sqlite_quote,
-    table_layout,
-)
+from .canonical import Checksum, TableLayout, table_layout
 from .dedupe import DedupePlan, merge_remaps
-from .errors import SmtmigrateError
-from .generations import attach_views
-from .schema import Inspection, sumatra_tables
+from .engines import engine_for
+from .schema import CONTENT_TYPE_TABLE, Inspection, sumatra_tables
 
-CONTENT_TYPE_TABLE = "django_content_type"
 Remaps = dict[str, dict[str, dict[int, int]]]  # table → column → {source id: target id}
 Phase = Callable[[str], AbstractContextManager]
 
@@ -139,9 +126,10 @@ def content_type_remap(source: Inspection, target: Inspection, *, create: bool) 
     ]
     if not columns:
         return {}
-    q_src = source.store.connection.ops.quote_name
+    q_src = engine_for(source).quote_name
+    q_target = engine_for(target).quote_name
     with source.store.connection.cursor() as cursor:
-        cursor.execute(f"SELECT id, app_label, model FROM {CONTENT_TYPE_TABLE}")
+        cursor.execute(f"SELECT id, app_label, model FROM {q_src(CONTENT_TYPE_TABLE)}")
         source_types = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
         used: dict[tuple[str, str], set[int]] = {}
         for table, column in columns:
@@ -151,7 +139,7 @@ def content_type_remap(source: Inspection, target: Inspection, *, create: bool) 
             )
             used[table.model.name, column.name] = {row[0] for row in cursor.fetchall()}
     with target.store.connection.cursor() as cursor:
-        cursor.execute(f"SELECT app_label, model, id FROM {CONTENT_TYPE_TABLE}")
+        cursor.execute(f"SELECT app_label, model, id FROM {q_target(CONTENT_TYPE_TABLE)}")
         target_types = {(app, model): id_ for app, model, id_ in cursor.fetchall()}
         remaps: Remaps = {}
         for (table, column), ids in used.items():
@@ -162,11 +150,13 @@ def content_type_remap(source: Inspection, target: Inspection, *, create: bool) 
                     continue  # a dangling id: the audit reports it, the checksum catches it
                 if key not in target_types and create:
                     cursor.execute(
-                        f"INSERT INTO {CONTENT_TYPE_TABLE} (app_label, model) VALUES (%s, %s)",
+                        f"INSERT INTO {q_target(CONTENT_TYPE_TABLE)} (app_label, model) "
+                        "VALUES (%s, %s)",
                         list(key),
                     )
                     cursor.execute(
-                        f"SELECT id FROM {CONTENT_TYPE_TABLE} WHERE app_label = %s AND model = %s",
+                        f"SELECT id FROM {q_target(CONTENT_TYPE_TABLE)} "
+                        "WHERE app_label = %s AND model = %s",
                         list(key),
                     )
                     target_types[key] = cursor.fetchone()[0]
@@ -186,29 +176,9 @@ def layouts_of(inspection: Inspection) -> dict[str, TableLayout]:
 
 
 def table_checksum(inspection: Inspection, layout: TableLayout, remaps=None, skip=None) -> Checksum:
-    """A table's checksum, computed where the data is, without the rows whose id is in
-    `skip`."""
-    store = inspection.store
-    if inspection.vendor == "postgresql":
-        connection = store.connection
-        try:
-            with connection.cursor() as cursor:
-                quote = connection.ops.quote_name
-                cursor.execute(postgres_checksum_sql(layout, quote, remaps, skip))
-                rows, total = cursor.fetchone()
-        except DatabaseError as exc:
-            raise store.read_error(exc) from exc
-        return Checksum(rows, int(total))
-    if store.path is None:
-        raise SmtmigrateError(f"{store.display}: cannot checksum this store")
-    connection = open_sqlite_bytes(store.path)
-    try:
-        attach_views(connection, inspection.views)
-        return sqlite_checksum(connection.cursor(), layout, sqlite_quote, remaps, skip)
-    except sqlite3.Error as exc:
-        raise store.read_error(exc) from exc
-    finally:
-        connection.close()
+    """A table's checksum, computed where the data is by the store's engine, without the
+    rows whose id is in `skip`."""
+    return engine_for(inspection).table_checksum(inspection, layout, remaps, skip)
 
 
 def verify_stores(
