@@ -65,9 +65,6 @@ class Engine:
     length_function: ClassVar[str] = "length"  # characters, not bytes
     chr_function: ClassVar[str] = "chr"  # the chr() used in the canonical escaping
     concat_operator: ClassVar[str] = "||"
-    # `transactional_ddl`: schema changes roll back with the data (a copy is all or nothing
-    # in one transaction); without it the copy must build elsewhere and swap.
-    transactional_ddl: ClassVar[bool] = True
 
     # -- names and values -----------------------------------------------------------------
 
@@ -169,7 +166,8 @@ class Engine:
         self, plan: CopyPlan, events: Any, phase: Any
     ) -> AbstractContextManager[CopyTarget]:
         """Where a copy writes: entered once; on a clean exit the loaded, verified
-        target is kept (committed, renamed into place), on an error nothing is."""
+        target is kept (committed, renamed into place), on an error nothing is. An engine
+        without transactional DDL builds elsewhere and swaps, as SQLite's does."""
         raise NotImplementedError
 
 

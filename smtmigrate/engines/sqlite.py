@@ -17,7 +17,7 @@ from urllib.parse import quote as url_quote
 
 from .. import interrupts
 from ..canonical import NULL, Checksum, TableLayout, row_hash
-from ..errors import Refused
+from ..errors import Refused, SmtmigrateError
 from ..generations import attach_views
 from ..schema import ModelColumn
 from .base import (
@@ -203,8 +203,6 @@ class SqliteEngine(Engine):
     def table_checksum(self, inspection, layout, remaps=None, skip=None) -> Checksum:
         store = inspection.store
         if store.path is None:
-            from ..errors import SmtmigrateError
-
             raise SmtmigrateError(f"{store.display}: cannot checksum this store")
         connection = self.open_bytes(store.path)
         try:
