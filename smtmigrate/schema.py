@@ -268,8 +268,10 @@ def inspect_store(store: Store) -> Inspection:
 def _store_table(
     connection: BaseDatabaseWrapper, cursor, name: str, model: ModelTable
 ) -> StoreTable:
+    from .engines import engine_for  # engines read the schema module: imported late
+
     introspection = connection.introspection
-    declared = _declared_types(connection, cursor, name)
+    declared = engine_for(connection).declared_types(cursor, name)
     columns = {}
     for info in introspection.get_table_description(cursor, name):
         if not info.type_code and info.name in model.columns:
@@ -292,22 +294,6 @@ def _store_table(
         if c["unique"] or c["primary_key"]
     }
     return StoreTable(name, model, columns, unique_sets)
-
-
-def _declared_types(connection: BaseDatabaseWrapper, cursor, table: str) -> dict[str, str]:
-    """Column types as the database spells them (SQLite: as declared at CREATE TABLE)."""
-    from .engines import engine_for  # engines read the schema module: imported late
-
-    quoted = engine_for(connection).quote_name(table)
-    if connection.vendor == "postgresql":
-        cursor.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            [quoted],
-        )
-        return dict(cursor.fetchall())
-    cursor.execute(f"PRAGMA table_info({quoted})")
-    return {row[1]: row[2].lower() for row in cursor.fetchall()}
 
 
 def model_db_type(column: ModelColumn, connection: BaseDatabaseWrapper) -> str:

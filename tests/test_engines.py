@@ -120,3 +120,20 @@ def test_pgpass_line_default_user_is_pguser_else_the_os_user(monkeypatch):
     os_user = pwd.getpwuid(os.geteuid()).pw_name
     assert pgpass_line(pg_store()) == f"localhost:5432:db:{os_user}:PASSWORD"
     assert pgpass_line(pg_store(USER="bob", HOST="/run/pg")) == "localhost:5432:db:bob:PASSWORD"
+
+
+def test_sqlite_declared_types_as_written_lower_case():
+    db = sqlite3.connect(":memory:")
+    db.execute('CREATE TABLE "a""b" (id INTEGER PRIMARY KEY, label VARCHAR(100))')
+    assert SQLITE.declared_types(db.cursor(), 'a"b') == {"id": "integer", "label": "varchar(100)"}
+
+
+def test_sqlite_value_checks_of_a_positive_integer_column():
+    c = ModelColumn("t", "n", None, "PositiveIntegerField", None, True)
+    table = type("Table", (), {"model": type("Model", (), {"primary_key": "id"}), "columns": {}})
+    checks = list(SQLITE.invalid_value_checks(None, table, c))
+    assert checks == [
+        ("typeof(\"n\") NOT IN ('integer', 'null')", "not an integer", None),
+        ('"n" < 0', "negative value in a positive-integer column", None),
+    ]
+    assert list(POSTGRES.invalid_value_checks(None, table, c)) == []

@@ -95,6 +95,11 @@ class Engine:
         """An aggregate: the group's values of an integer column, comma-separated."""
         raise NotImplementedError
 
+    def declared_types(self, cursor: Any, table: str) -> dict[str, str]:
+        """Column → its type as the database spells it (schema.py compares it with
+        today's model)."""
+        raise NotImplementedError
+
     # -- the audit (audit.py) --------------------------------------------------------------
 
     # Whether the engine refuses values that do not fit a column's type (PostgreSQL): then

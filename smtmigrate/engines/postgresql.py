@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import psycopg2
@@ -49,6 +50,29 @@ class PostgresEngine(Engine):
 
     def preview(self, column: str, chars: int) -> str:
         return f"substr({self.text(self.quote_name(column))}, 1, {int(chars)})"
+
+    def declared_types(self, cursor, table: str) -> dict[str, str]:
+        cursor.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [self.quote_name(table)],
+        )
+        return dict(cursor.fetchall())
+
+    # -- snapshots (snapshot.py) ---------------------------------------------------------
+
+    def export_snapshot(self, cursor) -> tuple[str, datetime]:
+        """Make the cursor's (new) transaction a read-only snapshot that other processes
+        can join; its id, and when it was taken."""
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor.execute("SELECT pg_export_snapshot(), now()")
+        exported, taken_at = cursor.fetchone()
+        return exported, taken_at
+
+    def join_snapshot(self, cursor, exported: str) -> None:
+        """Make the cursor's (new) transaction read the snapshot `exported`."""
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor.execute("SET TRANSACTION SNAPSHOT %s", [exported])
 
     # -- canonical text -------------------------------------------------------------------
 

@@ -61,6 +61,11 @@ class SqliteEngine(Engine):
     def id_list(self, column: str) -> str:
         return f"group_concat({self.quote_name(column)})"
 
+    def declared_types(self, cursor, table: str) -> dict[str, str]:
+        """As declared at CREATE TABLE, lower case."""
+        cursor.execute(f"PRAGMA table_info({self.quote_name(table)})")
+        return {row[1]: row[2].lower() for row in cursor.fetchall()}
+
     # -- the audit: what SQLite let in that PostgreSQL would reject ------------------------
 
     def register_functions(self, connection) -> None:
@@ -150,6 +155,33 @@ class SqliteEngine(Engine):
     def open_read_only(self, path: Path, **options: Any) -> sqlite3.Connection:
         """A read-only sqlite3 connection to a store file."""
         return sqlite3.connect(self.read_only_uri(path), uri=True, **options)
+
+    def backup(self, source: Path, path: Path, *, timeout: float) -> None:
+        """Copy every page of the store at `source` into a new file `path` in one backup
+        step (one read transaction): a snapshot (snapshot.py). Raises sqlite3.Error."""
+        reader = self.open_read_only(source, timeout=timeout)
+        target = sqlite3.connect(path)
+        # A throw-away file: no journal, no fsync (measured: several times faster on a
+        # 337 MB store, and the source stays locked for that much less).
+        target.execute("PRAGMA journal_mode = OFF")
+        target.execute("PRAGMA synchronous = OFF")
+
+        def give_up_when_locked(status: int, remaining: int, total: int) -> None:
+            # The source's busy handler has already waited `timeout` for the lock;
+            # Python would otherwise retry for ever.
+            if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise sqlite3.OperationalError("database is locked")
+
+        try:
+            reader.backup(target, pages=-1, progress=give_up_when_locked)
+            target.close()
+            # A copy of a WAL store says WAL in its header; it is only ever read, and a
+            # read-only WAL database needs -shm files: make it a plain rollback-journal file.
+            target = sqlite3.connect(path)
+            target.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            reader.close()
+            target.close()
 
     def open_bytes(self, path: Path) -> sqlite3.Connection:
         """A read-only connection that hands out a store's bytes as they are: no decoding,
