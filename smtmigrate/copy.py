@@ -21,13 +21,14 @@ from django.db import DatabaseError
 
 from .audit import AuditReport, Finding, audit
 from .canonical import Checksum, TableLayout, table_layout
-from .dedupe import DedupePlan, Group, merge_remaps, plan_dedupe
+from .dedupe import DedupePlan, Group, plan_dedupe
 from .engines import TableResult, engine_for
 from .engines.base import CopyTarget
 from .engines.sqlite import remove_stale_partials  # noqa: F401 (drop_recreate's import)
 from .errors import NotASumatraStore, Refused, SmtmigrateError
 from .generations import FOLDED_TABLES
 from .locations import Store
+from .remaps import Remaps, content_type_remap, merge_remaps
 from .schema import (
     CONTENT_TYPE_TABLE,
     LAYOUT_08,
@@ -37,7 +38,7 @@ from .schema import (
     sumatra_tables,
 )
 from .snapshot import Snapshot
-from .verify import Remaps, Verification, content_type_remap, verify_stores
+from .verify import Verification, verify_stores
 from .widen import WideningPlan, apply_widening, plan_widening
 
 # Tables Sumatra's migrations create that are not copied: the target has its own.

@@ -55,7 +55,7 @@ from .engines import Engine, engine_for
 from .schema import Inspection, StoreTable, sumatra_tables
 
 if TYPE_CHECKING:
-    from .verify import Remaps
+    from .remaps import Remaps
 
 # Today's table → the columns Sumatra's get_or_create compares (see the module docstring).
 IDENTITY: dict[str, tuple[str, ...]] = {
@@ -257,16 +257,6 @@ def _equal_links(
             dropped.add(int(row_id))
         seen.add(key)
     return dropped
-
-
-def merge_remaps(*remaps: Remaps) -> Remaps:
-    """One table → column → mapping from several (they name different columns)."""
-    merged: Remaps = {}
-    for remap in remaps:
-        for table, columns in remap.items():
-            for column, mapping in columns.items():
-                merged.setdefault(table, {}).setdefault(column, {}).update(mapping)
-    return merged
 
 
 def sumatra_identity() -> dict[str, tuple[str, ...]]:
