@@ -18,9 +18,11 @@ from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of
+from .engines import Engine, engine_for
 from .errors import UnknownLayout
 from .schema import (
     OUTPUT_LINKS,
+    RECORD_TABLE,
     TAGGING_LAYOUTS,
     Inspection,
     ModelColumn,
@@ -34,13 +36,6 @@ KINDS = ("invalid", "overflow", "duplicate", "duplicate-label", "near-limit", "d
 FAILING_KINDS = frozenset({"invalid", "overflow", "duplicate"})
 EXAMPLES = 3
 PREVIEW_CHARS = 40
-RECORD_TABLE = "django_store_record"
-INTEGER_TYPES = frozenset(
-    {"AutoField", "BigAutoField", "IntegerField", "BigIntegerField", "PositiveIntegerField"}
-)
-# The Python function, registered on an SQLite store's connection, that tells whether a
-# value's bytes are valid UTF-8.
-IS_UTF8 = "smtmigrate_is_utf8"
 
 
 @dataclass
@@ -132,24 +127,6 @@ class _Check:
     screen: str | None = None
 
 
-class _Dialect:
-    """The few SQL spellings that differ between the store engines we read."""
-
-    def __init__(self, connection: BaseDatabaseWrapper) -> None:
-        self.vendor = connection.vendor
-        self.quote = connection.ops.quote_name
-
-    def length(self, column: str) -> str:
-        fn = "length" if self.vendor == "sqlite" else "char_length"
-        return f"{fn}({self.quote(column)})"
-
-    def preview(self, column: str, chars: int) -> str:
-        """The first characters of a column as text. SQLite's come as bytes: a store may
-        hold text that is not UTF-8, which Python's sqlite3 refuses to decode."""
-        text = f"substr(CAST({self.quote(column)} AS TEXT), 1, {chars})"
-        return f"CAST({text} AS BLOB)" if self.vendor == "sqlite" else text
-
-
 def count_if(condition: str) -> str:
     return f"count(CASE WHEN {condition} THEN 1 END)"
 
@@ -169,27 +146,26 @@ def audit(
     started = time.perf_counter()
     store = inspection.store
     connection = store.connection
-    dialect = _Dialect(connection)
+    engine = engine_for(connection)
     findings: list[Finding] = []
     row_counts: dict[str, int] = {}
     try:
         with connection.cursor() as cursor:
-            if dialect.vendor == "sqlite":
-                connection.connection.create_function(IS_UTF8, -1, _is_utf8, deterministic=True)
+            engine.register_functions(connection)
             for table in inspection.tables.values():
                 limit_of = _limit_function(inspection, table, limits)
-                scan = _TableScan(cursor, table, dialect, near)
+                scan = _TableScan(cursor, table, engine, near)
                 row_counts[table.name] = scan.run(
-                    list(_column_checks(inspection, table, dialect, limit_of))
+                    list(_column_checks(inspection, table, engine, limit_of))
                 )
                 findings += _structure_findings(inspection, table, connection)
                 findings += scan.findings
-                findings += _unique_findings(cursor, table, dialect)
-                findings += _duplicate_findings(cursor, table, dialect)
-                findings += _ip_findings(cursor, table, dialect)
+                findings += _unique_findings(cursor, table, engine)
+                findings += _duplicate_findings(cursor, table, engine)
+                findings += _ip_findings(cursor, table, engine)
                 findings += _risk_findings(table, limit_of, scan.longest, findings)
             if inspection.views and OUTPUT_LINKS in inspection.table_names:
-                findings += _output_link_findings(cursor, dialect)
+                findings += _output_link_findings(cursor, engine)
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     findings.sort(key=lambda f: (f.severity, f.table, f.column or ""))
@@ -224,96 +200,21 @@ def _limit_function(
 
 
 def _column_checks(
-    inspection: Inspection, table: StoreTable, dialect: _Dialect, limit_of
+    inspection: Inspection, table: StoreTable, engine: Engine, limit_of
 ) -> Iterable[_Check]:
-    q = dialect.quote
-    sqlite = dialect.vendor == "sqlite"
+    """Lengths against the target's limits, and the values the store's engine let in
+    that PostgreSQL would reject (engines/*.py `invalid_value_checks`)."""
     for name, column in table.model.columns.items():
         stored = table.columns.get(name)
         if stored is None:
             continue
-        c = q(name)
         limit = limit_of(column) if column.is_text else None
         if limit is not None:
-            yield _Check(name, "overflow", f"{dialect.length(name)} > {int(limit)}", limit=limit)
-        if not sqlite:
-            continue  # PostgreSQL already enforced everything below when the rows went in
-        if column.is_text or column.internal_type == "GenericIPAddressField":
             yield _Check(
-                name,
-                "invalid",
-                f"instr({c}, char(0)) > 0",
-                "NUL character (PostgreSQL text cannot hold \\x00)",
+                name, "overflow", f"{engine.text_length(name)} > {int(limit)}", limit=limit
             )
-            yield _Check(name, "invalid", f"typeof({c}) = 'blob'", "binary value in a text column")
-            # SQLite stores whatever bytes it is given as TEXT (e.g. a lone surrogate, or
-            # Latin-1); the copy passes them on as they are and PostgreSQL would reject the
-            # whole copy half-way. SQL cannot tell, so a Python function does (fast for ASCII).
-            yield _Check(
-                name,
-                "invalid",
-                f"typeof({c}) = 'text' AND NOT {IS_UTF8}(CAST({c} AS BLOB))",
-                "not valid UTF-8 (e.g. a lone surrogate): PostgreSQL rejects it",
-                screen=f"CAST({c} AS BLOB)",
-            )
-        elif column.internal_type == "DateTimeField":
-            # Django writes 'YYYY-MM-DD HH:MM:SS[.ffffff]', and the copy takes the value as
-            # written. Anything else (a Julian day number, an offset, 24:00, February 30,
-            # year 0) SQLite's date functions or PostgreSQL would read as another instant,
-            # or not at all: refused. The date/time part is proven by a round trip through
-            # julianday; the rest is a fraction of digits; string order bounds the range
-            # (SQLite's date functions end at 9999-12-31 23:59:59.999).
-            head = f"substr({c}, 1, 19)"
-            django_format = (
-                # (substr: a literal like '0001' would take the column's numeric affinity)
-                f"typeof({c}) = 'text' AND substr({c}, 1, 4) <> '0000' "
-                f"AND {c} < '9999-12-31 23:59:59.9995' "
-                f"AND CASE length({c}) WHEN 19 THEN 1 "
-                f"WHEN 26 THEN substr({c}, 20, 7) GLOB '.[0-9][0-9][0-9][0-9][0-9][0-9]' "
-                f"ELSE substr({c}, 20, 1) = '.' AND length({c}) > 20 "
-                f"AND NOT substr({c}, 21) GLOB '*[^0-9]*' END "
-                f"AND datetime(julianday({head})) = {head}"
-            )
-            yield _Check(
-                name,
-                "invalid",
-                f"{c} IS NOT NULL AND NOT coalesce({django_format}, 0)",
-                "not a date/time PostgreSQL can read as written (YYYY-MM-DD HH:MM:SS[.ffffff])",
-            )
-            # PostgreSQL keeps microseconds: the copy would drop any further digits unseen
-            # (and the verification, comparing the same canonical text, could not tell).
-            yield _Check(
-                name,
-                "invalid",
-                f"length({c}) > 26 AND substr({c}, 27) GLOB '*[1-9]*'",
-                "fraction of a second finer than the microseconds PostgreSQL keeps",
-            )
-        elif column.internal_type == "FloatField":
-            yield _Check(
-                name, "invalid", f"typeof({c}) NOT IN ('real', 'integer', 'null')", "not a number"
-            )
-        elif (
-            column.internal_type in INTEGER_TYPES
-            and not column.references  # the foreign-key check below catches non-integers too
-            and name != table.model.primary_key  # an INTEGER PRIMARY KEY is SQLite's rowid
-        ):
-            yield _Check(
-                name, "invalid", f"typeof({c}) NOT IN ('integer', 'null')", "not an integer"
-            )
-        if column.internal_type == "PositiveIntegerField":
-            yield _Check(name, "invalid", f"{c} < 0", "negative value in a positive-integer column")
-        if not column.null and stored.null:
-            yield _Check(name, "invalid", f"{c} IS NULL", "NULL in a column that is NOT NULL today")
-        if column.references:
-            parent_model, parent_column = column.references
-            parent = inspection.stored_name(parent_model)
-            if parent in inspection.table_names:
-                yield _Check(
-                    name,
-                    "invalid",
-                    f"{c} IS NOT NULL AND {c} NOT IN (SELECT {q(parent_column)} FROM {q(parent)})",
-                    f"foreign key to a missing row of {parent}",
-                )
+        for condition, detail, screen in engine.invalid_value_checks(inspection, table, column):
+            yield _Check(name, "invalid", condition, detail, screen=screen)
 
 
 class _TableScan:
@@ -326,13 +227,13 @@ class _TableScan:
     done only where something is wrong.
     """
 
-    def __init__(self, cursor, table: StoreTable, dialect: _Dialect, near: float) -> None:
-        self.cursor, self.table, self.dialect, self.near = cursor, table, dialect, near
+    def __init__(self, cursor, table: StoreTable, engine: Engine, near: float) -> None:
+        self.cursor, self.table, self.engine, self.near = cursor, table, engine, near
         self.longest: dict[str, int] = {}
         self.findings: list[Finding] = []
 
     def run(self, checks: list[_Check]) -> int:
-        q = self.dialect.quote
+        q = self.engine.quote_name
         text_columns = [
             name
             for name, column in self.table.model.columns.items()
@@ -344,14 +245,14 @@ class _TableScan:
                 invalid.setdefault(check.column, []).append(check)
         screened = [check for check in checks if check.screen is not None]
         aggregates = ["count(*)"]
-        aggregates += [f"max({self.dialect.length(name)})" for name in text_columns]
+        aggregates += [f"max({self.engine.text_length(name)})" for name in text_columns]
         aggregates += [
             count_if(" OR ".join(f"({check.condition})" for check in group))
             for group in invalid.values()
         ]
         if screened:
             values_of_row = ", ".join(check.screen for check in screened)
-            aggregates.append(count_if(f"NOT {IS_UTF8}({values_of_row})"))
+            aggregates.append(count_if(f"NOT {self.engine.all_utf8(values_of_row)}"))
         self.cursor.execute(f"SELECT {', '.join(aggregates)} FROM {q(self.table.name)}")
         rows, *values = self.cursor.fetchone()
         self.longest = {name: value or 0 for name, value in zip(text_columns, values, strict=False)}
@@ -373,7 +274,7 @@ class _TableScan:
         if not suspects:
             return
         counts = ", ".join(count_if(check.condition) for check in suspects)
-        self.cursor.execute(f"SELECT {counts} FROM {self.dialect.quote(self.table.name)}")
+        self.cursor.execute(f"SELECT {counts} FROM {self.engine.quote_name(self.table.name)}")
         for check, rows in zip(suspects, self.cursor.fetchone(), strict=True):
             if not rows:
                 continue
@@ -411,15 +312,13 @@ class _TableScan:
 
     def _examples(self, check: _Check) -> list[dict[str, Any]]:
         """Up to three offending rows: id, the record's label where there is one, a preview."""
-        q, table, length = self.dialect.quote, self.table, self.dialect.length(check.column)
+        q, table, length = self.engine.quote_name, self.table, self.engine.text_length(check.column)
         pk = table.model.primary_key
         is_record = table.model.name == RECORD_TABLE
-        label = self.dialect.preview("label", PREVIEW_CHARS + 1) if is_record else "NULL"
-        shown = self.dialect.preview(check.column, PREVIEW_CHARS + 1)
+        label = self.engine.preview("label", PREVIEW_CHARS + 1) if is_record else "NULL"
+        shown = self.engine.preview(check.column, PREVIEW_CHARS + 1)
         order = f"{length} DESC, " if check.kind == "overflow" else ""
-        whole = "NULL"
-        if self.dialect.vendor == "sqlite":  # its text functions stop at a NUL: read bytes
-            whole = f"CAST({q(check.column)} AS BLOB)"
+        whole = self.engine.value_bytes(q(check.column))
         self.cursor.execute(
             f"SELECT {q(pk)}, {label}, {shown}, {length}, {whole} FROM {q(table.name)} "
             f"WHERE {check.condition} ORDER BY {order}{q(pk)} LIMIT {EXAMPLES}"
@@ -438,19 +337,6 @@ class _TableScan:
         return examples
 
 
-def _is_utf8(*values: bytes | None) -> bool:
-    """Whether every value's bytes are UTF-8 as PostgreSQL means it: Python's strict
-    decoder has the same rules (no surrogates, no overlong forms, nothing above U+10FFFF)."""
-    for value in values:
-        if value is None or value.isascii():
-            continue
-        try:
-            value.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-    return True
-
-
 def _preview(value: Any) -> str | None:
     if value is None:
         return None
@@ -460,10 +346,10 @@ def _preview(value: Any) -> str | None:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
-def _unique_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:
+def _unique_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]:
     """Duplicates against today's unique constraints the store itself did not enforce."""
     findings = []
-    q = dialect.quote
+    q = engine.quote_name
     for columns in table.model.unique_sets:
         if table.enforces_unique(columns) or not all(c in table.columns for c in columns):
             continue
@@ -487,7 +373,7 @@ def _unique_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Findi
     return findings
 
 
-def _duplicate_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:
+def _duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]:
     """Rows Sumatra's lookups cannot tell apart (dedupe.py): shared rows that make the next
     `smt run` fail (failing; `copy --dedupe` merges them), and records sharing a label in
     a project (a warning: copied as they are, but `smt` lookups of that label fail)."""
@@ -506,9 +392,7 @@ def _duplicate_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Fi
         )
     if not identity:
         return []
-    groups = duplicate_groups(
-        cursor, table.name, table.model.primary_key, identity, dialect.quote, dialect.vendor
-    )
+    groups = duplicate_groups(cursor, table.name, table.model.primary_key, identity, engine)
     if not groups:
         return []
     return [
@@ -523,22 +407,23 @@ def _duplicate_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Fi
     ]
 
 
-def _ip_findings(cursor, table: StoreTable, dialect: _Dialect) -> list[Finding]:
+def _ip_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]:
     """Values the `inet` column of a PostgreSQL store would reject.
 
     Platform rows are deduplicated by Sumatra, so grouping by value leaves a handful to
     validate in Python.
     """
-    if dialect.vendor != "sqlite":
+    if engine.enforces_types:
         return []
     findings = []
-    q = dialect.quote
+    q = engine.quote_name
     for name, column in table.model.columns.items():
         if column.internal_type != "GenericIPAddressField" or name not in table.columns:
             continue
-        cursor.execute(  # as bytes: a value that is not UTF-8 must be a finding, not a crash
-            f"SELECT CAST({q(name)} AS BLOB), count(*), min({q(table.model.primary_key)}) "
-            f"FROM {q(table.name)} WHERE {q(name)} IS NOT NULL GROUP BY CAST({q(name)} AS BLOB)"
+        value = engine.blob(q(name))  # a value that is not UTF-8: a finding, not a crash
+        cursor.execute(
+            f"SELECT {value}, count(*), min({q(table.model.primary_key)}) "
+            f"FROM {q(table.name)} WHERE {q(name)} IS NOT NULL GROUP BY {value}"
         )
         bad = [(value, n, row_id) for value, n, row_id in cursor.fetchall() if not _is_inet(value)]
         if bad:
@@ -618,10 +503,10 @@ def _structure_findings(
     return findings
 
 
-def _output_link_findings(cursor, dialect: _Dialect) -> list[Finding]:
+def _output_link_findings(cursor, engine: Engine) -> list[Finding]:
     """Sumatra 0.4-0.6: an output link (record_output_data) the copy cannot turn into a
     DataKey.output_from_record, because its data key or its record does not exist."""
-    q = dialect.quote
+    q = engine.quote_name
     findings = []
     for column, parent, key in (
         ("datakey_id", "django_store_datakey", "id"),

@@ -1,67 +1,48 @@
-"""plan → target schema → COPY streams → verification, all or nothing.
+"""plan → prepare the target → load → verify → report, all or nothing.
 
-PostgreSQL targets get everything in one transaction: Sumatra's own migrations build the
-schema (so `django_migrations` is what Sumatra expects), the widening runs, every table is
-streamed through COPY, constraints and indexes are rebuilt, sequences reset and the result
-verified — and only then committed. Any error, a failed verification or a killed process
-leaves the database as it was.
-
-SQLite targets are built in a hidden file beside the target and renamed into place once
-verified, so the target path only ever holds a complete, checked store.
+`plan_copy` inspects and audits the source against the target's limits. `copy_store`
+then runs one function per phase: Sumatra's own migrations build the target's schema (so
+`django_migrations` is what Sumatra expects) and the planned widening runs; the target
+engine bulk-loads every table (PostgreSQL: COPY streams hashed on the way; SQLite:
+INSERT … SELECT); verify.py compares counts, checksums and records; the result is
+reported. What "all or nothing" means is the target engine's (engines/): one PostgreSQL
+transaction, or a hidden SQLite file renamed into place once verified.
 """
 
 from __future__ import annotations
 
-import os
-import queue
-import sqlite3
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timezone
-from glob import escape as glob_escape
-from pathlib import Path
 from typing import Protocol
-from urllib.parse import quote as url_quote
 
-import psycopg2
 from django.core.management import call_command
-from django.core.management.color import no_style
-from django.db import DatabaseError, transaction
-from psycopg2 import sql
+from django.db import DatabaseError
 
-from . import interrupts
 from .audit import AuditReport, Finding, audit
-from .canonical import (
-    Checksum,
-    TableLayout,
-    float_text,
-    open_sqlite_bytes,
-    row_hash,
-    sqlite_line_sql,
-    sqlite_quote,
-    table_layout,
-    when_clauses,
-    where_not,
-)
-from .dedupe import DedupePlan, Group, merge_remaps, plan_dedupe
+from .canonical import Checksum, TableLayout, table_layout
+from .dedupe import DedupePlan, Group, plan_dedupe
+from .engines import TableResult, engine_for
+from .engines.base import CopyTarget
+from .engines.sqlite import remove_stale_partials  # noqa: F401 (drop_recreate's import)
 from .errors import NotASumatraStore, Refused, SmtmigrateError
-from .generations import FOLDED_TABLES, attach_views
-from .locations import Store, sqlite_settings
-from .schema import LAYOUT_08, Inspection, inspect_store
+from .generations import FOLDED_TABLES
+from .locations import Store
+from .remaps import Remaps, content_type_remap, merge_remaps
+from .schema import (
+    CONTENT_TYPE_TABLE,
+    LAYOUT_08,
+    MIGRATIONS_TABLE,
+    Inspection,
+    inspect_store,
+    sumatra_tables,
+)
 from .snapshot import Snapshot
-from .verify import Remaps, Verification, content_type_remap, verify_stores
+from .verify import Verification, verify_stores
 from .widen import WideningPlan, apply_widening, plan_widening
 
-COPY_CHUNK = 256 << 10  # bytes handed to COPY per read(): amortises calls, overlaps work
-QUEUED_CHUNKS = 8
-FETCH_ROWS = 2_000
-CONTENT_TYPE_TABLE = "django_content_type"
 # Tables Sumatra's migrations create that are not copied: the target has its own.
-TARGET_OWNED = frozenset({"django_migrations", CONTENT_TYPE_TABLE, "sqlite_sequence"})
+TARGET_OWNED = frozenset({MIGRATIONS_TABLE, CONTENT_TYPE_TABLE, "sqlite_sequence"})
 
 
 class CopyEvents(Protocol):
@@ -91,14 +72,6 @@ class SilentEvents:
 
     def table_done(self, result: TableResult) -> None:
         pass
-
-
-@dataclass
-class TableResult:
-    table: str
-    rows: int
-    bytes: int
-    seconds: float
 
 
 @dataclass
@@ -323,7 +296,8 @@ def _check_target(target: Store) -> Inspection | None:
             if inspection.layout != LAYOUT_08:
                 raise Refused(f"{target.display} holds a {inspection.layout} store")
             for name in sorted(inspection.tables):
-                cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {connection.ops.quote_name(name)})")
+                quoted = engine_for(target).quote_name(name)
+                cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {quoted})")
                 if cursor.fetchone()[0]:
                     raise Refused(
                         f"{target.display} already holds Sumatra data ({name} is not empty); "
@@ -337,8 +311,6 @@ def _check_target(target: Store) -> Inspection | None:
 def _target_limits(target: Store, existing: Inspection | None):
     """The column sizes the rows must fit: none in SQLite; the real ones in a schema that
     exists; today's models' (the audit's default) for a schema yet to be built."""
-    from .schema import sumatra_tables
-
     if target.kind == "sqlite":
         return {
             (table.name, name): None
@@ -354,23 +326,28 @@ def _target_limits(target: Store, existing: Inspection | None):
     return limits
 
 
-# -- PostgreSQL ---------------------------------------------------------------------------
+# -- the copy: prepare the target → load → verify → report --------------------------------
 
 
-def copy_store(plan: CopyPlan, events: CopyEvents | None = None, *, records: bool = True):
-    """Run the plan. Returns a CopyResult; raises Refused/VerificationFailed/…"""
+def copy_store(
+    plan: CopyPlan, events: CopyEvents | None = None, *, records: bool = True
+) -> CopyResult:
+    """Run the plan (made by plan_copy), all or nothing. Returns a CopyResult; raises
+    Refused/VerificationFailed/…
+
+    Each phase is one call: the target engine decides what "all or nothing" means (one
+    PostgreSQL transaction; a hidden SQLite file renamed into place) and how rows are
+    bulk-loaded."""
     if plan.refused:
         raise Refused(f"{len(plan.failing)} finding(s) would be rejected by the target")
     events = events or SilentEvents()
-    if plan.target.kind == "postgresql":
-        result = _copy_to_postgres(plan, events, records=records)
-    else:
-        result = _copy_to_sqlite(plan, events, records=records)
-    if plan.snapshot is not None:
-        # The target equals the snapshot; say whether the live source has moved on since.
-        plan.snapshot.check_changes()
-        result.phases["snapshot"] = plan.snapshot.seconds
-    return result
+    phase = _Phases(events)
+    started = time.perf_counter()
+    with engine_for(plan.target).copy_target(plan, events, phase) as target:
+        prepared, remaps = _prepare_target(plan, target, phase)
+        tables, checksums = target.load(plan, remaps, events)
+        verification = _verify(plan, target, prepared, checksums, records, phase)
+    return _report(plan, tables, verification, phase, started)
 
 
 class _Phases:
@@ -387,396 +364,60 @@ class _Phases:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
-def _copy_to_postgres(plan: CopyPlan, events: CopyEvents, *, records: bool) -> CopyResult:
-    started = time.perf_counter()
-    store = plan.target
-    connection = store.connection
-    phase = _Phases(events)
-    results: list[TableResult] = []
-    try:
-        with transaction.atomic(using=store.alias):
-            if plan.build_schema:
-                with phase("schema"):
-                    call_command("migrate", database=store.alias, interactive=False, verbosity=0)
-            target = inspect_store(store)
-            if plan.widening is not None:
-                with phase("widen"):
-                    widening = plan_widening(
-                        "text", report=plan.report, source=plan.source, target=target
-                    )
-                    apply_widening(widening, target)
-            remaps = plan.remaps(content_type_remap(plan.source, target, create=True))
-            names = [layout.name for layout in plan.layouts]
-            checksums: dict[str, Checksum] = {}
-            with _without_constraints(connection, names, phase), phase("load"):
-                for layout in plan.layouts:
-                    result, checksums[layout.name] = _copy_table(
-                        plan, layout, connection, remaps.get(layout.name, {}), events
-                    )
-                    results.append(result)
-            with phase("sequences"), connection.cursor() as cursor:
-                models = [layout.model.model for layout in plan.layouts]
-                for statement in connection.ops.sequence_reset_sql(no_style(), models):
-                    cursor.execute(statement)
-                cursor.execute(
-                    sql.SQL("ANALYZE {}")
-                    .format(sql.SQL(", ").join(map(sql.Identifier, names)))
-                    .as_string(connection.connection)
+def _prepare_target(
+    plan: CopyPlan, target: CopyTarget, phase: _Phases
+) -> tuple[Inspection, Remaps]:
+    """Sumatra's schema by its own migrations, the planned widening, and the source's
+    content types added to the target's: the ids every copied row is remapped by."""
+    with target.schema_store() as store:
+        if plan.build_schema:
+            with phase("schema"):
+                call_command("migrate", database=store.alias, interactive=False, verbosity=0)
+        prepared = inspect_store(store)
+        if plan.widening is not None:
+            with phase("widen"):
+                widening = plan_widening(
+                    "text", report=plan.report, source=plan.source, target=prepared
                 )
-            verification = verify_stores(
-                plan.source,
-                target,
-                source_checksums=checksums,
-                records=records,
-                events=phase,
-                dedupe=plan.dedupe,
-            )
-            if not verification.ok:
-                raise VerificationFailed(verification)
-            interrupts.check()  # a Ctrl-C whose exception was lost must not commit
-            events.phase("commit")
-    except (DatabaseError, psycopg2.Error) as exc:  # COPY runs on the raw psycopg2 cursor
-        detail = store.describe_error(exc)
-        if "permission denied for schema" in detail:
-            detail += (
-                " (the tables are created as the URL's role: make it the database's owner, "
-                "as smtmigrate createdb does, or GRANT CREATE ON SCHEMA public TO it)"
-            )
-        raise SmtmigrateError(
-            f"copy into {store.display} failed, nothing was written: {detail}"
-        ) from exc
-    return CopyResult(plan, results, verification, phase.seconds, time.perf_counter() - started)
+                apply_widening(widening, prepared)
+        remaps = plan.remaps(content_type_remap(plan.source, prepared, create=True))
+    return prepared, remaps
 
 
-@contextmanager
-def _without_constraints(connection, tables: list[str], phase) -> Iterator[None]:
-    """Drop foreign keys and non-unique indexes for the load; rebuild them after.
-
-    Rows checked one by one by deferred FK triggers at commit, and index entries inserted
-    one by one, cost more than one validating join and one sorted index build per table.
-    All inside the copy's transaction: nobody ever sees the tables without them.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) "
-            "FROM pg_constraint c WHERE c.contype = 'f' "
-            "AND c.conrelid = ANY(SELECT oid FROM pg_class WHERE relname = ANY(%s) "
-            "AND pg_table_is_visible(oid))",
-            [tables],
+def _verify(
+    plan: CopyPlan,
+    target: CopyTarget,
+    prepared: Inspection,
+    checksums: dict[str, Checksum],
+    records: bool,
+    phase: _Phases,
+) -> Verification:
+    """Counts, checksums (the source's as the load computed them) and records, in one
+    call of verify.py; a difference undoes the copy."""
+    with target.reading(prepared) as loaded:
+        verification = verify_stores(
+            plan.source,
+            loaded,
+            source_checksums=checksums,
+            records=records,
+            events=phase,
+            dedupe=plan.dedupe,
         )
-        foreign_keys = cursor.fetchall()
-        cursor.execute(
-            "SELECT t.relname, ix.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-            "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_class ix ON ix.oid = i.indexrelid "
-            "WHERE t.relname = ANY(%s) AND pg_table_is_visible(t.oid) "
-            "AND NOT i.indisprimary AND NOT i.indisunique "
-            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
-            [tables],
-        )
-        indexes = cursor.fetchall()
-        raw = connection.connection
-        # `table` is regclass::text: PostgreSQL's own, already quoted, spelling of the name
-        for table, name, _definition in foreign_keys:
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}")
-                .format(sql.SQL(table), sql.Identifier(name))
-                .as_string(raw)
-            )
-        for _table, name, _definition in indexes:
-            cursor.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)).as_string(raw))
-    yield
-    with phase("indexes"), connection.cursor() as cursor:
-        for _table, _name, definition in indexes:
-            cursor.execute(definition)  # PostgreSQL's own CREATE INDEX text for it
-    with phase("constraints"), connection.cursor() as cursor:
-        for table, name, definition in foreign_keys:
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ")
-                .format(sql.SQL(table), sql.Identifier(name))
-                .as_string(raw)
-                + definition
-            )
+    if not verification.ok:
+        raise VerificationFailed(verification)
+    return verification
 
 
-def _copy_table(plan, layout, connection, remaps, events) -> tuple[TableResult, Checksum]:
-    """Stream one table from SQLite into COPY, hashing every row on the way."""
-    started = time.perf_counter()
-    expected = plan.row_counts[layout.name]
-    events.table_start(layout.name, expected)
-    assert plan.source.store.path is not None
-    source = open_sqlite_bytes(plan.source.store.path)
-    try:
-        attach_views(source, plan.source.views)
-        cursor = source.execute(
-            sqlite_line_sql(layout, sqlite_quote, remaps, plan.skip(layout.name))
-        )
-        stream = _CopyStream(
-            cursor, lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes)
-        )
-        raw = connection.connection
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(layout.name),
-            sql.SQL(", ").join(map(sql.Identifier, layout.column_names)),
-        )
-        try:
-            with connection.cursor() as django_cursor, _quiet_excepthook():
-                django_cursor.cursor.copy_expert(statement.as_string(raw), stream, size=COPY_CHUNK)
-        except psycopg2.Error:
-            if stream.interrupted:
-                raise KeyboardInterrupt from None
-            raise
-        finally:
-            stream.close()
-    finally:
-        source.close()
-    result = TableResult(
-        layout.name, stream.checksum.rows, stream.bytes, time.perf_counter() - started
-    )
-    events.table_done(result)
-    return result, stream.checksum
-
-
-@contextmanager
-def _quiet_excepthook() -> Iterator[None]:
-    """When the server drops the connection in the middle of COPY, psycopg2 prints the
-    error itself (PyErr_Print, through sys.excepthook) before raising it to us; the user
-    must see only our one line, so the hook is silenced for the duration of the COPY."""
-    hook = sys.excepthook
-    sys.excepthook = lambda *exc_info: None
-    try:
-        yield
-    finally:
-        sys.excepthook = hook
-
-
-class _CopyStream:
-    """A file-like object COPY reads from: canonical lines, with the row checksum and the
-    progress kept on the way.
-
-    A producer thread reads and hashes the next chunks while the main thread hands the
-    current one to PostgreSQL (SQLite and libpq release the GIL while they work), so the
-    server never waits for us. The queue holds a few chunks: memory stays flat whatever
-    the table's size.
-    """
-
-    def __init__(self, cursor, progress: Callable[[int, int], None]) -> None:
-        self.cursor, self.progress = cursor, progress
-        self.checksum = Checksum()
-        self.bytes = 0
-        self._chunks: queue.Queue[tuple[bytes, int] | None] = queue.Queue(QUEUED_CHUNKS)
-        self._stopped = threading.Event()
-        self._error: BaseException | None = None
-        self.interrupted = False
-        self._thread = threading.Thread(target=self._produce, name="copy-reader", daemon=True)
-        self._thread.start()
-
-    def _produce(self) -> None:
-        try:
-            lines: list[bytes] = []
-            size = rows = 0
-            while batch := self.cursor.fetchmany(FETCH_ROWS):
-                total = 0
-                for line, *floats in batch:
-                    if floats:
-                        total += row_hash(line, tuple(floats))
-                        line = b"\t".join([line, *map(float_text, floats)])
-                    else:
-                        total += row_hash(line, ())
-                    lines.append(line)
-                    size += len(line) + 1
-                self.checksum.total += total
-                rows += len(batch)
-                if size >= COPY_CHUNK:
-                    self._put(lines, rows)
-                    lines, size, rows = [], 0, 0
-            if lines:
-                self._put(lines, rows)
-        except BaseException as exc:  # handed to the main thread by read()
-            self._error = exc
-        finally:
-            self._put(None, 0)
-
-    def _put(self, lines: list[bytes] | None, rows: int) -> None:
-        item = None if lines is None else (b"\n".join(lines) + b"\n", rows)
-        while not self._stopped.is_set():
-            try:
-                self._chunks.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def read(self, size: int = COPY_CHUNK) -> bytes:
-        try:
-            interrupts.check()
-            item = self._chunks.get()
-        except KeyboardInterrupt:
-            # psycopg2 turns an exception in read() into a failed COPY; remember it was ^C
-            self.interrupted = True
-            raise
-        if item is None:
-            self._thread.join()
-            if self._error is not None:
-                raise self._error
-            return b""
-        chunk, rows = item
-        self.checksum.rows += rows
-        self.bytes += len(chunk)
-        self.progress(self.checksum.rows, self.bytes)
-        return chunk
-
-    readline = read
-
-    def close(self) -> None:
-        """Stop the producer (after an error or ^C the queue may never be drained)."""
-        self._stopped.set()
-        self._thread.join()
-
-
-# -- SQLite -------------------------------------------------------------------------------
-
-
-def _copy_to_sqlite(plan: CopyPlan, events: CopyEvents, *, records: bool) -> CopyResult:
-    """Build the new store beside the target, verify it, then rename it into place."""
-    started = time.perf_counter()
-    final = plan.target.path
-    assert final is not None
-    remove_stale_partials(final.parent, glob_escape(final.name))
-    partial = final.with_name(f".{final.name}.smtmigrate-{os.getpid()}")
-    phase = _Phases(events)
-    results = []
-    writable = sqlite_settings(partial, read_only=False)
-    try:
-        # The new store holds every record: create it 0600 before SQLite would create it
-        # 0644 (its -journal and -wal files take the main file's mode). A file of this
-        # name is a partial of this process id, not of a live copy: replace it.
-        partial.unlink(missing_ok=True)
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        with phase("schema"), Store("sqlite", str(partial), writable, path=partial) as target:
-            call_command("migrate", database=target.alias, interactive=False, verbosity=0)
-            remaps = plan.remaps(
-                content_type_remap(plan.source, inspect_store(target), create=True)
-            )
-        connection = sqlite3.connect(partial, isolation_level=None)
-        from_postgres = plan.source.vendor == "postgresql"
-        try:
-            if not from_postgres:
-                connection.execute(
-                    "ATTACH DATABASE ? AS src",
-                    [f"file:{url_quote(str(plan.source.store.path))}?mode=ro"],
-                )
-                attach_views(connection, plan.source.views, "src")  # 0.4-0.6: temp.<table>
-            with phase("load"):
-                connection.execute("BEGIN")
-                for layout in plan.layouts:
-                    remap = remaps.get(layout.name, {})
-                    insert = _insert_from_postgres if from_postgres else _insert_table
-                    results.append(insert(connection, layout, plan, remap, events))
-                problems = connection.execute("PRAGMA main.foreign_key_check").fetchall()
-                if problems:
-                    raise Refused(f"foreign keys to missing rows, e.g. {problems[0]}")
-                interrupts.check()
-                connection.execute("COMMIT")
-        finally:
-            connection.close()
-        with Store("sqlite", str(final), sqlite_settings(partial), path=partial) as target:
-            verification = verify_stores(
-                plan.source,
-                inspect_store(target),
-                records=records,
-                events=phase,
-                dedupe=plan.dedupe,
-            )
-        if not verification.ok:
-            raise VerificationFailed(verification)
-        interrupts.check()
-        os.replace(partial, final)
-    finally:
-        partial.unlink(missing_ok=True)
-    return CopyResult(plan, results, verification, phase.seconds, time.perf_counter() - started)
-
-
-def _insert_from_postgres(connection, layout, plan: CopyPlan, remap, events) -> TableResult:
-    """Rows of a PostgreSQL store into the new SQLite one, through a server-side cursor
-    (memory stays flat); datetimes as Django writes them in SQLite: naive UTC."""
-    started = time.perf_counter()
-    events.table_start(layout.name, plan.row_counts[layout.name])
-    source = plan.source.store.connection
-    q = source.ops.quote_name
-    values = [
-        f"CASE {q(name)} {when_clauses(remap[name])} ELSE {q(name)} END"
-        if name in remap
-        else q(name)
-        for name in layout.column_names
-    ]
-    datetimes = [
-        i
-        for i, name in enumerate(layout.column_names)
-        if layout.model.columns[name].internal_type == "DateTimeField"
-    ]
-    placeholders = ", ".join("?" * len(values))
-    columns = ", ".join(sqlite_quote(name) for name in layout.column_names)
-    insert = f"INSERT INTO main.{sqlite_quote(layout.name)} ({columns}) VALUES ({placeholders})"
-    rows = 0
-    with source.chunked_cursor() as cursor:
-        where = where_not(q(layout.model.primary_key), plan.skip(layout.name))
-        cursor.execute(f"SELECT {', '.join(values)} FROM {q(layout.source_name)}{where}")
-        while batch := cursor.fetchmany(FETCH_ROWS):
-            if datetimes:
-                batch = [_naive_utc(row, datetimes) for row in batch]
-            connection.executemany(insert, batch)
-            rows += len(batch)
-            events.table_progress(layout.name, rows, 0)
-    result = TableResult(layout.name, rows, 0, time.perf_counter() - started)
-    events.table_done(result)
-    return result
-
-
-def _naive_utc(row: tuple, positions: list[int]) -> tuple:
-    values = list(row)
-    for i in positions:
-        if values[i] is not None:
-            values[i] = values[i].astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ")
-    return tuple(values)
-
-
-def remove_stale_partials(directory: Path, name_glob: str) -> None:
-    """Partial files of copies that were killed (their process is gone) are removed:
-    those of `name_glob` files in `directory`."""
-    for partial in directory.glob(f".{name_glob}.smtmigrate-*"):
-        pid = partial.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            partial.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-def _insert_table(connection, layout: TableLayout, plan: CopyPlan, remap, events) -> TableResult:
-    """One INSERT … SELECT from the attached source: SQLite copies the values itself."""
-    started = time.perf_counter()
-    events.table_start(layout.name, plan.row_counts[layout.name])
-    q = sqlite_quote
-    values = []
-    for name in layout.column_names:
-        if name in remap:
-            cases = when_clauses(remap[name])
-            values.append(f"CASE CAST({q(name)} AS INTEGER) {cases} ELSE {q(name)} END")
-        else:
-            values.append(q(name))
-    columns = ", ".join(q(name) for name in layout.column_names)
-    schema = "temp" if layout.source_name in plan.source.views else "src"
-    where = where_not(q(layout.model.primary_key), plan.skip(layout.name))
-    cursor = connection.execute(
-        f"INSERT INTO main.{q(layout.name)} ({columns}) "
-        f"SELECT {', '.join(values)} FROM {schema}.{q(layout.source_name)}{where}"
-    )
-    result = TableResult(layout.name, cursor.rowcount, 0, time.perf_counter() - started)
-    events.table_done(result)
+def _report(
+    plan: CopyPlan,
+    tables: list[TableResult],
+    verification: Verification,
+    phase: _Phases,
+    started: float,
+) -> CopyResult:
+    result = CopyResult(plan, tables, verification, phase.seconds, time.perf_counter() - started)
+    if plan.snapshot is not None:
+        # The target equals the snapshot; say whether the live source has moved on since.
+        plan.snapshot.check_changes()
+        result.phases["snapshot"] = plan.snapshot.seconds
     return result

@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
 
+from .engines import Engine, engine_for
 from .schema import Inspection, StoreTable, sumatra_tables
 
 if TYPE_CHECKING:
-    from .verify import Remaps
+    from .remaps import Remaps
 
-RECORD_TABLE = "django_store_record"
 # Today's table → the columns Sumatra's get_or_create compares (see the module docstring).
 IDENTITY: dict[str, tuple[str, ...]] = {
     "django_store_executable": ("path", "name", "version", "options"),
@@ -102,21 +102,15 @@ def identity_of(table: StoreTable) -> tuple[str, ...] | None:
 
 
 def duplicate_groups(
-    cursor, table: str, pk: str, columns: Iterable[str], quote, vendor: str
+    cursor, table: str, pk: str, columns: Iterable[str], engine: Engine
 ) -> list[Group]:
     """Every group of rows equal in `columns` (NULL equal to NULL): one GROUP BY."""
     columns = tuple(columns)
     if not columns:
         return []
-    if vendor == "sqlite":
-        ids = f"group_concat({quote(pk)})"
-        previews = [
-            f"CAST(substr(CAST({quote(c)} AS TEXT), 1, {PREVIEW_CHARS + 1}) AS BLOB)"
-            for c in columns
-        ]
-    else:
-        ids = f"string_agg({quote(pk)}::text, ',')"
-        previews = [f"substr({quote(c)}::text, 1, {PREVIEW_CHARS + 1})" for c in columns]
+    quote = engine.quote_name
+    ids = engine.id_list(pk)
+    previews = [engine.preview(c, PREVIEW_CHARS + 1) for c in columns]
     grouped = ", ".join(quote(c) for c in columns)
     cursor.execute(
         f"SELECT {ids}, {', '.join(previews)} FROM {quote(table)} "
@@ -186,8 +180,7 @@ def find_duplicates(inspection: Inspection) -> dict[str, list[Group]]:
                     name,
                     table.model.primary_key,
                     identity_of(table) or (),
-                    connection.ops.quote_name,
-                    connection.vendor,
+                    engine_for(connection),
                 )
                 if groups:
                     found[name] = groups
@@ -238,7 +231,7 @@ def _equal_links(
 ) -> set[int]:
     """Ids of the link rows that equal another (lower id) row once re-pointed."""
     connection = inspection.store.connection
-    q = connection.ops.quote_name
+    q = engine_for(connection).quote_name
     pk = table.model.primary_key
     touched = []
     for column in unique:
@@ -264,16 +257,6 @@ def _equal_links(
             dropped.add(int(row_id))
         seen.add(key)
     return dropped
-
-
-def merge_remaps(*remaps: Remaps) -> Remaps:
-    """One table → column → mapping from several (they name different columns)."""
-    merged: Remaps = {}
-    for remap in remaps:
-        for table, columns in remap.items():
-            for column, mapping in columns.items():
-                merged.setdefault(table, {}).setdefault(column, {}).update(mapping)
-    return merged
 
 
 def sumatra_identity() -> dict[str, tuple[str, ...]]:

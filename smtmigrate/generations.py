@@ -38,7 +38,10 @@ FOLDED_TABLES = {OUTPUT_LINKS: f"{DATAKEY}.output_from_record_id (one DataKey ro
 
 
 def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    """SQLite's quoting (the engines read this module: imported late)."""
+    from .engines import engine_for
+
+    return engine_for("sqlite").quote_name(name)
 
 
 def view_statements(

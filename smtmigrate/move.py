@@ -25,6 +25,7 @@ from pathlib import Path
 from .carry import CarryResult, fold_late_records
 from .copy import CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
 from .dedupe import find_duplicates, plan_dedupe
+from .engines import engine_for
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import write_private
 from .locations import Store, resolve, same_store
@@ -37,7 +38,7 @@ from .project import (
     store_url,
     switch_project,
 )
-from .schema import inspect_store
+from .schema import RECORD_TABLE, inspect_store
 from .snapshot import source_snapshot
 from .target import Admin, CreatedDatabase, create_store_database
 from .verify import verify_stores
@@ -220,7 +221,7 @@ def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     if plan.copy is not None:
         rows = sum(plan.copy.row_counts.values())
         widened = len(plan.copy.widening.changes) if plan.copy.widening else 0
-        records = plan.copy.row_counts.get("django_store_record", 0)
+        records = plan.copy.row_counts.get(RECORD_TABLE, 0)
         plan.steps.append(
             MoveStep(
                 "copy",
@@ -299,7 +300,8 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
 
 def _max_record_id(store: Store) -> int:
     with store.connection.cursor() as cursor:
-        cursor.execute("SELECT coalesce(max(db_id), 0) FROM django_store_record")
+        table = engine_for(store).quote_name(RECORD_TABLE)
+        cursor.execute(f"SELECT coalesce(max(db_id), 0) FROM {table}")
         return int(cursor.fetchone()[0])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,12 @@ def switch_back(directory: Path) -> Path:
     return path
 
 
+def default_pg_user() -> str:
+    """The user libpq connects as when the URL names none: PGUSER, else the operating
+    system's name for this process's user (libpq asks the password database too)."""
+    return os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
+
+
 def pgpass_key(store: Store) -> list[str]:
     """host, port, database, user as libpq looks them up (a socket is `localhost`)."""
     s = store.settings
@@ -212,8 +219,14 @@ def pgpass_key(store: Store) -> list[str]:
         "localhost" if not host or host.startswith("/") else host,
         str(s.get("PORT") or 5432),
         s["NAME"],
-        s.get("USER") or os.environ.get("PGUSER") or os.environ.get("USER") or "*",
+        s.get("USER") or default_pg_user(),
     ]
+
+
+def pgpass_line(store: Store, password: str = "PASSWORD") -> str:
+    """The ~/.pgpass line for the store, `:` and `\\` escaped as libpq reads them; without
+    a password, the placeholder PASSWORD (the line shown for the user to fill in)."""
+    return ":".join(_escape(field) for field in [*pgpass_key(store), password])
 
 
 def _escape(field: str) -> str:
@@ -251,7 +264,7 @@ def add_pgpass_entry(pgpass: Path, store: Store) -> bool:
     file changed."""
     key = pgpass_key(store)
     escaped_key = ":".join(_escape(f) for f in key)
-    line = f"{escaped_key}:{_escape(store.password)}"
+    line = pgpass_line(store, store.password)
     lines = pgpass.read_text().splitlines() if pgpass.exists() else []
     kept = [existing for existing in lines if not existing.startswith(escaped_key + ":")]
     first = next((i for i, old in enumerate(kept) if _pgpass_matches(old, key)), len(kept))

@@ -22,6 +22,10 @@ from .errors import NotASumatraStore, UnknownLayout
 from .locations import Store
 
 SUMATRA_APP = "django_store"
+# Django's tables in a Sumatra store: one spelling each, imported wherever they are named.
+CONTENT_TYPE_TABLE = "django_content_type"
+MIGRATIONS_TABLE = "django_migrations"
+RECORD_TABLE = "django_store_record"
 # Store generations, named for the Sumatra releases whose schema they are (see README,
 # "Store generations"). 0.4-0.6 were made by Django <= 1.6's syncdb and differ in columns:
 LAYOUT_04 = "sumatra-0.4"  # no Dependency.source, no Repository.upstream
@@ -196,7 +200,7 @@ def detect_layout(
 
     `columns` holds the column names of the LAYOUT_COLUMNS tables; without it a store with
     django-tagging tables is taken for 0.7 (as before 0.4-0.6 were known)."""
-    if "django_store_record" not in table_names:
+    if RECORD_TABLE not in table_names:
         raise NotASumatraStore(
             f"{display}: not a Sumatra record store (no django_store_record table)"
         )
@@ -229,7 +233,7 @@ def inspect_store(store: Store) -> Inspection:
         with connection.cursor() as cursor:
             table_names = set(connection.introspection.table_names(cursor))
             applied: set[tuple[str, str]] = set()
-            if "django_migrations" in table_names:
+            if MIGRATIONS_TABLE in table_names:
                 cursor.execute("SELECT app, name FROM django_migrations")
                 applied = {(app, name) for app, name in cursor.fetchall()}
             columns = {
@@ -264,8 +268,10 @@ def inspect_store(store: Store) -> Inspection:
 def _store_table(
     connection: BaseDatabaseWrapper, cursor, name: str, model: ModelTable
 ) -> StoreTable:
+    from .engines import engine_for  # engines read the schema module: imported late
+
     introspection = connection.introspection
-    declared = _declared_types(connection, cursor, name)
+    declared = engine_for(connection).declared_types(cursor, name)
     columns = {}
     for info in introspection.get_table_description(cursor, name):
         if not info.type_code and info.name in model.columns:
@@ -288,20 +294,6 @@ def _store_table(
         if c["unique"] or c["primary_key"]
     }
     return StoreTable(name, model, columns, unique_sets)
-
-
-def _declared_types(connection: BaseDatabaseWrapper, cursor, table: str) -> dict[str, str]:
-    """Column types as the database spells them (SQLite: as declared at CREATE TABLE)."""
-    quoted = connection.ops.quote_name(table)
-    if connection.vendor == "postgresql":
-        cursor.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            [quoted],
-        )
-        return dict(cursor.fetchall())
-    cursor.execute(f"PRAGMA table_info({quoted})")
-    return {row[1]: row[2].lower() for row in cursor.fetchall()}
 
 
 def model_db_type(column: ModelColumn, connection: BaseDatabaseWrapper) -> str:

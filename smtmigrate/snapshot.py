@@ -36,15 +36,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote as url_quote
 
 from django.db import DatabaseError, transaction
 
 from . import locations
+from .engines import engine_for
 from .errors import StoreConnectionError
 from .locations import Store, sqlite_settings
+from .schema import RECORD_TABLE
 
-RECORD_TABLE = "django_store_record"
 SNAPSHOT_PREFIX = "smtmigrate-snapshot-"
 SNAPSHOT_FILE = "records.sqlite"
 
@@ -108,7 +108,8 @@ class Snapshot:
             with live, live.connection.cursor() as cursor:
                 cursor.execute(
                     f"SELECT count(CASE WHEN db_id <= %s THEN 1 END), "
-                    f"count(CASE WHEN db_id > %s THEN 1 END) FROM {RECORD_TABLE}",
+                    f"count(CASE WHEN db_id > %s THEN 1 END) "
+                    f"FROM {engine_for(live).quote_name(RECORD_TABLE)}",
                     [limit, limit],
                 )
                 kept, added = cursor.fetchone()
@@ -172,32 +173,14 @@ def _sqlite_snapshot(store: Store) -> Iterator[Snapshot]:
 def _backup(store: Store, path: Path) -> tuple[datetime, float]:
     """Copy every page of the store in one backup step (one read transaction)."""
     assert store.path is not None
-    source = sqlite3.connect(
-        f"file:{url_quote(str(store.path))}?mode=ro",
-        uri=True,
-        timeout=locations.SQLITE_LOCK_TIMEOUT,  # the one bound every reader of a store keeps
-    )
-    target = sqlite3.connect(path)
-    # A throw-away file: no journal, no fsync (measured: several times faster on a
-    # 337 MB store, and the source stays locked for that much less).
-    target.execute("PRAGMA journal_mode = OFF")
-    target.execute("PRAGMA synchronous = OFF")
     started = time.perf_counter()
     taken_at = datetime.now(timezone.utc)
-
-    def give_up_when_locked(status: int, remaining: int, total: int) -> None:
-        # The source's busy handler has already waited SQLITE_LOCK_TIMEOUT for the lock;
-        # Python would otherwise retry for ever.
-        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            raise sqlite3.OperationalError("database is locked")
-
     try:
-        source.backup(target, pages=-1, progress=give_up_when_locked)
-        target.close()
-        # A copy of a WAL store says WAL in its header; it is only ever read, and a
-        # read-only WAL database needs -shm files: make it a plain rollback-journal file.
-        target = sqlite3.connect(path)
-        target.execute("PRAGMA journal_mode = DELETE")
+        engine_for("sqlite").backup(
+            store.path,
+            path,
+            timeout=locations.SQLITE_LOCK_TIMEOUT,  # the one bound every reader keeps
+        )
     except sqlite3.Error as exc:
         if "disk is full" in str(exc) or "disk I/O" in str(exc):
             size = store.path.stat().st_size / 1e6
@@ -206,19 +189,16 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
                 f"(it needs {size:,.0f} MB free there; set TMPDIR to a roomier directory)"
             ) from exc
         raise store.read_error(exc) from exc
-    finally:
-        source.close()
-        target.close()
     return taken_at, time.perf_counter() - started
 
 
 def remove_stale_snapshots() -> None:
     """Snapshot directories of killed processes (their process is gone) are removed."""
-    from .copy import _alive
+    from .engines.sqlite import alive
 
     for directory in Path(tempfile.gettempdir()).glob(f"{SNAPSHOT_PREFIX}*-*"):
         pid = directory.name[len(SNAPSHOT_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
             shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -232,9 +212,7 @@ def _postgres_snapshot(store: Store) -> Iterator[Snapshot]:
     with transaction.atomic(using=store.alias):
         try:
             with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cursor.execute("SELECT pg_export_snapshot(), now()")
-                exported, taken_at = cursor.fetchone()
+                exported, taken_at = engine_for(store).export_snapshot(cursor)
         except DatabaseError as exc:
             raise store.read_error(exc) from exc
         snapshot_store = SnapshotStore(
@@ -271,8 +249,7 @@ def join_snapshot(store: Store) -> Iterator[None]:
     with transaction.atomic(using=store.alias):
         try:
             with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cursor.execute("SET TRANSACTION SNAPSHOT %s", [exported])
+                engine_for(store).join_snapshot(cursor, exported)
         except DatabaseError as exc:
             raise store.read_error(exc) from exc
         try:
@@ -304,7 +281,8 @@ def _count_records(snapshot: Snapshot) -> None:
             if not {"db_id", "project_id"} <= columns:
                 return
             cursor.execute(
-                f"SELECT project_id, count(*), max(db_id) FROM {RECORD_TABLE} GROUP BY project_id"
+                f"SELECT project_id, count(*), max(db_id) "
+                f"FROM {engine_for(store).quote_name(RECORD_TABLE)} GROUP BY project_id"
             )
             rows = cursor.fetchall()
     except DatabaseError as exc:

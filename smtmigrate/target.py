@@ -2,13 +2,12 @@
 
 Databases are created and dropped over a connection to the server's maintenance database
 (`postgres`, or `--admin URL`), never to the database itself. Identifiers are quoted with
-psycopg2.sql.Identifier and values passed as parameters; a new role's password is hashed
-(SCRAM) on this side with libpq's own PQencryptPasswordConn, so it never crosses the wire.
+the PostgreSQL engine (psycopg2.sql) and values passed as parameters; a new role's password
+is hashed (SCRAM) on this side with libpq's own PQencryptPasswordConn, so it never crosses the wire.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import psycopg2
@@ -17,6 +16,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
+from .engines import engine_for
 from .errors import (
     NotASumatraStore,
     Refused,
@@ -34,8 +34,11 @@ from .locations import (
     redact_text,
     redact_url,
 )
+from .project import pgpass_line  # noqa: F401 (render's import: one formatter, project's)
 from .schema import inspect_store
 from .widen import apply_widening, plan_widening
+
+_identifier = engine_for("postgresql").identifier  # roles and databases in psycopg2.sql
 
 MAINTENANCE_DATABASES = frozenset({"postgres", "template0", "template1"})
 
@@ -215,7 +218,7 @@ class Admin:
     # -- changes --------------------------------------------------------------------------
 
     def create_role(self, role: str, password: str | None) -> None:
-        statement = sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role))
+        statement = sql.SQL("CREATE ROLE {} LOGIN").format(_identifier(role))
         if password:
             hashed = psycopg2.extensions.encrypt_password(
                 password, role, self.connection, "scram-sha-256"
@@ -240,17 +243,17 @@ class Admin:
         (to be revoked by the caller): a CREATEROLE admin may grant the role it made."""
         if self.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", [role])[0][0]:
             return False
-        self.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+        self.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(_identifier(role)))
         return True
 
     def revoke_membership(self, role: str) -> None:
-        self.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(role)))
+        self.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(_identifier(role)))
 
     def drop_role(self, role: str) -> None:
-        self.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        self.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(_identifier(role)))
 
     def drop_database(self) -> None:
-        name = sql.Identifier(self.name)
+        name = _identifier(self.name)
         if self.connection.server_version >= 130000:
             self.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
             return
@@ -265,7 +268,7 @@ class Admin:
     def create_database(self, owner: str) -> None:
         self.execute(
             sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
-                sql.Identifier(self.name), sql.Identifier(owner)
+                _identifier(self.name), _identifier(owner)
             )
         )
 
@@ -288,7 +291,7 @@ def build_schema(store: Store, *, owner: str | None = None, widen: bool = True) 
                 if owner and cursor.fetchone()[0] != owner:
                     cursor.execute(
                         sql.SQL("SET LOCAL ROLE {}")
-                        .format(sql.Identifier(owner))
+                        .format(_identifier(owner))
                         .as_string(store.connection.connection)
                     )
             call_command("migrate", database=store.alias, interactive=False, verbosity=0)
@@ -299,13 +302,6 @@ def build_schema(store: Store, *, owner: str | None = None, widen: bool = True) 
         raise SmtmigrateError(
             f"building Sumatra's schema in {store.display} failed: {store.describe_error(exc)}"
         ) from exc
-
-
-def pgpass_line(store: Store) -> str:
-    s = store.settings
-    fields = [s.get("HOST") or "localhost", str(s.get("PORT") or 5432), s["NAME"]]
-    fields.append(s.get("USER") or os.environ.get("PGUSER") or "*")
-    return ":".join(f.replace("\\", "\\\\").replace(":", "\\:") for f in fields) + ":PASSWORD"
 
 
 def pg_hba_line(store: Store, role: str) -> str:

@@ -15,31 +15,18 @@ keys re-pointed; its records are compared as they are (see `compare_records`).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError
-
-from .canonical import (
-    Checksum,
-    TableLayout,
-    open_sqlite_bytes,
-    postgres_checksum_sql,
-    sqlite_checksum,
-    sqlite_quote,
-    table_layout,
-)
-from .dedupe import DedupePlan, merge_remaps
-from .errors import SmtmigrateError
-from .generations import attach_views
+from .canonical import Checksum, TableLayout, table_layout
+from .dedupe import DedupePlan
+from .engines import engine_for
+from .remaps import content_type_remap, merge_remaps
 from .schema import Inspection, sumatra_tables
 
-CONTENT_TYPE_TABLE = "django_content_type"
-Remaps = dict[str, dict[str, dict[int, int]]]  # table → column → {source id: target id}
 Phase = Callable[[str], AbstractContextManager]
 
 
@@ -120,58 +107,6 @@ class Verification:
         }
 
 
-def content_type_remap(source: Inspection, target: Inspection, *, create: bool) -> Remaps:
-    """Source content-type ids → the target's, by (app_label, model), for every column of
-    Sumatra's tables that points at django_content_type. With `create`, content types the
-    target lacks are added to it (inside the caller's transaction)."""
-    columns = [
-        (table, column)
-        for table in source.tables.values()
-        for column in table.model.columns.values()
-        if column.references
-        and column.references[0] == CONTENT_TYPE_TABLE
-        and column.name in table.columns
-    ]
-    if not columns:
-        return {}
-    q_src = source.store.connection.ops.quote_name
-    with source.store.connection.cursor() as cursor:
-        cursor.execute(f"SELECT id, app_label, model FROM {CONTENT_TYPE_TABLE}")
-        source_types = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
-        used: dict[tuple[str, str], set[int]] = {}
-        for table, column in columns:
-            cursor.execute(
-                f"SELECT DISTINCT {q_src(column.name)} FROM {q_src(table.name)} "
-                f"WHERE {q_src(column.name)} IS NOT NULL"
-            )
-            used[table.model.name, column.name] = {row[0] for row in cursor.fetchall()}
-    with target.store.connection.cursor() as cursor:
-        cursor.execute(f"SELECT app_label, model, id FROM {CONTENT_TYPE_TABLE}")
-        target_types = {(app, model): id_ for app, model, id_ in cursor.fetchall()}
-        remaps: Remaps = {}
-        for (table, column), ids in used.items():
-            mapping = {}
-            for old in sorted(ids):
-                key = source_types.get(old)
-                if key is None:
-                    continue  # a dangling id: the audit reports it, the checksum catches it
-                if key not in target_types and create:
-                    cursor.execute(
-                        f"INSERT INTO {CONTENT_TYPE_TABLE} (app_label, model) VALUES (%s, %s)",
-                        list(key),
-                    )
-                    cursor.execute(
-                        f"SELECT id FROM {CONTENT_TYPE_TABLE} WHERE app_label = %s AND model = %s",
-                        list(key),
-                    )
-                    target_types[key] = cursor.fetchone()[0]
-                if key in target_types and target_types[key] != old:
-                    mapping[old] = target_types[key]
-            if mapping:
-                remaps.setdefault(table, {})[column] = mapping
-    return remaps
-
-
 def layouts_of(inspection: Inspection) -> dict[str, TableLayout]:
     """Today's table name → the layout of that table in this store."""
     return {
@@ -181,29 +116,9 @@ def layouts_of(inspection: Inspection) -> dict[str, TableLayout]:
 
 
 def table_checksum(inspection: Inspection, layout: TableLayout, remaps=None, skip=None) -> Checksum:
-    """A table's checksum, computed where the data is, without the rows whose id is in
-    `skip`."""
-    store = inspection.store
-    if inspection.vendor == "postgresql":
-        connection = store.connection
-        try:
-            with connection.cursor() as cursor:
-                quote = connection.ops.quote_name
-                cursor.execute(postgres_checksum_sql(layout, quote, remaps, skip))
-                rows, total = cursor.fetchone()
-        except DatabaseError as exc:
-            raise store.read_error(exc) from exc
-        return Checksum(rows, int(total))
-    if store.path is None:
-        raise SmtmigrateError(f"{store.display}: cannot checksum this store")
-    connection = open_sqlite_bytes(store.path)
-    try:
-        attach_views(connection, inspection.views)
-        return sqlite_checksum(connection.cursor(), layout, sqlite_quote, remaps, skip)
-    except sqlite3.Error as exc:
-        raise store.read_error(exc) from exc
-    finally:
-        connection.close()
+    """A table's checksum, computed where the data is by the store's engine, without the
+    rows whose id is in `skip`."""
+    return engine_for(inspection).table_checksum(inspection, layout, remaps, skip)
 
 
 def verify_stores(

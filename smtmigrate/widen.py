@@ -397,12 +397,18 @@ class ApplyResult:
     migration_name: str = ""
 
 
-def check_widenable(target: Inspection) -> None:
-    if target.vendor != "postgresql":
+def check_widen_target(store: Store) -> None:
+    """Only PostgreSQL stores are widened: a usage error (exit 2) for any other, whatever
+    its file holds."""
+    if store.kind != "postgresql":
         raise SmtmigrateError(
-            f"{target.store.display}: widening applies to PostgreSQL stores "
+            f"{store.display}: widening applies to PostgreSQL stores "
             "(SQLite never enforces column lengths)"
         )
+
+
+def check_widenable(target: Inspection) -> None:
+    check_widen_target(target.store)
     if target.layout != LAYOUT_08:
         raise Refused(
             f"{target.store.display}: a {target.layout} store; copy it into a fresh store "

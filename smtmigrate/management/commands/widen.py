@@ -21,6 +21,7 @@ from ...widen import (
     LOCK_TIMEOUT,
     POLICIES,
     apply_widening,
+    check_widen_target,
     check_widenable,
     migration_sql,
     plan_widening,
@@ -75,12 +76,7 @@ class Command(SmtmigrateCommand):
                 report = audit(source_inspection)
             if apply:
                 target_store = stack.enter_context(resolve(apply))
-                if target_store.kind != "postgresql":
-                    # A usage error (2) whatever the file holds, not "not a Sumatra store" (1).
-                    raise SmtmigrateError(
-                        f"{target_store.display}: widening applies to PostgreSQL stores "
-                        "(SQLite never enforces column lengths)"
-                    )
+                check_widen_target(target_store)  # before reading it: a usage error (2)
                 try:
                     target_inspection = inspect_store(target_store)
                 except NotASumatraStore as exc:

@@ -1,0 +1,28 @@
+"""One module per database engine; `engine_for` picks the one a store, an inspection, a
+Django connection or a vendor name belongs to. See base.py for the interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import INTEGER_TYPES, Engine, TableResult
+from .postgresql import PostgresEngine
+from .sqlite import SqliteEngine
+
+ENGINES: dict[str, Engine] = {
+    engine.vendor: engine for engine in (SqliteEngine(), PostgresEngine())
+}
+
+__all__ = ["ENGINES", "INTEGER_TYPES", "Engine", "TableResult", "engine_for"]
+
+
+def engine_for(vendor_or_store: Any) -> Engine:
+    """The engine of a vendor name ("sqlite", "postgresql"), a Store (its kind), or
+    anything with a `vendor` (an Inspection, a Django connection)."""
+    vendor = vendor_or_store
+    if not isinstance(vendor, str):
+        vendor = getattr(vendor_or_store, "kind", None) or vendor_or_store.vendor
+    try:
+        return ENGINES[vendor]
+    except KeyError:
+        raise ValueError(f"no engine for {vendor!r}") from None

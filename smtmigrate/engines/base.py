@@ -1,0 +1,195 @@
+"""The interface every database engine implements, and what all of them share.
+
+Modelled on Django's per-vendor `DatabaseOperations` / `BaseDatabaseSchemaEditor`: SQL
+spellings are class attributes or small methods, there is one `quote_name`, and the rest
+of smtmigrate asks the engine (`engines.engine_for(...)`) instead of testing a vendor.
+A method an engine cannot offer raises `NotImplementedError` (e.g. a PostgreSQL store
+has no file to open read-only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..canonical import Checksum, TableLayout
+from ..schema import ModelColumn
+
+if TYPE_CHECKING:
+    from ..copy import CopyPlan
+    from ..locations import Store
+    from ..schema import Inspection
+
+# Django field types whose values are integers in every engine.
+INTEGER_TYPES = frozenset(
+    {"AutoField", "BigAutoField", "IntegerField", "BigIntegerField", "PositiveIntegerField"}
+)
+Remap = Mapping[int, int]  # source id → target id
+
+
+@dataclass
+class TableResult:
+    """One table loaded by a bulk load."""
+
+    table: str
+    rows: int
+    bytes: int
+    seconds: float
+
+
+def when_clauses(remap: Remap) -> str:
+    """`WHEN old THEN new …` of a CASE that maps ids (integers only: nothing pasted)."""
+    return " ".join(f"WHEN {int(old)} THEN {int(new)}" for old, new in remap.items())
+
+
+def where_not(column: str, skip: Iterable[int] | None) -> str:
+    """` WHERE column NOT IN (…)` leaving out rows by id (integers only), or ''."""
+    if not skip:
+        return ""
+    return f" WHERE {column} NOT IN ({', '.join(str(int(i)) for i in sorted(skip))})"
+
+
+def is_integer(column: ModelColumn) -> bool:
+    """Whether the column holds integers (ids of other rows included)."""
+    return column.internal_type in INTEGER_TYPES or bool(column.references and not column.is_text)
+
+
+class Engine:
+    """One database engine. Subclasses set the class attributes and implement the
+    methods that raise NotImplementedError here."""
+
+    vendor: ClassVar[str]  # Django's connection.vendor and Store.kind
+    quote_char: ClassVar[str] = '"'
+    length_function: ClassVar[str] = "length"  # characters, not bytes
+    chr_function: ClassVar[str] = "chr"  # the chr() used in the canonical escaping
+    concat_operator: ClassVar[str] = "||"
+
+    # -- names and values -----------------------------------------------------------------
+
+    def quote_name(self, name: str) -> str:
+        """The identifier quoted for this engine: the one quoting smtmigrate uses."""
+        q = self.quote_char
+        return q + name.replace(q, q + q) + q
+
+    def integer(self, expression: str) -> str:
+        """An expression read as an integer (engines with typed columns: as it is)."""
+        return expression
+
+    def remap_case(self, column: str, remap: Remap, *, otherwise: str | None = None) -> str:
+        """The CASE that maps a quoted id column's values by `remap`; the ids it does not
+        name stay as they are (or become `otherwise`)."""
+        key = self.integer(column)
+        return f"CASE {key} {when_clauses(remap)} ELSE {otherwise or key} END"
+
+    def text_length(self, column: str) -> str:
+        """The length in characters of a column (by its unquoted name)."""
+        return f"{self.length_function}({self.quote_name(column)})"
+
+    def preview(self, column: str, chars: int) -> str:
+        """The first `chars` characters of a column (by its unquoted name), as text."""
+        return f"substr(CAST({self.quote_name(column)} AS TEXT), 1, {int(chars)})"
+
+    def id_list(self, column: str) -> str:
+        """An aggregate: the group's values of an integer column, comma-separated."""
+        raise NotImplementedError
+
+    def declared_types(self, cursor: Any, table: str) -> dict[str, str]:
+        """Column → its type as the database spells it (schema.py compares it with
+        today's model)."""
+        raise NotImplementedError
+
+    # -- the audit (audit.py) --------------------------------------------------------------
+
+    # Whether the engine refuses values that do not fit a column's type (PostgreSQL): then
+    # the audit checks lengths only, else every value (SQLite stores what it is given).
+    enforces_types: ClassVar[bool] = True
+
+    def register_functions(self, connection: Any) -> None:
+        """Add the Python functions the audit's SQL calls to a Django connection."""
+
+    def invalid_value_checks(
+        self, inspection: Inspection, table: Any, column: ModelColumn
+    ) -> Iterator[tuple[str, str, str | None]]:
+        """(condition, what is wrong, screen) for the values of a column the target would
+        reject; `screen` is set for checks run through a Python function, screened row by
+        row (`all_utf8`). Nothing for an engine that enforces its types."""
+        return iter(())
+
+    def all_utf8(self, values: str) -> str:
+        """A condition: every one of the comma-separated expressions is valid UTF-8."""
+        raise NotImplementedError
+
+    def value_bytes(self, expression: str) -> str:
+        """The value's bytes, where the engine's text functions could lose some of them
+        (SQLite stops at a NUL); else NULL."""
+        return "NULL"
+
+    # -- canonical row text and checksums (canonical.py) ---------------------------------
+
+    def escaped(self, expression: str) -> str:
+        """COPY text escaping of a text expression. The same literals parse alike in
+        every engine (PostgreSQL's standard_conforming_strings keeps backslashes)."""
+        expression = f"replace({expression}, '\\', '\\\\')"
+        for code, escape in ((9, "\\t"), (10, "\\n"), (13, "\\r")):
+            expression = f"replace({expression}, {self.chr_function}({code}), '{escape}')"
+        return expression
+
+    def canonical_expression(self, column: ModelColumn, remap: Remap | None = None) -> str:
+        """The canonical text of one column (canonical.py), `\\N` for NULL."""
+        raise NotImplementedError
+
+    def line(self, expressions: list[str]) -> str:
+        """Column texts joined by tabs into one line."""
+        if not expressions:
+            return "''"
+        return f" {self.concat_operator} {self.chr_function}(9) {self.concat_operator} ".join(
+            expressions
+        )
+
+    def table_checksum(
+        self,
+        inspection: Inspection,
+        layout: TableLayout,
+        remaps: Mapping[str, Remap] | None = None,
+        skip: Iterable[int] | None = None,
+    ) -> Checksum:
+        """A table's checksum computed where the data is, without the rows whose id is
+        in `skip`, with the id columns of `remaps` mapped first."""
+        raise NotImplementedError
+
+    # -- connections ----------------------------------------------------------------------
+
+    def read_only_uri(self, path: Any) -> str:
+        """The URI that opens a store file read-only (file-based engines)."""
+        raise NotImplementedError(f"{self.vendor} stores are not files")
+
+    # -- copying into a store of this engine (copy.py) -----------------------------------
+
+    def copy_target(
+        self, plan: CopyPlan, events: Any, phase: Any
+    ) -> AbstractContextManager[CopyTarget]:
+        """Where a copy writes: entered once; on a clean exit the loaded, verified
+        target is kept (committed, renamed into place), on an error nothing is. An engine
+        without transactional DDL builds elsewhere and swaps, as SQLite's does."""
+        raise NotImplementedError
+
+
+class CopyTarget:
+    """A copy's target while the copy runs (Engine.copy_target)."""
+
+    def schema_store(self) -> AbstractContextManager[Store]:
+        """The target as a Django store, for Sumatra's migrations and the content types."""
+        raise NotImplementedError
+
+    def load(
+        self, plan: CopyPlan, remaps: Mapping[str, Mapping[str, Remap]], events: Any
+    ) -> tuple[list[TableResult], dict[str, Checksum]]:
+        """Bulk-load every table of the plan; the source checksums computed on the way
+        (by today's table name; empty when the engine's load cannot compute them)."""
+        raise NotImplementedError
+
+    def reading(self, prepared: Inspection) -> AbstractContextManager[Inspection]:
+        """The loaded target as the verification reads it."""
+        raise NotImplementedError

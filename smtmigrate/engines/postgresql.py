@@ -1,0 +1,343 @@
+"""PostgreSQL: quoting (psycopg2's, for statements built with psycopg2.sql), canonical
+text in PostgreSQL's SQL, the checksum computed by the server, and copies into an
+existing database in one transaction through COPY streams."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import psycopg2
+from django.core.management.color import no_style
+from django.db import DatabaseError, transaction
+from psycopg2 import sql
+
+from .. import interrupts
+from ..canonical import NULL, Checksum, TableLayout, float_text, row_hash
+from ..errors import SmtmigrateError
+from ..generations import attach_views
+from ..schema import ModelColumn
+from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
+
+if TYPE_CHECKING:
+    from ..copy import CopyPlan
+    from ..schema import Inspection
+
+COPY_CHUNK = 256 << 10  # bytes handed to COPY per read(): amortises calls, overlaps work
+QUEUED_CHUNKS = 8
+FETCH_ROWS = 2_000
+
+
+class PostgresEngine(Engine):
+    vendor = "postgresql"
+    length_function = "char_length"
+
+    def identifier(self, name: str) -> sql.Identifier:
+        """A name for statements composed with psycopg2.sql (roles, databases)."""
+        return sql.Identifier(name)
+
+    def id_list(self, column: str) -> str:
+        return f"string_agg({self.text(self.quote_name(column))}, ',')"
+
+    def text(self, expression: str) -> str:
+        return f"{expression}::text"
+
+    def preview(self, column: str, chars: int) -> str:
+        return f"substr({self.text(self.quote_name(column))}, 1, {int(chars)})"
+
+    def declared_types(self, cursor, table: str) -> dict[str, str]:
+        cursor.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [self.quote_name(table)],
+        )
+        return dict(cursor.fetchall())
+
+    # -- snapshots (snapshot.py) ---------------------------------------------------------
+
+    def export_snapshot(self, cursor) -> tuple[str, datetime]:
+        """Make the cursor's (new) transaction a read-only snapshot that other processes
+        can join; its id, and when it was taken."""
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor.execute("SELECT pg_export_snapshot(), now()")
+        exported, taken_at = cursor.fetchone()
+        return exported, taken_at
+
+    def join_snapshot(self, cursor, exported: str) -> None:
+        """Make the cursor's (new) transaction read the snapshot `exported`."""
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor.execute("SET TRANSACTION SNAPSHOT %s", [exported])
+
+    # -- canonical text -------------------------------------------------------------------
+
+    def canonical_expression(self, column: ModelColumn, remap: Remap | None = None) -> str:
+        c = self.quote_name(column.name)
+        null = f"'{NULL}'"
+        if remap:
+            return f"coalesce({self.text(f'({self.remap_case(c, remap)})')}, {null})"
+        if column.internal_type == "DateTimeField":
+            return (
+                f"coalesce(to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00', "
+                f"{null})"
+            )
+        if is_integer(column):
+            return f"coalesce({self.text(c)}, {null})"
+        if column.internal_type == "GenericIPAddressField":  # inet's text() adds /32
+            return f"coalesce(abbrev({c}), {null})"  # abbrev() is its output form
+        return f"coalesce({self.escaped(self.text(c))}, {null})"
+
+    def checksum_sql(self, layout: TableLayout, remaps=None, skip=None) -> str:
+        """count(*) and the order-independent sum of every row's md5, by PostgreSQL;
+        floats by their IEEE-754 bits (float8send), as Python hashes them."""
+        q = self.quote_name
+        remaps = remaps or {}
+        parts = [self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns]
+        parts += [
+            f"coalesce(encode(float8send({q(c.name)}), 'hex'), '{NULL}')" for c in layout.floats
+        ]
+        line = self.line(parts)
+        return (
+            f"SELECT count(*), coalesce(sum(('x' || left(md5({line}), 16))::bit(64)::bigint), 0) "
+            f"FROM {q(layout.source_name)}{where_not(q(layout.model.primary_key), skip)}"
+        )
+
+    def table_checksum(self, inspection, layout, remaps=None, skip=None) -> Checksum:
+        store = inspection.store
+        try:
+            with store.connection.cursor() as cursor:
+                cursor.execute(self.checksum_sql(layout, remaps, skip))
+                rows, total = cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+        return Checksum(rows, int(total))
+
+    # -- copies into PostgreSQL -----------------------------------------------------------
+
+    @contextmanager
+    def copy_target(self, plan: CopyPlan, events, phase) -> Iterator[PostgresCopyTarget]:
+        """Everything in one transaction: any error, a failed verification or a killed
+        process leaves the database as it was."""
+        store = plan.target
+        try:
+            with transaction.atomic(using=store.alias):
+                yield PostgresCopyTarget(self, plan, phase)
+                interrupts.check()  # a Ctrl-C whose exception was lost must not commit
+                events.phase("commit")
+        except (DatabaseError, psycopg2.Error) as exc:  # COPY runs on the raw psycopg2 cursor
+            detail = store.describe_error(exc)
+            if "permission denied for schema" in detail:
+                detail += (
+                    " (the tables are created as the URL's role: make it the database's owner, "
+                    "as smtmigrate createdb does, or GRANT CREATE ON SCHEMA public TO it)"
+                )
+            raise SmtmigrateError(
+                f"copy into {store.display} failed, nothing was written: {detail}"
+            ) from exc
+
+
+class PostgresCopyTarget(CopyTarget):
+    def __init__(self, engine: PostgresEngine, plan: CopyPlan, phase) -> None:
+        self.engine, self.store, self.phase = engine, plan.target, phase
+
+    def schema_store(self):
+        return nullcontext(self.store)
+
+    def reading(self, prepared: Inspection):
+        return nullcontext(prepared)  # the same transaction sees what was loaded
+
+    def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
+        """COPY every table without its foreign keys and indexes, rebuilt after; then the
+        sequences and the planner's statistics."""
+        connection = self.store.connection
+        names = [layout.name for layout in plan.layouts]
+        results, checksums = [], {}
+        with self._without_constraints(connection, names), self.phase("load"):
+            for layout in plan.layouts:
+                result, checksums[layout.name] = self._copy_table(
+                    plan, layout, connection, remaps.get(layout.name, {}), events
+                )
+                results.append(result)
+        with self.phase("sequences"), connection.cursor() as cursor:
+            models = [layout.model.model for layout in plan.layouts]
+            for statement in connection.ops.sequence_reset_sql(no_style(), models):
+                cursor.execute(statement)
+            cursor.execute(f"ANALYZE {', '.join(map(self.engine.quote_name, names))}")
+        return results, checksums
+
+    @contextmanager
+    def _without_constraints(self, connection, tables: list[str]) -> Iterator[None]:
+        """Drop foreign keys and non-unique indexes for the load; rebuild them after.
+
+        Rows checked one by one by deferred FK triggers at commit, and index entries
+        inserted one by one, cost more than one validating join and one sorted index
+        build per table. All inside the copy's transaction: nobody ever sees the tables
+        without them.
+        """
+        q = self.engine.quote_name
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) "
+                "FROM pg_constraint c WHERE c.contype = 'f' "
+                "AND c.conrelid = ANY(SELECT oid FROM pg_class WHERE relname = ANY(%s) "
+                "AND pg_table_is_visible(oid))",
+                [tables],
+            )
+            foreign_keys = cursor.fetchall()
+            cursor.execute(
+                "SELECT t.relname, ix.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_class ix ON ix.oid = i.indexrelid "
+                "WHERE t.relname = ANY(%s) AND pg_table_is_visible(t.oid) "
+                "AND NOT i.indisprimary AND NOT i.indisunique "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+                [tables],
+            )
+            indexes = cursor.fetchall()
+            # `table` is regclass::text: PostgreSQL's own, already quoted, spelling of it
+            for table, name, _definition in foreign_keys:
+                cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {q(name)}")
+            for _table, name, _definition in indexes:
+                cursor.execute(f"DROP INDEX {q(name)}")
+        yield
+        with self.phase("indexes"), connection.cursor() as cursor:
+            for _table, _name, definition in indexes:
+                cursor.execute(definition)  # PostgreSQL's own CREATE INDEX text for it
+        with self.phase("constraints"), connection.cursor() as cursor:
+            for table, name, definition in foreign_keys:
+                cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {q(name)} {definition}")
+
+    def _copy_table(self, plan, layout, connection, remaps, events) -> tuple[TableResult, Checksum]:
+        """Stream one table from SQLite into COPY, hashing every row on the way."""
+        from . import engine_for
+
+        started = time.perf_counter()
+        events.table_start(layout.name, plan.row_counts[layout.name])
+        reader = engine_for(plan.source)  # SQLite: plan_copy refuses anything else
+        assert plan.source.store.path is not None
+        source = reader.open_bytes(plan.source.store.path)
+        q = self.engine.quote_name
+        try:
+            attach_views(source, plan.source.views)
+            cursor = source.execute(reader.line_select(layout, remaps, plan.skip(layout.name)))
+            stream = _CopyStream(
+                cursor, lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes)
+            )
+            columns = ", ".join(map(q, layout.column_names))
+            statement = f"COPY {q(layout.name)} ({columns}) FROM STDIN"
+            try:
+                with connection.cursor() as django_cursor, _quiet_excepthook():
+                    django_cursor.cursor.copy_expert(statement, stream, size=COPY_CHUNK)
+            except psycopg2.Error:
+                if stream.interrupted:
+                    raise KeyboardInterrupt from None
+                raise
+            finally:
+                stream.close()
+        finally:
+            source.close()
+        result = TableResult(
+            layout.name, stream.checksum.rows, stream.bytes, time.perf_counter() - started
+        )
+        events.table_done(result)
+        return result, stream.checksum
+
+
+@contextmanager
+def _quiet_excepthook() -> Iterator[None]:
+    """When the server drops the connection in the middle of COPY, psycopg2 prints the
+    error itself (PyErr_Print, through sys.excepthook) before raising it to us; the user
+    must see only our one line, so the hook is silenced for the duration of the COPY."""
+    hook = sys.excepthook
+    sys.excepthook = lambda *exc_info: None
+    try:
+        yield
+    finally:
+        sys.excepthook = hook
+
+
+class _CopyStream:
+    """A file-like object COPY reads from: canonical lines, with the row checksum and the
+    progress kept on the way.
+
+    A producer thread reads and hashes the next chunks while the main thread hands the
+    current one to PostgreSQL (SQLite and libpq release the GIL while they work), so the
+    server never waits for us. The queue holds a few chunks: memory stays flat whatever
+    the table's size.
+    """
+
+    def __init__(self, cursor, progress: Callable[[int, int], None]) -> None:
+        self.cursor, self.progress = cursor, progress
+        self.checksum = Checksum()
+        self.bytes = 0
+        self._chunks: queue.Queue[tuple[bytes, int] | None] = queue.Queue(QUEUED_CHUNKS)
+        self._stopped = threading.Event()
+        self._error: BaseException | None = None
+        self.interrupted = False
+        self._thread = threading.Thread(target=self._produce, name="copy-reader", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            lines: list[bytes] = []
+            size = rows = 0
+            while batch := self.cursor.fetchmany(FETCH_ROWS):
+                total = 0
+                for line, *floats in batch:
+                    if floats:
+                        total += row_hash(line, tuple(floats))
+                        line = b"\t".join([line, *map(float_text, floats)])
+                    else:
+                        total += row_hash(line, ())
+                    lines.append(line)
+                    size += len(line) + 1
+                self.checksum.total += total
+                rows += len(batch)
+                if size >= COPY_CHUNK:
+                    self._put(lines, rows)
+                    lines, size, rows = [], 0, 0
+            if lines:
+                self._put(lines, rows)
+        except BaseException as exc:  # handed to the main thread by read()
+            self._error = exc
+        finally:
+            self._put(None, 0)
+
+    def _put(self, lines: list[bytes] | None, rows: int) -> None:
+        item = None if lines is None else (b"\n".join(lines) + b"\n", rows)
+        while not self._stopped.is_set():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = COPY_CHUNK) -> bytes:
+        try:
+            interrupts.check()
+            item = self._chunks.get()
+        except KeyboardInterrupt:
+            # psycopg2 turns an exception in read() into a failed COPY; remember it was ^C
+            self.interrupted = True
+            raise
+        if item is None:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+            return b""
+        chunk, rows = item
+        self.checksum.rows += rows
+        self.bytes += len(chunk)
+        self.progress(self.checksum.rows, self.bytes)
+        return chunk
+
+    readline = read
+
+    def close(self) -> None:
+        """Stop the producer (after an error or ^C the queue may never be drained)."""
+        self._stopped.set()
+        self._thread.join()
