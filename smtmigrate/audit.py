@@ -76,22 +76,6 @@ class AuditReport:
     def counts(self) -> dict[str, int]:
         return {kind: sum(f.kind == kind for f in self.findings) for kind in KINDS}
 
-    @property
-    def verdict(self) -> str:
-        counts = self.counts()
-        if self.failing:
-            kinds = ("overflow", "invalid", "duplicate")
-            parts = ", ".join(f"{counts[k]} {k}" for k in kinds if counts[k])
-            n = len(self.failing)
-            what = "would be rejected by PostgreSQL"
-            if counts["duplicate"]:
-                what += " or break Sumatra's lookups"
-            return f"FAIL: {n} finding(s) {what} ({parts})."
-        warnings = ", ".join(
-            f"{counts[k]} {k}" for k in KINDS if k not in FAILING_KINDS and counts[k]
-        )
-        return "OK: nothing would fail on PostgreSQL" + (f" ({warnings})." if warnings else ".")
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "location": self.location,
@@ -100,7 +84,6 @@ class AuditReport:
                 {k: v for k, v in asdict(f).items() if k != "severity"} for f in self.findings
             ],
             "summary": {
-                "verdict": self.verdict,
                 "exit_code": self.exit_code,
                 "counts": self.counts(),
                 "tables": len(self.row_counts),

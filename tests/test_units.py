@@ -12,16 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from smtmigrate.canonical import (
-    NULL,
-    Checksum,
-    float_bits,
-    row_hash,
-    sqlite_checksum,
-    sqlite_line_sql,
-    sqlite_quote,
-    table_layout,
-)
+from smtmigrate.canonical import NULL, Checksum, float_bits, row_hash, table_layout
+from smtmigrate.engines import engine_for
 from smtmigrate.errors import (
     LocationError,
     RecordReadError,
@@ -60,14 +52,15 @@ from smtmigrate.verify import TableCheck, Verification
 # --------------------------------------------------------------------------- canonical rows
 
 DATAKEY = "django_store_datakey"  # integer, text, datetime and foreign-key columns
+SQLITE = engine_for("sqlite")
 
 
 @pytest.fixture
 def datakeys() -> Iterator[sqlite3.Connection]:
     """An in-memory table with the columns of Sumatra's DataKey (SQLite is no server)."""
     connection = sqlite3.connect(":memory:")
-    columns = ", ".join(sqlite_quote(name) for name in sumatra_tables()[DATAKEY].columns)
-    connection.execute(f"CREATE TABLE {sqlite_quote(DATAKEY)} ({columns})")
+    columns = ", ".join(SQLITE.quote_name(name) for name in sumatra_tables()[DATAKEY].columns)
+    connection.execute(f"CREATE TABLE {SQLITE.quote_name(DATAKEY)} ({columns})")
     yield connection
     connection.close()
 
@@ -75,7 +68,7 @@ def datakeys() -> Iterator[sqlite3.Connection]:
 def lines(connection: sqlite3.Connection, remaps=None, skip=None) -> list[str]:
     model = sumatra_tables()[DATAKEY]
     layout = table_layout(model, DATAKEY, model.columns)
-    query = sqlite_line_sql(layout, sqlite_quote, remaps or {}, skip)
+    query = SQLITE.line_select(layout, remaps or {}, skip)
     return [line for (line,) in connection.execute(query)]
 
 
@@ -106,13 +99,13 @@ def test_checksum_ignores_row_order_but_not_values(datakeys):
     layout = table_layout(model, DATAKEY, model.columns)
     rows = [(1, "a", "", None, "", None), (2, "b", "", None, "", None)]
     datakeys.executemany(f"INSERT INTO {DATAKEY} VALUES (?, ?, ?, ?, ?, ?)", rows)
-    forward = sqlite_checksum(datakeys.cursor(), layout, sqlite_quote)
+    forward = SQLITE.checksum(datakeys.cursor(), layout)
     datakeys.execute(f"DELETE FROM {DATAKEY}")
     datakeys.executemany(f"INSERT INTO {DATAKEY} VALUES (?, ?, ?, ?, ?, ?)", rows[::-1])
-    assert sqlite_checksum(datakeys.cursor(), layout, sqlite_quote) == forward
+    assert SQLITE.checksum(datakeys.cursor(), layout) == forward
     assert forward.rows == 2
     datakeys.execute(f"UPDATE {DATAKEY} SET path = 'B' WHERE id = 2")
-    assert sqlite_checksum(datakeys.cursor(), layout, sqlite_quote) != forward
+    assert SQLITE.checksum(datakeys.cursor(), layout) != forward
 
 
 def test_floats_are_compared_by_their_bits():
