@@ -45,8 +45,9 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Collate
 from sumatra.formatting import record2dict
 
+from ..engines import engine_for
 from ..errors import RecordReadError
-from ..schema import Inspection
+from ..schema import CONTENT_TYPE_TABLE, Inspection
 from .rows import FOREIGN_KEYS, MANY_TO_MANY, SORT_KEY, Related, SharedRows, in_list, row_classes
 from .sumatra_compat import TAGS_ATTR, sumatra_reading
 
@@ -65,7 +66,7 @@ class _StoreReader:
         self.alias = self.store.alias
         self.connection = self.store.connection
         self.shared = SharedRows(self.alias)
-        self.quote = self.connection.ops.quote_name
+        self.quote = engine_for(inspection).quote_name
         self.tag_sql = self._tag_sql()
         self.key_link = self.quote(sm.DataKey._meta.get_field("output_from_record").column)
         self.link_sql = {}
@@ -89,11 +90,12 @@ class _StoreReader:
         tags = self.inspection.table_for("django_store_tag")
         if tagged is None or tags is None:
             return None
-        if "django_content_type" not in self.inspection.table_names:
+        if CONTENT_TYPE_TABLE not in self.inspection.table_names:
             return None
         with self.connection.cursor() as cursor:
             cursor.execute(
-                "SELECT id FROM django_content_type WHERE app_label = %s AND model = %s",
+                f"SELECT id FROM {self.quote(CONTENT_TYPE_TABLE)} "
+                "WHERE app_label = %s AND model = %s",
                 ["django_store", "record"],
             )
             row = cursor.fetchone()

@@ -19,6 +19,7 @@ from django.db import connections
 from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 
+from ..engines import engine_for
 from .sumatra_compat import TAGS_ATTR
 
 MEMO_SIZE = 4_096  # shared rows kept per model (least recently used ones go): bounds memory
@@ -68,7 +69,7 @@ class SharedRows:
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
-        self.quote = connections[alias].ops.quote_name
+        self.quote = engine_for(connections[alias]).quote_name
         self.rows: dict[type, OrderedDict[Any, Any]] = {}
 
     def get_many(self, model, pks: Iterable, *, sortable: bool = False) -> dict[Any, Any]:
