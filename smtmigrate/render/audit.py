@@ -12,7 +12,7 @@ from rich.text import Text
 from ..audit import FAILING_KINDS, KINDS, AuditReport, Finding
 from ..project import LabelGenerator
 from ..widen import ApplyResult, WideningPlan
-from .console import bold_then, number, render_snapshot, say, write_lines
+from .console import bold_then, number, render_snapshot, say, table, write_lines
 
 KIND_STYLES = {
     "invalid": "bold red",
@@ -105,19 +105,12 @@ def render_project(labels: LabelGenerator, directory: Path, out: Console) -> Non
 
 
 def findings_table(findings: list[Finding]) -> Table:
-    table = Table(pad_edge=False)
-    for heading, justify in (
-        ("kind", "left"),
-        ("table", "left"),
-        ("column", "left"),
-        ("limit", "right"),
-        ("longest", "right"),
-        ("rows", "right"),
-        ("detail / examples", "left"),
-    ):
-        table.add_column(heading, justify=justify, overflow="fold")
+    found = table(
+        "kind", "table", "column", "limit", "longest", "rows", "detail / examples",
+        right=("limit", "longest", "rows"),
+    )  # fmt: skip
     for finding in findings:
-        table.add_row(
+        found.add_row(
             Text(finding.kind, style=KIND_STYLES[finding.kind]),
             finding.table,
             finding.column or "",
@@ -126,7 +119,7 @@ def findings_table(findings: list[Finding]) -> Table:
             number(finding.rows),
             _detail(finding),
         )
-    return table
+    return found
 
 
 def _detail(finding: Finding) -> str:
@@ -174,18 +167,11 @@ def render_plan(plan: WideningPlan, out: Console, *, title: str) -> None:
     )
     if not changes:
         return
-    table = Table(pad_edge=False)
-    for heading, justify in (
-        ("table", "left"),
-        ("column", "left"),
-        ("today", "left"),
-        ("widened to", "left"),
-        ("longest", "right"),
-        ("why", "left"),
-    ):
-        table.add_column(heading, justify=justify, overflow="fold")
+    changes_table = table(
+        "table", "column", "today", "widened to", "longest", "why", right=("longest",)
+    )
     for change in changes:
-        table.add_row(
+        changes_table.add_row(
             change.table,
             change.column,
             change.current_type,
@@ -193,7 +179,7 @@ def render_plan(plan: WideningPlan, out: Console, *, title: str) -> None:
             number(change.longest),
             change.reason,
         )
-    out.print(table)
+    out.print(changes_table)
 
 
 def render_widening_start(display: str, policy: str, out: Console) -> None:
@@ -232,15 +218,13 @@ def render_applied(result: ApplyResult, out: Console) -> None:
     if not result.applied:
         say(out, "Already widened: every column is at least as wide as the plan.", "green")
         return
-    table = Table(pad_edge=False)
-    for heading in ("table", "column", "before", "after", "why"):
-        table.add_column(heading, overflow="fold")
+    applied_table = table("table", "column", "before", "after", "why")
     for change in result.plan.changes:
         key = (change.table, change.column)
-        table.add_row(
+        applied_table.add_row(
             change.table, change.column, result.before[key], result.after[key], change.reason
         )
-    out.print(table)
+    out.print(applied_table)
     say(
         out,
         f"Widened {len(result.plan.changes)} columns in one transaction; recorded as "

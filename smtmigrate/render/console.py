@@ -10,6 +10,7 @@ import json
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
@@ -43,6 +44,15 @@ def write_json(data: Any, out: Console) -> None:
     """The one JSON writer: the whole document, indented, as it is (no wrapping, no style)."""
     out.file.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     out.file.flush()
+
+
+def table(*headings: str, right: tuple[str, ...] = (), **options: Any) -> Table:
+    """A table with these column headings (`right`: the right-justified ones); long values
+    fold onto more lines rather than being cut: every character of a finding matters."""
+    new = Table(pad_edge=False, **options)
+    for heading in headings:
+        new.add_column(heading, justify="right" if heading in right else "left", overflow="fold")
+    return new
 
 
 def say(out: Console, text: str, style: str = "") -> None:

@@ -14,14 +14,13 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
 from ..copy import CopyPlan, CopyResult, SilentEvents, TableResult
 from ..locations import redact_url
 from ..verify import Verification
 from .audit import findings_table, render_plan
-from .console import bold_then, mb, render_snapshot, say
+from .console import bold_then, mb, render_snapshot, say, table
 
 
 class PlainCopyEvents:
@@ -129,13 +128,10 @@ def render_copy_plan(plan: CopyPlan, out: Console) -> None:
             f"into {target}",
         )
     )
-    table = Table(pad_edge=False)
-    table.add_column("source table")
-    table.add_column("target table")
-    table.add_column("rows", justify="right")
+    tables = table("source table", "target table", "rows", right=("rows",))
     for layout in plan.layouts:
-        table.add_row(layout.source_name, layout.name, f"{plan.row_counts[layout.name]:,}")
-    out.print(table)
+        tables.add_row(layout.source_name, layout.name, f"{plan.row_counts[layout.name]:,}")
+    out.print(tables)
     if plan.widening is not None:
         render_plan(plan.widening, out, title="Widening, in the same transaction")
     for name, into in plan.folded.items():
@@ -192,32 +188,27 @@ def render_quiet_refusal(plan: CopyPlan, err: Console) -> None:
 
 
 def render_copy_result(result: CopyResult, out: Console) -> None:
-    table = Table(pad_edge=False, title="Copied")
-    for heading, justify in (
-        ("table", "left"),
-        ("rows", "right"),
-        ("MB", "right"),
-        ("seconds", "right"),
-        ("MB/s", "right"),
-    ):
-        table.add_column(heading, justify=justify)
+    copied = table(
+        "table", "rows", "MB", "seconds", "MB/s", right=("rows", "MB", "seconds", "MB/s"),
+        title="Copied",
+    )  # fmt: skip
     for row in result.tables:
         rate = row.bytes / 1e6 / row.seconds if row.seconds and row.bytes else 0
-        table.add_row(
+        copied.add_row(
             row.table,
             f"{row.rows:,}",
             mb(row.bytes) if row.bytes else "",
             f"{row.seconds:.2f}",
             f"{rate:,.1f}" if rate else "",
         )
-    table.add_row(
+    copied.add_row(
         Text("total", style="bold"),
         f"{sum(r.rows for r in result.tables):,}",
         mb(sum(r.bytes for r in result.tables)),
         f"{result.seconds:.2f}",
         "",
     )
-    out.print(table)
+    out.print(copied)
     phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.phases.items())
     say(out, f"phases: {phases}", "dim")
     if result.plan.dedupe is not None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from ..copy import CopyResult
 from ..locations import Store
@@ -17,7 +16,7 @@ from ..snapshot import Snapshot
 from ..target import CreatedDatabase, DatabaseInfo, pg_hba_line, pgpass_line
 from ..verify import Verification
 from .audit import findings_table
-from .console import say, write_lines
+from .console import say, table, write_lines
 from .copy import render_copy_result, verification_json, verification_summary
 
 
@@ -135,13 +134,10 @@ def render_restored(restored: Path, out: Console) -> None:
 
 def render_move_plan(plan: MovePlan, out: Console) -> None:
     say(out, f"Move plan: {plan.directory} ({plan.source.display}) → {plan.target.display}")
-    table = Table(pad_edge=False)
-    table.add_column("step")
-    table.add_column("to do")
-    table.add_column("what")
+    steps = table("step", "to do", "what")
     for step in plan.steps:
-        table.add_row(step.name, "yes" if step.needed else "no", step.action)
-    out.print(table)
+        steps.add_row(step.name, "yes" if step.needed else "no", step.action)
+    out.print(steps)
     if plan.copy is not None and plan.copy.refused:
         out.print(findings_table(plan.copy.failing))
         say(

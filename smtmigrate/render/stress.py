@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from ..stress import KINDS, STEPS, StressReport
 from ..stress.report import ordered_counts
-from .console import say
+from .console import say, table
 
 
 def stress_verdict(report: StressReport) -> str:
@@ -89,9 +88,7 @@ def render_stress(report: StressReport, out: Console) -> None:
             f"{what} into scratch project {report.project}",
         )
     )
-    counts = Table(pad_edge=False, show_header=False)
-    counts.add_column("what")
-    counts.add_column("records", justify="right")
+    counts = table("what", "records", right=("records",), show_header=False)
     counts.add_row("expected", f"{report.expected:,}")
     seen = (
         "runs that ended without an error" if report.mode == "smt" else "saved, as the jobs saw it"
@@ -110,9 +107,8 @@ def render_stress(report: StressReport, out: Console) -> None:
         )
     out.print(counts)
     if report.crashed:
-        crashed = Table(pad_edge=False, title="Runs that crashed (Sumatra's error)")
-        crashed.add_column("runs", justify="right")
-        crashed.add_column("error", overflow="fold")
+        title = "Runs that crashed (Sumatra's error)"
+        crashed = table("runs", "error", right=("runs",), title=title)
         for line, n in report.crashed.most_common():
             crashed.add_row(f"{n:,}", Text(line))
         out.print(crashed)
@@ -122,14 +118,10 @@ def render_stress(report: StressReport, out: Console) -> None:
     kinds = [k for k in KINDS if report.errors[k] or report.retries[k]]
     kinds += sorted((set(report.errors) | set(report.retries)) - set(KINDS) - set(kinds))
     if kinds:
-        errors = Table(pad_edge=False, title="Errors by kind")
-        for heading, justify in (
-            ("kind", "left"),
-            ("runs failed", "right"),
-            ("saves retried", "right"),
-            ("example", "left"),
-        ):
-            errors.add_column(heading, justify=justify, overflow="fold")
+        errors = table(
+            "kind", "runs failed", "saves retried", "example",
+            right=("runs failed", "saves retried"), title="Errors by kind",
+        )  # fmt: skip
         for kind in kinds:
             errors.add_row(
                 Text(kind, style="bold red" if report.errors[kind] else "yellow"),
