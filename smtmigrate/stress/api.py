@@ -22,6 +22,7 @@ from .report import (
     StressReport,
     events,
     last_line,
+    run_child,
 )
 
 if TYPE_CHECKING:
@@ -85,15 +86,7 @@ def _warm_up(
     """Save the warm-up record alone; None when it was saved, else (kind, message)."""
     command = _worker_command("warm-up", uri, project, scratch)
     try:
-        result = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=scratch,
-            timeout=max(deadline - time.monotonic(), 0.01),
-        )
+        result = run_child(command, env, scratch, max(deadline - time.monotonic(), 0.01))
     except subprocess.TimeoutExpired:
         return TIMEOUT, "not saved within the timeout"
     for event in events(result.stdout):

@@ -25,6 +25,7 @@ from .report import (
     events,
     first_line,
     last_line,
+    run_child,
 )
 
 if TYPE_CHECKING:
@@ -69,14 +70,11 @@ def cleanup(
         str(CLEANUP_TIMEOUT),
     ]
     try:
-        done = subprocess.run(
+        done = run_child(
             command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=scratch,
-            timeout=CLEANUP_TIMEOUT + 30,
+            env,
+            scratch,
+            CLEANUP_TIMEOUT + 30,
             start_new_session=True,  # a Ctrl-C on the terminal must not kill it half-way
         )
         said = [e for e in events(done.stdout) if e.get("event") == "cleanup"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 MIN_JOBS, MAX_JOBS = 1, 500
@@ -269,6 +271,23 @@ def ordered_counts(counts: Counter) -> list[tuple[str, int]]:
 def emit(out: IO[str], **event: Any) -> None:
     out.write(json.dumps(event) + "\n")
     out.flush()
+
+
+def run_child(
+    command: list[str], env: dict[str, str], cwd: Path, timeout: float, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a helper process of the stress test to its end, its JSON lines (`events`) and
+    stderr kept; no stdin, so it can never wait for an answer."""
+    return subprocess.run(
+        command,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        **options,
+    )
 
 
 def events(text: str) -> list[dict[str, Any]]:
