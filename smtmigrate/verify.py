@@ -6,7 +6,7 @@ Three levels, cheapest first:
      md5 of each row's canonical line, summed; both engines build the line in SQL, so a
      PostgreSQL store is checked by PostgreSQL itself, and floats by their exact bits;
   3. every record of every project read back through Sumatra's own models on both sides
-     and compared field by field, tags included (records.py).
+     and compared field by field, tags included (records/).
 Content-type ids differ between stores (each database numbers its own); they are mapped
 by (app_label, model) before comparing. After a copy with `--dedupe` the source side is
 read as deduplicated (dedupe.py): merged-away rows and dropped links left out, foreign
@@ -19,13 +19,16 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .canonical import Checksum, TableLayout, table_layout
 from .dedupe import DedupePlan
 from .engines import engine_for
 from .remaps import content_type_remap, merge_remaps
 from .schema import Inspection, sumatra_tables
+
+if TYPE_CHECKING:  # records/ loads Sumatra: only when records are compared
+    from .records import RecordComparison, RecordDifference
 
 Phase = Callable[[str], AbstractContextManager]
 
@@ -55,14 +58,14 @@ class TableCheck:
 @dataclass
 class Verification:
     tables: list[TableCheck]
-    records: object | None = None  # records.RecordComparison
+    records: RecordComparison | None = None  # None: records were not compared
     seconds: dict[str, float] = field(default_factory=dict)
     # "source"/"target" → the snapshot.Snapshot that side was read in (set by the caller)
     snapshots: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def record_differences(self) -> list:
-        return list(getattr(self.records, "differences", []) or [])
+    def record_differences(self) -> list[RecordDifference]:
+        return [] if self.records is None else list(self.records.differences)
 
     @property
     def ok(self) -> bool:
