@@ -349,13 +349,17 @@ def test_ctrl_c_during_an_audit_always_ends_as_interrupted(big_store):
     assert audit.returncode == 0, err
     reading = time.monotonic() - opened
     for step in range(8):
-        audit = start("audit", big_store, stdout=subprocess.DEVNULL)
+        audit = start("audit", big_store, stdout=subprocess.PIPE)
         wait_until_open(audit, big_store)
         time.sleep(reading * (step + 0.5) / 9)
         if audit.poll() is not None:
             continue  # the machine is faster now: this moment is past the end
         audit.send_signal(signal.SIGINT)
-        _, err = audit.communicate(timeout=60)
+        out, err = audit.communicate(timeout=60)
+        if audit.returncode == -signal.SIGINT and "OK: nothing would fail" in out:
+            # The audit had answered and Python was shutting down (its handlers are gone
+            # then): the shell sees a death by SIGINT, as with any tool.
+            continue
         assert (audit.returncode, err.strip()) == (130, "smtmigrate audit: interrupted"), step
 
 
