@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from argparse import ArgumentTypeError
+from collections.abc import Callable
 
 from ...locations import resolve
 from ...render import (
@@ -24,24 +25,21 @@ from ...stress import (
 from ..base import SmtmigrateCommand
 
 
-def job_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if not MIN_JOBS <= value <= MAX_JOBS:
-        raise ArgumentTypeError(f"must be between {MIN_JOBS} and {MAX_JOBS}")
-    return value
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` (to `high`), said in one line if not."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if high is not None and not low <= value <= high:
+            raise ArgumentTypeError(f"must be between {low} and {high}")
+        if value < low:
+            raise ArgumentTypeError(f"must be at least {low}")
+        return value
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise ArgumentTypeError("must be at least 1")
-    return value
+    return parse
 
 
 def positive_seconds(text: str) -> float:
@@ -70,14 +68,14 @@ class Command(SmtmigrateCommand):
         )
         parser.add_argument(
             "--jobs",
-            type=job_count,
+            type=whole_number(MIN_JOBS, MAX_JOBS),
             default=DEFAULT_JOBS,
             metavar="N",
             help=f"concurrent job processes, {MIN_JOBS} to {MAX_JOBS} (default {DEFAULT_JOBS})",
         )
         parser.add_argument(
             "--records-per-job",
-            type=positive_int,
+            type=whole_number(1),
             default=DEFAULT_RECORDS_PER_JOB,
             metavar="N",
             help="`smt run`s each job makes, one after the other "
