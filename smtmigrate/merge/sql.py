@@ -1,0 +1,369 @@
+"""Every PostgreSQL statement of `merge`, one function per kind (the engine seam, later).
+
+Identifiers are quoted with the connection's `quote_name` (`q`); values travel as
+parameters; the only integers pasted are source numbers the merge itself counts. The
+temporary tables live for the merge's transaction only (ON COMMIT DROP):
+
+  smtm_s_<table>   staging: every source's rows, `src` = the source's position
+  smtm_n_<table>   the staged rows of a shared table that inserted records need
+  smtm_m_<table>   (src, old_id) → new_id in the target
+  smtm_keys        (project, label) present more than once over sources and target
+  smtm_decision    what the identity check decided for each colliding record
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..canonical import postgres_expression
+from ..schema import ModelColumn
+
+Quote = Callable[[str], str]
+PREFIX = "django_store_"
+DECISION = "smtm_decision"
+KEYS = "smtm_keys"
+
+
+def short(table: str) -> str:
+    return table.removeprefix(PREFIX)
+
+
+def stage(table: str) -> str:
+    return f"smtm_s_{short(table)}"
+
+
+def need(table: str) -> str:
+    return f"smtm_n_{short(table)}"
+
+
+def mapping(table: str) -> str:
+    return f"smtm_m_{short(table)}"
+
+
+def column_types() -> str:
+    """(name, type) of a table's columns, in order; parameter: the quoted table name."""
+    return (
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+    )
+
+
+def create_stage(q: Quote, table: str, columns: Sequence[tuple[str, str]]) -> str:
+    """A staging table like `table`, text for varchar (a source value may be longer: the
+    insert into the target judges it), no constraints, plus the source number."""
+    parts = ["src integer NOT NULL DEFAULT 0"]
+    for name, kind in columns:
+        kind = "text" if kind.startswith("character varying") else kind
+        parts.append(f"{q(name)} {kind}")
+    return f"CREATE TEMP TABLE {q(stage(table))} ({', '.join(parts)}) ON COMMIT DROP"
+
+
+def stage_source(q: Quote, table: str, src: int) -> str:
+    return f"ALTER TABLE {q(stage(table))} ALTER COLUMN src SET DEFAULT {int(src)}"
+
+
+def copy_in(q: Quote, table: str, columns: Sequence[str]) -> str:
+    return f"COPY {q(stage(table))} ({', '.join(map(q, columns))}) FROM STDIN"
+
+
+def lock(q: Quote, tables: Sequence[str]) -> str:
+    """Writers (INSERT/UPDATE/DELETE) wait, readers do not: Sumatra's get_or_create must
+    see the merged shared rows, never insert a twin of one while the merge runs."""
+    return f"LOCK TABLE {', '.join(map(q, tables))} IN SHARE ROW EXCLUSIVE MODE"
+
+
+def defer_constraints() -> str:
+    """Foreign keys checked at commit: data keys may name records inserted after them."""
+    return "SET CONSTRAINTS ALL DEFERRED"
+
+
+def analyze(q: Quote, tables: Sequence[str]) -> str:
+    return f"ANALYZE {', '.join(map(q, tables))}"
+
+
+def content_type_id() -> str:
+    return "SELECT id FROM django_content_type WHERE app_label = %s AND model = %s"
+
+
+def count(q: Quote, table: str) -> str:
+    return f"SELECT count(*) FROM {q(table)}"
+
+
+# -- projects -------------------------------------------------------------------------------
+
+
+def insert_projects(q: Quote, table: str) -> str:
+    """Projects the target lacks, the first source's row of each (merged by id)."""
+    s, t = q(stage(table)), q(table)
+    return (
+        f"INSERT INTO {t} (id, name, description) "
+        f"SELECT DISTINCT ON (id) id, coalesce(name, ''), coalesce(description, '') FROM {s} x "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {t} p WHERE p.id = x.id) ORDER BY id, src"
+    )
+
+
+def differing_projects(q: Quote, table: str) -> str:
+    s, t = q(stage(table)), q(table)
+    return (
+        f"SELECT x.src, x.id, x.name, x.description, p.name, p.description FROM {s} x "
+        f"JOIN {t} p ON p.id = x.id "
+        f"WHERE (x.name, x.description) IS DISTINCT FROM (p.name, p.description) "
+        f"ORDER BY x.id, x.src"
+    )
+
+
+# -- record identity --------------------------------------------------------------------------
+
+
+def colliding_keys(q: Quote, table: str) -> str:
+    """(project, label) seen more than once over the sources and the target."""
+    s, t = q(stage(table)), q(table)
+    return (
+        f"CREATE TEMP TABLE {KEYS} ON COMMIT DROP AS "
+        f"SELECT project_id, label FROM ("
+        f"SELECT project_id, label FROM {s} UNION ALL "
+        f"SELECT r.project_id, r.label FROM {t} r WHERE EXISTS (SELECT 1 FROM {s} x "
+        f"WHERE x.label = r.label AND x.project_id IS NOT DISTINCT FROM r.project_id)) k "
+        f"GROUP BY project_id, label HAVING count(*) > 1"
+    )
+
+
+def occurrences(q: Quote, table: str) -> str:
+    """Every record of a colliding key: (origin, db_id, project, label), the target's
+    (origin -1) first, then the sources in order; keys in a stable order."""
+    s, t = q(stage(table)), q(table)
+    on = "k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+    return (
+        f"SELECT origin, db_id, project_id, label FROM ("
+        f"SELECT -1 AS origin, r.db_id, r.project_id, r.label FROM {t} r JOIN {KEYS} k ON {on} "
+        f"UNION ALL "
+        f"SELECT r.src, r.db_id, r.project_id, r.label FROM {s} r JOIN {KEYS} k ON {on}) o "
+        f'ORDER BY project_id NULLS FIRST, label COLLATE "C", origin, db_id'
+    )
+
+
+def labels_taken(q: Quote, table: str) -> str:
+    """Which of the labels (parameter: array) a project (parameter) already has, in the
+    target or among the staged records."""
+    s, t = q(stage(table)), q(table)
+    where = "project_id IS NOT DISTINCT FROM %s AND label = ANY(%s)"
+    return (
+        f"SELECT -1, db_id, label FROM {t} WHERE {where} "
+        f"UNION ALL SELECT src, db_id, label FROM {s} WHERE {where}"
+    )
+
+
+def create_decisions() -> str:
+    return (
+        f"CREATE TEMP TABLE {DECISION} (src integer, old_id integer, action char(1), "
+        f"target_id integer, label text) ON COMMIT DROP"
+    )
+
+
+def insert_decisions() -> str:
+    """For psycopg2's execute_values."""
+    return f"INSERT INTO {DECISION} (src, old_id, action, target_id, label) VALUES %s"
+
+
+def map_records(q: Quote, table: str, pk: str) -> str:
+    """Every staged record that is kept → its id in the target: the equal record's id
+    ('e'), or a fresh one from the target's own sequence (new, or renamed 'i'). Skipped
+    ('s') records are left out."""
+    s, pk_ = q(stage(table)), q(pk)
+    return (
+        f"CREATE TEMP TABLE {q(mapping(table))} ON COMMIT DROP AS "
+        f"SELECT x.src, x.{pk_} AS old_id, "
+        f"CASE WHEN d.action = 'e' THEN d.target_id "
+        f"ELSE nextval(pg_get_serial_sequence(%s, %s)) END AS new_id, "
+        f"d.action IS DISTINCT FROM 'e' AS inserted, coalesce(d.label, x.label) AS label "
+        f"FROM {s} x LEFT JOIN {DECISION} d ON d.src = x.src AND d.old_id = x.{pk_} "
+        f"WHERE d.action IS DISTINCT FROM 's'"
+    )
+
+
+# -- shared rows ----------------------------------------------------------------------------
+
+
+def key_expression(q: Quote, alias: str, columns: Sequence[ModelColumn]) -> str:
+    """The canonical text of a row's identifying columns (NULL and '' apart, escaped): the
+    equality Sumatra's get_or_create uses, as one hashable value."""
+    parts = [postgres_expression(c, lambda n: f"{alias}.{q(n)}") for c in columns]
+    return " || chr(9) || ".join(parts) if parts else "''"
+
+
+def create_need(
+    q: Quote,
+    table: str,
+    columns: Sequence[ModelColumn],
+    refs: Sequence[str],
+    remapped: dict[str, str] | None = None,
+) -> str:
+    """The staged rows of `table` that `refs` (SELECTs of (src, id)) point at, with
+    `remapped` columns (column → mapping table) already in the target's ids."""
+    remapped = remapped or {}
+    values, joins = [], []
+    for n, column in enumerate(columns):
+        if column.name in remapped:
+            alias = f"r{n}"
+            joins.append(
+                f"LEFT JOIN {q(remapped[column.name])} {alias} "
+                f"ON {alias}.src = x.src AND {alias}.old_id = x.{q(column.name)}"
+            )
+            values.append(f"{alias}.new_id AS {q(column.name)}")
+        else:
+            values.append(f"x.{q(column.name)}")
+    union = " UNION ".join(refs)
+    return (
+        f"CREATE TEMP TABLE {q(need(table))} ON COMMIT DROP AS "
+        f"SELECT x.src, x.id, {', '.join(values)} FROM {q(stage(table))} x "
+        f"{' '.join(joins)} WHERE (x.src, x.id) IN ({union})"
+    )
+
+
+def insert_missing_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
+    """Rows whose content the target lacks, once each; ids from the target's sequence."""
+    names = ", ".join(q(c.name) for c in columns)
+    key_n, key_t = key_expression(q, "n", columns), key_expression(q, "t", columns)
+    return (
+        f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM ("
+        f"SELECT DISTINCT ON (k) * FROM (SELECT n.*, {key_n} AS k FROM {q(need(table))} n) n "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {q(table)} t WHERE {key_t} = n.k) "
+        f"ORDER BY k, src, id) x"
+    )
+
+
+def map_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
+    """Every needed staged row → the target's row of equal content (the lowest id)."""
+    key_n, key_t = key_expression(q, "n", columns), key_expression(q, "t", columns)
+    return (
+        f"CREATE TEMP TABLE {q(mapping(table))} ON COMMIT DROP AS "
+        f"SELECT n.src, n.id AS old_id, min(t.id) AS new_id "
+        f"FROM (SELECT src, id, {key_n} AS k FROM {q(need(table))} n) n "
+        f"JOIN (SELECT id, {key_t} AS k FROM {q(table)} t) t ON t.k = n.k "
+        f"GROUP BY n.src, n.id"
+    )
+
+
+def refs_from_records(q: Quote, table: str, column: str) -> str:
+    """(src, id) of the shared rows the inserted records point at through `column`."""
+    return (
+        f"SELECT x.src, x.{q(column)} FROM {q(stage(table))} x JOIN {q(mapping(table))} m "
+        f"ON m.src = x.src AND m.old_id = x.db_id AND m.inserted "
+        f"WHERE x.{q(column)} IS NOT NULL"
+    )
+
+
+def refs_from_links(q: Quote, link: str, record_column: str, column: str, record: str) -> str:
+    """(src, id) of the shared rows the inserted records link to through `link`."""
+    return (
+        f"SELECT l.src, l.{q(column)} FROM {q(stage(link))} l JOIN {q(mapping(record))} m "
+        f"ON m.src = l.src AND m.old_id = l.{q(record_column)} AND m.inserted"
+    )
+
+
+# -- records, links, tags ---------------------------------------------------------------------
+
+
+def insert_records(
+    q: Quote, table: str, pk: str, columns: Sequence[str], remapped: dict[str, str]
+) -> str:
+    """The inserted records with their new ids, labels and re-pointed foreign keys."""
+    values, joins = [], []
+    for n, name in enumerate(columns):
+        if name in remapped:
+            alias = f"f{n}"
+            joins.append(
+                f"LEFT JOIN {q(remapped[name])} {alias} "
+                f"ON {alias}.src = x.src AND {alias}.old_id = x.{q(name)}"
+            )
+            values.append(f"{alias}.new_id")
+        else:
+            values.append(f"x.{q(name)}")
+    return (
+        f"INSERT INTO {q(table)} ({q(pk)}, label, {', '.join(map(q, columns))}) "
+        f"SELECT m.new_id, m.label, {', '.join(values)} FROM {q(stage(table))} x "
+        f"JOIN {q(mapping(table))} m ON m.src = x.src AND m.old_id = x.{q(pk)} AND m.inserted "
+        f"{' '.join(joins)}"
+    )
+
+
+def insert_links(q: Quote, link: str, record_column: str, column: str, record: str) -> str:
+    """Links of the inserted records, re-pointed; links that became equal are one."""
+    r, o = q(record_column), q(column)
+    return (
+        f"INSERT INTO {q(link)} ({r}, {o}) SELECT DISTINCT m.new_id, o.new_id "
+        f"FROM {q(stage(link))} l "
+        f"JOIN {q(mapping(record))} m ON m.src = l.src AND m.old_id = l.{r} AND m.inserted "
+        f"JOIN {q(mapping(column_table(link, column)))} o "
+        f"ON o.src = l.src AND o.old_id = l.{o}"
+    )
+
+
+_LINK_TARGETS = {
+    "dependency_id": "django_store_dependency",
+    "platforminformation_id": "django_store_platforminformation",
+    "datakey_id": "django_store_datakey",
+}
+
+
+def column_table(link: str, column: str) -> str:
+    return _LINK_TARGETS[column]
+
+
+def insert_tags(q: Quote, tag: str, tagged: str, record: str) -> str:
+    """Tag names the inserted records carry that the target lacks (parameter: the target's
+    record content type)."""
+    return (
+        f"INSERT INTO {q(tag)} (name) SELECT DISTINCT g.name FROM {q(stage(tagged))} ti "
+        f"JOIN {q(stage(tag))} g ON g.src = ti.src AND g.id = ti.tag_id "
+        f"JOIN {q(mapping(record))} m ON m.src = ti.src AND m.old_id = ti.object_id "
+        f"AND m.inserted WHERE ti.content_type_id = %s "
+        f"AND NOT EXISTS (SELECT 1 FROM {q(tag)} t WHERE t.name = g.name)"
+    )
+
+
+def insert_tagged(q: Quote, tag: str, tagged: str, record: str) -> str:
+    """The inserted records' tags, pointing at the target's tag of the same name."""
+    return (
+        f"INSERT INTO {q(tagged)} (tag_id, content_type_id, object_id) "
+        f"SELECT DISTINCT t.id, ti.content_type_id, m.new_id FROM {q(stage(tagged))} ti "
+        f"JOIN {q(stage(tag))} g ON g.src = ti.src AND g.id = ti.tag_id "
+        f"JOIN {q(tag)} t ON t.name = g.name "
+        f"JOIN {q(mapping(record))} m ON m.src = ti.src AND m.old_id = ti.object_id "
+        f"AND m.inserted WHERE ti.content_type_id = %s"
+    )
+
+
+def inserted_records(q: Quote, record: str) -> str:
+    """(old_id, new_id, label) of one source's (parameter) inserted records, by old id."""
+    return (
+        f"SELECT old_id, new_id, label FROM {q(mapping(record))} "
+        f"WHERE src = %s AND inserted ORDER BY old_id"
+    )
+
+
+def reset_sequence(q: Quote, table: str, pk: str) -> str:
+    """The table's sequence past max(id), never backwards (parameters: table, pk)."""
+    return (
+        f"SELECT setval(s, greatest(coalesce((SELECT max({q(pk)}) FROM {q(table)}), 0), "
+        f"coalesce(pg_sequence_last_value(s::regclass), 0), 1)) "
+        f"FROM pg_get_serial_sequence(%s, %s) s WHERE s IS NOT NULL"
+    )
+
+
+def refs_from_outputs(q: Quote, table: str, record: str) -> str:
+    """(src, id) of the data keys the inserted records produced."""
+    return (
+        f"SELECT x.src, x.id FROM {q(stage(table))} x JOIN {q(mapping(record))} m "
+        f"ON m.src = x.src AND m.old_id = x.output_from_record_id AND m.inserted"
+    )
+
+
+def new_rows(q: Quote, table: str) -> str:
+    """How many rows of the needed ones were not in the target before (after the insert:
+    the mapped ids above the old maximum, parameter)."""
+    return f"SELECT count(DISTINCT new_id) FROM {q(mapping(table))} WHERE new_id > %s"
+
+
+def max_id(q: Quote, table: str, pk: str) -> str:
+    return f"SELECT coalesce(max({q(pk)}), 0) FROM {q(table)}"
