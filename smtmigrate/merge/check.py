@@ -11,8 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..records import RecordDifference, canonical, field_differences, previews, read_records
-from ..records import sumatra_reading
+from ..records import (
+    RecordDifference,
+    canonical,
+    field_differences,
+    previews,
+    read_records,
+    sumatra_reading,
+)
 from ..schema import Inspection
 from . import sql
 from .plan import content

@@ -203,7 +203,7 @@ def _place_renamed(cursor, q, inspections, names, renames, identity: Identity) -
             wanted.setdefault(origin, []).append(db_id)
     read = _read(inspections, wanted)
     placed: dict[tuple[str | None, str], str] = {}
-    for origin, db_id, project, label, new_label, _data, hashed in renames:
+    for origin, db_id, project, _label, new_label, _data, hashed in renames:
         key = (project, new_label)
         if key in placed:  # the same content from another source, renamed alike
             identity.equal += 1
