@@ -1,0 +1,273 @@
+"""`smtmigrate merge`: node stores made by real `smt run`s folded into one PostgreSQL store.
+
+A "node" is what a cluster job array does without a database server: the same project
+(one git repository, one executable) writing its own SQLite store. Here one project
+directory runs `smt run` with its `.smt/project` pointed at `node1.sqlite`, `node2.sqlite`,
+… in turn. Oracles: the target's rows read with psycopg2, the records of each store read
+back through Sumatra's models (`records.iter_records`), and `smt list` / `smt run` on the
+merged store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import fresh_database, pg_query, sqlite_rows
+
+SMT = str(Path(sys.executable).parent / "smt")
+SHARED_TABLES = (
+    "django_store_executable",
+    "django_store_repository",
+    "django_store_launchmode",
+    "django_store_datastore",
+    "django_store_platforminformation",
+)
+MAIN = """\
+import os, sys
+params = open(sys.argv[1]).read()
+os.makedirs("Data", exist_ok=True)
+with open(os.path.join("Data", "out-%d.txt" % os.getpid()), "w") as f:
+    f.write(params)
+"""
+
+
+def smt(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run(
+        [SMT, *args], cwd=project, capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def new_project(directory: Path, name: str) -> Path:
+    """A git project configured by `smt init` / `smt configure` (uuid labels)."""
+    directory.mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q"], cwd=directory, check=True)
+    (directory / "main.py").write_text(MAIN)
+    (directory / "default.param").write_text("a = 1\n")
+    subprocess.run([*git, "add", "."], cwd=directory, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=directory, check=True)
+    assert smt(directory, "init", name).returncode == 0
+    configured = smt(directory, "configure", "--executable=python", "--main=main.py", "-g", "uuid")
+    assert configured.returncode == 0, configured.stderr
+    return directory
+
+
+def point_at(project: Path, location: str | Path) -> None:
+    path = project / ".smt" / "project"
+    data = json.loads(path.read_text())
+    data["record_store"]["db_file"] = str(location)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def run_on(project: Path, store: str | Path, *args: str) -> None:
+    """One `smt run` of the project, saved into `store`."""
+    point_at(project, store)
+    done = smt(project, "run", *args, "default.param")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory) -> Path:
+    """One project, three node stores of two runs each (tagged), built once."""
+    root = tmp_path_factory.mktemp("nodes")
+    project = new_project(root / "project", "nodeproj")
+    for node in (1, 2, 3):
+        for run in (1, 2):
+            store = root / f"node{node}.sqlite"
+            run_on(project, store, "--label", f"n{node}-r{run}", "-t", f"node{node}")
+    return root
+
+
+def copies(nodes: Path, tmp_path: Path, *names: str) -> list[Path]:
+    """Private copies of node stores (a test that runs `smt` on them must not share)."""
+    paths = []
+    for name in names:
+        shutil.copy(nodes / f"{name}.sqlite", tmp_path / f"{name}.sqlite")
+        paths.append(tmp_path / f"{name}.sqlite")
+    return paths
+
+
+def records(location: str | Path) -> dict[tuple, dict]:
+    """(project, label) → the record as Sumatra reads it back (an independent read)."""
+    from smtmigrate.locations import resolve
+    from smtmigrate.records import iter_records
+    from smtmigrate.schema import inspect_store
+
+    with resolve(str(location)) as store:
+        return {(p, label): data for p, label, data in iter_records(inspect_store(store))}
+
+
+def counts(url: str) -> dict[str, int]:
+    tables = [
+        name
+        for (name,) in pg_query(
+            url, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'django_store%%'"
+        )
+    ]
+    return {t: pg_query(url, f'SELECT count(*) FROM "{t}"')[0][0] for t in sorted(tables)}
+
+
+def shared_counts(path: Path) -> dict[str, int]:
+    return {t: sqlite_rows(path, f'SELECT count(*) FROM "{t}"')[0][0] for t in SHARED_TABLES}
+
+
+def merge_json(cli, *args) -> tuple[int, dict]:
+    result = cli("merge", *args, "--format", "json")
+    assert result.code in (0, 1), result
+    return result.code, json.loads(result.out)
+
+
+def test_three_node_stores_into_an_empty_store_then_again_then_one_more_run(cli, nodes, tmp_path):
+    node1, node2, node3 = copies(nodes, tmp_path, "node1", "node2", "node3")
+    with fresh_database() as url:
+        code, report = merge_json(cli, node1, node2, node3, url)
+        assert code == 0, report
+        assert report["committed"] and report["built_schema"]
+        assert report["records"]["inserted"] == 6
+        merged = records(url)
+        for node in (node1, node2, node3):
+            for key, data in records(node).items():
+                assert merged[key] == data
+        assert len(merged) == 6
+        # the same executable, repository, ... on every node: as many rows as one node has
+        before = counts(url)
+        one_node = shared_counts(node1)
+        assert one_node["django_store_executable"] == 1
+        assert {t: before[t] for t in SHARED_TABLES} == one_node
+        assert before["django_store_tag"] == 4  # node1, node2, node3, Sumatra's _finished_
+
+        # merging the same stores again (a nightly cron job) changes nothing
+        code, again = merge_json(cli, node1, node2, node3, url)
+        assert code == 0 and again["records"]["inserted"] == 0
+        assert again["records"]["equal"] == 6
+        assert counts(url) == before
+
+        # node2 runs once more: the next merge adds exactly that record, no shared row
+        run_on(nodes / "project", node2, "--label", "n2-r3")
+        code, third = merge_json(cli, node1, node2, node3, url)
+        assert code == 0 and third["records"]["inserted"] == 1, third
+        after = counts(url)
+        assert after["django_store_record"] == 7
+        assert {t: after[t] for t in SHARED_TABLES} == one_node
+
+        # the same store named twice as two files: equal records are taken once
+        twin = tmp_path / "twin.sqlite"
+        shutil.copy(node1, twin)
+        code, twice = merge_json(cli, node1, twin, url)
+        assert code == 0 and twice["records"]["inserted"] == 0
+
+        # Sumatra works on the merged store: list, and a new run
+        project = nodes / "project"
+        point_at(project, url)
+        listed = smt(project, "list")
+        assert sorted(listed.stdout.split()) == sorted(label for _p, label in records(url))
+        run_on(project, url, "--label", "after-merge")
+        assert counts(url)["django_store_record"] == 8
+        assert {t: counts(url)[t] for t in SHARED_TABLES} == one_node
+
+
+@pytest.fixture(scope="module")
+def conflicting(tmp_path_factory) -> Path:
+    """Two node stores that both hold label `same`, with different reasons, and one
+    equal record (`equal`, copied from the first into the second)."""
+    root = tmp_path_factory.mktemp("conflicting")
+    project = new_project(root / "project", "clash")
+    run_on(project, root / "a.sqlite", "--label", "same", "--reason", "first")
+    run_on(project, root / "b.sqlite", "--label", "same", "--reason", "second")
+    run_on(project, root / "b.sqlite", "--label", "only-b")
+    return root
+
+
+def test_refuse_lists_every_conflict_and_writes_nothing(cli, conflicting):
+    with fresh_database() as url:
+        result = cli("merge", conflicting / "a.sqlite", conflicting / "b.sqlite", url)
+        assert result.code == 1, result
+        assert "Refused: 1 conflict" in result.out
+        assert "same" in result.out and "reason" in result.out
+        assert counts(url) == {}  # not even the schema: one transaction, rolled back
+        code, report = merge_json(cli, conflicting / "a.sqlite", conflicting / "b.sqlite", url)
+        assert code == 1 and report["refused"] and not report["committed"]
+        (conflict,) = report["conflicts"]
+        assert conflict["label"] == "same" and conflict["action"] == "refused"
+        assert "reason" in conflict["fields"]
+        assert conflict["source"].endswith("b.sqlite")
+
+
+def test_skip_identical_keeps_what_is_there(cli, conflicting):
+    with fresh_database() as url:
+        a, b = conflicting / "a.sqlite", conflicting / "b.sqlite"
+        code, report = merge_json(cli, a, url)
+        assert code == 0
+        code, report = merge_json(cli, b, url, "--on-conflict", "skip-identical")
+        assert code == 0, report
+        assert report["records"]["inserted"] == 1 and report["records"]["skipped"] == 1
+        assert report["conflicts"][0]["action"] == "skipped"
+        merged = records(url)
+        assert merged["clash", "same"]["reason"] == "first"
+        assert merged["clash", "only-b"] == records(b)["clash", "only-b"]
+
+
+def test_rename_is_deterministic_and_merging_again_adds_nothing(cli, conflicting):
+    with fresh_database() as url:
+        a, b = conflicting / "a.sqlite", conflicting / "b.sqlite"
+        code, report = merge_json(cli, a, b, url, "--on-conflict", "rename")
+        assert code == 0, report
+        (conflict,) = report["conflicts"]
+        new_label = conflict["new_label"]
+        assert conflict["action"] == "renamed" and new_label.startswith("same-merged-")
+        assert len(new_label) == len("same-merged-") + 8
+        merged = records(url)
+        assert merged["clash", "same"]["reason"] == "first"
+        renamed = dict(records(b)["clash", "same"], label=new_label)
+        assert merged["clash", new_label] == renamed
+        before = counts(url)
+        code, again = merge_json(cli, a, b, url, "--on-conflict", "rename")
+        assert code == 0 and again["records"]["inserted"] == 0
+        assert again["conflicts"][0]["new_label"] == new_label
+        assert counts(url) == before
+
+
+def test_two_projects_merge_side_by_side(cli, tmp_path):
+    one = new_project(tmp_path / "one", "alpha")
+    two = new_project(tmp_path / "two", "beta")
+    run_on(one, tmp_path / "alpha.sqlite", "--label", "r1")
+    run_on(two, tmp_path / "beta.sqlite", "--label", "r1")  # same label, other project
+    with fresh_database() as url:
+        code, report = merge_json(cli, tmp_path / "alpha.sqlite", tmp_path / "beta.sqlite", url)
+        assert code == 0 and report["records"]["inserted"] == 2, report
+        assert not report["conflicts"]
+        assert sorted(records(url)) == [("alpha", "r1"), ("beta", "r1")]
+        assert counts(url)["django_store_repository"] == 2  # two working copies
+        point_at(two, url)
+        assert smt(two, "list").stdout.split() == ["r1"]
+
+
+def test_a_sumatra_07_store_merges_through_today_s_models(cli, store07, nodes, tmp_path):
+    (node1,) = copies(nodes, tmp_path, "node1")
+    with fresh_database() as url:
+        code, report = merge_json(cli, store07, node1, url)
+        assert code == 0, report
+        assert report["sources"][0]["layout"] == "sumatra-0.7"
+        merged = records(url)
+        old = records(store07)
+        assert old and all(merged[key] == data for key, data in old.items())
+        assert len(merged) == len(old) + 2
+        code, again = merge_json(cli, store07, node1, url)
+        assert code == 0 and again["records"]["inserted"] == 0
+
+
+def test_dry_run_reports_and_writes_nothing(cli, nodes, tmp_path):
+    (node1,) = copies(nodes, tmp_path, "node1")
+    with fresh_database() as url:
+        code, report = merge_json(cli, node1, url, "--dry-run")
+        assert code == 0 and report["records"]["inserted"] == 2
+        assert report["dry_run"] and not report["committed"]
+        assert pg_query(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
