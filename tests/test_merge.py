@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,48 @@ def test_dry_run_reports_and_writes_nothing(cli, nodes, tmp_path):
         assert code == 0 and report["records"]["inserted"] == 2
         assert report["dry_run"] and not report["committed"]
         assert pg_query(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+
+
+def test_merge_while_twenty_smt_runs_write_the_target_loses_nothing(cli, nodes, tmp_path):
+    """The target's Sumatra tables are locked against writers from the identity check to
+    commit: the runs wait (reported as `lock.held`), none fails, none duplicates a shared
+    row, and every record of both sides is there."""
+    node1, node2, node3 = copies(nodes, tmp_path, "node1", "node2", "node3")
+    project = tmp_path / "live"
+    shutil.copytree(nodes / "project", project)
+    with fresh_database() as url:
+        assert merge_json(cli, node1, url)[0] == 0
+        point_at(project, url)
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        jobs = [
+            subprocess.Popen(
+                [SMT, "run", "--reason", f"live {i}", "default.param"],
+                cwd=project,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(20)
+        ]
+        try:
+            deadline = time.monotonic() + 300
+            while pg_query(url, "SELECT count(*) FROM django_store_record")[0][0] < 3:
+                assert time.monotonic() < deadline, "no run saved its record"
+                time.sleep(0.2)  # merge once the runs are writing
+            code, report = merge_json(cli, node2, node3, url)
+            running = sum(job.poll() is None for job in jobs)
+        finally:
+            errors = [job.communicate(timeout=600)[1] for job in jobs]
+        assert code == 0, report
+        assert running, "the merge did not overlap the runs"
+        assert report["records"]["inserted"] == 4
+        assert [job.returncode for job in jobs] == [0] * 20, [e[-500:] for e in errors]
+        merged = records(url)
+        assert len(merged) == 2 + 4 + 20
+        reasons = sorted(d["reason"] for d in merged.values() if d["reason"].startswith("live"))
+        assert reasons == sorted(f"live {i}" for i in range(20))
+        for node in (node1, node2, node3):
+            assert all(merged[key] == data for key, data in records(node).items())
+        assert {t: counts(url)[t] for t in SHARED_TABLES} == shared_counts(node1)
+        print(f"writers held {report['lock']['held']} s")
