@@ -208,7 +208,17 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: bool) -> None
         ]
         origins = {TARGET: inspection, **dict(enumerate(sources))}
         names = {TARGET: target.display, **{i: s.store.display for i, s in enumerate(sources)}}
-        identity = classify(cursor, q, origins, names, result.policy)
+        cursor.execute(sql.content_type_id(), ["django_store", "record"])
+        row = cursor.fetchone()
+        record_type = row[0] if row else None
+        identity = classify(
+            cursor,
+            q,
+            origins,
+            names,
+            result.policy,
+            lambda: load.fingerprint_collisions(cursor, q, record_type),
+        )
         result.conflicts, result.equal = identity.conflicts, identity.equal
         result.compared = identity.compared
         seconds["identity"] = time.perf_counter() - locked_at
@@ -224,9 +234,7 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: bool) -> None
                 cursor.cursor, sql.insert_decisions(), identity.decisions, page_size=5000
             )
         cursor.execute(sql.map_records(q, load.RECORD, "db_id"), [load.RECORD, "db_id"])
-        cursor.execute(sql.content_type_id(), ["django_store", "record"])
-        row = cursor.fetchone()
-        load.apply(cursor, q, row[0] if row else None, loaded)
+        load.apply(cursor, q, record_type, loaded)
         load.reset_sequences(cursor, q)
         seconds.update(loaded.seconds)
         result.rows.update({k: v for k, v in loaded.rows.items() if v})

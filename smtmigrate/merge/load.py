@@ -183,3 +183,25 @@ def reset_sequences(cursor, q) -> None:
         if model.columns[model.primary_key].internal_type != "AutoField":
             continue  # the project: its id is its name
         cursor.execute(sql.reset_sequence(q, name, model.primary_key), [name, model.primary_key])
+
+
+def fingerprint_collisions(cursor, q, record_content_type: int | None) -> None:
+    """The fingerprint tables of the records of colliding keys, staged and in the target."""
+    record = sumatra_tables()[RECORD]
+    fks = record_foreign_keys()
+    plain = [
+        c
+        for c in record.columns.values()
+        if c.name not in (record.primary_key, "label", "project_id") and c.name not in fks
+    ]
+    foreign_keys = [(c, t, identity_columns(t)) for c, t in sorted(fks.items())]
+    content = [c for c in identity_columns(DATAKEY) if c.name != "output_from_record_id"]
+    links = [
+        (link, rc, other, table, content if table == DATAKEY else identity_columns(table))
+        for link, rc, other in link_tables()
+        for table in [sql.column_table(link, other)]
+    ]
+    for staged in (True, False):
+        cursor.execute(sql.candidates(q, RECORD, staged))
+        statement = sql.fingerprints(q, staged, plain, foreign_keys, links, content)
+        cursor.execute(statement, [record_content_type if record_content_type is not None else -1])

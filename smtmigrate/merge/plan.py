@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,33 +128,59 @@ def _batches(rows: list[tuple]) -> Iterator[list[list[tuple]]]:
 
 
 def classify(
-    cursor, q, inspections: dict[int, Inspection], names: dict[int, str], policy: str
+    cursor,
+    q,
+    inspections: dict[int, Inspection],
+    names: dict[int, str],
+    policy: str,
+    fingerprint: Callable[[], None],
 ) -> Identity:
     """Decide every colliding record (see the module docstring). `inspections` and `names`
-    by origin: TARGET (-1) and each source's position."""
+    by origin: TARGET (-1) and each source's position. `fingerprint` makes the
+    fingerprint tables of the colliding records (load.fingerprint_collisions): a key whose
+    records all have one fingerprint is decided without reading them back."""
     identity = Identity()
     cursor.execute(sql.colliding_keys(q, "django_store_record"))
-    cursor.execute(sql.occurrences(q, "django_store_record"))
+    fingerprint()
+    cursor.execute(sql.occurrences_with_fingerprints(q, "django_store_record"))
     rows = cursor.fetchall()
     renames: list[tuple[int, int, str | None, str, str, dict, str]] = []
     with sumatra_reading():
         for batch in _batches(rows):
             wanted: dict[int, list[int]] = {}
+            to_read = []
             for group in batch:
-                for origin, db_id, _project, _label in group:
+                if len({row[4] for row in group}) == 1:
+                    _decide_equal(group, identity)
+                    continue
+                to_read.append(group)
+                for origin, db_id, _project, _label, _fp in group:
                     wanted.setdefault(origin, []).append(db_id)
             read = _read(inspections, wanted)
             identity.compared += len(read)
-            for group in batch:
+            for group in to_read:
                 _decide(group, read, names, policy, identity, renames)
         if renames:
             _place_renamed(cursor, q, inspections, names, renames, identity)
     return identity
 
 
+def _decide_equal(group: list[tuple], identity: Identity) -> None:
+    """Records of one key with one fingerprint: the first one present stands for all."""
+    first = group[0]
+    for origin, db_id, *_rest in group[1:]:
+        if origin == TARGET:
+            continue  # the target's own twins stay as they are
+        identity.equal += 1
+        if first[0] == TARGET:
+            identity.decisions.append((origin, db_id, "e", first[1], None))
+        else:
+            identity.decisions.append((origin, db_id, "s", None, None))
+
+
 def _decide(group, read, names, policy, identity: Identity, renames) -> None:
     present: list[_Seen] = []
-    for origin, db_id, project, label in group:
+    for origin, db_id, project, label, _fp in group:
         data, hashed = read[origin, db_id]
         seen = _Seen(origin, db_id, data, hashed)
         if origin == TARGET:

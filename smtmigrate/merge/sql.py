@@ -367,3 +367,99 @@ def new_rows(q: Quote, table: str) -> str:
 
 def max_id(q: Quote, table: str, pk: str) -> str:
     return f"SELECT coalesce(max({q(pk)}), 0) FROM {q(table)}"
+
+
+# -- record fingerprints --------------------------------------------------------------------
+
+
+def candidates(q: Quote, table: str, staged: bool) -> str:
+    """The records of colliding keys, on one side: (src,) db_id."""
+    source = q(stage(table)) if staged else q(table)
+    name = "smtm_c_s" if staged else "smtm_c_t"
+    columns = "r.src, r.db_id" if staged else "r.db_id"
+    return (
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {columns} FROM {source} r "
+        f"JOIN {KEYS} k ON k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+    )
+
+
+def fingerprints(
+    q: Quote,
+    staged: bool,
+    record_columns: Sequence[ModelColumn],
+    foreign_keys: Sequence[tuple[str, str, Sequence[ModelColumn]]],
+    links: Sequence[tuple[str, str, str, str, Sequence[ModelColumn]]],
+    key_columns: Sequence[ModelColumn],
+) -> str:
+    """md5 of everything a record reads back as, computed from the stored values: its own
+    columns (not ids, label, project), each shared row's content, the sorted distinct
+    contents of its links, its sorted tag names (parameter: the record content type) and
+    its outputs. Equal fingerprints are equal records; different ones are read back
+    through Sumatra to decide (they may still be equal)."""
+
+    def t(name: str) -> str:
+        return q(stage(name)) if staged else q(name)
+
+    def same(alias: str, other: str = "r") -> str:
+        return f" AND {alias}.src = {other}.src" if staged else ""
+
+    cand = "smtm_c_s" if staged else "smtm_c_t"
+    src_col = "src, " if staged else ""
+    in_cand = f"({'l.src, ' if staged else ''}{{}}) IN (SELECT {src_col}db_id FROM {cand})"
+    parts = [key_expression(q, "r", record_columns)]
+    joins = []
+    for n, (column, table, columns) in enumerate(foreign_keys):
+        alias = f"f{n}"
+        joins.append(f"LEFT JOIN {t(table)} {alias} ON {alias}.id = r.{q(column)}{same(alias)}")
+        parts.append(key_expression(q, alias, columns))
+    aggregates = []
+    for link, record_column, other, table, columns in links:
+        key = key_expression(q, "o", columns)
+        aggregates.append(
+            f"SELECT {'l.src, ' if staged else ''}l.{q(record_column)} AS rid, "
+            f"string_agg(DISTINCT {key}, chr(30) ORDER BY {key}) AS v FROM {t(link)} l "
+            f"JOIN {t(table)} o ON o.id = l.{q(other)}{same('o', 'l')} "
+            f"WHERE {in_cand.format('l.' + q(record_column))} "
+            f"GROUP BY {'l.src, ' if staged else ''}l.{q(record_column)}"
+        )
+    tag_key = "g.name"
+    aggregates.append(
+        f"SELECT {'l.src, ' if staged else ''}l.object_id AS rid, "
+        f"string_agg(DISTINCT {tag_key}, chr(30) ORDER BY {tag_key}) AS v "
+        f"FROM {t('django_store_taggeditem')} l JOIN {t('django_store_tag')} g "
+        f"ON g.id = l.tag_id{same('g', 'l')} WHERE l.content_type_id = %s "
+        f"AND {in_cand.format('l.object_id')} GROUP BY {'l.src, ' if staged else ''}l.object_id"
+    )
+    key = key_expression(q, "l", key_columns)
+    aggregates.append(
+        f"SELECT {'l.src, ' if staged else ''}l.output_from_record_id AS rid, "
+        f"string_agg({key}, chr(30) ORDER BY {key}) AS v FROM {t('django_store_datakey')} l "
+        f"WHERE {in_cand.format('l.output_from_record_id')} "
+        f"GROUP BY {'l.src, ' if staged else ''}l.output_from_record_id"
+    )
+    for n, aggregate in enumerate(aggregates):
+        alias = f"a{n}"
+        joins.append(f"LEFT JOIN ({aggregate}) {alias} ON {alias}.rid = r.db_id{same(alias)}")
+        parts.append(f"coalesce({alias}.v, '')")
+    name = "smtm_fp_s" if staged else "smtm_fp_t"
+    return (
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS "
+        f"SELECT {'r.src, ' if staged else ''}r.db_id, md5({' || chr(29) || '.join(parts)}) AS fp "
+        f"FROM {t('django_store_record')} r "
+        f"JOIN {cand} c ON c.db_id = r.db_id{same('c')} {' '.join(joins)}"
+    )
+
+
+def occurrences_with_fingerprints(q: Quote, table: str) -> str:
+    """`occurrences`, each with its fingerprint."""
+    s, t = q(stage(table)), q(table)
+    on = "k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+    return (
+        f"SELECT origin, db_id, project_id, label, fp FROM ("
+        f"SELECT -1 AS origin, r.db_id, r.project_id, r.label, f.fp FROM {t} r "
+        f"JOIN {KEYS} k ON {on} JOIN smtm_fp_t f ON f.db_id = r.db_id "
+        f"UNION ALL "
+        f"SELECT r.src, r.db_id, r.project_id, r.label, f.fp FROM {s} r "
+        f"JOIN {KEYS} k ON {on} JOIN smtm_fp_s f ON f.src = r.src AND f.db_id = r.db_id) o "
+        f'ORDER BY project_id NULLS FIRST, label COLLATE "C", origin, db_id'
+    )
