@@ -203,5 +203,6 @@ def fingerprint_collisions(cursor, q, record_content_type: int | None) -> None:
     ]
     for staged in (True, False):
         cursor.execute(sql.candidates(q, RECORD, staged))
+        cursor.execute(sql.analyze(q, [sql.candidate_table(staged)]))
         statement = sql.fingerprints(q, staged, plain, foreign_keys, links, content)
         cursor.execute(statement, [record_content_type if record_content_type is not None else -1])

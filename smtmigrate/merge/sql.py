@@ -372,6 +372,10 @@ def max_id(q: Quote, table: str, pk: str) -> str:
 # -- record fingerprints --------------------------------------------------------------------
 
 
+def candidate_table(staged: bool) -> str:
+    return "smtm_c_s" if staged else "smtm_c_t"
+
+
 def candidates(q: Quote, table: str, staged: bool) -> str:
     """The records of colliding keys, on one side: (src,) db_id."""
     source = q(stage(table)) if staged else q(table)
@@ -403,9 +407,11 @@ def fingerprints(
     def same(alias: str, other: str = "r") -> str:
         return f" AND {alias}.src = {other}.src" if staged else ""
 
-    cand = "smtm_c_s" if staged else "smtm_c_t"
-    src_col = "src, " if staged else ""
-    in_cand = f"({'l.src, ' if staged else ''}{{}}) IN (SELECT {src_col}db_id FROM {cand})"
+    cand = candidate_table(staged)
+    # The target side reads only the records of colliding keys; the staging side reads
+    # all (a (src, id) semi-join there leads the planner astray, and most staged records
+    # collide whenever any do: the same node stores, merged again).
+    in_cand = "TRUE" if staged else f"{{}} IN (SELECT db_id FROM {cand})"
     parts = [key_expression(q, "r", record_columns)]
     joins = []
     for n, (column, table, columns) in enumerate(foreign_keys):
@@ -414,11 +420,15 @@ def fingerprints(
         parts.append(key_expression(q, alias, columns))
     aggregates = []
     for link, record_column, other, table, columns in links:
-        key = key_expression(q, "o", columns)
+        # each shared row's key computed once, not once per link
+        hashed = (
+            f"(SELECT {'o.src, ' if staged else ''}o.id, "
+            f"md5({key_expression(q, 'o', columns)}) AS h FROM {t(table)} o)"
+        )
         aggregates.append(
             f"SELECT {'l.src, ' if staged else ''}l.{q(record_column)} AS rid, "
-            f"string_agg(DISTINCT {key}, chr(30) ORDER BY {key}) AS v FROM {t(link)} l "
-            f"JOIN {t(table)} o ON o.id = l.{q(other)}{same('o', 'l')} "
+            f"string_agg(DISTINCT o.h, chr(30) ORDER BY o.h) AS v FROM {t(link)} l "
+            f"JOIN {hashed} o ON o.id = l.{q(other)}{same('o', 'l')} "
             f"WHERE {in_cand.format('l.' + q(record_column))} "
             f"GROUP BY {'l.src, ' if staged else ''}l.{q(record_column)}"
         )
@@ -430,7 +440,7 @@ def fingerprints(
         f"ON g.id = l.tag_id{same('g', 'l')} WHERE l.content_type_id = %s "
         f"AND {in_cand.format('l.object_id')} GROUP BY {'l.src, ' if staged else ''}l.object_id"
     )
-    key = key_expression(q, "l", key_columns)
+    key = f"md5({key_expression(q, 'l', key_columns)})"
     aggregates.append(
         f"SELECT {'l.src, ' if staged else ''}l.output_from_record_id AS rid, "
         f"string_agg({key}, chr(30) ORDER BY {key}) AS v FROM {t('django_store_datakey')} l "
