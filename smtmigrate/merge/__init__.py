@@ -32,7 +32,7 @@ from ..snapshot import source_snapshot
 from ..widen import apply_widening, plan_widening
 from . import load, sql
 from .check import MergeCheck, check_inserted
-from .plan import POLICIES, TARGET, Conflict, classify
+from .plan import POLICIES, TARGET, Conflict, Identity, classify
 
 __all__ = ["POLICIES", "Conflict", "MergeCheck", "MergeResult", "merge_stores"]
 
@@ -57,6 +57,7 @@ class MergeResult:
     committed: bool = False
     lock_wait: float = 0.0  # seconds the merge waited for the target's lock
     locked: float = 0.0  # seconds the target's writers were held (lock to commit)
+    identity_again: bool = False  # a writer touched a colliding key: decided again, locked
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -90,7 +91,11 @@ class MergeResult:
             "projects": self.projects,
             "new_rows": self.rows,
             "check": None if self.check is None else self.check.to_dict(),
-            "lock": {"waited": round(self.lock_wait, 3), "held": round(self.locked, 3)},
+            "lock": {
+                "waited": round(self.lock_wait, 3),
+                "held": round(self.locked, 3),
+                "identity_again": self.identity_again,
+            },
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
@@ -184,12 +189,39 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: bool) -> None
             load.stage_source(cursor, q, src, source, inspection, loaded)
         cursor.execute(sql.analyze(q, [sql.stage(t) for t in loaded.staged]))
         seconds["stage"] = time.perf_counter() - step
-        tables = sorted(load.sumatra_tables())
+        cursor.execute(sql.content_type_id(), ["django_store", "record"])
+        row = cursor.fetchone()
+        record_type = row[0] if row else None
+        origins = {TARGET: inspection, **dict(enumerate(sources))}
+        names = {TARGET: target.display, **{i: s.store.display for i, s in enumerate(sources)}}
+
+        def identify() -> Identity:
+            return classify(
+                cursor,
+                q,
+                origins,
+                names,
+                result.policy,
+                lambda: load.fingerprint_collisions(cursor, q, record_type),
+            )
+
+        # Identity first, while writers go on; under the lock it is redone only if a
+        # writer touched a record whose key an incoming record shares (rare).
+        step = time.perf_counter()
+        cursor.execute(sql.collision_state(q, load.RECORD))
+        state = cursor.fetchone()
+        identity = identify()
+        seconds["identity"] = time.perf_counter() - step
         step = time.perf_counter()
         if not result.dry_run:
-            cursor.execute(sql.lock(q, tables))
+            cursor.execute(sql.lock(q, sorted(load.sumatra_tables())))
         locked_at = time.perf_counter()
         result.lock_wait = locked_at - step
+        cursor.execute(sql.collision_state(q, load.RECORD))
+        if cursor.fetchone() != state:
+            cursor.execute(sql.drop_identity_tables())
+            identity = identify()
+            result.identity_again = True
         cursor.execute(sql.count(q, load.RECORD))
         result.records_before = cursor.fetchone()[0]
         cursor.execute(sql.insert_projects(q, load.PROJECT))
@@ -206,22 +238,8 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: bool) -> None
             }
             for src, pid, name, description, kept_name, kept_description in cursor.fetchall()
         ]
-        origins = {TARGET: inspection, **dict(enumerate(sources))}
-        names = {TARGET: target.display, **{i: s.store.display for i, s in enumerate(sources)}}
-        cursor.execute(sql.content_type_id(), ["django_store", "record"])
-        row = cursor.fetchone()
-        record_type = row[0] if row else None
-        identity = classify(
-            cursor,
-            q,
-            origins,
-            names,
-            result.policy,
-            lambda: load.fingerprint_collisions(cursor, q, record_type),
-        )
         result.conflicts, result.equal = identity.conflicts, identity.equal
         result.compared = identity.compared
-        seconds["identity"] = time.perf_counter() - locked_at
         if result.refused:
             transaction.set_rollback(True, using=target.alias)
             return

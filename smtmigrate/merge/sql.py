@@ -473,3 +473,20 @@ def occurrences_with_fingerprints(q: Quote, table: str) -> str:
         f"JOIN {KEYS} k ON {on} JOIN smtm_fp_s f ON f.src = r.src AND f.db_id = r.db_id) o "
         f'ORDER BY project_id NULLS FIRST, label COLLATE "C", origin, db_id'
     )
+
+
+def collision_state(q: Quote, table: str) -> str:
+    """A summary of the target's records that share a key with a staged one: taken before
+    the identity check (unlocked) and again under the lock, equal when no writer touched
+    them in between."""
+    s, t = q(stage(table)), q(table)
+    return (
+        f"SELECT count(*), coalesce(sum(r.db_id::bigint), 0), "
+        f"coalesce(sum(hashtext(r.label)::bigint), 0) FROM {t} r "
+        f"WHERE EXISTS (SELECT 1 FROM {s} x WHERE x.label = r.label "
+        f"AND x.project_id IS NOT DISTINCT FROM r.project_id)"
+    )
+
+
+def drop_identity_tables() -> str:
+    return f"DROP TABLE IF EXISTS {KEYS}, smtm_c_s, smtm_c_t, smtm_fp_s, smtm_fp_t"
