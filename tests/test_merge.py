@@ -317,3 +317,41 @@ def test_merge_while_twenty_smt_runs_write_the_target_loses_nothing(cli, nodes, 
             assert all(merged[key] == data for key, data in records(node).items())
         assert {t: counts(url)[t] for t in SHARED_TABLES} == shared_counts(node1)
         print(f"writers held {report['lock']['held']} s")
+
+
+def test_a_writer_touching_a_colliding_key_before_the_lock_gets_identity_decided_again(
+    cli, nodes, tmp_path, monkeypatch
+):
+    """The identity check runs before the lock; if a writer changes the target's records
+    of a colliding key meanwhile (here: deletes one), it is decided again, locked."""
+    import smtmigrate.merge as merge
+
+    (node1,) = copies(nodes, tmp_path, "node1")
+    real = merge.classify
+    calls = []
+
+    with fresh_database() as url:
+        assert merge_json(cli, node1, url)[0] == 0
+        (victim,) = pg_query(url, "SELECT db_id FROM django_store_record WHERE label = 'n1-r1'")
+
+        def classify_then_delete(*args, **kwargs):
+            identity = real(*args, **kwargs)
+            if not calls:
+                for table in ("dependencies", "platforms", "input_data"):
+                    pg_query(
+                        url, f"DELETE FROM django_store_record_{table} WHERE record_id = %s", victim
+                    )
+                pg_query(
+                    url, "DELETE FROM django_store_datakey WHERE output_from_record_id = %s", victim
+                )
+                pg_query(url, "DELETE FROM django_store_taggeditem WHERE object_id = %s", victim)
+                pg_query(url, "DELETE FROM django_store_record WHERE db_id = %s", victim)
+            calls.append(identity)
+            return identity
+
+        monkeypatch.setattr(merge, "classify", classify_then_delete)
+        code, report = merge_json(cli, node1, url)
+        assert code == 0, report
+        assert report["lock"]["identity_again"] and len(calls) == 2
+        assert report["records"]["inserted"] == 1
+        assert records(url) == records(node1)
