@@ -18,7 +18,6 @@ def render_merge(result: MergeResult, out: Console) -> None:
             markup=False,
         )
     data = result.to_dict()["records"]
-    verb = "would be" if result.dry_run else "were"
     if result.refused:
         out.print(
             f"Refused: {len(result.conflicts)} conflict(s) with --on-conflict {result.policy}; "
@@ -42,15 +41,23 @@ def render_merge(result: MergeResult, out: Console) -> None:
             markup=False,
         )
     if result.rows and not result.refused:
-        new = ", ".join(f"{n:,} {t.removeprefix('django_store_')}" for t, n in result.rows.items())
-        out.print(f"New rows {verb}: {new}.", markup=False)
+        new = ", ".join(
+            f"{n:,} {t.removeprefix('django_store_')}" for t, n in result.rows.items() if n
+        )
+        out.print(f"New rows{' (rolled back)' if result.dry_run else ''}: {new}.", markup=False)
     if result.check is not None:
         check = result.check
+        how = {
+            "full": "read back equal through Sumatra",
+            "rows": "equal in stored content (fingerprints)",
+            "none": "not compared (--verify none)",
+        }[check.method]
+        counts = check.counts
         if check.ok:
             out.print(
-                f"Checked: {check.records:,} inserted record(s) read back equal through "
-                f"Sumatra; counts reconcile ({check.counts.get('target_before', 0):,} + "
-                f"{check.counts.get('inserted', 0):,} = {check.counts.get('target_after', 0):,}).",
+                f"Checked: {check.records:,} inserted record(s) {how}; counts reconcile "
+                f"({counts.get('target_before', 0):,} + {counts.get('inserted', 0):,} = "
+                f"{counts.get('target_after', 0):,}).",
                 markup=False,
             )
         else:

@@ -355,3 +355,27 @@ def test_a_writer_touching_a_colliding_key_before_the_lock_gets_identity_decided
         assert report["lock"]["identity_again"] and len(calls) == 2
         assert report["records"]["inserted"] == 1
         assert records(url) == records(node1)
+
+
+@pytest.mark.parametrize("verify", ["full", "rows"])
+def test_a_record_that_does_not_read_back_equal_rolls_everything_back(
+    cli, nodes, tmp_path, monkeypatch, verify
+):
+    """The check is real: a record changed after the insert (here by a wrapped load step,
+    inside the merge's transaction) fails it, and nothing is kept (exit 1)."""
+    import smtmigrate.merge.load as load
+
+    (node1,) = copies(nodes, tmp_path, "node1")
+    real = load.apply
+
+    def apply_then_damage(cursor, *args, **kwargs):
+        real(cursor, *args, **kwargs)
+        cursor.execute("UPDATE django_store_record SET reason = 'damaged' WHERE label = 'n1-r2'")
+
+    monkeypatch.setattr(load, "apply", apply_then_damage)
+    with fresh_database() as url:
+        code, report = merge_json(cli, node1, url, "--verify", verify)
+        assert code == 1 and not report["committed"]
+        assert report["check"]["total_differences"] == 1
+        assert "n1-r2" in report["check"]["differences"][0]
+        assert counts(url) == {}

@@ -8,6 +8,7 @@ taken once were compared while their identity was decided (plan.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ class MergeCheck:
     total_differences: int = 0
     differences: list[RecordDifference] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # the record count reconciliation
+    method: str = "full"  # full: through Sumatra; rows: fingerprints in SQL; none
 
     @property
     def ok(self) -> bool:
@@ -41,6 +43,7 @@ class MergeCheck:
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "method": self.method,
             "records_compared": self.records,
             "counts": self.counts,
             "differences": [str(d) for d in self.differences],
@@ -79,4 +82,17 @@ def check_inserted(cursor, q, sources: list[Inspection], target: Inspection) -> 
                             check.differences.append(
                                 RecordDifference(project, label, path, *previews(x, y))
                             )
+    return check
+
+
+def check_fingerprints(cursor, q, fingerprint: Callable[[], None]) -> MergeCheck:
+    """`--verify rows`: every inserted record's stored content (its fingerprint, see
+    sql.fingerprints) is the same in the target as in its source; no Sumatra reading."""
+    cursor.execute(sql.drop_identity_tables())
+    fingerprint()
+    cursor.execute(sql.fingerprint_mismatches(q, "django_store_record"))
+    compared, differing, labels = cursor.fetchone()
+    check = MergeCheck(records=compared, total_differences=differing, method="rows")
+    for label in labels or []:
+        check.differences.append(RecordDifference(None, label, "fingerprint", "source", "target"))
     return check

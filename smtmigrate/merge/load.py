@@ -185,8 +185,11 @@ def reset_sequences(cursor, q) -> None:
         cursor.execute(sql.reset_sequence(q, name, model.primary_key), [name, model.primary_key])
 
 
-def fingerprint_collisions(cursor, q, record_content_type: int | None) -> None:
-    """The fingerprint tables of the records of colliding keys, staged and in the target."""
+def fingerprint_collisions(
+    cursor, q, record_content_type: int | None, *, inserted: bool = False
+) -> None:
+    """The fingerprint tables of the records of colliding keys, staged and in the target
+    (`inserted`: of the inserted records, on both sides, to check them)."""
     record = sumatra_tables()[RECORD]
     fks = record_foreign_keys()
     plain = [
@@ -202,7 +205,10 @@ def fingerprint_collisions(cursor, q, record_content_type: int | None) -> None:
         for table in [sql.column_table(link, other)]
     ]
     for staged in (True, False):
-        cursor.execute(sql.candidates(q, RECORD, staged))
+        if inserted:
+            cursor.execute(sql.inserted_candidates(q, RECORD, staged))
+        else:
+            cursor.execute(sql.candidates(q, RECORD, staged))
         cursor.execute(sql.analyze(q, [sql.candidate_table(staged)]))
         statement = sql.fingerprints(q, staged, plain, foreign_keys, links, content)
         cursor.execute(statement, [record_content_type if record_content_type is not None else -1])

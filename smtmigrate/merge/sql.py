@@ -490,3 +490,24 @@ def collision_state(q: Quote, table: str) -> str:
 
 def drop_identity_tables() -> str:
     return f"DROP TABLE IF EXISTS {KEYS}, smtm_c_s, smtm_c_t, smtm_fp_s, smtm_fp_t"
+
+
+def inserted_candidates(q: Quote, table: str, staged: bool) -> str:
+    """The inserted records as fingerprint candidates: staged (src, old id) or new id."""
+    columns = "src, old_id AS db_id" if staged else "new_id AS db_id"
+    return (
+        f"CREATE TEMP TABLE {candidate_table(staged)} ON COMMIT DROP AS "
+        f"SELECT {columns} FROM {q(mapping(table))} WHERE inserted"
+    )
+
+
+def fingerprint_mismatches(q: Quote, table: str) -> str:
+    """Inserted records whose fingerprint in the target differs from the staged one's:
+    (count compared, count differing, first differing labels)."""
+    return (
+        f"SELECT count(*), count(*) FILTER (WHERE a.fp IS DISTINCT FROM b.fp), "
+        f"(array_agg(m.label ORDER BY m.label) FILTER (WHERE a.fp IS DISTINCT FROM b.fp))"
+        f"[1:20] FROM {q(mapping(table))} m "
+        f"LEFT JOIN smtm_fp_s a ON a.src = m.src AND a.db_id = m.old_id "
+        f"LEFT JOIN smtm_fp_t b ON b.db_id = m.new_id WHERE m.inserted"
+    )
