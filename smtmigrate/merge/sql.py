@@ -220,10 +220,16 @@ def create_need(
     )
 
 
+def hashed_key(q: Quote, alias: str, columns: Sequence[ModelColumn]) -> str:
+    """The md5 of `key_expression`: short keys to hash and join on (parameter sets are
+    kilobytes); the check after the merge compares every inserted record in full."""
+    return f"md5({key_expression(q, alias, columns)})"
+
+
 def insert_missing_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
     """Rows whose content the target lacks, once each; ids from the target's sequence."""
     names = ", ".join(q(c.name) for c in columns)
-    key_n, key_t = key_expression(q, "n", columns), key_expression(q, "t", columns)
+    key_n, key_t = hashed_key(q, "n", columns), hashed_key(q, "t", columns)
     return (
         f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM ("
         f"SELECT DISTINCT ON (k) * FROM (SELECT n.*, {key_n} AS k FROM {q(need(table))} n) n "
@@ -234,7 +240,7 @@ def insert_missing_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) 
 
 def map_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
     """Every needed staged row → the target's row of equal content (the lowest id)."""
-    key_n, key_t = key_expression(q, "n", columns), key_expression(q, "t", columns)
+    key_n, key_t = hashed_key(q, "n", columns), hashed_key(q, "t", columns)
     return (
         f"CREATE TEMP TABLE {q(mapping(table))} ON COMMIT DROP AS "
         f"SELECT n.src, n.id AS old_id, min(t.id) AS new_id "
