@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import fresh_database, pg_query, sqlite_rows
+from .conftest import fresh_database, pg_query, sqlite_exec, sqlite_rows
 
 SMT = str(Path(sys.executable).parent / "smt")
 SHARED_TABLES = (
@@ -379,3 +379,29 @@ def test_a_record_that_does_not_read_back_equal_rolls_everything_back(
         assert report["check"]["total_differences"] == 1
         assert "n1-r2" in report["check"]["differences"][0]
         assert counts(url) == {}
+
+
+def test_projects_are_merged_by_id_and_a_differing_description_is_reported(cli, nodes, tmp_path):
+    node1, node2 = copies(nodes, tmp_path, "node1", "node2")
+    sqlite_exec(node2, "UPDATE django_store_project SET description = 'node two says'")
+    with fresh_database() as url:
+        code, report = merge_json(cli, node1, node2, url)
+        assert code == 0, report
+        (project,) = report["projects"]
+        assert project["project"] == "nodeproj" and project["source"].endswith("node2.sqlite")
+        assert project["source_description"] == "node two says"
+        assert pg_query(url, "SELECT id, description FROM django_store_project") == [
+            ("nodeproj", "")
+        ]
+        assert report["records"]["inserted"] == 4
+
+
+def test_what_merge_refuses_before_touching_anything(cli, nodes, tmp_path):
+    (node1,) = copies(nodes, tmp_path, "node1")
+    result = cli("merge", node1)
+    assert result.code == 2 and "at least one SOURCE and the TARGET" in result.err
+    result = cli("merge", node1, tmp_path / "new.sqlite")
+    assert result.code == 2 and "PostgreSQL store only" in result.err
+    result = cli("merge", node1, node1, "postgresql://127.0.0.1:5432/postgres")
+    assert result.code == 2 and "named twice" in result.err
+    assert not (tmp_path / "new.sqlite").exists()
