@@ -405,3 +405,18 @@ def test_what_merge_refuses_before_touching_anything(cli, nodes, tmp_path):
     result = cli("merge", node1, node1, "postgresql://127.0.0.1:5432/postgres")
     assert result.code == 2 and "named twice" in result.err
     assert not (tmp_path / "new.sqlite").exists()
+
+
+def test_a_value_too_long_for_an_unwidened_target_fails_whole_with_the_fix(
+    cli, nodes, tmp_path, sumatra_pg
+):
+    """A target made by Sumatra itself keeps varchar(100) labels: nothing is written and
+    the error names the widening that fixes it."""
+    (node1,) = copies(nodes, tmp_path, "node1")
+    sqlite_exec(
+        node1, f"UPDATE django_store_record SET label = '{'x' * 150}' WHERE label = 'n1-r1'"
+    )
+    result = cli("merge", node1, sumatra_pg)
+    assert result.code == 2, result
+    assert "value too long" in result.err and "smtmigrate widen --apply" in result.err
+    assert counts(sumatra_pg)["django_store_record"] == 0

@@ -4,15 +4,19 @@ One transaction on the target (sources are only read, each from one snapshot):
   1. an empty target database gets Sumatra's schema as `copy` builds it (Sumatra's own
      migrations and the `text` widening);
   2. every source is streamed by COPY into TEMP staging tables (load.py);
-  3. the target's Sumatra tables are locked against writers (SHARE ROW EXCLUSIVE: readers
-     go on, `smt run`s wait to save) — from here to commit;
-  4. projects merged by id (the target's row, else the first source's; differing names
-     or descriptions are reported); records' identity decided (plan.py); with `refuse`,
-     any conflict rolls everything back;
-  5. shared rows, records, links, data keys and tags inserted set-based (load.py), ids
-     from the target's sequences, then the sequences checked past max(id);
-  6. every inserted record read back through Sumatra and compared (check.py); record
-     counts reconciled; then commit (or roll back: `dry_run`, a difference).
+  3. records' identity decided (plan.py: fingerprints in SQL, Sumatra for the rest) while
+     writers go on;
+  4. the target's Sumatra tables are locked against writers (SHARE ROW EXCLUSIVE: readers
+     go on, `smt run`s wait to save) until commit; if a writer touched a record of a
+     colliding key meanwhile, step 3 is done again, locked; with `refuse`, any conflict
+     rolls everything back;
+  5. projects merged by id (the target's row, else the first source's; differing names
+     or descriptions are reported); shared rows, records, links, data keys and tags
+     inserted set-based (load.py), ids from the target's sequences, then the sequences
+     checked past max(id);
+  6. every inserted record compared with its source (check.py: through Sumatra, or by
+     fingerprint); record counts reconciled; then commit (or roll back: `dry_run`, a
+     difference).
 """
 
 from __future__ import annotations
@@ -149,9 +153,14 @@ def merge_stores(
         try:
             _merge(inspections, target, result, verify=verify)
         except DatabaseError as exc:
+            detail = target.describe_error(exc)
+            if "value too long" in detail:
+                detail += (
+                    " (the target's columns are narrower than the incoming values: widen "
+                    f"them first, e.g. smtmigrate widen --apply {target.display})"
+                )
             raise SmtmigrateError(
-                f"merge into {target.display} failed, nothing was written: "
-                f"{target.describe_error(exc)}"
+                f"merge into {target.display} failed, nothing was written: {detail}"
             ) from exc
     result.seconds["total"] = time.perf_counter() - started
     return result

@@ -1,11 +1,12 @@
 """Record identity and conflicts: which incoming record is new, equal, or in conflict.
 
 A record is (project, label). Only keys seen more than once over the sources and the
-target are looked at (`sql.colliding_keys`); their records are read back through Sumatra
-(`records.read_records` + `canonical`, what the record-level check compares) and compared
-as content: the canonical dict without the label, equal items of a record's dependencies,
-platforms and inputs counted once (the merge writes one link for them, as Sumatra's
-`add()` does). For each key, in order — the target's records first, then the sources in
+target are looked at (`sql.colliding_keys`). Records of one key with one fingerprint (their
+stored content, computed by PostgreSQL: `sql.fingerprints`) are equal; the others are read
+back through Sumatra (`records.read_records` + `canonical`, what the record-level check
+compares) and compared as content: the canonical dict without the label, equal items of a
+record's dependencies, platforms and inputs counted once (the merge writes one link for
+them, as Sumatra's `add()` does). For each key, in order — the target's records first, then the sources in
 the order given, each by id:
 
   * equal to a record already there (in the target, or taken from an earlier source):
