@@ -40,7 +40,7 @@ def render_merge(result: MergeResult, out: Console) -> None:
             f"kept {project['kept_name']!r} / {project['kept_description']!r}",
             markup=False,
         )
-    if result.rows and not result.refused:
+    if any(result.rows.values()) and not result.refused:
         new = ", ".join(
             f"{n:,} {t.removeprefix('django_store_')}" for t, n in result.rows.items() if n
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import fresh_database, pg_query, sqlite_exec, sqlite_rows
+from .conftest import copy_fixture, fresh_database, pg_query, sqlite_exec, sqlite_rows
 
 SMT = str(Path(sys.executable).parent / "smt")
 SHARED_TABLES = (
@@ -420,3 +420,18 @@ def test_a_value_too_long_for_an_unwidened_target_fails_whole_with_the_fix(
     assert result.code == 2, result
     assert "value too long" in result.err and "smtmigrate widen --apply" in result.err
     assert counts(sumatra_pg)["django_store_record"] == 0
+
+
+@pytest.mark.parametrize("generation", ["0.4", "0.5", "0.6"])
+def test_older_generations_merge_through_the_views(cli, tmp_path, generation):
+    """Sumatra 0.4-0.6 stores (two projects each) are read in today's shape."""
+    store = copy_fixture(generation, tmp_path)
+    with fresh_database() as url:
+        code, report = merge_json(cli, store, url)
+        assert code == 0, report
+        assert report["sources"][0]["layout"] == f"sumatra-{generation}"
+        old = records(store)
+        assert len({project for project, _label in old}) == 2
+        assert records(url) == old
+        code, again = merge_json(cli, store, url)
+        assert code == 0 and again["records"]["inserted"] == 0

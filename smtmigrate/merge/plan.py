@@ -6,8 +6,8 @@ stored content, computed by PostgreSQL: `sql.fingerprints`) are equal; the other
 back through Sumatra (`records.read_records` + `canonical`, what the record-level check
 compares) and compared as content: the canonical dict without the label, equal items of a
 record's dependencies, platforms and inputs counted once (the merge writes one link for
-them, as Sumatra's `add()` does). For each key, in order — the target's records first, then the sources in
-the order given, each by id:
+them, as Sumatra's `add()` does). For each key, in order — the target's records first,
+then the sources in the order given, each by id:
 
   * equal to a record already there (in the target, or taken from an earlier source):
     taken once — the target's record is reused (`e`), a second source's copy is left out
