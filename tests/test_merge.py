@@ -400,11 +400,13 @@ def test_what_merge_refuses_before_touching_anything(cli, nodes, tmp_path):
     (node1,) = copies(nodes, tmp_path, "node1")
     result = cli("merge", node1)
     assert result.code == 2 and "at least one SOURCE and the TARGET" in result.err
-    result = cli("merge", node1, tmp_path / "new.sqlite")
-    assert result.code == 2 and "PostgreSQL store only" in result.err
+    other = tmp_path / "other.sqlite"
+    sqlite_exec(other, "CREATE TABLE notes (text)")
+    result = cli("merge", node1, other)
+    assert result.code == 1 and "neither empty nor a Sumatra store" in result.err
+    assert sqlite_rows(other, "SELECT name FROM sqlite_master") == [("notes",)]
     result = cli("merge", node1, node1, "postgresql://127.0.0.1:5432/postgres")
     assert result.code == 2 and "named twice" in result.err
-    assert not (tmp_path / "new.sqlite").exists()
 
 
 def test_a_value_too_long_for_an_unwidened_target_fails_whole_with_the_fix(
@@ -435,3 +437,44 @@ def test_older_generations_merge_through_the_views(cli, tmp_path, generation):
         assert records(url) == old
         code, again = merge_json(cli, store, url)
         assert code == 0 and again["records"]["inserted"] == 0
+
+
+def sqlite_counts(path: Path) -> dict[str, int]:
+    tables = sqlite_rows(
+        path, "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'django_store%'"
+    )
+    return {t: sqlite_rows(path, f'SELECT count(*) FROM "{t}"')[0][0] for (t,) in sorted(tables)}
+
+
+@pytest.mark.parametrize("verify", ["full", "rows"])
+def test_an_sqlite_target_gets_the_same_merge(cli, nodes, conflicting, tmp_path, verify):
+    node1, node2, node3 = copies(nodes, tmp_path, "node1", "node2", "node3")
+    target = tmp_path / "merged.sqlite"
+    code, report = merge_json(cli, node1, node2, node3, target, "--verify", verify)
+    assert code == 0 and report["built_schema"] and report["records"]["inserted"] == 6, report
+    merged = records(target)
+    assert len(merged) == 6
+    for node in (node1, node2, node3):
+        assert all(merged[key] == data for key, data in records(node).items())
+    before = sqlite_counts(target)
+    assert {t: before[t] for t in SHARED_TABLES} == shared_counts(node1)
+    code, again = merge_json(cli, node1, node2, node3, target, "--verify", verify)
+    assert code == 0 and again["records"]["inserted"] == 0
+    assert sqlite_counts(target) == before
+
+    a, b = conflicting / "a.sqlite", conflicting / "b.sqlite"
+    refused = tmp_path / "refused.sqlite"
+    assert merge_json(cli, a, b, refused)[0] == 1
+    assert not refused.exists()  # a new target: all or nothing
+    code, renamed = merge_json(cli, a, b, target, "--on-conflict", "rename", "--verify", verify)
+    assert code == 0 and renamed["records"]["inserted"] == 3, renamed
+    new_label = renamed["conflicts"][0]["new_label"]
+    assert records(target)["clash", new_label]["reason"] == "second"
+
+    project = nodes / "project"
+    point_at(project, target)
+    assert sorted(smt(project, "list").stdout.split()) == sorted(
+        label for p, label in records(target) if p == "nodeproj"
+    )
+    run_on(project, target, "--label", "after-sqlite-merge")
+    assert sqlite_counts(target)["django_store_record"] == before["django_store_record"] + 3 + 1

@@ -30,7 +30,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, transaction
 
 from ..errors import NotASumatraStore, Refused, SmtmigrateError
-from ..locations import Store, same_store
+from ..locations import Store, same_store, sqlite_settings
 from ..schema import LAYOUT_08, inspect_store
 from ..snapshot import source_snapshot
 from ..widen import apply_widening, plan_widening
@@ -122,8 +122,8 @@ def merge_stores(
         raise SmtmigrateError(f"unknown verification {verify!r} (choose {', '.join(VERIFY)})")
     if policy not in POLICIES:
         raise SmtmigrateError(f"unknown conflict policy {policy!r} (choose {', '.join(POLICIES)})")
-    if target.kind != "postgresql":
-        raise SmtmigrateError(f"{target.display}: merge writes into a PostgreSQL store only (yet)")
+    if target.kind == "sqlite":
+        target = _writable(target)
     for n, source in enumerate(sources):
         if same_store(source, target):
             raise SmtmigrateError(f"{source.display} is the TARGET itself")
@@ -150,8 +150,10 @@ def merge_stores(
             incoming=sum(s.total for s in snapshots),
             seconds={"snapshots": time.perf_counter() - started},
         )
+        created = target.kind == "sqlite" and target.path is not None and not target.path.exists()
         try:
-            _merge(inspections, target, result, verify=verify)
+            with sql.dialect(target.kind):
+                _merge(inspections, target, result, verify=verify)
         except DatabaseError as exc:
             detail = target.describe_error(exc)
             if "value too long" in detail:
@@ -162,8 +164,26 @@ def merge_stores(
             raise SmtmigrateError(
                 f"merge into {target.display} failed, nothing was written: {detail}"
             ) from exc
+        finally:
+            if created and not result.committed:
+                target.close()
+                assert target.path is not None
+                target.path.unlink(missing_ok=True)  # a new SQLite target: all or nothing
     result.seconds["total"] = time.perf_counter() - started
     return result
+
+
+def _writable(target: Store) -> Store:
+    """An SQLite target opened for writing (an existing one resolves read-only)."""
+    assert target.path is not None
+    return Store(
+        "sqlite",
+        target.display,
+        sqlite_settings(target.path, read_only=False),
+        path=target.path,
+        project_dir=target.project_dir,
+        project_name=target.project_name,
+    )
 
 
 def _target_state(target: Store) -> bool:
@@ -188,6 +208,14 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
     build = _target_state(target)
     loaded = load.Loaded()
     seconds = result.seconds
+    if sql.sqlite():
+        sql.sqlite_functions(connection.connection)
+        if build:  # Django's SQLite schema editor cannot run inside a transaction; a new
+            # target file is removed again if the merge does not commit (merge_stores)
+            step = time.perf_counter()
+            call_command("migrate", database=target.alias, interactive=False, verbosity=0)
+            result.built_schema, build = True, False
+            seconds["schema"] = time.perf_counter() - step
     with transaction.atomic(using=target.alias), connection.cursor() as cursor:
         if build:
             step = time.perf_counter()
@@ -201,7 +229,8 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
         load.create_stages(cursor, q)
         for src, source in enumerate(sources):
             load.stage_source(cursor, q, src, source, inspection, loaded)
-        cursor.execute(sql.analyze(q, [sql.stage(t) for t in loaded.staged]))
+        if not sql.sqlite():
+            cursor.execute(sql.analyze(q, [sql.stage(t) for t in loaded.staged]))
         seconds["stage"] = time.perf_counter() - step
         cursor.execute(sql.content_type_id(), ["django_store", "record"])
         row = cursor.fetchone()
@@ -227,13 +256,14 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
         identity = identify()
         seconds["identity"] = time.perf_counter() - step
         step = time.perf_counter()
-        if not result.dry_run:
+        if not result.dry_run and not sql.sqlite():  # SQLite: one writer at a time anyway
             cursor.execute(sql.lock(q, sorted(load.sumatra_tables())))
         locked_at = time.perf_counter()
         result.lock_wait = locked_at - step
         cursor.execute(sql.collision_state(q, load.RECORD))
         if cursor.fetchone() != state:
-            cursor.execute(sql.drop_identity_tables())
+            for statement in sql.drop_identity_tables():
+                cursor.execute(statement)
             identity = identify()
             result.identity_again = True
         cursor.execute(sql.count(q, load.RECORD))
@@ -260,12 +290,17 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
         cursor.execute(sql.defer_constraints())
         cursor.execute(sql.create_decisions())
         if identity.decisions:
-            from psycopg2.extras import execute_values
+            if sql.sqlite():
+                cursor.executemany(sql.insert_decisions(), identity.decisions)
+            else:
+                from psycopg2.extras import execute_values
 
-            execute_values(
-                cursor.cursor, sql.insert_decisions(), identity.decisions, page_size=5000
-            )
-        cursor.execute(sql.map_records(q, load.RECORD, "db_id"), [load.RECORD, "db_id"])
+                execute_values(
+                    cursor.cursor, sql.insert_decisions(), identity.decisions, page_size=5000
+                )
+        cursor.execute(
+            sql.map_records(q, load.RECORD, "db_id"), sql.map_records_params(load.RECORD, "db_id")
+        )
         load.apply(cursor, q, record_type, loaded)
         load.reset_sequences(cursor, q)
         seconds.update(loaded.seconds)

@@ -88,11 +88,13 @@ def check_inserted(cursor, q, sources: list[Inspection], target: Inspection) -> 
 def check_fingerprints(cursor, q, fingerprint: Callable[[], None]) -> MergeCheck:
     """`--verify rows`: every inserted record's stored content (its fingerprint, see
     sql.fingerprints) is the same in the target as in its source; no Sumatra reading."""
-    cursor.execute(sql.drop_identity_tables())
+    for statement in sql.drop_identity_tables():
+        cursor.execute(statement)
     fingerprint()
     cursor.execute(sql.fingerprint_mismatches(q, "django_store_record"))
-    compared, differing, labels = cursor.fetchone()
+    compared, differing = cursor.fetchone()
     check = MergeCheck(records=compared, total_differences=differing, method="rows")
-    for label in labels or []:
+    cursor.execute(sql.fingerprint_mismatch_labels(q, "django_store_record"))
+    for (label,) in cursor.fetchall():
         check.differences.append(RecordDifference(None, label, "fingerprint", "source", "target"))
     return check

@@ -14,7 +14,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..canonical import float_text, open_sqlite_bytes, sqlite_line_sql, sqlite_quote, table_layout
+from ..canonical import (
+    float_text,
+    open_sqlite_bytes,
+    sqlite_line_sql,
+    sqlite_quote,
+    table_layout,
+    when_clauses,
+)
 from ..generations import attach_views
 from ..schema import Inspection, ModelColumn, sumatra_tables
 from ..verify import content_type_remap
@@ -90,6 +97,9 @@ def identity_columns(table: str) -> list[ModelColumn]:
 def create_stages(cursor, q) -> None:
     """One staging table per Sumatra table, shaped like the target's."""
     for name in sumatra_tables():
+        if sql.sqlite():
+            cursor.execute(sql.create_stage_like(q, name))
+            continue
         cursor.execute(sql.column_types(), [q(name)])
         cursor.execute(sql.create_stage(q, name, cursor.fetchall()))
 
@@ -98,6 +108,9 @@ def stage_source(cursor, q, src: int, source: Inspection, target: Inspection, lo
     """COPY every table of one (SQLite) source into the staging tables."""
     remaps = content_type_remap(source, target, create=True)
     assert source.store.path is not None
+    if sql.sqlite():
+        _stage_into_sqlite(cursor, q, src, source, remaps, loaded)
+        return
     reader = open_sqlite_bytes(source.store.path)
     try:
         attach_views(reader, source.views)
@@ -111,6 +124,38 @@ def stage_source(cursor, q, src: int, source: Inspection, target: Inspection, lo
                 sql.copy_in(q, layout.name, layout.column_names), lines, size=COPY_CHUNK
             )
             loaded.staged[layout.name] = loaded.staged.get(layout.name, 0) + lines.rows
+    finally:
+        reader.close()
+
+
+def _stage_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) -> None:
+    """SQLite target: the source's rows as they are (SQLite to SQLite keeps every value's
+    type and bytes), content-type ids mapped, inserted in batches."""
+    assert source.store.path is not None
+    reader = open_sqlite_bytes(source.store.path)
+    reader.text_factory = str
+    try:
+        attach_views(reader, source.views)
+        for stored, table in source.tables.items():
+            layout = table_layout(table.model, stored, table.columns)
+            names = layout.column_names
+            values = []
+            for name in names:
+                mapping = remaps.get(layout.name, {}).get(name)
+                if mapping:
+                    cases = when_clauses(mapping)
+                    values.append(
+                        f"CASE {sqlite_quote(name)} {cases} ELSE {sqlite_quote(name)} END"
+                    )
+                else:
+                    values.append(sqlite_quote(name))
+            rows = reader.execute(f"SELECT {src}, {', '.join(values)} FROM {sqlite_quote(stored)}")
+            statement = sql.insert_stage(q, layout.name, names)
+            count = 0
+            while batch := rows.fetchmany(FETCH_ROWS):
+                cursor.executemany(statement, batch)
+                count += len(batch)
+            loaded.staged[layout.name] = loaded.staged.get(layout.name, 0) + count
     finally:
         reader.close()
 
@@ -179,6 +224,8 @@ def apply(cursor, q, record_content_type: int | None, loaded: Loaded) -> None:
 
 
 def reset_sequences(cursor, q) -> None:
+    if sql.sqlite():
+        return  # AUTOINCREMENT's sqlite_sequence follows the largest id inserted
     for name, model in sumatra_tables().items():
         if model.columns[model.primary_key].internal_type != "AutoField":
             continue  # the project: its id is its name
@@ -209,6 +256,7 @@ def fingerprint_collisions(
             cursor.execute(sql.inserted_candidates(q, RECORD, staged))
         else:
             cursor.execute(sql.candidates(q, RECORD, staged))
-        cursor.execute(sql.analyze(q, [sql.candidate_table(staged)]))
+        if not sql.sqlite():
+            cursor.execute(sql.analyze(q, [sql.candidate_table(staged)]))
         statement = sql.fingerprints(q, staged, plain, foreign_keys, links, content)
         cursor.execute(statement, [record_content_type if record_content_type is not None else -1])

@@ -221,7 +221,9 @@ def _place_renamed(cursor, q, inspections, names, renames, identity: Identity) -
         by_project.setdefault(project, []).append(new_label)
     taken: dict[tuple[str | None, str], list[tuple[int, int]]] = {}
     for project, labels in by_project.items():
-        cursor.execute(sql.labels_taken(q, "django_store_record"), [project, labels] * 2)
+        cursor.execute(
+            sql.labels_taken(q, "django_store_record", len(labels)), [project, *labels] * 2
+        )
         for origin, db_id, label in cursor.fetchall():
             taken.setdefault((project, label), []).append((origin, db_id))
     wanted: dict[int, list[int]] = {}

@@ -13,15 +13,79 @@ temporary tables live for the merge's transaction only (ON COMMIT DROP):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
-from ..canonical import postgres_expression
+from ..canonical import postgres_expression, sqlite_expression
 from ..schema import ModelColumn
 
 Quote = Callable[[str], str]
 PREFIX = "django_store_"
 DECISION = "smtm_decision"
 KEYS = "smtm_keys"
+
+
+_VENDOR: ContextVar[str] = ContextVar("merge_sql_vendor", default="postgresql")
+
+
+@contextmanager
+def dialect(vendor: str) -> Iterator[None]:
+    """The target's engine ("postgresql" or "sqlite") for every statement built inside."""
+    token = _VENDOR.set(vendor)
+    try:
+        yield
+    finally:
+        _VENDOR.reset(token)
+
+
+def sqlite() -> bool:
+    return _VENDOR.get() == "sqlite"
+
+
+def _temp(name: str) -> str:
+    """`CREATE TEMP TABLE name … AS`: dropped at commit in PostgreSQL; SQLite's live as
+    long as the merge's own connection."""
+    return (
+        f"CREATE TEMP TABLE {name} AS"
+        if sqlite()
+        else f"CREATE TEMP TABLE {name} ON COMMIT DROP AS"
+    )
+
+
+def _chr(code: int) -> str:
+    return f"char({code})" if sqlite() else f"chr({code})"
+
+
+def sqlite_functions(raw) -> None:
+    """What SQLite lacks and the statements use: md5(), and a sorted join of distinct
+    values (PostgreSQL's string_agg(DISTINCT … ORDER BY …))."""
+    import hashlib
+
+    class SortedJoin:
+        def __init__(self) -> None:
+            self.values: list[str] = []
+
+        def step(self, value) -> None:
+            if value is not None:
+                self.values.append(str(value))
+
+        def finalize(self) -> str | None:
+            return chr(30).join(sorted(self.values)) if self.values else None
+
+    raw.create_function(
+        "md5",
+        1,
+        lambda text: (
+            None
+            if text is None
+            else hashlib.md5(
+                text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+            ).hexdigest()
+        ),
+        deterministic=True,
+    )
+    raw.create_aggregate("sorted_join", 1, SortedJoin)
 
 
 def short(table: str) -> str:
@@ -58,6 +122,17 @@ def create_stage(q: Quote, table: str, columns: Sequence[tuple[str, str]]) -> st
     return f"CREATE TEMP TABLE {q(stage(table))} ({', '.join(parts)}) ON COMMIT DROP"
 
 
+def create_stage_like(q: Quote, table: str) -> str:
+    """SQLite: a staging table with the target table's columns, plus the source number."""
+    return f"CREATE TEMP TABLE {q(stage(table))} AS SELECT 0 AS src, * FROM {q(table)} WHERE 0"
+
+
+def insert_stage(q: Quote, table: str, columns: Sequence[str]) -> str:
+    """SQLite: rows of one source into the staging table (values as parameters)."""
+    marks = ", ".join(["%s"] * (len(columns) + 1))
+    return f"INSERT INTO {q(stage(table))} (src, {', '.join(map(q, columns))}) VALUES ({marks})"
+
+
 def stage_source(q: Quote, table: str, src: int) -> str:
     return f"ALTER TABLE {q(stage(table))} ALTER COLUMN src SET DEFAULT {int(src)}"
 
@@ -74,7 +149,7 @@ def lock(q: Quote, tables: Sequence[str]) -> str:
 
 def defer_constraints() -> str:
     """Foreign keys checked at commit: data keys may name records inserted after them."""
-    return "SET CONSTRAINTS ALL DEFERRED"
+    return "PRAGMA defer_foreign_keys = ON" if sqlite() else "SET CONSTRAINTS ALL DEFERRED"
 
 
 def analyze(q: Quote, tables: Sequence[str]) -> str:
@@ -95,6 +170,12 @@ def count(q: Quote, table: str) -> str:
 def insert_projects(q: Quote, table: str) -> str:
     """Projects the target lacks, the first source's row of each (merged by id)."""
     s, t = q(stage(table)), q(table)
+    if sqlite():  # the row of the lowest src: SQLite's bare columns of a min() aggregate
+        return (
+            f"INSERT INTO {t} (id, name, description) SELECT id, coalesce(name, ''), "
+            f"coalesce(description, '') FROM (SELECT id, name, description, min(src) FROM {s} x "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {t} p WHERE p.id = x.id) GROUP BY id)"
+        )
     return (
         f"INSERT INTO {t} (id, name, description) "
         f"SELECT DISTINCT ON (id) id, coalesce(name, ''), coalesce(description, '') FROM {s} x "
@@ -107,7 +188,7 @@ def differing_projects(q: Quote, table: str) -> str:
     return (
         f"SELECT x.src, x.id, x.name, x.description, p.name, p.description FROM {s} x "
         f"JOIN {t} p ON p.id = x.id "
-        f"WHERE (x.name, x.description) IS DISTINCT FROM (p.name, p.description) "
+        f"WHERE x.name IS DISTINCT FROM p.name OR x.description IS DISTINCT FROM p.description "
         f"ORDER BY x.id, x.src"
     )
 
@@ -119,7 +200,7 @@ def colliding_keys(q: Quote, table: str) -> str:
     """(project, label) seen more than once over the sources and the target."""
     s, t = q(stage(table)), q(table)
     return (
-        f"CREATE TEMP TABLE {KEYS} ON COMMIT DROP AS "
+        f"{_temp(KEYS)} "
         f"SELECT project_id, label FROM ("
         f"SELECT project_id, label FROM {s} UNION ALL "
         f"SELECT r.project_id, r.label FROM {t} r WHERE EXISTS (SELECT 1 FROM {s} x "
@@ -142,11 +223,11 @@ def occurrences(q: Quote, table: str) -> str:
     )
 
 
-def labels_taken(q: Quote, table: str) -> str:
-    """Which of the labels (parameter: array) a project (parameter) already has, in the
-    target or among the staged records."""
+def labels_taken(q: Quote, table: str, count: int) -> str:
+    """Which of `count` labels (parameters, after the project) a project already has, in
+    the target or among the staged records."""
     s, t = q(stage(table)), q(table)
-    where = "project_id IS NOT DISTINCT FROM %s AND label = ANY(%s)"
+    where = f"project_id IS NOT DISTINCT FROM %s AND label IN ({', '.join(['%s'] * count)})"
     return (
         f"SELECT -1, db_id, label FROM {t} WHERE {where} "
         f"UNION ALL SELECT src, db_id, label FROM {s} WHERE {where}"
@@ -154,15 +235,17 @@ def labels_taken(q: Quote, table: str) -> str:
 
 
 def create_decisions() -> str:
+    drop = "" if sqlite() else " ON COMMIT DROP"
     return (
         f"CREATE TEMP TABLE {DECISION} (src integer, old_id integer, action char(1), "
-        f"target_id integer, label text) ON COMMIT DROP"
+        f"target_id integer, label text){drop}"
     )
 
 
 def insert_decisions() -> str:
-    """For psycopg2's execute_values."""
-    return f"INSERT INTO {DECISION} (src, old_id, action, target_id, label) VALUES %s"
+    """For psycopg2's execute_values (PostgreSQL) or executemany (SQLite)."""
+    values = "(%s, %s, %s, %s, %s)" if sqlite() else "%s"
+    return f"INSERT INTO {DECISION} (src, old_id, action, target_id, label) VALUES {values}"
 
 
 def map_records(q: Quote, table: str, pk: str) -> str:
@@ -170,11 +253,18 @@ def map_records(q: Quote, table: str, pk: str) -> str:
     ('e'), or a fresh one from the target's own sequence (new, or renamed 'i'). Skipped
     ('s') records are left out."""
     s, pk_ = q(stage(table)), q(pk)
+    fresh = "nextval(pg_get_serial_sequence(%s, %s))"
+    if sqlite():  # past the largest id ever given (AUTOINCREMENT's sqlite_sequence)
+        fresh = (
+            f"max(coalesce((SELECT max({pk_}) FROM {q(table)}), 0), coalesce((SELECT seq "
+            f"FROM sqlite_sequence WHERE name = %s), 0)) + row_number() OVER "
+            f"(PARTITION BY d.action IS 'e' ORDER BY x.src, x.{pk_})"
+        )
     return (
-        f"CREATE TEMP TABLE {q(mapping(table))} ON COMMIT DROP AS "
+        f"{_temp(q(mapping(table)))} "
         f"SELECT x.src, x.{pk_} AS old_id, "
         f"CASE WHEN d.action = 'e' THEN d.target_id "
-        f"ELSE nextval(pg_get_serial_sequence(%s, %s)) END AS new_id, "
+        f"ELSE {fresh} END AS new_id, "
         f"d.action IS DISTINCT FROM 'e' AS inserted, coalesce(d.label, x.label) AS label "
         f"FROM {s} x LEFT JOIN {DECISION} d ON d.src = x.src AND d.old_id = x.{pk_} "
         f"WHERE d.action IS DISTINCT FROM 's'"
@@ -184,11 +274,16 @@ def map_records(q: Quote, table: str, pk: str) -> str:
 # -- shared rows ----------------------------------------------------------------------------
 
 
+def map_records_params(table: str, pk: str) -> list[str]:
+    return [table] if sqlite() else [table, pk]
+
+
 def key_expression(q: Quote, alias: str, columns: Sequence[ModelColumn]) -> str:
     """The canonical text of a row's identifying columns (NULL and '' apart, escaped): the
     equality Sumatra's get_or_create uses, as one hashable value."""
-    parts = [postgres_expression(c, lambda n: f"{alias}.{q(n)}") for c in columns]
-    return " || chr(9) || ".join(parts) if parts else "''"
+    expression = sqlite_expression if sqlite() else postgres_expression
+    parts = [expression(c, lambda n: f"{alias}.{q(n)}") for c in columns]
+    return f" || {_chr(9)} || ".join(parts) if parts else "''"
 
 
 def create_need(
@@ -214,7 +309,7 @@ def create_need(
             values.append(f"x.{q(column.name)}")
     union = " UNION ".join(refs)
     return (
-        f"CREATE TEMP TABLE {q(need(table))} ON COMMIT DROP AS "
+        f"{_temp(q(need(table)))} "
         f"SELECT x.src, x.id, {', '.join(values)} FROM {q(stage(table))} x "
         f"{' '.join(joins)} WHERE (x.src, x.id) IN ({union})"
     )
@@ -230,6 +325,13 @@ def insert_missing_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) 
     """Rows whose content the target lacks, once each; ids from the target's sequence."""
     names = ", ".join(q(c.name) for c in columns)
     key_n, key_t = hashed_key(q, "n", columns), hashed_key(q, "t", columns)
+    if sqlite():  # one row per key, the lowest (src, id): bare columns of min()
+        return (
+            f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM ("
+            f"SELECT *, min(src * 4294967296 + id) FROM "
+            f"(SELECT n.*, {key_n} AS k FROM {q(need(table))} n) n "
+            f"WHERE k NOT IN (SELECT {key_t} FROM {q(table)} t) GROUP BY k)"
+        )
     return (
         f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM ("
         f"SELECT DISTINCT ON (k) * FROM (SELECT n.*, {key_n} AS k FROM {q(need(table))} n) n "
@@ -242,7 +344,7 @@ def map_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
     """Every needed staged row → the target's row of equal content (the lowest id)."""
     key_n, key_t = hashed_key(q, "n", columns), hashed_key(q, "t", columns)
     return (
-        f"CREATE TEMP TABLE {q(mapping(table))} ON COMMIT DROP AS "
+        f"{_temp(q(mapping(table)))} "
         f"SELECT n.src, n.id AS old_id, min(t.id) AS new_id "
         f"FROM (SELECT src, id, {key_n} AS k FROM {q(need(table))} n) n "
         f"JOIN (SELECT id, {key_t} AS k FROM {q(table)} t) t ON t.k = n.k "
@@ -388,7 +490,7 @@ def candidates(q: Quote, table: str, staged: bool) -> str:
     name = "smtm_c_s" if staged else "smtm_c_t"
     columns = "r.src, r.db_id" if staged else "r.db_id"
     return (
-        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {columns} FROM {source} r "
+        f"{_temp(name)} SELECT {columns} FROM {source} r "
         f"JOIN {KEYS} k ON k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
     )
 
@@ -433,7 +535,7 @@ def fingerprints(
         )
         aggregates.append(
             f"SELECT {'l.src, ' if staged else ''}l.{q(record_column)} AS rid, "
-            f"string_agg(DISTINCT o.h, chr(30) ORDER BY o.h) AS v FROM {t(link)} l "
+            f"{_sorted_join('o.h', distinct=True)} AS v FROM {t(link)} l "
             f"JOIN {hashed} o ON o.id = l.{q(other)}{same('o', 'l')} "
             f"WHERE {in_cand.format('l.' + q(record_column))} "
             f"GROUP BY {'l.src, ' if staged else ''}l.{q(record_column)}"
@@ -441,7 +543,7 @@ def fingerprints(
     tag_key = "g.name"
     aggregates.append(
         f"SELECT {'l.src, ' if staged else ''}l.object_id AS rid, "
-        f"string_agg(DISTINCT {tag_key}, chr(30) ORDER BY {tag_key}) AS v "
+        f"{_sorted_join(tag_key, distinct=True)} AS v "
         f"FROM {t('django_store_taggeditem')} l JOIN {t('django_store_tag')} g "
         f"ON g.id = l.tag_id{same('g', 'l')} WHERE l.content_type_id = %s "
         f"AND {in_cand.format('l.object_id')} GROUP BY {'l.src, ' if staged else ''}l.object_id"
@@ -449,7 +551,7 @@ def fingerprints(
     key = f"md5({key_expression(q, 'l', key_columns)})"
     aggregates.append(
         f"SELECT {'l.src, ' if staged else ''}l.output_from_record_id AS rid, "
-        f"string_agg({key}, chr(30) ORDER BY {key}) AS v FROM {t('django_store_datakey')} l "
+        f"{_sorted_join(key)} AS v FROM {t('django_store_datakey')} l "
         f"WHERE {in_cand.format('l.output_from_record_id')} "
         f"GROUP BY {'l.src, ' if staged else ''}l.output_from_record_id"
     )
@@ -459,11 +561,20 @@ def fingerprints(
         parts.append(f"coalesce({alias}.v, '')")
     name = "smtm_fp_s" if staged else "smtm_fp_t"
     return (
-        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS "
-        f"SELECT {'r.src, ' if staged else ''}r.db_id, md5({' || chr(29) || '.join(parts)}) AS fp "
+        f"{_temp(name)} "
+        f"SELECT {'r.src, ' if staged else ''}r.db_id, "
+        f"md5({f' || {_chr(29)} || '.join(parts)}) AS fp "
         f"FROM {t('django_store_record')} r "
         f"JOIN {cand} c ON c.db_id = r.db_id{same('c')} {' '.join(joins)}"
     )
+
+
+def _sorted_join(expression: str, *, distinct: bool = False) -> str:
+    """Values of a group joined in sorted order (for equality: order must not matter)."""
+    unique = "DISTINCT " if distinct else ""
+    if sqlite():
+        return f"sorted_join({unique}{expression})"
+    return f"string_agg({unique}{expression}, chr(30) ORDER BY {expression})"
 
 
 def occurrences_with_fingerprints(q: Quote, table: str) -> str:
@@ -477,8 +588,13 @@ def occurrences_with_fingerprints(q: Quote, table: str) -> str:
         f"UNION ALL "
         f"SELECT r.src, r.db_id, r.project_id, r.label, f.fp FROM {s} r "
         f"JOIN {KEYS} k ON {on} JOIN smtm_fp_s f ON f.src = r.src AND f.db_id = r.db_id) o "
-        f'ORDER BY project_id NULLS FIRST, label COLLATE "C", origin, db_id'
+        f"ORDER BY project_id NULLS FIRST, label COLLATE {_binary()}, origin, db_id"
     )
+
+
+def _binary() -> str:
+    """Code-point order of labels (the order Python sorts them in)."""
+    return "BINARY" if sqlite() else '"C"'
 
 
 def collision_state(q: Quote, table: str) -> str:
@@ -487,33 +603,46 @@ def collision_state(q: Quote, table: str) -> str:
     them in between."""
     s, t = q(stage(table)), q(table)
     return (
-        f"SELECT count(*), coalesce(sum(r.db_id::bigint), 0), "
-        f"coalesce(sum(hashtext(r.label)::bigint), 0) FROM {t} r "
+        f"SELECT count(*), coalesce(sum(r.db_id), 0), "
+        f"coalesce(sum({'length(r.label)' if sqlite() else 'hashtext(r.label)::bigint'}), 0) "
+        f"FROM {t} r "
         f"WHERE EXISTS (SELECT 1 FROM {s} x WHERE x.label = r.label "
         f"AND x.project_id IS NOT DISTINCT FROM r.project_id)"
     )
 
 
-def drop_identity_tables() -> str:
-    return f"DROP TABLE IF EXISTS {KEYS}, smtm_c_s, smtm_c_t, smtm_fp_s, smtm_fp_t"
+def drop_identity_tables() -> list[str]:
+    names = [KEYS, "smtm_c_s", "smtm_c_t", "smtm_fp_s", "smtm_fp_t"]
+    return [f"DROP TABLE IF EXISTS {name}" for name in names]
 
 
 def inserted_candidates(q: Quote, table: str, staged: bool) -> str:
     """The inserted records as fingerprint candidates: staged (src, old id) or new id."""
     columns = "src, old_id AS db_id" if staged else "new_id AS db_id"
     return (
-        f"CREATE TEMP TABLE {candidate_table(staged)} ON COMMIT DROP AS "
-        f"SELECT {columns} FROM {q(mapping(table))} WHERE inserted"
+        f"{_temp(candidate_table(staged))} SELECT {columns} FROM {q(mapping(table))} WHERE inserted"
     )
 
 
 def fingerprint_mismatches(q: Quote, table: str) -> str:
     """Inserted records whose fingerprint in the target differs from the staged one's:
-    (count compared, count differing, first differing labels)."""
+    (count compared, count differing)."""
     return (
-        f"SELECT count(*), count(*) FILTER (WHERE a.fp IS DISTINCT FROM b.fp), "
-        f"(array_agg(m.label ORDER BY m.label) FILTER (WHERE a.fp IS DISTINCT FROM b.fp))"
-        f"[1:20] FROM {q(mapping(table))} m "
+        f"SELECT count(*), coalesce(sum(CASE WHEN a.fp IS DISTINCT FROM b.fp THEN 1 END), 0) "
+        f"{_mismatch_join(q, table)}"
+    )
+
+
+def fingerprint_mismatch_labels(q: Quote, table: str) -> str:
+    return (
+        f"SELECT m.label {_mismatch_join(q, table)} AND a.fp IS DISTINCT FROM b.fp "
+        f"ORDER BY m.label LIMIT 20"
+    )
+
+
+def _mismatch_join(q: Quote, table: str) -> str:
+    return (
+        f"FROM {q(mapping(table))} m "
         f"LEFT JOIN smtm_fp_s a ON a.src = m.src AND a.db_id = m.old_id "
         f"LEFT JOIN smtm_fp_t b ON b.db_id = m.new_id WHERE m.inserted"
     )

@@ -12,7 +12,7 @@ from ..base import SmtmigrateCommand
 
 class Command(SmtmigrateCommand):
     help = (
-        "Merge Sumatra stores (one per node, machine or student) into one PostgreSQL store, "
+        "Merge Sumatra stores (one per node, machine or student) into one store, "
         "in one transaction: a record is (project, label), equal records are taken once, "
         "shared rows are not duplicated, every new record is read back through Sumatra. "
         "Exit 0: merged; 1: refused (conflicts) or check failed, nothing written; 2: errors."
@@ -24,7 +24,8 @@ class Command(SmtmigrateCommand):
             nargs="+",
             metavar="STORE",
             help="SOURCE... TARGET: Sumatra project directories or SQLite files, then the "
-            "postgresql://… URL of the target (an existing Sumatra store or an empty database)",
+            "target: a postgresql://… URL (an existing Sumatra store or an empty database) "
+            "or an SQLite store (existing or new)",
         )
         parser.add_argument(
             "--on-conflict",
