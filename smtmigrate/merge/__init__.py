@@ -1,6 +1,8 @@
-"""`merge`: many Sumatra stores folded into one PostgreSQL store, exactly, again and again.
+"""`merge`: many Sumatra stores folded into one, exactly, again and again.
 
-One transaction on the target (sources are only read, each from one snapshot):
+The target is PostgreSQL (locked against writers while it is written) or SQLite (the same
+statements in its dialect, see sql.dialect). One transaction on the target (sources are
+only read, each from one snapshot):
   1. an empty target database gets Sumatra's schema as `copy` builds it (Sumatra's own
      migrations and the `text` widening);
   2. every source is streamed by COPY into TEMP staging tables (load.py);

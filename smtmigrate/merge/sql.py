@@ -1,4 +1,6 @@
-"""Every PostgreSQL statement of `merge`, one function per kind (the engine seam, later).
+"""Every SQL statement of `merge`, one function per kind (the engine seam, later).
+
+PostgreSQL's by default; SQLite's where its dialect differs, inside `dialect("sqlite")`.
 
 Identifiers are quoted with the connection's `quote_name` (`q`); values travel as
 parameters; the only integers pasted are source numbers the merge itself counts. The
