@@ -14,17 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..canonical import (
-    float_text,
-    open_sqlite_bytes,
-    sqlite_line_sql,
-    sqlite_quote,
-    table_layout,
-    when_clauses,
-)
+from ..canonical import float_text, table_layout
+from ..engines import engine_for
 from ..generations import attach_views
+from ..remaps import content_type_remap
 from ..schema import Inspection, ModelColumn, sumatra_tables
-from ..verify import content_type_remap
 from . import sql
 
 RECORD = "django_store_record"
@@ -111,15 +105,14 @@ def stage_source(cursor, q, src: int, source: Inspection, target: Inspection, lo
     if sql.sqlite():
         _stage_into_sqlite(cursor, q, src, source, remaps, loaded)
         return
-    reader = open_sqlite_bytes(source.store.path)
+    sqlite = engine_for("sqlite")
+    reader = sqlite.open_bytes(source.store.path)
     try:
         attach_views(reader, source.views)
         for stored, table in source.tables.items():
             layout = table_layout(table.model, stored, table.columns)
             cursor.execute(sql.stage_source(q, layout.name, src))
-            lines = _Lines(
-                reader.execute(sqlite_line_sql(layout, sqlite_quote, remaps.get(layout.name, {})))
-            )
+            lines = _Lines(reader.execute(sqlite.line_select(layout, remaps.get(layout.name, {}))))
             cursor.cursor.copy_expert(
                 sql.copy_in(q, layout.name, layout.column_names), lines, size=COPY_CHUNK
             )
@@ -132,7 +125,8 @@ def _stage_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) 
     """SQLite target: the source's rows as they are (SQLite to SQLite keeps every value's
     type and bytes), content-type ids mapped, inserted in batches."""
     assert source.store.path is not None
-    reader = open_sqlite_bytes(source.store.path)
+    sqlite = engine_for("sqlite")
+    reader = sqlite.open_bytes(source.store.path)
     reader.text_factory = str
     try:
         attach_views(reader, source.views)
@@ -142,14 +136,11 @@ def _stage_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) 
             values = []
             for name in names:
                 mapping = remaps.get(layout.name, {}).get(name)
-                if mapping:
-                    cases = when_clauses(mapping)
-                    values.append(
-                        f"CASE {sqlite_quote(name)} {cases} ELSE {sqlite_quote(name)} END"
-                    )
-                else:
-                    values.append(sqlite_quote(name))
-            rows = reader.execute(f"SELECT {src}, {', '.join(values)} FROM {sqlite_quote(stored)}")
+                quoted = sqlite.quote_name(name)
+                values.append(sqlite.remap_case(quoted, mapping) if mapping else quoted)
+            rows = reader.execute(
+                f"SELECT {src}, {', '.join(values)} FROM {sqlite.quote_name(stored)}"
+            )
             statement = sql.insert_stage(q, layout.name, names)
             count = 0
             while batch := rows.fetchmany(FETCH_ROWS):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from ..canonical import postgres_expression, sqlite_expression
+from ..engines import engine_for
 from ..schema import ModelColumn
 
 Quote = Callable[[str], str]
@@ -280,12 +280,12 @@ def map_records_params(table: str, pk: str) -> list[str]:
     return [table] if sqlite() else [table, pk]
 
 
-def key_expression(q: Quote, alias: str, columns: Sequence[ModelColumn]) -> str:
-    """The canonical text of a row's identifying columns (NULL and '' apart, escaped): the
-    equality Sumatra's get_or_create uses, as one hashable value."""
-    expression = sqlite_expression if sqlite() else postgres_expression
-    parts = [expression(c, lambda n: f"{alias}.{q(n)}") for c in columns]
-    return f" || {_chr(9)} || ".join(parts) if parts else "''"
+def key_expression(columns: Sequence[ModelColumn]) -> str:
+    """The canonical text of a row's identifying columns (NULL and '' apart, escaped), the
+    equality Sumatra's get_or_create uses, as one hashable value. Unqualified names: used
+    where one table is in scope."""
+    engine = engine_for(_VENDOR.get())
+    return engine.line([engine.canonical_expression(c) for c in columns])
 
 
 def create_need(
@@ -317,39 +317,39 @@ def create_need(
     )
 
 
-def hashed_key(q: Quote, alias: str, columns: Sequence[ModelColumn]) -> str:
+def hashed_key(columns: Sequence[ModelColumn]) -> str:
     """The md5 of `key_expression`: short keys to hash and join on (parameter sets are
     kilobytes); the check after the merge compares every inserted record in full."""
-    return f"md5({key_expression(q, alias, columns)})"
+    return f"md5({key_expression(columns)})"
 
 
 def insert_missing_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
     """Rows whose content the target lacks, once each; ids from the target's sequence."""
     names = ", ".join(q(c.name) for c in columns)
-    key_n, key_t = hashed_key(q, "n", columns), hashed_key(q, "t", columns)
+    key = hashed_key(columns)
     if sqlite():  # one row per key, the lowest (src, id): bare columns of min()
         return (
             f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM ("
             f"SELECT *, min(src * 4294967296 + id) FROM "
-            f"(SELECT n.*, {key_n} AS k FROM {q(need(table))} n) n "
-            f"WHERE k NOT IN (SELECT {key_t} FROM {q(table)} t) GROUP BY k)"
+            f"(SELECT *, {key} AS k FROM {q(need(table))}) n "
+            f"WHERE k NOT IN (SELECT {key} FROM {q(table)}) GROUP BY k)"
         )
     return (
         f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM ("
-        f"SELECT DISTINCT ON (k) * FROM (SELECT n.*, {key_n} AS k FROM {q(need(table))} n) n "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {q(table)} t WHERE {key_t} = n.k) "
-        f"ORDER BY k, src, id) x"
+        f"SELECT DISTINCT ON (k) * FROM (SELECT *, {key} AS k FROM {q(need(table))}) n "
+        f"WHERE NOT EXISTS (SELECT 1 FROM (SELECT {key} AS k FROM {q(table)}) t "
+        f"WHERE t.k = n.k) ORDER BY k, src, id) x"
     )
 
 
 def map_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
     """Every needed staged row → the target's row of equal content (the lowest id)."""
-    key_n, key_t = hashed_key(q, "n", columns), hashed_key(q, "t", columns)
+    key = hashed_key(columns)
     return (
         f"{_temp(q(mapping(table)))} "
         f"SELECT n.src, n.id AS old_id, min(t.id) AS new_id "
-        f"FROM (SELECT src, id, {key_n} AS k FROM {q(need(table))} n) n "
-        f"JOIN (SELECT id, {key_t} AS k FROM {q(table)} t) t ON t.k = n.k "
+        f"FROM (SELECT src, id, {key} AS k FROM {q(need(table))}) n "
+        f"JOIN (SELECT id, {key} AS k FROM {q(table)}) t ON t.k = n.k "
         f"GROUP BY n.src, n.id"
     )
 
@@ -518,23 +518,28 @@ def fingerprints(
         return f" AND {alias}.src = {other}.src" if staged else ""
 
     cand = candidate_table(staged)
+    src = "src, " if staged else ""
     # The target side reads only the records of colliding keys; the staging side reads
     # all (a (src, id) semi-join there leads the planner astray, and most staged records
     # collide whenever any do: the same node stores, merged again).
     in_cand = "TRUE" if staged else f"{{}} IN (SELECT db_id FROM {cand})"
-    parts = [key_expression(q, "r", record_columns)]
+    # Each table's key computed in a subquery of its own (one table in scope: the
+    # engine's canonical text names columns unqualified), once per row, then joined.
+    fk_columns = ", ".join(q(column) for column, _table, _columns in foreign_keys)
+    record = (
+        f"(SELECT {src}db_id, {fk_columns}, {key_expression(record_columns)} AS h "
+        f"FROM {t('django_store_record')} WHERE {in_cand.format('db_id')})"
+    )
+    parts = ["r.h"]
     joins = []
     for n, (column, table, columns) in enumerate(foreign_keys):
         alias = f"f{n}"
-        joins.append(f"LEFT JOIN {t(table)} {alias} ON {alias}.id = r.{q(column)}{same(alias)}")
-        parts.append(key_expression(q, alias, columns))
+        hashed = f"(SELECT {src}id, {key_expression(columns)} AS h FROM {t(table)})"
+        joins.append(f"LEFT JOIN {hashed} {alias} ON {alias}.id = r.{q(column)}{same(alias)}")
+        parts.append(f"coalesce({alias}.h, '')")
     aggregates = []
     for link, record_column, other, table, columns in links:
-        # each shared row's key computed once, not once per link
-        hashed = (
-            f"(SELECT {'o.src, ' if staged else ''}o.id, "
-            f"md5({key_expression(q, 'o', columns)}) AS h FROM {t(table)} o)"
-        )
+        hashed = f"(SELECT {src}id, {hashed_key(columns)} AS h FROM {t(table)})"
         aggregates.append(
             f"SELECT {'l.src, ' if staged else ''}l.{q(record_column)} AS rid, "
             f"{_sorted_join('o.h', distinct=True)} AS v FROM {t(link)} l "
@@ -542,20 +547,21 @@ def fingerprints(
             f"WHERE {in_cand.format('l.' + q(record_column))} "
             f"GROUP BY {'l.src, ' if staged else ''}l.{q(record_column)}"
         )
-    tag_key = "g.name"
     aggregates.append(
         f"SELECT {'l.src, ' if staged else ''}l.object_id AS rid, "
-        f"{_sorted_join(tag_key, distinct=True)} AS v "
+        f"{_sorted_join('g.name', distinct=True)} AS v "
         f"FROM {t('django_store_taggeditem')} l JOIN {t('django_store_tag')} g "
         f"ON g.id = l.tag_id{same('g', 'l')} WHERE l.content_type_id = %s "
         f"AND {in_cand.format('l.object_id')} GROUP BY {'l.src, ' if staged else ''}l.object_id"
     )
-    key = f"md5({key_expression(q, 'l', key_columns)})"
+    outputs = (
+        f"(SELECT {src}output_from_record_id AS rid, {hashed_key(key_columns)} AS h "
+        f"FROM {t('django_store_datakey')} "
+        f"WHERE {in_cand.format('output_from_record_id')})"
+    )
     aggregates.append(
-        f"SELECT {'l.src, ' if staged else ''}l.output_from_record_id AS rid, "
-        f"{_sorted_join(key)} AS v FROM {t('django_store_datakey')} l "
-        f"WHERE {in_cand.format('l.output_from_record_id')} "
-        f"GROUP BY {'l.src, ' if staged else ''}l.output_from_record_id"
+        f"SELECT {'l.src, ' if staged else ''}l.rid, {_sorted_join('l.h')} AS v "
+        f"FROM {outputs} l GROUP BY {'l.src, ' if staged else ''}l.rid"
     )
     for n, aggregate in enumerate(aggregates):
         alias = f"a{n}"
@@ -566,7 +572,7 @@ def fingerprints(
         f"{_temp(name)} "
         f"SELECT {'r.src, ' if staged else ''}r.db_id, "
         f"md5({f' || {_chr(29)} || '.join(parts)}) AS fp "
-        f"FROM {t('django_store_record')} r "
+        f"FROM {record} r "
         f"JOIN {cand} c ON c.db_id = r.db_id{same('c')} {' '.join(joins)}"
     )
 

@@ -58,7 +58,7 @@ class Command(SmtmigrateCommand):
                 sources, target, policy=on_conflict, dry_run=dry_run, verify=verify
             )
         if format == "json":
-            write_json(result.to_dict(), self.stdout._out)
+            write_json(result.to_dict(), self.console())
         else:
             render_merge(result, self.console())
         self.exit_code = result.exit_code
