@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "audit": "Report what in a store would fail, or is bound to fail, on PostgreSQL.",
     "widen": "Plan, write or apply migrations that widen Sumatra's columns.",
     "copy": "Copy every record into PostgreSQL (or a fresh SQLite store), verified.",
+    "merge": "Merge many stores (one per node, per machine) into one store, exactly.",
     "verify": "Compare two stores: row counts, checksums, records through Sumatra.",
     "createdb": "Create a role and a UTF8 database with Sumatra's widened schema.",
     "drop-recreate": "Back up, drop and recreate a PostgreSQL store, safely.",

@@ -1,0 +1,253 @@
+"""Set-based loading: sources into staging tables by COPY, then INSERT … SELECT.
+
+Every source's tables are streamed into TEMP staging tables of the target's transaction
+(the same canonical COPY lines `copy` sends, content-type ids already the target's), so
+the identity check, the dedupe and the id remap are a few statements over all sources at
+once, never a loop over records. Shared rows are matched by their canonical text (the
+columns Sumatra's get_or_create compares, NULL and '' apart) and take the target's
+existing row (its lowest id) when one is equal; new rows and records get their ids from
+the target's own sequences, so concurrent `smt run`s never collide with them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..canonical import float_text, table_layout
+from ..engines import engine_for
+from ..generations import attach_views
+from ..remaps import content_type_remap
+from ..schema import Inspection, ModelColumn, sumatra_tables
+from . import sql
+
+RECORD = "django_store_record"
+PROJECT = "django_store_project"
+DATAKEY = "django_store_datakey"
+TAG = "django_store_tag"
+TAGGED = "django_store_taggeditem"
+INPUT_LINKS = "django_store_record_input_data"
+COPY_CHUNK = 256 << 10
+FETCH_ROWS = 2_000
+
+
+@dataclass
+class Loaded:
+    """What the load wrote: new rows per table, and the time each step took."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    staged: dict[str, int] = field(default_factory=dict)  # rows staged per table (all sources)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Lines:
+    """A file-like object COPY reads from: canonical lines of one SQLite SELECT."""
+
+    def __init__(self, cursor) -> None:
+        self.cursor, self.rows = cursor, 0
+
+    def read(self, size: int = COPY_CHUNK) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while total < size and (batch := self.cursor.fetchmany(FETCH_ROWS)):
+            for line, *floats in batch:
+                if floats:
+                    line = b"\t".join([line, *map(float_text, floats)])
+                parts.append(line)
+                total += len(line) + 1
+            self.rows += len(batch)
+        return b"".join(p + b"\n" for p in parts)
+
+    readline = read
+
+
+def link_tables() -> list[tuple[str, str, str]]:
+    """(link table, record column, other column) of Record's many-to-many tables."""
+    links = []
+    for name, table in sumatra_tables().items():
+        refs = {c.name: c.references[0] for c in table.columns.values() if c.references}
+        if len(refs) == 2 and RECORD in refs.values() and name != DATAKEY:
+            record_column = next(c for c, t in refs.items() if t == RECORD)
+            other = next(c for c in refs if c != record_column)
+            links.append((name, record_column, other))
+    return sorted(links)
+
+
+def record_foreign_keys() -> dict[str, str]:
+    """Record column → the shared table it points at (the project aside)."""
+    record = sumatra_tables()[RECORD]
+    return {
+        c.name: c.references[0]
+        for c in record.columns.values()
+        if c.references and c.references[0] != PROJECT
+    }
+
+
+def identity_columns(table: str) -> list[ModelColumn]:
+    model = sumatra_tables()[table]
+    return [c for c in model.columns.values() if c.name != model.primary_key]
+
+
+def create_stages(cursor, q) -> None:
+    """One staging table per Sumatra table, shaped like the target's."""
+    for name in sumatra_tables():
+        if sql.sqlite():
+            cursor.execute(sql.create_stage_like(q, name))
+            continue
+        cursor.execute(sql.column_types(), [q(name)])
+        cursor.execute(sql.create_stage(q, name, cursor.fetchall()))
+
+
+def stage_source(cursor, q, src: int, source: Inspection, target: Inspection, loaded) -> None:
+    """COPY every table of one (SQLite) source into the staging tables."""
+    remaps = content_type_remap(source, target, create=True)
+    assert source.store.path is not None
+    if sql.sqlite():
+        _stage_into_sqlite(cursor, q, src, source, remaps, loaded)
+        return
+    sqlite = engine_for("sqlite")
+    reader = sqlite.open_bytes(source.store.path)
+    try:
+        attach_views(reader, source.views)
+        for stored, table in source.tables.items():
+            layout = table_layout(table.model, stored, table.columns)
+            cursor.execute(sql.stage_source(q, layout.name, src))
+            lines = _Lines(reader.execute(sqlite.line_select(layout, remaps.get(layout.name, {}))))
+            cursor.cursor.copy_expert(
+                sql.copy_in(q, layout.name, layout.column_names), lines, size=COPY_CHUNK
+            )
+            loaded.staged[layout.name] = loaded.staged.get(layout.name, 0) + lines.rows
+    finally:
+        reader.close()
+
+
+def _stage_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) -> None:
+    """SQLite target: the source's rows as they are (SQLite to SQLite keeps every value's
+    type and bytes), content-type ids mapped, inserted in batches."""
+    assert source.store.path is not None
+    sqlite = engine_for("sqlite")
+    reader = sqlite.open_bytes(source.store.path)
+    reader.text_factory = str
+    try:
+        attach_views(reader, source.views)
+        for stored, table in source.tables.items():
+            layout = table_layout(table.model, stored, table.columns)
+            names = layout.column_names
+            values = []
+            for name in names:
+                mapping = remaps.get(layout.name, {}).get(name)
+                quoted = sqlite.quote_name(name)
+                values.append(sqlite.remap_case(quoted, mapping) if mapping else quoted)
+            rows = reader.execute(
+                f"SELECT {src}, {', '.join(values)} FROM {sqlite.quote_name(stored)}"
+            )
+            statement = sql.insert_stage(q, layout.name, names)
+            count = 0
+            while batch := rows.fetchmany(FETCH_ROWS):
+                cursor.executemany(statement, batch)
+                count += len(batch)
+            loaded.staged[layout.name] = loaded.staged.get(layout.name, 0) + count
+    finally:
+        reader.close()
+
+
+def _timed(loaded: Loaded, name: str):
+    started = time.perf_counter()
+
+    class _Timer:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            loaded.seconds[name] = loaded.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    return _Timer()
+
+
+def map_shared_table(cursor, q, table: str, refs: list[str], loaded: Loaded, remapped=None) -> None:
+    """Needed staged rows of one shared table → the target's equal rows, made when missing."""
+    columns = identity_columns(table)
+    cursor.execute(sql.create_need(q, table, columns, refs, remapped))
+    cursor.execute(sql.insert_missing_shared(q, table, columns))
+    loaded.rows[table] = loaded.rows.get(table, 0) + max(cursor.rowcount, 0)
+    cursor.execute(sql.map_shared(q, table, columns))
+
+
+def apply(cursor, q, record_content_type: int | None, loaded: Loaded) -> None:
+    """Everything after the records' identity is decided (`sql.map_records`): shared rows,
+    records, links, data keys, tags, all by INSERT … SELECT."""
+    with _timed(loaded, "shared rows"):
+        by_table: dict[str, list[str]] = {}
+        for column, table in record_foreign_keys().items():
+            by_table.setdefault(table, []).append(sql.refs_from_records(q, RECORD, column))
+        for table, refs in sorted(by_table.items()):
+            map_shared_table(cursor, q, table, refs, loaded)
+        links = link_tables()
+        for link, record_column, other in links:
+            target = sql.column_table(link, other)
+            if target == DATAKEY:
+                continue
+            refs = [sql.refs_from_links(q, link, record_column, other, RECORD)]
+            map_shared_table(cursor, q, target, refs, loaded)
+        # Data keys: a record's outputs (now pointing at its new id) and its inputs.
+        refs = [sql.refs_from_outputs(q, DATAKEY, RECORD)]
+        refs += [
+            sql.refs_from_links(q, link, rc, other, RECORD)
+            for link, rc, other in links
+            if sql.column_table(link, other) == DATAKEY
+        ]
+        remapped = {"output_from_record_id": sql.mapping(RECORD)}
+        map_shared_table(cursor, q, DATAKEY, refs, loaded, remapped)
+    with _timed(loaded, "records"):
+        model = sumatra_tables()[RECORD]
+        columns = [c for c in model.columns if c not in (model.primary_key, "label")]
+        fks = {c: sql.mapping(t) for c, t in record_foreign_keys().items()}
+        cursor.execute(sql.insert_records(q, RECORD, model.primary_key, columns, fks))
+        loaded.rows[RECORD] = cursor.rowcount
+        for link, record_column, other in links:
+            cursor.execute(sql.insert_links(q, link, record_column, other, RECORD))
+            loaded.rows[link] = cursor.rowcount
+        if record_content_type is not None:
+            cursor.execute(sql.insert_tags(q, TAG, TAGGED, RECORD), [record_content_type])
+            loaded.rows[TAG] = cursor.rowcount
+            cursor.execute(sql.insert_tagged(q, TAG, TAGGED, RECORD), [record_content_type])
+            loaded.rows[TAGGED] = cursor.rowcount
+
+
+def reset_sequences(cursor, q) -> None:
+    if sql.sqlite():
+        return  # AUTOINCREMENT's sqlite_sequence follows the largest id inserted
+    for name, model in sumatra_tables().items():
+        if model.columns[model.primary_key].internal_type != "AutoField":
+            continue  # the project: its id is its name
+        cursor.execute(sql.reset_sequence(q, name, model.primary_key), [name, model.primary_key])
+
+
+def fingerprint_collisions(
+    cursor, q, record_content_type: int | None, *, inserted: bool = False
+) -> None:
+    """The fingerprint tables of the records of colliding keys, staged and in the target
+    (`inserted`: of the inserted records, on both sides, to check them)."""
+    record = sumatra_tables()[RECORD]
+    fks = record_foreign_keys()
+    plain = [
+        c
+        for c in record.columns.values()
+        if c.name not in (record.primary_key, "label", "project_id") and c.name not in fks
+    ]
+    foreign_keys = [(c, t, identity_columns(t)) for c, t in sorted(fks.items())]
+    content = [c for c in identity_columns(DATAKEY) if c.name != "output_from_record_id"]
+    links = [
+        (link, rc, other, table, content if table == DATAKEY else identity_columns(table))
+        for link, rc, other in link_tables()
+        for table in [sql.column_table(link, other)]
+    ]
+    for staged in (True, False):
+        if inserted:
+            cursor.execute(sql.inserted_candidates(q, RECORD, staged))
+        else:
+            cursor.execute(sql.candidates(q, RECORD, staged))
+        if not sql.sqlite():
+            cursor.execute(sql.analyze(q, [sql.candidate_table(staged)]))
+        statement = sql.fingerprints(q, staged, plain, foreign_keys, links, content)
+        cursor.execute(statement, [record_content_type if record_content_type is not None else -1])

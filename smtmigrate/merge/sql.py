@@ -1,0 +1,656 @@
+"""Every SQL statement of `merge`, one function per kind (the engine seam, later).
+
+PostgreSQL's by default; SQLite's where its dialect differs, inside `dialect("sqlite")`.
+
+Identifiers are quoted with the connection's `quote_name` (`q`); values travel as
+parameters; the only integers pasted are source numbers the merge itself counts. The
+temporary tables live for the merge's transaction only (ON COMMIT DROP):
+
+  smtm_s_<table>   staging: every source's rows, `src` = the source's position
+  smtm_n_<table>   the staged rows of a shared table that inserted records need
+  smtm_m_<table>   (src, old_id) → new_id in the target
+  smtm_keys        (project, label) present more than once over sources and target
+  smtm_decision    what the identity check decided for each colliding record
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from ..engines import engine_for
+from ..schema import ModelColumn
+
+Quote = Callable[[str], str]
+PREFIX = "django_store_"
+DECISION = "smtm_decision"
+KEYS = "smtm_keys"
+
+
+_VENDOR: ContextVar[str] = ContextVar("merge_sql_vendor", default="postgresql")
+
+
+@contextmanager
+def dialect(vendor: str) -> Iterator[None]:
+    """The target's engine ("postgresql" or "sqlite") for every statement built inside."""
+    token = _VENDOR.set(vendor)
+    try:
+        yield
+    finally:
+        _VENDOR.reset(token)
+
+
+def sqlite() -> bool:
+    return _VENDOR.get() == "sqlite"
+
+
+def _temp(name: str) -> str:
+    """`CREATE TEMP TABLE name … AS`: dropped at commit in PostgreSQL; SQLite's live as
+    long as the merge's own connection."""
+    return (
+        f"CREATE TEMP TABLE {name} AS"
+        if sqlite()
+        else f"CREATE TEMP TABLE {name} ON COMMIT DROP AS"
+    )
+
+
+def _chr(code: int) -> str:
+    return f"char({code})" if sqlite() else f"chr({code})"
+
+
+def sqlite_functions(raw) -> None:
+    """What SQLite lacks and the statements use: md5(), and a sorted join of distinct
+    values (PostgreSQL's string_agg(DISTINCT … ORDER BY …))."""
+    import hashlib
+
+    class SortedJoin:
+        def __init__(self) -> None:
+            self.values: list[str] = []
+
+        def step(self, value) -> None:
+            if value is not None:
+                self.values.append(str(value))
+
+        def finalize(self) -> str | None:
+            return chr(30).join(sorted(self.values)) if self.values else None
+
+    raw.create_function(
+        "md5",
+        1,
+        lambda text: (
+            None
+            if text is None
+            else hashlib.md5(
+                text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+            ).hexdigest()
+        ),
+        deterministic=True,
+    )
+    raw.create_aggregate("sorted_join", 1, SortedJoin)
+
+
+def short(table: str) -> str:
+    return table.removeprefix(PREFIX)
+
+
+def stage(table: str) -> str:
+    return f"smtm_s_{short(table)}"
+
+
+def need(table: str) -> str:
+    return f"smtm_n_{short(table)}"
+
+
+def mapping(table: str) -> str:
+    return f"smtm_m_{short(table)}"
+
+
+def column_types() -> str:
+    """(name, type) of a table's columns, in order; parameter: the quoted table name."""
+    return (
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+    )
+
+
+def create_stage(q: Quote, table: str, columns: Sequence[tuple[str, str]]) -> str:
+    """A staging table like `table`, text for varchar (a source value may be longer: the
+    insert into the target judges it), no constraints, plus the source number."""
+    parts = ["src integer NOT NULL DEFAULT 0"]
+    for name, kind in columns:
+        kind = "text" if kind.startswith("character varying") else kind
+        parts.append(f"{q(name)} {kind}")
+    return f"CREATE TEMP TABLE {q(stage(table))} ({', '.join(parts)}) ON COMMIT DROP"
+
+
+def create_stage_like(q: Quote, table: str) -> str:
+    """SQLite: a staging table with the target table's columns, plus the source number."""
+    return f"CREATE TEMP TABLE {q(stage(table))} AS SELECT 0 AS src, * FROM {q(table)} WHERE 0"
+
+
+def insert_stage(q: Quote, table: str, columns: Sequence[str]) -> str:
+    """SQLite: rows of one source into the staging table (values as parameters)."""
+    marks = ", ".join(["%s"] * (len(columns) + 1))
+    return f"INSERT INTO {q(stage(table))} (src, {', '.join(map(q, columns))}) VALUES ({marks})"
+
+
+def stage_source(q: Quote, table: str, src: int) -> str:
+    return f"ALTER TABLE {q(stage(table))} ALTER COLUMN src SET DEFAULT {int(src)}"
+
+
+def copy_in(q: Quote, table: str, columns: Sequence[str]) -> str:
+    return f"COPY {q(stage(table))} ({', '.join(map(q, columns))}) FROM STDIN"
+
+
+def lock(q: Quote, tables: Sequence[str]) -> str:
+    """Writers (INSERT/UPDATE/DELETE) wait, readers do not: Sumatra's get_or_create must
+    see the merged shared rows, never insert a twin of one while the merge runs."""
+    return f"LOCK TABLE {', '.join(map(q, tables))} IN SHARE ROW EXCLUSIVE MODE"
+
+
+def defer_constraints() -> str:
+    """Foreign keys checked at commit: data keys may name records inserted after them."""
+    return "PRAGMA defer_foreign_keys = ON" if sqlite() else "SET CONSTRAINTS ALL DEFERRED"
+
+
+def analyze(q: Quote, tables: Sequence[str]) -> str:
+    return f"ANALYZE {', '.join(map(q, tables))}"
+
+
+def content_type_id() -> str:
+    return "SELECT id FROM django_content_type WHERE app_label = %s AND model = %s"
+
+
+def count(q: Quote, table: str) -> str:
+    return f"SELECT count(*) FROM {q(table)}"
+
+
+# -- projects -------------------------------------------------------------------------------
+
+
+def insert_projects(q: Quote, table: str) -> str:
+    """Projects the target lacks, the first source's row of each (merged by id)."""
+    s, t = q(stage(table)), q(table)
+    if sqlite():  # the row of the lowest src: SQLite's bare columns of a min() aggregate
+        return (
+            f"INSERT INTO {t} (id, name, description) SELECT id, coalesce(name, ''), "
+            f"coalesce(description, '') FROM (SELECT id, name, description, min(src) FROM {s} x "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {t} p WHERE p.id = x.id) GROUP BY id)"
+        )
+    return (
+        f"INSERT INTO {t} (id, name, description) "
+        f"SELECT DISTINCT ON (id) id, coalesce(name, ''), coalesce(description, '') FROM {s} x "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {t} p WHERE p.id = x.id) ORDER BY id, src"
+    )
+
+
+def differing_projects(q: Quote, table: str) -> str:
+    s, t = q(stage(table)), q(table)
+    return (
+        f"SELECT x.src, x.id, x.name, x.description, p.name, p.description FROM {s} x "
+        f"JOIN {t} p ON p.id = x.id "
+        f"WHERE x.name IS DISTINCT FROM p.name OR x.description IS DISTINCT FROM p.description "
+        f"ORDER BY x.id, x.src"
+    )
+
+
+# -- record identity --------------------------------------------------------------------------
+
+
+def colliding_keys(q: Quote, table: str) -> str:
+    """(project, label) seen more than once over the sources and the target."""
+    s, t = q(stage(table)), q(table)
+    return (
+        f"{_temp(KEYS)} "
+        f"SELECT project_id, label FROM ("
+        f"SELECT project_id, label FROM {s} UNION ALL "
+        f"SELECT r.project_id, r.label FROM {t} r WHERE EXISTS (SELECT 1 FROM {s} x "
+        f"WHERE x.label = r.label AND x.project_id IS NOT DISTINCT FROM r.project_id)) k "
+        f"GROUP BY project_id, label HAVING count(*) > 1"
+    )
+
+
+def occurrences(q: Quote, table: str) -> str:
+    """Every record of a colliding key: (origin, db_id, project, label), the target's
+    (origin -1) first, then the sources in order; keys in a stable order."""
+    s, t = q(stage(table)), q(table)
+    on = "k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+    return (
+        f"SELECT origin, db_id, project_id, label FROM ("
+        f"SELECT -1 AS origin, r.db_id, r.project_id, r.label FROM {t} r JOIN {KEYS} k ON {on} "
+        f"UNION ALL "
+        f"SELECT r.src, r.db_id, r.project_id, r.label FROM {s} r JOIN {KEYS} k ON {on}) o "
+        f'ORDER BY project_id NULLS FIRST, label COLLATE "C", origin, db_id'
+    )
+
+
+def labels_taken(q: Quote, table: str, count: int) -> str:
+    """Which of `count` labels (parameters, after the project) a project already has, in
+    the target or among the staged records."""
+    s, t = q(stage(table)), q(table)
+    where = f"project_id IS NOT DISTINCT FROM %s AND label IN ({', '.join(['%s'] * count)})"
+    return (
+        f"SELECT -1, db_id, label FROM {t} WHERE {where} "
+        f"UNION ALL SELECT src, db_id, label FROM {s} WHERE {where}"
+    )
+
+
+def create_decisions() -> str:
+    drop = "" if sqlite() else " ON COMMIT DROP"
+    return (
+        f"CREATE TEMP TABLE {DECISION} (src integer, old_id integer, action char(1), "
+        f"target_id integer, label text){drop}"
+    )
+
+
+def insert_decisions() -> str:
+    """For psycopg2's execute_values (PostgreSQL) or executemany (SQLite)."""
+    values = "(%s, %s, %s, %s, %s)" if sqlite() else "%s"
+    return f"INSERT INTO {DECISION} (src, old_id, action, target_id, label) VALUES {values}"
+
+
+def map_records(q: Quote, table: str, pk: str) -> str:
+    """Every staged record that is kept → its id in the target: the equal record's id
+    ('e'), or a fresh one from the target's own sequence (new, or renamed 'i'). Skipped
+    ('s') records are left out."""
+    s, pk_ = q(stage(table)), q(pk)
+    fresh = "nextval(pg_get_serial_sequence(%s, %s))"
+    if sqlite():  # past the largest id ever given (AUTOINCREMENT's sqlite_sequence)
+        fresh = (
+            f"max(coalesce((SELECT max({pk_}) FROM {q(table)}), 0), coalesce((SELECT seq "
+            f"FROM sqlite_sequence WHERE name = %s), 0)) + row_number() OVER "
+            f"(PARTITION BY d.action IS 'e' ORDER BY x.src, x.{pk_})"
+        )
+    return (
+        f"{_temp(q(mapping(table)))} "
+        f"SELECT x.src, x.{pk_} AS old_id, "
+        f"CASE WHEN d.action = 'e' THEN d.target_id "
+        f"ELSE {fresh} END AS new_id, "
+        f"d.action IS DISTINCT FROM 'e' AS inserted, coalesce(d.label, x.label) AS label "
+        f"FROM {s} x LEFT JOIN {DECISION} d ON d.src = x.src AND d.old_id = x.{pk_} "
+        f"WHERE d.action IS DISTINCT FROM 's'"
+    )
+
+
+# -- shared rows ----------------------------------------------------------------------------
+
+
+def map_records_params(table: str, pk: str) -> list[str]:
+    return [table] if sqlite() else [table, pk]
+
+
+def key_expression(columns: Sequence[ModelColumn]) -> str:
+    """The canonical text of a row's identifying columns (NULL and '' apart, escaped), the
+    equality Sumatra's get_or_create uses, as one hashable value. Unqualified names: used
+    where one table is in scope."""
+    engine = engine_for(_VENDOR.get())
+    return engine.line([engine.canonical_expression(c) for c in columns])
+
+
+def create_need(
+    q: Quote,
+    table: str,
+    columns: Sequence[ModelColumn],
+    refs: Sequence[str],
+    remapped: dict[str, str] | None = None,
+) -> str:
+    """The staged rows of `table` that `refs` (SELECTs of (src, id)) point at, with
+    `remapped` columns (column → mapping table) already in the target's ids."""
+    remapped = remapped or {}
+    values, joins = [], []
+    for n, column in enumerate(columns):
+        if column.name in remapped:
+            alias = f"r{n}"
+            joins.append(
+                f"LEFT JOIN {q(remapped[column.name])} {alias} "
+                f"ON {alias}.src = x.src AND {alias}.old_id = x.{q(column.name)}"
+            )
+            values.append(f"{alias}.new_id AS {q(column.name)}")
+        else:
+            values.append(f"x.{q(column.name)}")
+    union = " UNION ".join(refs)
+    return (
+        f"{_temp(q(need(table)))} "
+        f"SELECT x.src, x.id, {', '.join(values)} FROM {q(stage(table))} x "
+        f"{' '.join(joins)} WHERE (x.src, x.id) IN ({union})"
+    )
+
+
+def hashed_key(columns: Sequence[ModelColumn]) -> str:
+    """The md5 of `key_expression`: short keys to hash and join on (parameter sets are
+    kilobytes); the check after the merge compares every inserted record in full."""
+    return f"md5({key_expression(columns)})"
+
+
+def insert_missing_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
+    """Rows whose content the target lacks, once each; ids from the target's sequence."""
+    names = ", ".join(q(c.name) for c in columns)
+    key = hashed_key(columns)
+    if sqlite():  # one row per key, the lowest (src, id): bare columns of min()
+        return (
+            f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM ("
+            f"SELECT *, min(src * 4294967296 + id) FROM "
+            f"(SELECT *, {key} AS k FROM {q(need(table))}) n "
+            f"WHERE k NOT IN (SELECT {key} FROM {q(table)}) GROUP BY k)"
+        )
+    return (
+        f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM ("
+        f"SELECT DISTINCT ON (k) * FROM (SELECT *, {key} AS k FROM {q(need(table))}) n "
+        f"WHERE NOT EXISTS (SELECT 1 FROM (SELECT {key} AS k FROM {q(table)}) t "
+        f"WHERE t.k = n.k) ORDER BY k, src, id) x"
+    )
+
+
+def map_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
+    """Every needed staged row → the target's row of equal content (the lowest id)."""
+    key = hashed_key(columns)
+    return (
+        f"{_temp(q(mapping(table)))} "
+        f"SELECT n.src, n.id AS old_id, min(t.id) AS new_id "
+        f"FROM (SELECT src, id, {key} AS k FROM {q(need(table))}) n "
+        f"JOIN (SELECT id, {key} AS k FROM {q(table)}) t ON t.k = n.k "
+        f"GROUP BY n.src, n.id"
+    )
+
+
+def refs_from_records(q: Quote, table: str, column: str) -> str:
+    """(src, id) of the shared rows the inserted records point at through `column`."""
+    return (
+        f"SELECT x.src, x.{q(column)} FROM {q(stage(table))} x JOIN {q(mapping(table))} m "
+        f"ON m.src = x.src AND m.old_id = x.db_id AND m.inserted "
+        f"WHERE x.{q(column)} IS NOT NULL"
+    )
+
+
+def refs_from_links(q: Quote, link: str, record_column: str, column: str, record: str) -> str:
+    """(src, id) of the shared rows the inserted records link to through `link`."""
+    return (
+        f"SELECT l.src, l.{q(column)} FROM {q(stage(link))} l JOIN {q(mapping(record))} m "
+        f"ON m.src = l.src AND m.old_id = l.{q(record_column)} AND m.inserted"
+    )
+
+
+# -- records, links, tags ---------------------------------------------------------------------
+
+
+def insert_records(
+    q: Quote, table: str, pk: str, columns: Sequence[str], remapped: dict[str, str]
+) -> str:
+    """The inserted records with their new ids, labels and re-pointed foreign keys."""
+    values, joins = [], []
+    for n, name in enumerate(columns):
+        if name in remapped:
+            alias = f"f{n}"
+            joins.append(
+                f"LEFT JOIN {q(remapped[name])} {alias} "
+                f"ON {alias}.src = x.src AND {alias}.old_id = x.{q(name)}"
+            )
+            values.append(f"{alias}.new_id")
+        else:
+            values.append(f"x.{q(name)}")
+    return (
+        f"INSERT INTO {q(table)} ({q(pk)}, label, {', '.join(map(q, columns))}) "
+        f"SELECT m.new_id, m.label, {', '.join(values)} FROM {q(stage(table))} x "
+        f"JOIN {q(mapping(table))} m ON m.src = x.src AND m.old_id = x.{q(pk)} AND m.inserted "
+        f"{' '.join(joins)}"
+    )
+
+
+def insert_links(q: Quote, link: str, record_column: str, column: str, record: str) -> str:
+    """Links of the inserted records, re-pointed; links that became equal are one."""
+    r, o = q(record_column), q(column)
+    return (
+        f"INSERT INTO {q(link)} ({r}, {o}) SELECT DISTINCT m.new_id, o.new_id "
+        f"FROM {q(stage(link))} l "
+        f"JOIN {q(mapping(record))} m ON m.src = l.src AND m.old_id = l.{r} AND m.inserted "
+        f"JOIN {q(mapping(column_table(link, column)))} o "
+        f"ON o.src = l.src AND o.old_id = l.{o}"
+    )
+
+
+_LINK_TARGETS = {
+    "dependency_id": "django_store_dependency",
+    "platforminformation_id": "django_store_platforminformation",
+    "datakey_id": "django_store_datakey",
+}
+
+
+def column_table(link: str, column: str) -> str:
+    return _LINK_TARGETS[column]
+
+
+def insert_tags(q: Quote, tag: str, tagged: str, record: str) -> str:
+    """Tag names the inserted records carry that the target lacks (parameter: the target's
+    record content type)."""
+    return (
+        f"INSERT INTO {q(tag)} (name) SELECT DISTINCT g.name FROM {q(stage(tagged))} ti "
+        f"JOIN {q(stage(tag))} g ON g.src = ti.src AND g.id = ti.tag_id "
+        f"JOIN {q(mapping(record))} m ON m.src = ti.src AND m.old_id = ti.object_id "
+        f"AND m.inserted WHERE ti.content_type_id = %s "
+        f"AND NOT EXISTS (SELECT 1 FROM {q(tag)} t WHERE t.name = g.name)"
+    )
+
+
+def insert_tagged(q: Quote, tag: str, tagged: str, record: str) -> str:
+    """The inserted records' tags, pointing at the target's tag of the same name."""
+    return (
+        f"INSERT INTO {q(tagged)} (tag_id, content_type_id, object_id) "
+        f"SELECT DISTINCT t.id, ti.content_type_id, m.new_id FROM {q(stage(tagged))} ti "
+        f"JOIN {q(stage(tag))} g ON g.src = ti.src AND g.id = ti.tag_id "
+        f"JOIN {q(tag)} t ON t.name = g.name "
+        f"JOIN {q(mapping(record))} m ON m.src = ti.src AND m.old_id = ti.object_id "
+        f"AND m.inserted WHERE ti.content_type_id = %s"
+    )
+
+
+def inserted_records(q: Quote, record: str) -> str:
+    """(old_id, new_id, label) of one source's (parameter) inserted records, by old id."""
+    return (
+        f"SELECT old_id, new_id, label FROM {q(mapping(record))} "
+        f"WHERE src = %s AND inserted ORDER BY old_id"
+    )
+
+
+def reset_sequence(q: Quote, table: str, pk: str) -> str:
+    """The table's sequence past max(id), never backwards (parameters: table, pk)."""
+    return (
+        f"SELECT setval(s, greatest(coalesce((SELECT max({q(pk)}) FROM {q(table)}), 0), "
+        f"coalesce(pg_sequence_last_value(s::regclass), 0), 1)) "
+        f"FROM pg_get_serial_sequence(%s, %s) s WHERE s IS NOT NULL"
+    )
+
+
+def refs_from_outputs(q: Quote, table: str, record: str) -> str:
+    """(src, id) of the data keys the inserted records produced."""
+    return (
+        f"SELECT x.src, x.id FROM {q(stage(table))} x JOIN {q(mapping(record))} m "
+        f"ON m.src = x.src AND m.old_id = x.output_from_record_id AND m.inserted"
+    )
+
+
+def new_rows(q: Quote, table: str) -> str:
+    """How many rows of the needed ones were not in the target before (after the insert:
+    the mapped ids above the old maximum, parameter)."""
+    return f"SELECT count(DISTINCT new_id) FROM {q(mapping(table))} WHERE new_id > %s"
+
+
+def max_id(q: Quote, table: str, pk: str) -> str:
+    return f"SELECT coalesce(max({q(pk)}), 0) FROM {q(table)}"
+
+
+# -- record fingerprints --------------------------------------------------------------------
+
+
+def candidate_table(staged: bool) -> str:
+    return "smtm_c_s" if staged else "smtm_c_t"
+
+
+def candidates(q: Quote, table: str, staged: bool) -> str:
+    """The records of colliding keys, on one side: (src,) db_id."""
+    source = q(stage(table)) if staged else q(table)
+    name = "smtm_c_s" if staged else "smtm_c_t"
+    columns = "r.src, r.db_id" if staged else "r.db_id"
+    return (
+        f"{_temp(name)} SELECT {columns} FROM {source} r "
+        f"JOIN {KEYS} k ON k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+    )
+
+
+def fingerprints(
+    q: Quote,
+    staged: bool,
+    record_columns: Sequence[ModelColumn],
+    foreign_keys: Sequence[tuple[str, str, Sequence[ModelColumn]]],
+    links: Sequence[tuple[str, str, str, str, Sequence[ModelColumn]]],
+    key_columns: Sequence[ModelColumn],
+) -> str:
+    """md5 of everything a record reads back as, computed from the stored values: its own
+    columns (not ids, label, project), each shared row's content, the sorted distinct
+    contents of its links, its sorted tag names (parameter: the record content type) and
+    its outputs. Equal fingerprints are equal records; different ones are read back
+    through Sumatra to decide (they may still be equal)."""
+
+    def t(name: str) -> str:
+        return q(stage(name)) if staged else q(name)
+
+    def same(alias: str, other: str = "r") -> str:
+        return f" AND {alias}.src = {other}.src" if staged else ""
+
+    cand = candidate_table(staged)
+    src = "src, " if staged else ""
+    # The target side reads only the records of colliding keys; the staging side reads
+    # all (a (src, id) semi-join there leads the planner astray, and most staged records
+    # collide whenever any do: the same node stores, merged again).
+    in_cand = "TRUE" if staged else f"{{}} IN (SELECT db_id FROM {cand})"
+    # Each table's key computed in a subquery of its own (one table in scope: the
+    # engine's canonical text names columns unqualified), once per row, then joined.
+    fk_columns = ", ".join(q(column) for column, _table, _columns in foreign_keys)
+    record = (
+        f"(SELECT {src}db_id, {fk_columns}, {key_expression(record_columns)} AS h "
+        f"FROM {t('django_store_record')} WHERE {in_cand.format('db_id')})"
+    )
+    parts = ["r.h"]
+    joins = []
+    for n, (column, table, columns) in enumerate(foreign_keys):
+        alias = f"f{n}"
+        hashed = f"(SELECT {src}id, {key_expression(columns)} AS h FROM {t(table)})"
+        joins.append(f"LEFT JOIN {hashed} {alias} ON {alias}.id = r.{q(column)}{same(alias)}")
+        parts.append(f"coalesce({alias}.h, '')")
+    aggregates = []
+    for link, record_column, other, table, columns in links:
+        hashed = f"(SELECT {src}id, {hashed_key(columns)} AS h FROM {t(table)})"
+        aggregates.append(
+            f"SELECT {'l.src, ' if staged else ''}l.{q(record_column)} AS rid, "
+            f"{_sorted_join('o.h', distinct=True)} AS v FROM {t(link)} l "
+            f"JOIN {hashed} o ON o.id = l.{q(other)}{same('o', 'l')} "
+            f"WHERE {in_cand.format('l.' + q(record_column))} "
+            f"GROUP BY {'l.src, ' if staged else ''}l.{q(record_column)}"
+        )
+    aggregates.append(
+        f"SELECT {'l.src, ' if staged else ''}l.object_id AS rid, "
+        f"{_sorted_join('g.name', distinct=True)} AS v "
+        f"FROM {t('django_store_taggeditem')} l JOIN {t('django_store_tag')} g "
+        f"ON g.id = l.tag_id{same('g', 'l')} WHERE l.content_type_id = %s "
+        f"AND {in_cand.format('l.object_id')} GROUP BY {'l.src, ' if staged else ''}l.object_id"
+    )
+    outputs = (
+        f"(SELECT {src}output_from_record_id AS rid, {hashed_key(key_columns)} AS h "
+        f"FROM {t('django_store_datakey')} "
+        f"WHERE {in_cand.format('output_from_record_id')})"
+    )
+    aggregates.append(
+        f"SELECT {'l.src, ' if staged else ''}l.rid, {_sorted_join('l.h')} AS v "
+        f"FROM {outputs} l GROUP BY {'l.src, ' if staged else ''}l.rid"
+    )
+    for n, aggregate in enumerate(aggregates):
+        alias = f"a{n}"
+        joins.append(f"LEFT JOIN ({aggregate}) {alias} ON {alias}.rid = r.db_id{same(alias)}")
+        parts.append(f"coalesce({alias}.v, '')")
+    name = "smtm_fp_s" if staged else "smtm_fp_t"
+    return (
+        f"{_temp(name)} "
+        f"SELECT {'r.src, ' if staged else ''}r.db_id, "
+        f"md5({f' || {_chr(29)} || '.join(parts)}) AS fp "
+        f"FROM {record} r "
+        f"JOIN {cand} c ON c.db_id = r.db_id{same('c')} {' '.join(joins)}"
+    )
+
+
+def _sorted_join(expression: str, *, distinct: bool = False) -> str:
+    """Values of a group joined in sorted order (for equality: order must not matter)."""
+    unique = "DISTINCT " if distinct else ""
+    if sqlite():
+        return f"sorted_join({unique}{expression})"
+    return f"string_agg({unique}{expression}, chr(30) ORDER BY {expression})"
+
+
+def occurrences_with_fingerprints(q: Quote, table: str) -> str:
+    """`occurrences`, each with its fingerprint."""
+    s, t = q(stage(table)), q(table)
+    on = "k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+    return (
+        f"SELECT origin, db_id, project_id, label, fp FROM ("
+        f"SELECT -1 AS origin, r.db_id, r.project_id, r.label, f.fp FROM {t} r "
+        f"JOIN {KEYS} k ON {on} JOIN smtm_fp_t f ON f.db_id = r.db_id "
+        f"UNION ALL "
+        f"SELECT r.src, r.db_id, r.project_id, r.label, f.fp FROM {s} r "
+        f"JOIN {KEYS} k ON {on} JOIN smtm_fp_s f ON f.src = r.src AND f.db_id = r.db_id) o "
+        f"ORDER BY project_id NULLS FIRST, label COLLATE {_binary()}, origin, db_id"
+    )
+
+
+def _binary() -> str:
+    """Code-point order of labels (the order Python sorts them in)."""
+    return "BINARY" if sqlite() else '"C"'
+
+
+def collision_state(q: Quote, table: str) -> str:
+    """A summary of the target's records that share a key with a staged one: taken before
+    the identity check (unlocked) and again under the lock, equal when no writer touched
+    them in between."""
+    s, t = q(stage(table)), q(table)
+    return (
+        f"SELECT count(*), coalesce(sum(r.db_id), 0), "
+        f"coalesce(sum({'length(r.label)' if sqlite() else 'hashtext(r.label)::bigint'}), 0) "
+        f"FROM {t} r "
+        f"WHERE EXISTS (SELECT 1 FROM {s} x WHERE x.label = r.label "
+        f"AND x.project_id IS NOT DISTINCT FROM r.project_id)"
+    )
+
+
+def drop_identity_tables() -> list[str]:
+    names = [KEYS, "smtm_c_s", "smtm_c_t", "smtm_fp_s", "smtm_fp_t"]
+    return [f"DROP TABLE IF EXISTS {name}" for name in names]
+
+
+def inserted_candidates(q: Quote, table: str, staged: bool) -> str:
+    """The inserted records as fingerprint candidates: staged (src, old id) or new id."""
+    columns = "src, old_id AS db_id" if staged else "new_id AS db_id"
+    return (
+        f"{_temp(candidate_table(staged))} SELECT {columns} FROM {q(mapping(table))} WHERE inserted"
+    )
+
+
+def fingerprint_mismatches(q: Quote, table: str) -> str:
+    """Inserted records whose fingerprint in the target differs from the staged one's:
+    (count compared, count differing)."""
+    return (
+        f"SELECT count(*), coalesce(sum(CASE WHEN a.fp IS DISTINCT FROM b.fp THEN 1 END), 0) "
+        f"{_mismatch_join(q, table)}"
+    )
+
+
+def fingerprint_mismatch_labels(q: Quote, table: str) -> str:
+    return (
+        f"SELECT m.label {_mismatch_join(q, table)} AND a.fp IS DISTINCT FROM b.fp "
+        f"ORDER BY m.label LIMIT 20"
+    )
+
+
+def _mismatch_join(q: Quote, table: str) -> str:
+    return (
+        f"FROM {q(mapping(table))} m "
+        f"LEFT JOIN smtm_fp_s a ON a.src = m.src AND a.db_id = m.old_id "
+        f"LEFT JOIN smtm_fp_t b ON b.db_id = m.new_id WHERE m.inserted"
+    )
