@@ -34,6 +34,7 @@ from .copy import (
     verification_json,
     verification_summary,
 )
+from .merge import render_conflicts, render_merge
 from .stores import (
     move_json,
     move_plan_json,
@@ -74,12 +75,14 @@ __all__ = [
     "render_audit",
     "render_backing_up",
     "render_backup",
+    "render_conflicts",
     "render_copy_plan",
     "render_copy_result",
     "render_created",
     "render_database",
     "render_dropped",
     "render_label_fix",
+    "render_merge",
     "render_move_plan",
     "render_move_result",
     "render_plan",

@@ -5,8 +5,7 @@ from contextlib import ExitStack
 from ...errors import SmtmigrateError
 from ...locations import resolve, resolve_target
 from ...merge import POLICIES, VERIFY, merge_stores
-from ...render import write_json
-from ...render_merge import render_merge
+from ...render import render_merge, write_json
 from ..base import SmtmigrateCommand
 
 

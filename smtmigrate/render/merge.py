@@ -1,92 +1,97 @@
-"""What `merge` shows a person (to be folded into the render package)."""
+"""What `merge` shows: sources, what became of their records, conflicts, the check."""
 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
 
-from .merge import MergeResult
+from ..merge import MergeResult
+from .console import say, table
 
 CONFLICTS_SHOWN = 50
+CHECKED_HOW = {
+    "full": "read back equal through Sumatra",
+    "rows": "equal in stored content (fingerprints)",
+    "none": "not compared (--verify none)",
+}
 
 
 def render_merge(result: MergeResult, out: Console) -> None:
     """The sources, what happened to their records, conflicts, new rows and the check."""
     for source in result.sources:
-        out.print(
-            f"source {source['store']} ({source['layout']}): {source['records']:,} records",
-            markup=False,
-        )
+        say(out, f"source {source['store']} ({source['layout']}): {source['records']:,} records")
     data = result.to_dict()["records"]
     if result.refused:
-        out.print(
+        say(
+            out,
             f"Refused: {len(result.conflicts)} conflict(s) with --on-conflict {result.policy}; "
             "nothing was written.",
-            style="bold red",
+            "bold red",
         )
-    out.print(
+    say(
+        out,
         f"{data['incoming']:,} incoming record(s): {data['inserted']:,} new, "
         f"{data['equal']:,} already there (taken once), {data['skipped']:,} skipped, "
         f"{data['renamed']:,} renamed; target {data['target_before']:,} → "
         f"{data['target_after']:,} records.",
-        markup=False,
     )
     if result.conflicts:
         render_conflicts(result, out)
     for project in result.projects:
-        out.print(
+        say(
+            out,
             f"project {project['project']}: {project['source']} has name "
             f"{project['source_name']!r} / description {project['source_description']!r}; "
             f"kept {project['kept_name']!r} / {project['kept_description']!r}",
-            markup=False,
         )
     if any(result.rows.values()) and not result.refused:
         new = ", ".join(
             f"{n:,} {t.removeprefix('django_store_')}" for t, n in result.rows.items() if n
         )
-        out.print(f"New rows{' (rolled back)' if result.dry_run else ''}: {new}.", markup=False)
+        say(out, f"New rows{' (rolled back)' if result.dry_run else ''}: {new}.")
     if result.check is not None:
-        check = result.check
-        how = {
-            "full": "read back equal through Sumatra",
-            "rows": "equal in stored content (fingerprints)",
-            "none": "not compared (--verify none)",
-        }[check.method]
-        counts = check.counts
-        if check.ok:
-            out.print(
-                f"Checked: {check.records:,} inserted record(s) {how}; counts reconcile "
-                f"({counts.get('target_before', 0):,} + {counts.get('inserted', 0):,} = "
-                f"{counts.get('target_after', 0):,}).",
-                markup=False,
-            )
-        else:
-            out.print(
-                f"Check FAILED, nothing was written: {check.total_differences} difference(s), "
-                f"counts {check.counts}",
-                style="bold red",
-            )
-            for difference in check.differences:
-                out.print(f"  {difference}", markup=False)
+        _render_check(result, out)
     if result.dry_run:
-        out.print("Dry run: rolled back, nothing was written.")
+        say(out, "Dry run: rolled back, nothing was written.")
     elif result.committed:
-        out.print(
+        say(
+            out,
             f"Merged in {result.seconds.get('total', 0):.2f} s; writers of the target were "
             f"held {result.locked:.2f} s.",
-            markup=False,
         )
 
 
+def _render_check(result: MergeResult, out: Console) -> None:
+    check = result.check
+    assert check is not None
+    counts = check.counts
+    if check.ok:
+        say(
+            out,
+            f"Checked: {check.records:,} inserted record(s) {CHECKED_HOW[check.method]}; "
+            f"counts reconcile ({counts.get('target_before', 0):,} + "
+            f"{counts.get('inserted', 0):,} = {counts.get('target_after', 0):,}).",
+        )
+        return
+    say(
+        out,
+        f"Check FAILED, nothing was written: {check.total_differences} difference(s), "
+        f"counts {check.counts}",
+        "bold red",
+    )
+    for difference in check.differences:
+        say(out, f"  {difference}")
+
+
 def render_conflicts(result: MergeResult, out: Console) -> None:
-    table = Table(pad_edge=False, title="Conflicts: same (project, label), different content")
-    for heading in ("project", "label", "source", "differs from", "fields", "action"):
-        table.add_column(heading)
+    conflicts = table(
+        "project", "label", "source", "differs from", "fields", "action",
+        title="Conflicts: same (project, label), different content",
+    )  # fmt: skip
     for conflict in result.conflicts[:CONFLICTS_SHOWN]:
         action = conflict.action
         if conflict.new_label:
             action += f" → {conflict.new_label}"
-        table.add_row(
+        conflicts.add_row(
             conflict.project or "",
             conflict.label,
             conflict.source,
@@ -94,6 +99,6 @@ def render_conflicts(result: MergeResult, out: Console) -> None:
             ", ".join(conflict.fields),
             action,
         )
-    out.print(table)
+    out.print(conflicts)
     if len(result.conflicts) > CONFLICTS_SHOWN:
-        out.print(f"(+{len(result.conflicts) - CONFLICTS_SHOWN} more: see --format json)")
+        say(out, f"(+{len(result.conflicts) - CONFLICTS_SHOWN} more: see --format json)")
