@@ -40,3 +40,16 @@ class Refused(SmtmigrateError):
     """The command looked and decided not to act (e.g. target not empty)."""
 
     exit_code = 1
+
+
+class MariadbNotYet(UnsupportedStore):
+    """A MariaDB/MySQL store given to a command that does not handle one yet. The command
+    (management/base.py) names itself in the message."""
+
+    def __init__(self, display: str, command: str | None = None) -> None:
+        self.display = display
+        what = f"`smtmigrate {command}`" if command else "this command"
+        super().__init__(
+            f"{display}: MySQL/MariaDB stores are not supported by {what} yet "
+            "(so far: audit, and copy from SQLite into MariaDB)"
+        )

@@ -298,9 +298,9 @@ class _SharedRows:
             else:
                 missing.append(pk)
         if missing:
-            column = model._meta.pk.column
+            column = connections[self.alias].ops.quote_name(model._meta.pk.column)
             found = model._base_manager.using(self.alias).filter(
-                RawSQL(f'"{column}" IN ({_in_list(missing)})', (), BooleanField())
+                RawSQL(f"{column} IN ({_in_list(missing)})", (), BooleanField())
             )
             for instance in found.order_by():
                 instance.to_sumatra = _Memo(instance)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ..copy import CopyPlan
     from ..locations import Store
     from ..schema import Inspection
+    from ..widen import WideningPlan
 
 # Django field types whose values are integers in every engine.
 INTEGER_TYPES = frozenset(
@@ -167,6 +168,10 @@ class Engine:
 
     # -- copying into a store of this engine (copy.py) -----------------------------------
 
+    def widening_plan(self, plan: WideningPlan) -> WideningPlan:
+        """`copy --widen`'s plan as this engine can carry it (MariaDB: keys stay varchar)."""
+        return plan
+
     def copy_target(
         self, plan: CopyPlan, events: Any, phase: Any
     ) -> AbstractContextManager[CopyTarget]:
@@ -193,3 +198,9 @@ class CopyTarget:
     def reading(self, prepared: Inspection) -> AbstractContextManager[Inspection]:
         """The loaded target as the verification reads it."""
         raise NotImplementedError
+
+    def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
+        """Run the planned widening on the prepared schema (PostgreSQL: widen.py's)."""
+        from ..widen import apply_widening
+
+        apply_widening(widening, prepared)

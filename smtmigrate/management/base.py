@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, handle_defaul
 from django.db import connections
 
 from .. import interrupts
-from ..errors import SmtmigrateError
+from ..errors import MariadbNotYet, SmtmigrateError
 from ..render import console
 
 INTERRUPTED = 130
@@ -35,6 +35,10 @@ class SmtmigrateCommand(BaseCommand):
         self._no_color = bool(options.get("no_color"))
         try:
             return super().execute(*args, **options)
+        except MariadbNotYet as exc:  # say which command does not take one yet
+            command = self.__module__.rsplit(".", 1)[-1].replace("_", "-")
+            message = str(MariadbNotYet(exc.display, command))
+            raise CommandError(message, returncode=exc.exit_code) from exc
         except SmtmigrateError as exc:
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
         except OSError as exc:

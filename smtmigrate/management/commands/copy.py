@@ -3,7 +3,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from ...copy import VerificationFailed, copy_store, plan_copy
-from ...errors import Refused, StoreConnectionError
+from ...errors import MariadbNotYet, Refused, StoreConnectionError
 from ...locations import Store, resolve, resolve_target, same_store
 from ...project import check_switch, project_directory, store_url, verify_and_switch
 from ...render import (
@@ -21,17 +21,18 @@ from ..base import SmtmigrateCommand
 
 class Command(SmtmigrateCommand):
     help = (
-        "Copy every record of a Sumatra store into an empty PostgreSQL database (or a new "
-        "SQLite store), in one transaction, verified. Exit 0: copied and verified; 1: refused "
-        "or verification failed (nothing written); 2: usage or connection error."
+        "Copy every record of a Sumatra store into an empty PostgreSQL database, a new or "
+        "empty MariaDB database, or a new SQLite store, all or nothing, verified. "
+        "Exit 0: copied and verified; 1: refused or verification failed (nothing "
+        "written); 2: usage or connection error."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("source", help="Sumatra project directory, SQLite file or URL")
         parser.add_argument(
             "target",
-            help="postgresql://… URL of an existing, empty database, or the path of a new "
-            "SQLite store",
+            help="postgresql://… URL of an existing, empty database, mysql://… or mariadb://… "
+            "URL of a new or empty database, or the path of a new SQLite store",
         )
         parser.add_argument(
             "--widen",
@@ -68,8 +69,10 @@ class Command(SmtmigrateCommand):
         as_json = format == "json"
         with ExitStack() as stack:
             source_store = stack.enter_context(resolve(source))
-            target_store = stack.enter_context(resolve_target(target))
+            target_store = stack.enter_context(resolve_target(target, mariadb=True))
             current = project_dir = None
+            if switch and target_store.kind == "mariadb":
+                raise MariadbNotYet(target_store.display, "copy --switch")
             if switch:  # everything the switch needs, before copying: never end a copy made
                 project_dir = project_directory(switch)
                 check_switch(project_dir, target_store)
