@@ -44,12 +44,15 @@ class Refused(SmtmigrateError):
 
 class MariadbNotYet(UnsupportedStore):
     """A MariaDB/MySQL store given to a command that does not handle one yet. The command
-    (management/base.py) names itself in the message."""
+    (management/base.py) names itself in the message when the library did not."""
 
     def __init__(self, display: str, command: str | None = None) -> None:
-        self.display = display
+        self.display, self.command = display, command
         what = f"`smtmigrate {command}`" if command else "this command"
         super().__init__(
             f"{display}: MySQL/MariaDB stores are not supported by {what} yet "
-            "(so far: audit, and copy from SQLite into MariaDB)"
+            f"(so far: {MARIADB_SUPPORTED})"
         )
+
+
+MARIADB_SUPPORTED = "copy from SQLite into MariaDB"

@@ -27,6 +27,8 @@ from smtmigrate.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 PG_URL = os.environ.get("SMTMIGRATE_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
+# A MariaDB server and a user that may create and drop databases (tests marked `mariadb`).
+MARIADB_URL = os.environ.get("SMTMIGRATE_TEST_MARIADB", "mysql://root@localhost")
 
 
 @pytest.fixture(autouse=True)
@@ -96,6 +98,65 @@ def sumatra_pg(pg_database) -> str:
     with resolve(pg_database) as store:
         call_command("migrate", database=store.alias, run_syncdb=True, verbosity=0)
     return pg_database
+
+
+def mariadb_url_for(dbname: str) -> str:
+    return f"{MARIADB_URL.rstrip('/')}/{dbname}"
+
+
+def mariadb_execute(statement: str, params: tuple = (), *, database: str = "") -> list[tuple]:
+    """Run one statement on the test MariaDB server with plain MySQLdb (the oracle)."""
+    import MySQLdb
+
+    from smtmigrate.locations import mariadb_settings
+
+    settings = mariadb_settings(mariadb_url_for("mysql"))
+    kwargs = {"user": settings["USER"], "password": settings["PASSWORD"], "charset": "utf8mb4"}
+    if settings["HOST"]:
+        kwargs["host"] = settings["HOST"]
+    if settings["PORT"]:
+        kwargs["port"] = int(settings["PORT"])
+    if database:
+        kwargs["database"] = database
+    conn = MySQLdb.connect(**kwargs)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement, params or None)
+            rows = list(cursor.fetchall())
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+def mariadb_databases() -> set[str]:
+    return {row[0] for row in mariadb_execute("SHOW DATABASES")}
+
+
+def drop_mariadb_database(name: str) -> None:
+    from django.db import connections
+
+    for alias in list(connections.settings):
+        if connections.settings[alias].get("NAME") == name:
+            connections[alias].close()
+    mariadb_execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def mariadb_name() -> Iterator[str]:
+    """The name of a MariaDB database that does not exist yet; dropped after the test."""
+    name = f"smtm_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        drop_mariadb_database(name)
+
+
+@pytest.fixture
+def mariadb_database(mariadb_name) -> str:
+    """An empty MariaDB database with the server's default collation; its URL."""
+    mariadb_execute(f"CREATE DATABASE `{mariadb_name}`")
+    return mariadb_url_for(mariadb_name)
 
 
 def pg_query(url: str, query: str, params: tuple = ()) -> list[tuple]:

@@ -121,9 +121,10 @@ class MariadbEngine(Engine):
         mantissa come out whole. MariaDB keeps no -0.0, NaN or infinities."""
         a = f"ABS({column})"
         e0 = f"CAST(FLOOR(LOG2({a})) AS SIGNED)"
-        e = f"({e0} + ({a} / POW(2, {e0}) >= 2) - ({a} / POW(2, {e0}) < 1))"
+        # log2 may round to the next integer; 2^-e stays finite where 2^e would not
+        e = f"({e0} + ({a} * POW(2, -{e0}) >= 2) - ({a} * POW(2, -{e0}) < 1))"
         sign = f"IF({column} < 0, {SIGN_BIT}, 0)"
-        mantissa = f"CAST(({a} / POW(2, {e}) - 1) * {MANTISSA} AS UNSIGNED)"
+        mantissa = f"CAST(({a} * POW(2, -{e}) - 1) * {MANTISSA} AS UNSIGNED)"
         normal = f"{sign} + ({e} + 1023) * {MANTISSA} + {mantissa}"
         subnormal = f"{sign} + CAST({a} * POW(2, 1022) * POW(2, 52) AS UNSIGNED)"
         hex_of = "LPAD(LOWER(CONV({}, 10, 16)), 16, '0')"

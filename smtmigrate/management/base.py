@@ -36,7 +36,7 @@ class SmtmigrateCommand(BaseCommand):
         try:
             return super().execute(*args, **options)
         except MariadbNotYet as exc:  # say which command does not take one yet
-            command = self.__module__.rsplit(".", 1)[-1].replace("_", "-")
+            command = exc.command or self.__module__.rsplit(".", 1)[-1].replace("_", "-")
             message = str(MariadbNotYet(exc.display, command))
             raise CommandError(message, returncode=exc.exit_code) from exc
         except SmtmigrateError as exc:
