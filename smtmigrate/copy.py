@@ -211,6 +211,8 @@ def plan_copy(
     existing = None if new_database else _check_target(target)
     limits = _target_limits(target, existing)
     report = audit(inspection, limits=limits)
+    if target.kind == "mariadb":  # its collation and sql_mode, as warnings
+        report.findings += engine_for(target).target_findings(target, inspection)
     widening = None
     if widen and target.kind != "sqlite":
         widening = engine_for(target).widening_plan(

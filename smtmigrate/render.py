@@ -35,6 +35,9 @@ KIND_STYLES = {
     "overflow": "bold red",
     "duplicate": "bold red",
     "duplicate-label": "yellow",
+    "collision": "yellow",
+    "charset": "yellow",
+    "server": "yellow",
     "near-limit": "yellow",
     "drift": "magenta",
     "risk": "cyan",
@@ -129,7 +132,7 @@ def _number(value: int | None) -> str:
 
 def _detail(finding: Finding) -> str:
     lines = [finding.detail.removeprefix("unbounded by nature: ")] if finding.detail else []
-    if finding.kind in ("duplicate", "duplicate-label"):
+    if finding.kind in ("duplicate", "duplicate-label", "collision"):
         for group in finding.examples[:EXAMPLE_GROUPS]:
             values = ", ".join(f"{k}={v!r}" for k, v in group["values"].items())
             lines.append(f"  ids {', '.join(map(str, group['ids']))}: {values}")
@@ -338,6 +341,14 @@ def render_copy_plan(plan: CopyPlan, out: Console) -> None:
         )
     if plan.dedupe is not None:
         out.print(f"Deduplicate: {plan.dedupe.summary}.", markup=False)
+    target_notes = [f for f in plan.report.findings if f.kind in TARGET_KINDS]
+    if target_notes:
+        out.print("About the target (warnings; the copy goes ahead):")
+        out.print(_findings_table(target_notes))
+
+
+# Findings about a MariaDB target that a copy plan shows (engines/mariadb.py).
+TARGET_KINDS = frozenset({"collision", "server"})
 
 
 def render_refusal(plan: CopyPlan, source: str, target: str, out: Console) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from smtmigrate.canonical import float_bits
 from smtmigrate.engines import engine_for
-from smtmigrate.engines.mariadb import PARTIAL_PREFIX, MariadbEngine
+from smtmigrate.engines.mariadb import PARTIAL_PREFIX, MariadbEngine, server_findings
 from smtmigrate.errors import LocationError, MariadbNotYet
 from smtmigrate.generate import generate_store
 from smtmigrate.locations import mariadb_settings, resolve, resolve_target
@@ -99,7 +99,6 @@ def test_backtick_quoting():
     "args",
     [
         ("verify", "{sqlite}", "mysql://root@localhost/x"),
-        ("audit", "mysql://root:pw@localhost/x"),
         ("widen", "--apply", "mysql://root@localhost/x"),
         ("switch", "{project}", "mysql://root@localhost/x"),
         ("createdb", "mysql://root@localhost/x"),
@@ -300,3 +299,76 @@ def test_kill_mid_load_leaves_the_target_untouched(big_source, mariadb_name):
     assert not [d for d in mariadb_databases() if d.startswith(PARTIAL_PREFIX)]
     rows = mariadb_execute("SELECT count(*) FROM django_store_record", database=mariadb_name)
     assert rows == [(10_000,)]
+
+
+# -- audit: MariaDB's traps ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql_mode", "reported"),
+    [
+        ("STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION", False),
+        ("STRICT_ALL_TABLES", False),
+        ("TRADITIONAL", False),
+        ("NO_ENGINE_SUBSTITUTION", True),
+        ("", True),
+    ],
+)
+def test_a_non_strict_server_default_is_reported(sql_mode, reported):
+    findings = server_findings(sql_mode)
+    assert bool(findings) == reported
+    if reported:
+        assert findings[0].kind == "server"
+        assert "is not strict" in findings[0].detail
+
+
+VARIANTS = ["Calibration", "calibration", "élevée", "elevee", "tag", "tag "]
+
+
+@pytest.mark.mariadb
+def test_copy_plan_lists_collisions_under_a_general_ci_target(cli, store08, mariadb_database):
+    sqlite_exec(
+        records_file(store08),
+        *(f"INSERT INTO django_store_tag (name) VALUES ('{v}')" for v in VARIANTS),
+    )
+    result = cli("copy", store08, mariadb_database, "--widen", "--dry-run")
+    assert result.code == 0, result
+    assert "About the target" in result.out
+    assert "3 group(s) of values equal under" in result.out
+    assert "utf8mb4_general_ci" in result.out
+    for pair in ("['Calibration', 'calibration']", "['elevee', 'élevée']", "['tag', 'tag ']"):
+        assert pair in result.out
+
+
+@pytest.mark.mariadb
+def test_audit_of_a_mariadb_store(cli, store08, mariadb_name):
+    """A store whose label column is general_ci (as Sumatra makes it on a server with
+    that default) and whose tag names are utf8mb3: both reported, each group listed."""
+    url = mariadb_url_for(mariadb_name)
+    assert cli("copy", store08, url, "--widen").code == 0
+    mariadb_execute(
+        "ALTER TABLE django_store_record MODIFY label longtext "
+        "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL",
+        database=mariadb_name,
+    )
+    for db_id, label in ((1, "Run"), (3, "run "), (5, "élevée"), (6, "elevee")):
+        mariadb_execute(
+            "UPDATE django_store_record SET label = %s WHERE db_id = %s",
+            (label, db_id),
+            database=mariadb_name,
+        )
+    mariadb_execute(
+        "ALTER TABLE django_store_tag MODIFY name varchar(100) CHARACTER SET utf8mb3 NOT NULL",
+        database=mariadb_name,
+    )
+    result = cli("audit", url, "--format", "json")
+    findings = {f["kind"]: f for f in json.loads(result.out)["findings"]}
+    assert findings["collision"]["examples"] == [
+        {"ids": [1, 3], "values": {"label": ["Run", "run "]}},
+        {"ids": [5, 6], "values": {"label": ["elevee", "élevée"]}},
+    ]
+    assert (findings["charset"]["table"], findings["charset"]["column"]) == (
+        "django_store_tag",
+        "name",
+    )
+    assert "drift" not in findings  # MariaDB's spelling of Sumatra's types is understood

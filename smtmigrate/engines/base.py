@@ -118,6 +118,11 @@ class Engine:
         row (`all_utf8`). Nothing for an engine that enforces its types."""
         return iter(())
 
+    def store_findings(self, inspection: Inspection, cursor: Any) -> list[Any]:
+        """Findings about the store as this engine keeps it (MariaDB: collations, the
+        server's sql_mode, utf8mb3 columns); none for most engines."""
+        return []
+
     def all_utf8(self, values: str) -> str:
         """A condition: every one of the comma-separated expressions is valid UTF-8."""
         raise NotImplementedError

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,7 @@ from ..schema import SUMATRA_APP, ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
 
 if TYPE_CHECKING:
+    from ..audit import Finding
     from ..copy import CopyPlan
     from ..locations import Store
     from ..schema import Inspection
@@ -83,12 +86,172 @@ class MariadbEngine(Engine):
         return f"GROUP_CONCAT({c} ORDER BY {c} SEPARATOR ',')"
 
     def declared_types(self, cursor, table: str) -> dict[str, str]:
+        """As Django's MySQL backend spells them (`integer AUTO_INCREMENT`, `double
+        precision`), so that a store Sumatra built shows no drift."""
         cursor.execute(
-            "SELECT column_name, column_type FROM information_schema.columns "
+            "SELECT column_name, column_type, extra FROM information_schema.columns "
             "WHERE table_schema = DATABASE() AND table_name = %s",
             [table],
         )
-        return dict(cursor.fetchall())
+        types = {}
+        for column, column_type, extra in cursor.fetchall():
+            spelled = _django_spelling(_text(column_type))
+            if "auto_increment" in _text(extra).lower():
+                spelled += " AUTO_INCREMENT"
+            types[_text(column)] = spelled
+        return types
+
+    # -- the audit: MariaDB's own traps (audit.py) ----------------------------------------
+
+    def store_findings(self, inspection: Inspection, cursor) -> list[Finding]:
+        """A MariaDB store's traps: a server whose default sessions are not strict,
+        utf8mb3 columns, and values Sumatra looks up that its columns' collations make
+        equal (each group listed)."""
+        cursor.execute("SELECT @@GLOBAL.sql_mode")
+        findings = server_findings(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT table_name, column_name, character_set_name, collation_name "
+            "FROM information_schema.columns WHERE table_schema = DATABASE() "
+            "AND character_set_name IS NOT NULL ORDER BY table_name, column_name"
+        )
+        collations = {}
+        for table, column, charset, collation in cursor.fetchall():
+            collations[table, column] = collation
+            if charset in UTF8MB3 and table in inspection.tables:
+                findings.append(_utf8mb3_finding(table, column, charset))
+        for model_table, column, scope in LOOKED_UP:
+            table = inspection.table_for(model_table)
+            collation = collations.get((table.name, column)) if table else None
+            if table is None or collation is None or collation in NO_COLLISIONS:
+                continue
+            finding = self._collisions(cursor, table, column, scope, collation)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def _collisions(self, cursor, table, column: str, scope: str | None, collation: str):
+        """Groups of different values (as bytes) that the column's collation makes equal."""
+        q = self.quote_name
+        pk = q(table.model.primary_key)
+        keys = [q(column)] if scope is None else [q(scope), q(column)]
+        cursor.execute(
+            f"SELECT GROUP_CONCAT({pk} ORDER BY {pk}), "
+            f"GROUP_CONCAT(DISTINCT HEX(CAST({q(column)} AS BINARY))) "
+            f"FROM {q(table.name)} WHERE {q(column)} IS NOT NULL GROUP BY {', '.join(keys)} "
+            f"HAVING COUNT(DISTINCT CAST({q(column)} AS BINARY)) > 1 ORDER BY MIN({pk})"
+        )
+        groups = [(ids, variants) for ids, variants in cursor.fetchall()]
+        if not groups:
+            return None
+        return collision_finding(
+            table.name,
+            column,
+            [
+                (
+                    [int(i) for i in _text(ids).split(",")],
+                    [bytes.fromhex(v).decode("utf-8", "replace") for v in _text(hexes).split(",")],
+                )
+                for ids, hexes in groups
+            ],
+            f"equal under the column's collation {collation}: Sumatra's lookups of one "
+            "return them all",
+        )
+
+    def target_findings(self, store: Store, source: Inspection) -> list[Finding]:
+        """What a copy's preflight reports about a MariaDB target: a non-strict server
+        default, and, in an existing database whose default collation is not binary
+        no-pad, the source's tag names and labels that it would make equal. Warnings:
+        the copy's own tables are utf8mb4_nopad_bin and its sessions strict."""
+        try:
+            with server_store(store) as server, server.connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT @@GLOBAL.sql_mode, (SELECT default_collation_name "
+                    "FROM information_schema.schemata WHERE schema_name = %s)",
+                    [store.settings["NAME"]],
+                )
+                sql_mode, collation = cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+        findings = server_findings(sql_mode)
+        if collation is None or collation in NO_COLLISIONS:
+            return findings
+        if not re.fullmatch(r"[A-Za-z0-9_]+", collation):
+            return findings
+        for model_table, column, scope in LOOKED_UP:
+            table = source.table_for(model_table)
+            if table is None or column not in table.columns:
+                continue
+            groups = self._source_collisions(store, source, table, column, scope, collation)
+            if groups:
+                findings.append(
+                    collision_finding(
+                        table.name,
+                        column,
+                        groups,
+                        f"equal under {store.display}'s default collation {collation}; the "
+                        f"copy's tables are {COLLATION}, where they stay distinct, but tables "
+                        "made later with the database's default would not keep them apart",
+                    )
+                )
+        return findings
+
+    def _source_collisions(self, store, source, table, column, scope, collation):
+        """The source's values grouped by the target server under `collation`, in a
+        temporary table of the target's connection."""
+        q = self.quote_name
+        pk = table.model.primary_key
+        reader = source.store.connection
+        with reader.cursor() as cursor:
+            sq = reader.ops.quote_name
+            scope_sql = sq(scope) if scope else "''"
+            cursor.execute(
+                f"SELECT {sq(pk)}, {scope_sql}, {sq(column)} FROM {sq(table.name)} "
+                f"WHERE {sq(column)} IS NOT NULL"
+            )
+            rows = [
+                (row_id, str(scope_value or ""), value) for row_id, scope_value, value in cursor
+            ]
+        if len(rows) < 2:
+            return []
+        connection = store.connection
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE smtmigrate_values (id bigint, scope longtext "
+                f"COLLATE utf8mb4_nopad_bin, v longtext CHARACTER SET utf8mb4 COLLATE {collation})"
+            )
+            try:
+                for start in range(0, len(rows), 1000):
+                    cursor.executemany(
+                        "INSERT INTO smtmigrate_values VALUES (%s, %s, %s)",
+                        rows[start : start + 1000],
+                    )
+                cursor.execute(
+                    "SELECT GROUP_CONCAT(id ORDER BY id), "
+                    "GROUP_CONCAT(DISTINCT HEX(CAST(v AS BINARY))) FROM smtmigrate_values "
+                    "GROUP BY scope, v HAVING COUNT(DISTINCT CAST(v AS BINARY)) > 1 "
+                    "ORDER BY MIN(id)"
+                )
+                groups = cursor.fetchall()
+            finally:
+                cursor.execute(f"DROP TEMPORARY TABLE {q('smtmigrate_values')}")
+        return [
+            (
+                [int(i) for i in _text(ids).split(",")],
+                [bytes.fromhex(v).decode("utf-8", "replace") for v in _text(hexes).split(",")],
+            )
+            for ids, hexes in groups
+        ]
+
+    # -- snapshots (snapshot.py) ---------------------------------------------------------
+
+    def consistent_snapshot(self, cursor) -> datetime:
+        """Start a read-only repeatable-read transaction that sees one state of every
+        InnoDB table (Django's sessions default to READ COMMITTED); when it was taken."""
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        cursor.execute("SELECT UTC_TIMESTAMP(6)")
+        (taken_at,) = cursor.fetchone()
+        return taken_at.replace(tzinfo=timezone.utc)
 
     # -- canonical text -------------------------------------------------------------------
 
@@ -248,10 +411,13 @@ class MariadbEngine(Engine):
             except DatabaseError as exc:
                 raise _failed(final, exc) from exc
             finally:
-                with connection.cursor() as cursor:
-                    cursor.execute(f"DROP DATABASE IF EXISTS {q(scratch)}")
-                    if created:  # made for this copy, still empty
-                        cursor.execute(f"DROP DATABASE IF EXISTS {q(name)}")
+                try:
+                    with connection.cursor() as cursor:
+                        cursor.execute(f"DROP DATABASE IF EXISTS {q(scratch)}")
+                        if created:  # made for this copy, still empty
+                            cursor.execute(f"DROP DATABASE IF EXISTS {q(name)}")
+                except DatabaseError:
+                    pass  # the server went away: the next copy drops the scratch database
 
 
 def _failed(store: Store, exc: BaseException) -> SmtmigrateError:
@@ -292,6 +458,81 @@ def drop_stale_partials(cursor, engine: MariadbEngine) -> list[str]:
             cursor.execute(f"DROP DATABASE IF EXISTS {engine.quote_name(name)}")
             dropped.append(name)
     return dropped
+
+
+# Columns Sumatra finds rows by (a unique name, a label within a project, a project id):
+# (today's table, column, the column that scopes the lookup).
+LOOKED_UP = (
+    ("django_store_tag", "name", None),
+    ("django_store_record", "label", "project_id"),
+    ("django_store_project", "id", None),
+)
+# Collations under which two different strings are never equal.
+NO_COLLISIONS = frozenset({COLLATION, "utf8mb4_0900_bin", "binary"})
+UTF8MB3 = frozenset({"utf8", "utf8mb3"})
+STRICT_MODES = ("STRICT_TRANS_TABLES", "STRICT_ALL_TABLES")
+
+
+def server_findings(sql_mode: str) -> list[Finding]:
+    """A server whose sessions are not strict by default: Sumatra's own (Django sets no
+    sql_mode) truncate an over-long value with a warning instead of failing."""
+    from ..audit import Finding
+
+    modes = set(sql_mode.upper().split(","))
+    if modes & set(STRICT_MODES) or "TRADITIONAL" in modes:
+        return []
+    return [
+        Finding(
+            "(server)",
+            "sql_mode",
+            "server",
+            detail=f"the server's default sql_mode ({sql_mode or 'empty'}) is not strict: "
+            "Sumatra's sessions truncate over-long values with only a warning (smtmigrate's "
+            "own sessions are always strict); add STRICT_TRANS_TABLES to the server's sql_mode",
+        )
+    ]
+
+
+def _utf8mb3_finding(table: str, column: str, charset: str) -> Finding:
+    from ..audit import Finding
+
+    return Finding(
+        table,
+        column,
+        "charset",
+        detail=f"{charset} column: cannot hold 4-byte characters (emoji, some CJK); "
+        "a copy makes every column utf8mb4",
+    )
+
+
+def collision_finding(
+    table: str, column: str, groups: list[tuple[list[int], list[str]]], why: str
+) -> Finding:
+    """One finding listing every group: ids and the variants that collide."""
+    from ..audit import Finding
+
+    return Finding(
+        table,
+        column,
+        "collision",
+        rows=sum(len(ids) - 1 for ids, _ in groups),
+        examples=[{"ids": ids, "values": {column: variants}} for ids, variants in groups],
+        detail=f"{len(groups)} group(s) of values {why}",
+    )
+
+
+def _django_spelling(column_type: str) -> str:
+    """MariaDB's column_type as Django's db_type spells it: display widths go, `int` is
+    `integer`, `double` is `double precision`."""
+    text = column_type.lower()
+    match = re.fullmatch(r"(tinyint|smallint|int|bigint)\(\d+\)(.*)", text)
+    if match:
+        return ("integer" if match[1] == "int" else match[1]) + match[2]
+    return "double precision" if text == "double" else text
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class MariadbCopyTarget(CopyTarget):
