@@ -55,4 +55,4 @@ class MariadbNotYet(UnsupportedStore):
         )
 
 
-MARIADB_SUPPORTED = "audit, and copy from SQLite into MariaDB"
+MARIADB_SUPPORTED = "audit, verify, and copy from SQLite into MariaDB"
