@@ -193,17 +193,18 @@ def plan_copy(
     snapshot = source if isinstance(source, Snapshot) else None
     if snapshot is not None:
         source = snapshot.store
-        if snapshot.live.kind == target.kind and snapshot.live.path == target.path:
-            raise SmtmigrateError("SOURCE and TARGET are the same store")
+    if source.kind != "sqlite" and target.kind == "mariadb":
+        raise SmtmigrateError(
+            f"{source.display}: copying into MariaDB from anything but an SQLite store is "
+            "not supported yet"
+        )
+    live = snapshot.live if snapshot is not None else source
+    if live.kind == target.kind and live.path == target.path:
+        raise SmtmigrateError("SOURCE and TARGET are the same store")
     if source.kind == target.kind and source.path == target.path:
         raise SmtmigrateError("SOURCE and TARGET are the same store")
     inspection = inspect_store(source)
-    if inspection.vendor != "sqlite" and target.kind == "mariadb":
-        raise SmtmigrateError(
-            f"{source.display}: copying a PostgreSQL store into MariaDB is not supported yet "
-            "(so far: SQLite into MariaDB)"
-        )
-    if inspection.vendor != "sqlite" and target.kind != "sqlite":
+    if inspection.vendor == "postgresql" and target.kind != "sqlite":
         raise SmtmigrateError(
             f"{source.display}: a PostgreSQL store can be copied into a new SQLite store "
             "(e.g. a backup), not into another PostgreSQL database"

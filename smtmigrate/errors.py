@@ -55,4 +55,4 @@ class MariadbNotYet(UnsupportedStore):
         )
 
 
-MARIADB_SUPPORTED = "audit, verify, and copy from SQLite into MariaDB"
+MARIADB_SUPPORTED = "audit, verify, copy from SQLite into MariaDB and out of MariaDB"

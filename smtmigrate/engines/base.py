@@ -165,6 +165,17 @@ class Engine:
         in `skip`, with the id columns of `remaps` mapped first."""
         raise NotImplementedError
 
+    def line_rows(
+        self, inspection: Inspection, layout: TableLayout, remaps: Mapping[str, Remap], skip
+    ) -> AbstractContextManager[Any]:
+        """A cursor over (canonical line as bytes, float columns…) of one table of a store
+        of this engine, streamed (a copy's source: SQLite, MariaDB)."""
+        raise NotImplementedError(f"copying out of a {self.vendor} store this way")
+
+    def streaming_cursor(self, store: Store) -> AbstractContextManager[Any]:
+        """A cursor on the store's connection that does not hold the whole result."""
+        return store.connection.chunked_cursor()
+
     # -- connections ----------------------------------------------------------------------
 
     def read_only_uri(self, path: Any) -> str:

@@ -34,7 +34,6 @@ from django.db.migrations.recorder import MigrationRecorder
 from .. import interrupts
 from ..canonical import Checksum, TableLayout, float_text, row_hash
 from ..errors import Refused, SmtmigrateError
-from ..generations import attach_views
 from ..schema import SUMATRA_APP, ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
 
@@ -297,6 +296,33 @@ class MariadbEngine(Engine):
             f"WHEN {a} < {SMALLEST_NORMAL} THEN {hex_of.format(subnormal)} "
             f"ELSE {hex_of.format(normal)} END"
         )
+
+    def line_select(self, layout: TableLayout, remaps, skip=None) -> str:
+        """SELECT of (canonical line, float columns…): the same bytes SQLite's line_select
+        gives for the same values; floats as doubles, printed and hashed by Python."""
+        q = self.quote_name
+        line = self.line([self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns])
+        floats = [q(c.name) for c in layout.floats]
+        where = where_not(q(layout.model.primary_key), skip)
+        return f"SELECT {', '.join([line, *floats])} FROM {q(layout.source_name)}{where}"
+
+    @contextmanager
+    def streaming_cursor(self, store: Store) -> Iterator:
+        """An unbuffered MySQLdb cursor (SSCursor) on the store's own connection, so in
+        its snapshot's transaction: rows come as they are read, memory stays flat."""
+        from MySQLdb.cursors import SSCursor
+
+        cursor = store.connection.connection.cursor(SSCursor)
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def line_rows(self, inspection, layout: TableLayout, remaps, skip) -> Iterator:
+        with self.streaming_cursor(inspection.store) as cursor:
+            cursor.execute(self.line_select(layout, remaps, skip))
+            yield cursor
 
     def checksum_sql(self, layout: TableLayout, remaps=None, skip=None) -> str:
         """count(*) and the sum of every row's hash (canonical.row_hash: the first 8 bytes
@@ -589,12 +615,8 @@ class MariadbCopyTarget(CopyTarget):
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
         reader = engine_for(plan.source)  # SQLite: plan_copy refuses anything else
-        assert plan.source.store.path is not None
-        source = reader.open_bytes(plan.source.store.path)
         writer = _PipeWriter(pipe, lambda rows, n: events.table_progress(layout.name, rows, n))
-        try:
-            attach_views(source, plan.source.views)
-            rows = source.execute(reader.line_select(layout, remaps, plan.skip(layout.name)))
+        with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as rows:
             writer.start(rows)
             try:
                 cursor.execute(self._load_statement(layout), [str(pipe)])
@@ -610,8 +632,6 @@ class MariadbCopyTarget(CopyTarget):
                     f"{layout.name}: MariaDB changed or skipped {warnings} value(s) on loading "
                     f"({level} {code}: {message})"
                 )
-        finally:
-            source.close()
         if loaded != writer.checksum.rows:
             raise SmtmigrateError(
                 f"copy into {self.plan.target.display} failed, nothing was written: "

@@ -68,11 +68,12 @@ class Command(SmtmigrateCommand):
         out = self.console()
         as_json = format == "json"
         with ExitStack() as stack:
-            source_store = stack.enter_context(resolve(source))
+            source_store = stack.enter_context(resolve(source, mariadb=True))
             target_store = stack.enter_context(resolve_target(target, mariadb=True))
             current = project_dir = None
-            if switch and target_store.kind == "mariadb":
-                raise MariadbNotYet(target_store.display, "copy --switch")
+            if switch and "mariadb" in (source_store.kind, target_store.kind):
+                mariadb = source_store if source_store.kind == "mariadb" else target_store
+                raise MariadbNotYet(mariadb.display, "copy --switch")
             if switch:  # everything the switch needs, before copying: never end a copy made
                 project_dir = project_directory(switch)
                 check_switch(project_dir, target_store)
