@@ -55,4 +55,4 @@ class MariadbNotYet(UnsupportedStore):
         )
 
 
-MARIADB_SUPPORTED = "audit, verify, copy from SQLite into MariaDB and out of MariaDB"
+MARIADB_SUPPORTED = "audit, verify, switch, copy from SQLite into MariaDB and out of MariaDB"

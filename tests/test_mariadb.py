@@ -99,9 +99,9 @@ def test_backtick_quoting():
     "args",
     [
         ("widen", "--apply", "mysql://root@localhost/x"),
-        ("switch", "{project}", "mysql://root@localhost/x"),
         ("createdb", "mysql://root@localhost/x"),
-        ("copy", "{sqlite}", "mysql://root@localhost/x", "--switch", "{project}"),
+        ("move", "{project}", "mysql://root@localhost/x"),
+        ("stress", "mysql://root@localhost/x"),
     ],
     ids=lambda a: "-".join(a[:2]),
 )
@@ -113,7 +113,7 @@ def test_refusal_names_the_command(cli, store08, tmp_path, args):
     }
     result = cli(*(a.format(**values) for a in args))
     assert result.code == 2, result
-    command = args[0] if "--switch" not in args else "copy --switch"
+    command = args[0]
     assert f"MySQL/MariaDB stores are not supported by `smtmigrate {command}` yet" in result.err
     assert "pw" not in result.err
     assert len(result.err.strip().splitlines()) == 1
@@ -437,3 +437,49 @@ def test_copy_from_mariadb_into_mariadb_is_refused(cli, store08, mariadb_name):
         result.err
     )
     assert f"{mariadb_name}_2" not in mariadb_databases()
+
+
+# -- switch -------------------------------------------------------------------------------
+
+
+@pytest.mark.mariadb
+def test_copy_switch_then_smt_uses_mariadb(cli, store08, mariadb_name):
+    """`copy --switch`: the project names the MariaDB store (no password in it) and `smt`
+    reads and writes it there."""
+    url = mariadb_url_for(mariadb_name)
+    result = cli("copy", store08, url, "--widen", "--switch", store08)
+    assert result.code == 0, result
+    project = json.loads((store08 / ".smt" / "project").read_text())
+    assert project["record_store"]["db_file"] == url
+    export = str(FIXTURES / "sumatra-0.8" / "records_export.json")
+    saved = run_sumatra("long", url, "fixture08", export, "300")  # a record only MariaDB has
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "smt"), "list"],
+        cwd=store08,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert listed.returncode == 0, listed.stderr
+    labels = listed.stdout.split()
+    assert len(labels) == 8 and saved.stdout.strip() in " ".join(labels)
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://root:pw@localhost/{name}", "Sumatra reads a MariaDB password only from"),
+        ("mysql://root@/{name}", "Sumatra cannot connect to a MariaDB URL without a host"),
+        ("mysql://nobody_smtm@localhost/{name}", "Sumatra could not connect to"),
+    ],
+)
+def test_switch_refuses_what_sumatra_could_not_use(cli, store08, mariadb_database, url, message):
+    name = mariadb_database.rsplit("/", 1)[1]
+    before = (store08 / ".smt" / "project").read_bytes()
+    result = cli("switch", store08, url.format(name=name), "--force")
+    assert result.code == 1, result
+    assert message in result.err
+    assert "pw" not in result.err.replace("password", "")
+    assert (store08 / ".smt" / "project").read_bytes() == before

@@ -3,7 +3,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from ...copy import VerificationFailed, copy_store, plan_copy
-from ...errors import MariadbNotYet, Refused, StoreConnectionError
+from ...errors import Refused, StoreConnectionError
 from ...locations import Store, resolve, resolve_target, same_store
 from ...project import check_switch, project_directory, store_url, verify_and_switch
 from ...render import (
@@ -71,13 +71,10 @@ class Command(SmtmigrateCommand):
             source_store = stack.enter_context(resolve(source, mariadb=True))
             target_store = stack.enter_context(resolve_target(target, mariadb=True))
             current = project_dir = None
-            if switch and "mariadb" in (source_store.kind, target_store.kind):
-                mariadb = source_store if source_store.kind == "mariadb" else target_store
-                raise MariadbNotYet(mariadb.display, "copy --switch")
             if switch:  # everything the switch needs, before copying: never end a copy made
                 project_dir = project_directory(switch)
                 check_switch(project_dir, target_store)
-                current = stack.enter_context(resolve(switch))
+                current = stack.enter_context(resolve(switch, mariadb=True))
                 if not same_store(current, source_store):
                     raise Refused(
                         f"--switch {switch}: the project's store is {current.display}, not "

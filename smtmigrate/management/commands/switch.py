@@ -57,7 +57,10 @@ class Command(SmtmigrateCommand):
             for line in label_fix_lines(set_label_generator(directory, label_generator)):
                 self.stdout.write(line)
             return
-        with resolve(str(directory)) as current, resolve(target) as new:
+        with (
+            resolve(str(directory), mariadb=True) as current,
+            resolve(target, mariadb=True) as new,
+        ):
             verification, result = verify_and_switch(
                 directory,
                 current,
