@@ -389,6 +389,11 @@ def test_audit_of_a_mariadb_store(cli, store08, mariadb_name):
 def test_verify_across_engines(cli, store08, mariadb_name, pg_database):
     """Checksums computed by MariaDB, SQLite and PostgreSQL agree, both ways round; a
     double changed in its last bits is found."""
+    sqlite_exec(  # non-ASCII that latin1 and utf8mb3 can hold, for the check below
+        records_file(store08),
+        "UPDATE django_store_record SET main_file = 'simulations/température.py', "
+        "user = 'Anaïs Müller <am@example.org>' WHERE db_id = 1",
+    )
     url = mariadb_url_for(mariadb_name)
     assert cli("copy", store08, url, "--widen", "--quiet").code == 0
     assert cli("copy", store08, pg_database, "--widen", "--quiet").code == 0
@@ -396,6 +401,13 @@ def test_verify_across_engines(cli, store08, mariadb_name, pg_database):
         result = cli("verify", source, target)
         assert result.code == 0, (source, target, result)
         assert "7 records identical through Sumatra" in result.out
+    # a column in another character set (older stores) is hashed as UTF-8 all the same
+    mariadb_execute(
+        "ALTER TABLE django_store_record MODIFY main_file longtext CHARACTER SET latin1 "
+        "NOT NULL, MODIFY user longtext CHARACTER SET utf8mb3 NOT NULL",
+        database=mariadb_name,
+    )
+    assert cli("verify", store08, url).code == 0
     mariadb_execute(
         "UPDATE django_store_record SET duration = duration + 1e-12 WHERE db_id = 2",
         database=mariadb_name,

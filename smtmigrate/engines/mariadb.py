@@ -275,7 +275,8 @@ class MariadbEngine(Engine):
             return f"COALESCE({formatted}, {NULL_SQL})"
         if is_integer(column):
             return f"COALESCE({self.text(c)}, {NULL_SQL})"
-        return f"COALESCE({self.escaped(self.text(c))}, {NULL_SQL})"
+        # as UTF-8 whatever the column's character set (utf8mb3, latin1 in old stores)
+        return f"COALESCE({self.escaped(self.text(f'CONVERT({c} USING utf8mb4)'))}, {NULL_SQL})"
 
     def float_bits(self, column: str) -> str:
         """The IEEE-754 bits of a double column as 16 hex digits (canonical.float_bits),
