@@ -55,4 +55,6 @@ class MariadbNotYet(UnsupportedStore):
         )
 
 
-MARIADB_SUPPORTED = "audit, verify, switch, copy from SQLite into MariaDB and out of MariaDB"
+MARIADB_SUPPORTED = (
+    "audit, verify, switch, createdb, copy from SQLite into MariaDB and out of MariaDB"
+)

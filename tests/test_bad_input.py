@@ -262,6 +262,18 @@ URL_ERRORS = {
 }
 
 
+# Where a MariaDB URL is taken (tests/test_mariadb.py): exit code and message for URL_ERRORS's
+DENIED = (2, "Access denied for user 'alice'")
+MARIADB_SLOTS = {
+    "audit": DENIED,
+    "copy-SOURCE": DENIED,
+    "copy-TARGET": DENIED,
+    "verify-SOURCE": DENIED,
+    "verify-TARGET": DENIED,
+    "switch-TARGET": (1, "Sumatra reads a MariaDB password only from"),
+    "createdb": (2, "password is taken from --password-env VAR only"),
+}
+
 # --admin takes nothing but a PostgreSQL URL (it used to parse gopher:// as one).
 ADMIN_ONLY_POSTGRES = "--admin takes a postgresql:// URL"
 
@@ -275,9 +287,9 @@ def test_malformed_urls(run_bad, monkeypatch, slot, kind):
     code = 2
     if slot.id.endswith("-admin") and not url.startswith("postgresql:"):
         expected = ADMIN_ONLY_POSTGRES
-    if slot.id in ("copy-TARGET", "audit") and kind == "mysql":
-        # audit and copy's TARGET take MariaDB: the URL is well formed, the server says no
-        expected = "Access denied for user 'alice'"
+    if kind == "mysql" and slot.id in MARIADB_SLOTS:
+        # these take MariaDB: the URL is well formed, and then the server or a check says no
+        code, expected = MARIADB_SLOTS[slot.id]
     if slot.id == "switch-TARGET" and kind in ("unknown-option", "bad-timeout"):
         # Sumatra would ignore any ?parameter: switch refuses them all, before connecting
         code, expected = 1, "Sumatra ignores the ?parameters"

@@ -26,6 +26,7 @@ from smtmigrate.locations import mariadb_settings, resolve, resolve_target
 
 from .conftest import (
     FIXTURES,
+    MARIADB_URL,
     copy_fixture,
     mariadb_databases,
     mariadb_execute,
@@ -99,7 +100,7 @@ def test_backtick_quoting():
     "args",
     [
         ("widen", "--apply", "mysql://root@localhost/x"),
-        ("createdb", "mysql://root@localhost/x"),
+        ("drop-recreate", "mysql://root@localhost/x", "--yes"),
         ("move", "{project}", "mysql://root@localhost/x"),
         ("stress", "mysql://root@localhost/x"),
     ],
@@ -495,3 +496,34 @@ def test_switch_refuses_what_sumatra_could_not_use(cli, store08, mariadb_databas
     assert message in result.err
     assert "pw" not in result.err.replace("password", "")
     assert (store08 / ".smt" / "project").read_bytes() == before
+
+
+# -- createdb -----------------------------------------------------------------------------
+
+
+@pytest.mark.mariadb
+def test_createdb_then_its_user_alone_copies(cli, store08, mariadb_name, monkeypatch):
+    """createdb --create-role: an empty nopad database and a user granted on it and on
+    the copy's scratch databases; that user (password in MYSQL_PWD) then copies."""
+    user = f"smtm_u_{mariadb_name[-8:]}"
+    url = f"mysql://{user}@localhost/{mariadb_name}"
+    monkeypatch.setenv("SMTM_NEW_PW", "S3cret-pw")
+    try:
+        made = cli(
+            "createdb", url, "--create-role", "--password-env", "SMTM_NEW_PW",
+            "--admin", MARIADB_URL,
+        )  # fmt: skip
+        assert made.code == 0, made
+        assert f"created user '{user}'@'localhost'" in made.out
+        assert mariadb_execute(
+            "SELECT default_collation_name FROM information_schema.schemata WHERE schema_name = %s",
+            (mariadb_name,),
+        ) == [("utf8mb4_nopad_bin",)]
+        again = cli("createdb", url, "--admin", MARIADB_URL)
+        assert again.code == 1 and "exists already" in again.err
+        monkeypatch.setenv("MYSQL_PWD", "S3cret-pw")
+        copied = cli("copy", store08, url, "--widen")
+        assert copied.code == 0, copied
+        assert "7 records identical through Sumatra" in copied.out
+    finally:
+        mariadb_execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
