@@ -247,6 +247,19 @@ def test_collation_variants_stay_distinct(cli, store08, mariadb_database):
 
 
 @pytest.mark.mariadb
+def test_a_value_load_data_changes_fails_the_copy(cli, store08, mariadb_name):
+    """LOAD DATA LOCAL makes data errors warnings whatever the sql_mode: any warning
+    fails the copy (here an infinite duration, which MariaDB cannot hold), nothing kept."""
+    sqlite_exec(records_file(store08), "UPDATE django_store_record SET duration = 9e999")
+    result = cli("copy", store08, mariadb_url_for(mariadb_name), "--widen")
+    assert result.code == 2, result
+    assert "nothing was written" in result.err
+    assert "MariaDB changed or skipped 7 value(s) on loading" in result.err
+    assert not [d for d in mariadb_databases() if d.startswith(PARTIAL_PREFIX)]
+    assert mariadb_name not in mariadb_databases()
+
+
+@pytest.mark.mariadb
 def test_a_database_with_tables_is_refused(cli, store08, mariadb_database):
     name = mariadb_database.rsplit("/", 1)[1]
     mariadb_execute("CREATE TABLE notes (x int)", database=name)
