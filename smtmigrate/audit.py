@@ -32,7 +32,18 @@ from .schema import (
 )
 
 # Severity order: the first three make a copy fail, the others are warnings.
-KINDS = ("invalid", "overflow", "duplicate", "duplicate-label", "near-limit", "drift", "risk")
+KINDS = (
+    "invalid",
+    "overflow",
+    "duplicate",
+    "duplicate-label",
+    "collision",  # MariaDB: values a collation makes equal
+    "charset",  # MariaDB: utf8mb3 columns
+    "server",  # MariaDB: a server whose default sessions are not strict
+    "near-limit",
+    "drift",
+    "risk",
+)
 FAILING_KINDS = frozenset({"invalid", "overflow", "duplicate"})
 EXAMPLES = 3
 PREVIEW_CHARS = 40
@@ -149,6 +160,7 @@ def audit(
                 findings += _risk_findings(table, limit_of, scan.longest, findings)
             if inspection.views and OUTPUT_LINKS in inspection.table_names:
                 findings += _output_link_findings(cursor, engine)
+            findings += engine.store_findings(inspection, cursor)
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     findings.sort(key=lambda f: (f.severity, f.table, f.column or ""))
@@ -538,7 +550,7 @@ def _is_wider(stored: StoreColumn, column: ModelColumn, declared: str) -> bool:
     """A widened column (text, or a longer varchar) is what smtmigrate widen makes: fine."""
     if not column.is_text or column.max_length is None:
         return False
-    if declared in ("text", "varchar"):  # unbounded
+    if declared in ("text", "varchar", "longtext"):  # unbounded (longtext: MariaDB's)
         return True
     return stored.max_length is not None and stored.max_length >= column.max_length
 

@@ -39,7 +39,7 @@ from .schema import (
 )
 from .snapshot import Snapshot
 from .verify import Verification, verify_stores
-from .widen import WideningPlan, apply_widening, plan_widening
+from .widen import WideningPlan, plan_widening
 
 # Tables Sumatra's migrations create that are not copied: the target has its own.
 TARGET_OWNED = frozenset({MIGRATIONS_TABLE, CONTENT_TYPE_TABLE, "sqlite_sequence"})
@@ -193,12 +193,18 @@ def plan_copy(
     snapshot = source if isinstance(source, Snapshot) else None
     if snapshot is not None:
         source = snapshot.store
-        if snapshot.live.kind == target.kind and snapshot.live.path == target.path:
-            raise SmtmigrateError("SOURCE and TARGET are the same store")
+    if source.kind != "sqlite" and target.kind == "mariadb":
+        raise SmtmigrateError(
+            f"{source.display}: copying into MariaDB from anything but an SQLite store is "
+            "not supported yet"
+        )
+    live = snapshot.live if snapshot is not None else source
+    if live.kind == target.kind and live.path == target.path:
+        raise SmtmigrateError("SOURCE and TARGET are the same store")
     if source.kind == target.kind and source.path == target.path:
         raise SmtmigrateError("SOURCE and TARGET are the same store")
     inspection = inspect_store(source)
-    if inspection.vendor != "sqlite" and target.kind != "sqlite":
+    if inspection.vendor == "postgresql" and target.kind != "sqlite":
         raise SmtmigrateError(
             f"{source.display}: a PostgreSQL store can be copied into a new SQLite store "
             "(e.g. a backup), not into another PostgreSQL database"
@@ -206,9 +212,13 @@ def plan_copy(
     existing = None if new_database else _check_target(target)
     limits = _target_limits(target, existing)
     report = audit(inspection, limits=limits)
+    if target.kind == "mariadb":  # its collation and sql_mode, as warnings
+        report.findings += engine_for(target).target_findings(target, inspection)
     widening = None
-    if widen and target.kind == "postgresql":
-        widening = plan_widening("text", report=report, source=inspection, target=existing)
+    if widen and target.kind != "sqlite":
+        widening = engine_for(target).widening_plan(
+            plan_widening("text", report=report, source=inspection, target=existing)
+        )
         limits = widening.limits()
     layouts = []
     for name, table in inspection.tables.items():
@@ -279,6 +289,9 @@ def _check_target(target: Store) -> Inspection | None:
     if target.kind == "sqlite":
         if target.path is not None and target.path.exists():
             raise Refused(f"{target.display} exists; copy writes a new SQLite store")
+        return None
+    if target.kind == "mariadb":  # built from scratch whatever the target holds (engines/)
+        engine_for(target).check_new_target(target)
         return None
     connection = target.connection
     try:
@@ -379,7 +392,7 @@ def _prepare_target(
                 widening = plan_widening(
                     "text", report=plan.report, source=plan.source, target=prepared
                 )
-                apply_widening(widening, prepared)
+                target.widen(widening, prepared)
         remaps = plan.remaps(content_type_remap(plan.source, prepared, create=True))
     return prepared, remaps
 

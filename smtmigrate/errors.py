@@ -44,3 +44,21 @@ class Refused(SmtmigrateError):
     """The command looked and decided not to act (e.g. target not empty)."""
 
     exit_code = 1
+
+
+class MariadbNotYet(UnsupportedStore):
+    """A MariaDB/MySQL store given to a command that does not handle one yet. The command
+    (management/base.py) names itself in the message when the library did not."""
+
+    def __init__(self, display: str, command: str | None = None) -> None:
+        self.display, self.command = display, command
+        what = f"`smtmigrate {command}`" if command else "this command"
+        super().__init__(
+            f"{display}: MySQL/MariaDB stores are not supported by {what} yet "
+            f"(so far: {MARIADB_SUPPORTED})"
+        )
+
+
+MARIADB_SUPPORTED = (
+    "audit, verify, switch, createdb, copy from SQLite into MariaDB and out of MariaDB"
+)

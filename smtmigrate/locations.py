@@ -4,8 +4,13 @@ Accepted forms:
   * a Sumatra project directory (its `.smt/project` names the record store),
   * a path to an SQLite file, or `sqlite:///absolute/path`,
   * `postgres://` or `postgresql://[user[:password]@][host][:port][/dbname][?param=value]`.
-Missing URL parts are left to libpq, so PGHOST, PGUSER, PGPASSWORD, ~/.pgpass and the
-local socket work as they do for psql.
+    Missing URL parts are left to libpq, so PGHOST, PGUSER, PGPASSWORD, ~/.pgpass and the
+    local socket work as they do for psql;
+  * `mysql://` or `mariadb://[user[:password]@][host][:port]/dbname` (what Sumatra 0.8
+    reads): missing parts are left to the MariaDB client library, so MYSQL_PWD, the
+    `[client]` section of ~/.my.cnf and the local socket work as they do for `mysql`.
+    Only the commands that handle MariaDB accept one (`resolve(..., mariadb=True)`); the
+    others refuse it with one line (`MariadbNotYet`).
 """
 
 from __future__ import annotations
@@ -22,12 +27,20 @@ from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .db import register_database, unregister_database
-from .errors import LocationError, NotASumatraStore, StoreConnectionError, UnsupportedStore
+from .errors import (
+    LocationError,
+    MariadbNotYet,
+    NotASumatraStore,
+    StoreConnectionError,
+    UnsupportedStore,
+)
 from .files import check_writable
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 DJANGO_STORE_TYPE = "sumatra.recordstore.django_store.DjangoRecordStore"
 POSTGRES_SCHEMES = ("postgres", "postgresql")
+MARIADB_SCHEMES = ("mysql", "mariadb")
+MY_CNF = "~/.my.cnf"  # the client option file whose [client] section `mysql` reads
 URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
 # Fail fast on an address that does not answer (libpq waits forever by default), unless
 # the URL (?connect_timeout=N) or the environment (PGCONNECT_TIMEOUT, libpq's) says otherwise.
@@ -37,7 +50,7 @@ _SQL_EXCERPT = re.compile(r"\s*\nLINE \d+: [^\n]*\n *\^\s*")
 # How long a reader waits for a writer's lock on an SQLite store before giving up.
 SQLITE_LOCK_TIMEOUT = 10
 
-StoreKind = Literal["sqlite", "postgresql"]
+StoreKind = Literal["sqlite", "postgresql", "mariadb"]
 
 
 @dataclass
@@ -164,8 +177,11 @@ def redact_url(url: str) -> str:
     return f"{match['scheme']}://{netloc}{sep}{tail}"
 
 
-def resolve(text: str, *, base_dir: Path | None = None) -> Store:
-    """Turn a location as typed on the command line into a `Store` (no connection yet)."""
+def resolve(text: str, *, base_dir: Path | None = None, mariadb: bool = False) -> Store:
+    """Turn a location as typed on the command line into a `Store` (no connection yet).
+
+    A MariaDB/MySQL location is refused (`MariadbNotYet`) unless the caller handles one
+    (`mariadb=True`): a command that does not is never half-working on it."""
     if not text or not text.strip():
         raise LocationError("empty store location")
     match = URL_RE.match(text)
@@ -175,11 +191,11 @@ def resolve(text: str, *, base_dir: Path | None = None) -> Store:
             return _postgres_store(text)
         if scheme == "sqlite":
             return _sqlite_store(Path(unquote(match["rest"]) or "/"))
-        if scheme in ("mysql", "mariadb"):
-            raise UnsupportedStore(
-                f"{redact_url(text)}: MySQL/MariaDB stores are not supported "
-                "(smtmigrate reads SQLite and PostgreSQL stores)"
-            )
+        if scheme in MARIADB_SCHEMES:
+            store = _mariadb_store(text)
+            if not mariadb:
+                raise MariadbNotYet(store.display)
+            return store
         if scheme in ("http", "https"):
             raise UnsupportedStore(
                 f"{redact_url(text)}: an HTTP record store cannot be moved by smtmigrate "
@@ -192,16 +208,16 @@ def resolve(text: str, *, base_dir: Path | None = None) -> Store:
     path = Path(text).expanduser()
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
-    return _path_store(path)
+    return _path_store(path, mariadb=mariadb)
 
 
-def resolve_target(text: str) -> Store:
+def resolve_target(text: str, *, mariadb: bool = False) -> Store:
     """Like `resolve`, but a path that does not exist yet names a new SQLite store."""
     match = URL_RE.match(text)
     if match and match["scheme"].lower() == "sqlite":
         path = Path(unquote(match["rest"]) or "/")
     elif match:
-        return resolve(text)
+        return resolve(text, mariadb=mariadb)
     else:
         path = Path(text).expanduser()
     if path.exists():
@@ -227,15 +243,15 @@ def new_sqlite_target(path: Path) -> Store:
     return resolve_target(str(path))
 
 
-def _path_store(path: Path) -> Store:
+def _path_store(path: Path, *, mariadb: bool = False) -> Store:
     if not path.exists():
         raise LocationError(f"{path}: no such file or directory")
     if path.is_dir():
-        return _project_store(path)
+        return _project_store(path, mariadb=mariadb)
     return _sqlite_store(path)
 
 
-def _project_store(directory: Path) -> Store:
+def _project_store(directory: Path, *, mariadb: bool = False) -> Store:
     project_file = directory / ".smt" / "project"
     if not project_file.is_file() and directory.resolve().name == ".smt":  # `audit .` in it
         directory = directory.resolve()
@@ -257,7 +273,7 @@ def _project_store(directory: Path) -> Store:
             "(SQLite or PostgreSQL) only"
         )
     db_file = str(record_store.get("db_file") or ".smt/records")
-    store = resolve(db_file, base_dir=directory)
+    store = resolve(db_file, base_dir=directory, mariadb=mariadb)
     store.project_dir = directory.resolve()
     store.project_name = project.get("name")
     return store
@@ -347,6 +363,71 @@ def postgres_settings(url: str) -> dict[str, Any]:
     }
 
 
+def _mariadb_store(url: str) -> Store:
+    return Store(kind="mariadb", display=redact_url(url), settings=mariadb_settings(url))
+
+
+def mariadb_settings(url: str) -> dict[str, Any]:
+    """Parse a `mysql://` / `mariadb://` URL into a Django DATABASES entry (Django's MySQL
+    backend over mysqlclient, as Sumatra uses it).
+
+    What the URL leaves out comes from where the `mysql` client finds it: the `[client]`
+    section of ~/.my.cnf (passed as `read_default_file` when it exists) and MYSQL_PWD (read
+    by the client library itself). The session is always strict, UTC and utf8mb4 whatever
+    the server's defaults: a non-strict session would truncate values with a warning, and
+    Django's default `utf8` is utf8mb3 (no 4-byte characters).
+    """
+    match = URL_RE.match(url)
+    assert match is not None
+    rest, _, query = match["rest"].partition("?")
+    if query:
+        raise LocationError(
+            f"{redact_url(url)}: ?parameters are not taken in a MariaDB URL (Sumatra ignores "
+            f"them too); put client options in {MY_CNF}"
+        )
+    netloc, _, dbname = rest.partition("/")
+    userinfo, _, hostport = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    host, port = hostport, ""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            raise LocationError(f"{redact_url(url)}: malformed IPv6 address")
+        host, port = hostport[1:end], hostport[end + 1 :].lstrip(":")
+    elif ":" in hostport:
+        host, _, port = hostport.rpartition(":")
+    if port and not port.isdigit():
+        raise LocationError(f"{redact_url(url)}: port '{port}' is not a number")
+    name = unquote(dbname)
+    if not name:
+        raise LocationError(f"{redact_url(url)}: the URL names no database (mysql://host/dbname)")
+    options: dict[str, Any] = {
+        "charset": "utf8mb4",
+        "local_infile": 1,
+        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+        "init_command": MARIADB_SESSION,
+    }
+    option_file = Path(MY_CNF).expanduser()
+    if option_file.is_file():
+        options["read_default_file"] = str(option_file)
+    return {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": name,
+        "USER": unquote(user),
+        "PASSWORD": unquote(password),
+        "HOST": unquote(host),
+        "PORT": port,
+        "OPTIONS": options,
+    }
+
+
+# Every smtmigrate session on MariaDB: strict (values that do not fit are errors, never
+# truncated with a warning), UTC (datetimes read and written as Django's USE_TZ does).
+MARIADB_SESSION = (
+    "SET SESSION sql_mode = 'TRADITIONAL,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'"
+)
+
+
 def same_store(a: Store, b: Store) -> bool:
     """Whether two locations name the same store, however they were spelled: the same
     SQLite file (links and relative paths included), or the same database of the same
@@ -358,7 +439,19 @@ def same_store(a: Store, b: Store) -> bool:
             return a.path is not None and b.path is not None and a.path.samefile(b.path)
         except OSError:  # a new file that does not exist yet
             return False
+    if a.kind == "mariadb":
+        return _mariadb_database(a) == _mariadb_database(b)
     return _server_database(a) == _server_database(b)
+
+
+def _mariadb_database(store: Store) -> tuple:
+    """The running server (its host name, port and data directory) and the database."""
+    try:
+        with store.connection.cursor() as cursor:
+            cursor.execute("SELECT @@hostname, @@port, @@datadir, DATABASE()")
+            return cursor.fetchone()
+    except DatabaseError as exc:
+        raise store.read_error(exc) from exc
 
 
 def _server_database(store: Store) -> tuple:

@@ -99,12 +99,63 @@ def check_sumatra_reads(target: Store) -> None:
         )
 
 
+def check_sumatra_gets_in(target: Store) -> None:
+    """A MariaDB target: Sumatra must be able to connect with what the project file will
+    hold. Its connection (Django's MySQL backend as Sumatra configures it) needs a host,
+    reads no ~/.my.cnf, and takes a password only from the URL or MYSQL_PWD; smtmigrate
+    never writes a password into the project file. So: a URL with a host and without a
+    password, and a connection made the way Sumatra's will be."""
+    import MySQLdb
+
+    settings = target.settings
+    if not settings.get("HOST"):
+        raise Refused(
+            f"{target.display}: Sumatra cannot connect to a MariaDB URL without a host "
+            "(Django's MySQL backend fails on it): use mysql://user@localhost/db for the "
+            "local socket; nothing was changed"
+        )
+    if target.password:
+        raise Refused(
+            f"{target.display}: Sumatra reads a MariaDB password only from the project file's "
+            "URL or MYSQL_PWD, and smtmigrate writes no password into the project file: give "
+            "the URL without it and export MYSQL_PWD for the project's smt runs (or use the "
+            "server's socket authentication); nothing was changed"
+        )
+    from .engines import engine_for
+
+    kwargs: dict[str, object] = {"host": settings["HOST"]}
+    if settings.get("USER"):
+        kwargs["user"] = settings["USER"]
+    if settings.get("PORT"):
+        kwargs["port"] = int(settings["PORT"])
+    name = settings["NAME"]
+    try:
+        connection = MySQLdb.connect(connect_timeout=5, **kwargs)
+        try:
+            cursor = connection.cursor()
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", [name]
+            )
+            if cursor.fetchone()[0]:  # else a copy is about to create it
+                cursor.execute(f"USE {engine_for('mariadb').quote_name(name)}")
+        finally:
+            connection.close()
+    except MySQLdb.Error as exc:
+        raise Refused(
+            f"Sumatra could not connect to {target.display} as the project would "
+            f"({target.describe_error(exc)}; it reads no ~/.my.cnf: export MYSQL_PWD for the "
+            "project's smt runs); nothing was changed"
+        ) from exc
+
+
 def check_switch(directory: Path, target: Store, *, home: Path | None = None) -> None:
     """Everything a switch to `target` needs, checked before anything is written (by
     `copy --switch`, before the copy): a project file, a URL Sumatra reads as we do,
     and the files the switch writes, writable."""
     path = project_file(directory)
     check_sumatra_reads(target)
+    if target.kind == "mariadb":
+        check_sumatra_gets_in(target)
     files = [path, directory / BACKUP_FILE]
     if target.password:
         files.append(pgpass_path(home))

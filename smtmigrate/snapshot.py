@@ -17,6 +17,8 @@ reader reads that:
   * PostgreSQL: the store's Django connection runs in one `REPEATABLE READ READ ONLY`
     transaction until the snapshot ends; a reader in another process joins it with
     `SET TRANSACTION SNAPSHOT` (`join_snapshot`) from the id `pg_export_snapshot()` gave.
+  * MariaDB: one `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` (repeatable
+    read) on the store's connection; no other process can join it.
 
 The snapshot knows when it was taken and how many records it holds; `check_changes()`
 re-reads the live store (one cheap query) to tell how many records were added or removed
@@ -136,6 +138,9 @@ def source_snapshot(store: Store) -> Iterator[Snapshot]:
     if store.kind == "postgresql":
         with _postgres_snapshot(store) as snapshot:
             yield snapshot
+    elif store.kind == "mariadb":
+        with _mariadb_snapshot(store) as snapshot:
+            yield snapshot
     else:
         with _sqlite_snapshot(store) as snapshot:
             yield snapshot
@@ -238,6 +243,35 @@ def _postgres_snapshot(store: Store) -> Iterator[Snapshot]:
 
 
 @contextmanager
+def _mariadb_snapshot(store: Store) -> Iterator[Snapshot]:
+    """One consistent-snapshot transaction on the store's connection (InnoDB), read only;
+    another process cannot join it (MariaDB has no exported snapshots): the commands
+    that read a MariaDB store so far (audit) read it in this process only."""
+    connection = store.connection
+    started = time.perf_counter()
+    with transaction.atomic(using=store.alias):
+        try:
+            with connection.cursor() as cursor:
+                taken_at = engine_for(store).consistent_snapshot(cursor)
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+        snapshot_store = SnapshotStore(
+            "mariadb",
+            store.display,
+            store.settings,
+            project_dir=store.project_dir,
+            project_name=store.project_name,
+            _alias=store.alias,
+        )
+        snapshot = Snapshot(snapshot_store, store, taken_at, time.perf_counter() - started)
+        _count_records(snapshot)
+        try:
+            yield snapshot
+        finally:
+            transaction.set_rollback(True, using=store.alias)  # it only read
+
+
+@contextmanager
 def join_snapshot(store: Store) -> Iterator[None]:
     """In another process: read a PostgreSQL snapshot store in the snapshot's own state
     (a no-op for anything else: an SQLite snapshot is a file of its own)."""
@@ -259,8 +293,9 @@ def join_snapshot(store: Store) -> Iterator[None]:
 
 
 def shareable(store: Store) -> bool:
-    """Whether another process can read exactly what this one reads from `store`."""
-    return isinstance(store, SnapshotStore)
+    """Whether another process can read exactly what this one reads from `store` (not a
+    MariaDB snapshot: no other connection can join its transaction)."""
+    return isinstance(store, SnapshotStore) and store.kind != "mariadb"
 
 
 # --------------------------------------------------------------------------- metadata

@@ -6,8 +6,9 @@ server on 127.0.0.1:5432. Every test database gets a unique name and is dropped 
 
 Markers (registered in pyproject.toml, set here at collection, see
 `pytest_collection_modifyitems`): `pg` on every test that needs the PostgreSQL server,
-`slow` on tests that start processes (real `smt run`s, workers, Sumatra's API) or take
-seconds. The fast subset needs neither: `pytest -m "not pg and not slow"`.
+`mariadb` on those that need the MariaDB server (SMTMIGRATE_TEST_MARIADB), `slow` on
+tests that start processes (real `smt run`s, workers, Sumatra's API) or take seconds.
+The fast subset needs none: `pytest -m "not pg and not mariadb and not slow"`.
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ from smtmigrate.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 PG_URL = os.environ.get("SMTMIGRATE_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
+# A MariaDB server and a user that may create and drop databases (tests marked `mariadb`).
+MARIADB_URL = os.environ.get("SMTMIGRATE_TEST_MARIADB", "mysql://root@localhost")
 TESTS = Path(__file__).resolve().parent
 
 # Fixtures that make or need a PostgreSQL database (with everything that depends on them).
 PG_FIXTURES = frozenset({"pg_database", "sumatra_pg", "widened_reference", "scram_server"})
+MARIADB_FIXTURES = frozenset({"mariadb_name", "mariadb_database"})
 # Names whose use in a test, a fixture or a tests/ function it calls means talking to the
 # server, or starting processes (checked in their source, see `_uses`).
 _PG_NAMES = re.compile(
@@ -100,7 +104,7 @@ def _uses(func: object, names: re.Pattern[str]) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark `pg` and `slow` tests (see the module docstring) so `-m` can select them."""
+    """Mark `pg`, `mariadb` and `slow` tests (see the module docstring) for `-m`."""
     for item in items:
         functions = [getattr(item, "function", None)]
         info = getattr(item, "_fixtureinfo", None)
@@ -113,6 +117,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             fixtures & PG_FIXTURES or any(_uses(f, _PG_NAMES) for f in functions)
         ):
             item.add_marker(pytest.mark.pg)
+        if item.get_closest_marker("mariadb") is None and fixtures & MARIADB_FIXTURES:
+            item.add_marker(pytest.mark.mariadb)
         if item.get_closest_marker("slow") is None and (
             item.path.stem in SLOW_MODULES
             or getattr(item, "originalname", item.name) in SLOW_TESTS
@@ -188,6 +194,65 @@ def sumatra_pg(pg_database) -> str:
     with resolve(pg_database) as store:
         call_command("migrate", database=store.alias, run_syncdb=True, verbosity=0)
     return pg_database
+
+
+def mariadb_url_for(dbname: str) -> str:
+    return f"{MARIADB_URL.rstrip('/')}/{dbname}"
+
+
+def mariadb_execute(statement: str, params: tuple = (), *, database: str = "") -> list[tuple]:
+    """Run one statement on the test MariaDB server with plain MySQLdb (the oracle)."""
+    import MySQLdb
+
+    from smtmigrate.locations import mariadb_settings
+
+    settings = mariadb_settings(mariadb_url_for("mysql"))
+    kwargs = {"user": settings["USER"], "password": settings["PASSWORD"], "charset": "utf8mb4"}
+    if settings["HOST"]:
+        kwargs["host"] = settings["HOST"]
+    if settings["PORT"]:
+        kwargs["port"] = int(settings["PORT"])
+    if database:
+        kwargs["database"] = database
+    conn = MySQLdb.connect(**kwargs)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement, params or None)
+            rows = list(cursor.fetchall())
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+def mariadb_databases() -> set[str]:
+    return {row[0] for row in mariadb_execute("SHOW DATABASES")}
+
+
+def drop_mariadb_database(name: str) -> None:
+    from django.db import connections
+
+    for alias in list(connections.settings):
+        if connections.settings[alias].get("NAME") == name:
+            connections[alias].close()
+    mariadb_execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def mariadb_name() -> Iterator[str]:
+    """The name of a MariaDB database that does not exist yet; dropped after the test."""
+    name = f"smtm_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        drop_mariadb_database(name)
+
+
+@pytest.fixture
+def mariadb_database(mariadb_name) -> str:
+    """An empty MariaDB database with the server's default collation; its URL."""
+    mariadb_execute(f"CREATE DATABASE `{mariadb_name}`")
+    return mariadb_url_for(mariadb_name)
 
 
 def pg_query(url: str, query: str, params: tuple = ()) -> list[tuple]:

@@ -262,12 +262,43 @@ URL_ERRORS = {
 }
 
 
+# Where a MariaDB URL is taken (tests/test_mariadb.py): exit code and message for URL_ERRORS's
+DENIED = (2, "Access denied for user 'alice'")
+MARIADB_SLOTS = {
+    "audit": DENIED,
+    "copy-SOURCE": DENIED,
+    "copy-TARGET": DENIED,
+    "verify-SOURCE": DENIED,
+    "verify-TARGET": DENIED,
+    "switch-TARGET": (1, "Sumatra reads a MariaDB password only from"),
+    "createdb": (2, "password is taken from --password-env VAR only"),
+}
+
 # --admin takes nothing but a PostgreSQL URL (it used to parse gopher:// as one).
 ADMIN_ONLY_POSTGRES = "--admin takes a postgresql:// URL"
 
 
-@pytest.mark.parametrize("kind", URL_ERRORS)
-@pytest.mark.parametrize("slot", URL_SLOTS, ids=lambda s: s.id)
+def _url_cases(mariadb: bool) -> list:
+    """(slot, kind) pairs: those where a MariaDB URL is taken (they reach the server), or
+    all the others."""
+    return [
+        pytest.param(slot, kind, id=f"{slot.id}-{kind}")
+        for kind in URL_ERRORS
+        for slot in URL_SLOTS
+        if (kind == "mysql" and slot.id in MARIADB_SLOTS) == mariadb
+    ]
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize(("slot", "kind"), _url_cases(mariadb=True))
+def test_mariadb_urls_where_they_are_taken(run_bad, slot, kind):
+    """The URL is well formed; then the MariaDB server (or a check) says no."""
+    code, expected = MARIADB_SLOTS[slot.id]
+    url = URL_ERRORS[kind][0]
+    assert_error(run_bad(slot, url), slot.command, expected, code=code, secrets=("Secret-1",))
+
+
+@pytest.mark.parametrize(("slot", "kind"), _url_cases(mariadb=False))
 def test_malformed_urls(run_bad, monkeypatch, slot, kind):
     """Refused as typed, before any connection (or by libpq, before any server is asked)."""
     monkeypatch.delenv("PGDATABASE", raising=False)

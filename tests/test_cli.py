@@ -144,8 +144,8 @@ run`s that would share a label); that never changes the exit code. Exit 0:
 nothing would fail; 1: overflow or invalid values; 2: usage or I/O error.
 
 positional arguments:
-  location              Sumatra project directory, SQLite file, or
-                        postgresql:// URL
+  location              Sumatra project directory, SQLite file, postgresql://
+                        or mysql:// URL
 
 options:
   -h, --help            show this help message and exit

@@ -1,7 +1,8 @@
 """Unit tests of the pure parts: no PostgreSQL server, no process, no store on disk.
 
-Part of the fast subset (`pytest -m "not pg and not slow"`): each test asserts exact values
-of one function's observable output, so that a change of behaviour shows up here first.
+Part of the fast subset (`pytest -m "not pg and not mariadb and not slow"`): each test
+asserts exact values of one function's observable output, so that a change of behaviour
+shows up here first.
 """
 
 from __future__ import annotations

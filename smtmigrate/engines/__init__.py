@@ -6,19 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 from .base import INTEGER_TYPES, Engine, TableResult
+from .mariadb import MariadbEngine
 from .postgresql import PostgresEngine
 from .sqlite import SqliteEngine
 
 ENGINES: dict[str, Engine] = {
-    engine.vendor: engine for engine in (SqliteEngine(), PostgresEngine())
+    engine.vendor: engine for engine in (SqliteEngine(), PostgresEngine(), MariadbEngine())
 }
+ENGINES["mysql"] = ENGINES["mariadb"]  # Django's connection.vendor for MariaDB and MySQL
 
 __all__ = ["ENGINES", "INTEGER_TYPES", "Engine", "TableResult", "engine_for"]
 
 
 def engine_for(vendor_or_store: Any) -> Engine:
-    """The engine of a vendor name ("sqlite", "postgresql"), a Store (its kind), or
-    anything with a `vendor` (an Inspection, a Django connection)."""
+    """The engine of a vendor name ("sqlite", "postgresql", "mariadb" or Django's
+    "mysql"), a Store (its kind), or anything with a `vendor` (an Inspection, a Django
+    connection)."""
     vendor = vendor_or_store
     if not isinstance(vendor, str):
         vendor = getattr(vendor_or_store, "kind", None) or vendor_or_store.vendor

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ..copy import CopyPlan
     from ..locations import Store
     from ..schema import Inspection
+    from ..widen import WideningPlan
 
 # Django field types whose values are integers in every engine.
 INTEGER_TYPES = frozenset(
@@ -117,6 +118,11 @@ class Engine:
         row (`all_utf8`). Nothing for an engine that enforces its types."""
         return iter(())
 
+    def store_findings(self, inspection: Inspection, cursor: Any) -> list[Any]:
+        """Findings about the store as this engine keeps it (MariaDB: collations, the
+        server's sql_mode, utf8mb3 columns); none for most engines."""
+        return []
+
     def all_utf8(self, values: str) -> str:
         """A condition: every one of the comma-separated expressions is valid UTF-8."""
         raise NotImplementedError
@@ -159,6 +165,17 @@ class Engine:
         in `skip`, with the id columns of `remaps` mapped first."""
         raise NotImplementedError
 
+    def line_rows(
+        self, inspection: Inspection, layout: TableLayout, remaps: Mapping[str, Remap], skip
+    ) -> AbstractContextManager[Any]:
+        """A cursor over (canonical line as bytes, float columns…) of one table of a store
+        of this engine, streamed (a copy's source: SQLite, MariaDB)."""
+        raise NotImplementedError(f"copying out of a {self.vendor} store this way")
+
+    def streaming_cursor(self, store: Store) -> AbstractContextManager[Any]:
+        """A cursor on the store's connection that does not hold the whole result."""
+        return store.connection.chunked_cursor()
+
     # -- connections ----------------------------------------------------------------------
 
     def read_only_uri(self, path: Any) -> str:
@@ -166,6 +183,10 @@ class Engine:
         raise NotImplementedError(f"{self.vendor} stores are not files")
 
     # -- copying into a store of this engine (copy.py) -----------------------------------
+
+    def widening_plan(self, plan: WideningPlan) -> WideningPlan:
+        """`copy --widen`'s plan as this engine can carry it (MariaDB: keys stay varchar)."""
+        return plan
 
     def copy_target(
         self, plan: CopyPlan, events: Any, phase: Any
@@ -193,3 +214,9 @@ class CopyTarget:
     def reading(self, prepared: Inspection) -> AbstractContextManager[Inspection]:
         """The loaded target as the verification reads it."""
         raise NotImplementedError
+
+    def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
+        """Run the planned widening on the prepared schema (PostgreSQL: widen.py's)."""
+        from ..widen import apply_widening
+
+        apply_widening(widening, prepared)

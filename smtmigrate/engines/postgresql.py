@@ -21,7 +21,6 @@ from psycopg2 import sql
 from .. import interrupts
 from ..canonical import NULL, Checksum, TableLayout, float_text, row_hash
 from ..errors import SmtmigrateError
-from ..generations import attach_views
 from ..schema import ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
 
@@ -212,18 +211,15 @@ class PostgresCopyTarget(CopyTarget):
                 cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {q(name)} {definition}")
 
     def _copy_table(self, plan, layout, connection, remaps, events) -> tuple[TableResult, Checksum]:
-        """Stream one table from SQLite into COPY, hashing every row on the way."""
+        """Stream one table from the source (SQLite, MariaDB) into COPY, hashing every row
+        on the way."""
         from . import engine_for
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
-        reader = engine_for(plan.source)  # SQLite: plan_copy refuses anything else
-        assert plan.source.store.path is not None
-        source = reader.open_bytes(plan.source.store.path)
+        reader = engine_for(plan.source)  # SQLite or MariaDB: plan_copy refuses the rest
         q = self.engine.quote_name
-        try:
-            attach_views(source, plan.source.views)
-            cursor = source.execute(reader.line_select(layout, remaps, plan.skip(layout.name)))
+        with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as cursor:
             stream = _CopyStream(
                 cursor, lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes)
             )
@@ -238,8 +234,6 @@ class PostgresCopyTarget(CopyTarget):
                 raise
             finally:
                 stream.close()
-        finally:
-            source.close()
         result = TableResult(
             layout.name, stream.checksum.rows, stream.bytes, time.perf_counter() - started
         )

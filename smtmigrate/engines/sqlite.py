@@ -223,6 +223,17 @@ class SqliteEngine(Engine):
         where = where_not(q(layout.model.primary_key), skip)
         return f"SELECT {', '.join([line, *floats])} FROM {q(layout.source_name)}{where}"
 
+    @contextmanager
+    def line_rows(self, inspection, layout: TableLayout, remaps, skip) -> Iterator[Any]:
+        """The lines from a read-only connection that hands out the store's bytes."""
+        assert inspection.store.path is not None
+        connection = self.open_bytes(inspection.store.path)
+        try:
+            attach_views(connection, inspection.views)
+            yield connection.execute(self.line_select(layout, remaps, skip))
+        finally:
+            connection.close()
+
     def checksum(self, cursor, layout: TableLayout, remaps=None, skip=None) -> Checksum:
         """Checksum of a table of an open SQLite database, from the canonical lines."""
         cursor.execute(self.line_select(layout, remaps or {}, skip))
@@ -292,7 +303,7 @@ class SqliteCopyTarget(CopyTarget):
         store, in one transaction; foreign keys checked before it commits."""
         results = []
         connection = sqlite3.connect(self.partial, isolation_level=None)
-        from_postgres = plan.source.vendor == "postgresql"
+        from_postgres = plan.source.vendor != "sqlite"  # PostgreSQL or MariaDB: rows
         try:
             if not from_postgres:
                 connection.execute(
@@ -344,7 +355,6 @@ class SqliteCopyTarget(CopyTarget):
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
-        source = plan.source.store.connection
         reader = engine_for(plan.source)
         q = reader.quote_name
         values = [
@@ -361,7 +371,7 @@ class SqliteCopyTarget(CopyTarget):
         columns = ", ".join(qs(name) for name in layout.column_names)
         insert = f"INSERT INTO main.{qs(layout.name)} ({columns}) VALUES ({placeholders})"
         rows = 0
-        with source.chunked_cursor() as cursor:
+        with reader.streaming_cursor(plan.source.store) as cursor:
             where = where_not(q(layout.model.primary_key), plan.skip(layout.name))
             cursor.execute(f"SELECT {', '.join(values)} FROM {q(layout.source_name)}{where}")
             while batch := cursor.fetchmany(FETCH_ROWS):
@@ -392,7 +402,9 @@ def _naive_utc(row: tuple, positions: list[int]) -> tuple:
     values = list(row)
     for i in positions:
         if values[i] is not None:
-            values[i] = values[i].astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ")
+            if values[i].tzinfo is not None:  # MariaDB's are naive, and UTC already
+                values[i] = values[i].astimezone(timezone.utc).replace(tzinfo=None)
+            values[i] = values[i].isoformat(" ")
     return tuple(values)
 
 

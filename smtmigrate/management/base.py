@@ -14,7 +14,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
-from ..errors import SmtmigrateError
+from ..errors import MariadbNotYet, SmtmigrateError
 from ..render import console
 from .exits import ended
 
@@ -88,6 +88,10 @@ class SmtmigrateCommand(BaseCommand):
         """Django's execute, with the errors a user can cause as `CommandError`s."""
         try:
             return super().execute(*args, **options)
+        except MariadbNotYet as exc:  # say which command does not take one yet
+            command = exc.command or self.__module__.rsplit(".", 1)[-1].replace("_", "-")
+            message = str(MariadbNotYet(exc.display, command))
+            raise CommandError(message, returncode=exc.exit_code) from exc
         except SmtmigrateError as exc:
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
         except OSError as exc:

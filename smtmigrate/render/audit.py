@@ -19,6 +19,9 @@ KIND_STYLES = {
     "overflow": "bold red",
     "duplicate": "bold red",
     "duplicate-label": "yellow",
+    "collision": "yellow",
+    "charset": "yellow",
+    "server": "yellow",
     "near-limit": "yellow",
     "drift": "magenta",
     "risk": "cyan",
@@ -124,7 +127,7 @@ def findings_table(findings: list[Finding]) -> Table:
 
 def _detail(finding: Finding) -> str:
     lines = [finding.detail.removeprefix("unbounded by nature: ")] if finding.detail else []
-    if finding.kind in ("duplicate", "duplicate-label"):
+    if finding.kind in ("duplicate", "duplicate-label", "collision"):
         for group in finding.examples[:EXAMPLE_GROUPS]:
             values = ", ".join(f"{k}={v!r}" for k, v in group["values"].items())
             lines.append(f"  ids {', '.join(map(str, group['ids']))}: {values}")

@@ -103,6 +103,10 @@ class RichCopyEvents(PlainCopyEvents):
         self.progress.stop_task(task)  # freezes its elapsed time, and so its MB/s
 
 
+# Findings about a MariaDB target that a copy plan shows (engines/mariadb.py).
+TARGET_KINDS = frozenset({"collision", "server"})
+
+
 def copy_events(out: Console, *, silent: bool = False):
     """How a copy shows its progress: nothing, a rich progress display on a terminal, or
     plain lines elsewhere. Each is a context manager (only the rich one does anything)."""
@@ -144,6 +148,10 @@ def render_copy_plan(plan: CopyPlan, out: Console) -> None:
         )
     if plan.dedupe is not None:
         say(out, f"Deduplicate: {plan.dedupe.summary}.")
+    target_notes = [f for f in plan.report.findings if f.kind in TARGET_KINDS]
+    if target_notes:
+        say(out, "About the target (warnings; the copy goes ahead):")
+        out.print(findings_table(target_notes))
 
 
 def render_refusal(plan: CopyPlan, source: str, target: str, out: Console) -> None:

@@ -29,7 +29,8 @@ class Command(SmtmigrateCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "location", help="Sumatra project directory, SQLite file, or postgresql:// URL"
+            "location",
+            help="Sumatra project directory, SQLite file, postgresql:// or mysql:// URL",
         )
         parser.add_argument("--format", choices=("table", "json"), default="table")
         parser.add_argument(
@@ -48,7 +49,7 @@ class Command(SmtmigrateCommand):
         )
 
     def handle(self, location, format, near, show_all, **options):
-        with resolve(location) as store, source_snapshot(store) as snapshot:
+        with resolve(location, mariadb=True) as store, source_snapshot(store) as snapshot:
             try:
                 report = audit(inspect_store(snapshot.store), near=near)
             except UnknownLayout as exc:  # a finding: the copy could not carry this store

@@ -23,17 +23,18 @@ from ..base import SmtmigrateCommand
 
 class Command(SmtmigrateCommand):
     help = (
-        "Copy every record of a Sumatra store into an empty PostgreSQL database (or a new "
-        "SQLite store), in one transaction, verified. Exit 0: copied and verified; 1: refused "
-        "or verification failed (nothing written); 2: usage or connection error."
+        "Copy every record of a Sumatra store into an empty PostgreSQL database, a new or "
+        "empty MariaDB database, or a new SQLite store, all or nothing, verified. "
+        "Exit 0: copied and verified; 1: refused or verification failed (nothing "
+        "written); 2: usage or connection error."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("source", help="Sumatra project directory, SQLite file or URL")
         parser.add_argument(
             "target",
-            help="postgresql://… URL of an existing, empty database, or the path of a new "
-            "SQLite store",
+            help="postgresql://… URL of an existing, empty database, mysql://… or mariadb://… "
+            "URL of a new or empty database, or the path of a new SQLite store",
         )
         parser.add_argument(
             "--widen",
@@ -69,13 +70,13 @@ class Command(SmtmigrateCommand):
         out = self.console()
         as_json = format == "json"
         with ExitStack() as stack:
-            source_store = stack.enter_context(resolve(source))
-            target_store = stack.enter_context(resolve_target(target))
+            source_store = stack.enter_context(resolve(source, mariadb=True))
+            target_store = stack.enter_context(resolve_target(target, mariadb=True))
             current = project_dir = None
             if switch:  # everything the switch needs, before copying: never end a copy made
                 project_dir = project_directory(switch)
                 check_switch(project_dir, target_store)
-                current = stack.enter_context(resolve(switch))
+                current = stack.enter_context(resolve(switch, mariadb=True))
                 if not same_store(current, source_store):
                     raise Refused(
                         f"--switch {switch}: the project's store is {current.display}, not "

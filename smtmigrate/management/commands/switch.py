@@ -57,7 +57,10 @@ class Command(SmtmigrateCommand):
                 )
             render_label_fix(set_label_generator(directory, label_generator), out)
             return
-        with resolve(str(directory)) as current, resolve(target) as new:
+        with (
+            resolve(str(directory), mariadb=True) as current,
+            resolve(target, mariadb=True) as new,
+        ):
             verification, result = verify_and_switch(
                 directory,
                 current,

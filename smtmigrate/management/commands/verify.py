@@ -32,8 +32,8 @@ class Command(SmtmigrateCommand):
 
     def handle(self, source, target, dedupe, format, **options):
         with ExitStack() as stack:
-            source_store = stack.enter_context(resolve(source))
-            target_store = stack.enter_context(resolve(target))
+            source_store = stack.enter_context(resolve(source, mariadb=True))
+            target_store = stack.enter_context(resolve(target, mariadb=True))
             if same_store(source_store, target_store):  # it would prove nothing
                 raise SmtmigrateError(
                     f"SOURCE and TARGET are the same store ({target_store.display})"

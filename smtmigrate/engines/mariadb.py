@@ -1,0 +1,796 @@
+"""MariaDB (and MySQL's dialect of it): backtick quoting, canonical text and checksums in
+MariaDB's own SQL, and copies into a MariaDB database.
+
+MariaDB's DDL commits implicitly, so a copy cannot be one transaction. It is built in a
+scratch database the copy creates (`smtmigrate_partial_<host>_<pid>`, binary no-pad
+collation), loaded and verified there, and only then moved into the target database by
+one atomic `RENAME TABLE` of every table. Any error drops the scratch database; a copy
+killed outright (SIGKILL) leaves it behind, never anything under the target's name, and
+the next copy from this host drops it once its process is gone.
+
+Rows are streamed as canonical lines (canonical.py: PostgreSQL's COPY text format, which
+is also `LOAD DATA`'s default format) through a named pipe into `LOAD DATA LOCAL INFILE`,
+hashed on the way as for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.db import DatabaseError
+from django.db.migrations.recorder import MigrationRecorder
+
+from .. import interrupts
+from ..canonical import Checksum, TableLayout, float_text, row_hash
+from ..errors import Refused, SmtmigrateError
+from ..schema import SUMATRA_APP, ModelColumn
+from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
+
+if TYPE_CHECKING:
+    from ..audit import Finding
+    from ..copy import CopyPlan
+    from ..locations import Store
+    from ..schema import Inspection
+    from ..widen import WideningPlan
+
+FETCH_ROWS = 2_000
+# The collation of every table a copy creates: binary and NO PAD, so 'Tag' <> 'tag',
+# 'élevée' <> 'elevee' and 'tag' <> 'tag ' as in SQLite and PostgreSQL (`utf8mb4_bin`
+# still pads: 'tag' = 'tag ' under it).
+COLLATION = "utf8mb4_nopad_bin"
+PARTIAL_PREFIX = "smtmigrate_partial_"
+# The longest varchar a primary key can have: InnoDB's 3072-byte index key at 4 bytes a
+# character (utf8mb4). Other unbounded columns become longtext (a UNIQUE one is kept by
+# MariaDB's hash index); a big varchar would count against the 65,535-byte row limit.
+KEY_CHARS = 768
+SIGN_BIT = 2**63
+MANTISSA = 2**52
+SMALLEST_NORMAL = "2.2250738585072014e-308"
+
+
+def _chr(code: int) -> str:
+    """A character as a binary string: the canonical line is built from bytes, whatever
+    the columns' collations (mixing them in CONCAT would be an error)."""
+    return f"CHAR({int(code)})"
+
+
+NULL_SQL = f"CONCAT({_chr(92)}, 'N')"  # canonical.NULL without a backslash literal
+
+
+class MariadbEngine(Engine):
+    vendor = "mariadb"  # Store.kind; Django's connection.vendor is "mysql" (engine_for maps it)
+    quote_char = "`"
+    length_function = "char_length"
+
+    def text(self, expression: str) -> str:
+        """The expression's text as bytes (UTF-8 for a text column)."""
+        return f"CAST({expression} AS BINARY)"
+
+    def preview(self, column: str, chars: int) -> str:
+        return f"SUBSTRING(CAST({self.quote_name(column)} AS CHAR), 1, {int(chars)})"
+
+    def id_list(self, column: str) -> str:
+        c = self.quote_name(column)
+        return f"GROUP_CONCAT({c} ORDER BY {c} SEPARATOR ',')"
+
+    def declared_types(self, cursor, table: str) -> dict[str, str]:
+        """As Django's MySQL backend spells them (`integer AUTO_INCREMENT`, `double
+        precision`), so that a store Sumatra built shows no drift."""
+        cursor.execute(
+            "SELECT column_name, column_type, extra FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = %s",
+            [table],
+        )
+        types = {}
+        for column, column_type, extra in cursor.fetchall():
+            spelled = _django_spelling(_text(column_type))
+            if "auto_increment" in _text(extra).lower():
+                spelled += " AUTO_INCREMENT"
+            types[_text(column)] = spelled
+        return types
+
+    # -- the audit: MariaDB's own traps (audit.py) ----------------------------------------
+
+    def store_findings(self, inspection: Inspection, cursor) -> list[Finding]:
+        """A MariaDB store's traps: a server whose default sessions are not strict,
+        utf8mb3 columns, and values Sumatra looks up that its columns' collations make
+        equal (each group listed)."""
+        cursor.execute("SELECT @@GLOBAL.sql_mode")
+        findings = server_findings(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT table_name, column_name, character_set_name, collation_name "
+            "FROM information_schema.columns WHERE table_schema = DATABASE() "
+            "AND character_set_name IS NOT NULL ORDER BY table_name, column_name"
+        )
+        collations = {}
+        for table, column, charset, collation in cursor.fetchall():
+            collations[table, column] = collation
+            if charset in UTF8MB3 and table in inspection.tables:
+                findings.append(_utf8mb3_finding(table, column, charset))
+        for model_table, column, scope in LOOKED_UP:
+            table = inspection.table_for(model_table)
+            collation = collations.get((table.name, column)) if table else None
+            if table is None or collation is None or collation in NO_COLLISIONS:
+                continue
+            finding = self._collisions(cursor, table, column, scope, collation)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def _collisions(self, cursor, table, column: str, scope: str | None, collation: str):
+        """Groups of different values (as bytes) that the column's collation makes equal."""
+        q = self.quote_name
+        pk = q(table.model.primary_key)
+        keys = [q(column)] if scope is None else [q(scope), q(column)]
+        cursor.execute(
+            f"SELECT GROUP_CONCAT({pk} ORDER BY {pk}), "
+            f"GROUP_CONCAT(DISTINCT HEX(CAST({q(column)} AS BINARY))) "
+            f"FROM {q(table.name)} WHERE {q(column)} IS NOT NULL GROUP BY {', '.join(keys)} "
+            f"HAVING COUNT(DISTINCT CAST({q(column)} AS BINARY)) > 1 ORDER BY MIN({pk})"
+        )
+        groups = [(ids, variants) for ids, variants in cursor.fetchall()]
+        if not groups:
+            return None
+        return collision_finding(
+            table.name,
+            column,
+            [
+                (
+                    [int(i) for i in _text(ids).split(",")],
+                    [bytes.fromhex(v).decode("utf-8", "replace") for v in _text(hexes).split(",")],
+                )
+                for ids, hexes in groups
+            ],
+            f"equal under the column's collation {collation}: Sumatra's lookups of one "
+            "return them all",
+        )
+
+    def target_findings(self, store: Store, source: Inspection) -> list[Finding]:
+        """What a copy's preflight reports about a MariaDB target: a non-strict server
+        default, and, in an existing database whose default collation is not binary
+        no-pad, the source's tag names and labels that it would make equal. Warnings:
+        the copy's own tables are utf8mb4_nopad_bin and its sessions strict."""
+        try:
+            with server_store(store) as server, server.connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT @@GLOBAL.sql_mode, (SELECT default_collation_name "
+                    "FROM information_schema.schemata WHERE schema_name = %s)",
+                    [store.settings["NAME"]],
+                )
+                sql_mode, collation = cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+        findings = server_findings(sql_mode)
+        if collation is None or collation in NO_COLLISIONS:
+            return findings
+        if not re.fullmatch(r"[A-Za-z0-9_]+", collation):
+            return findings
+        for model_table, column, scope in LOOKED_UP:
+            table = source.table_for(model_table)
+            if table is None or column not in table.columns:
+                continue
+            groups = self._source_collisions(store, source, table, column, scope, collation)
+            if groups:
+                findings.append(
+                    collision_finding(
+                        table.name,
+                        column,
+                        groups,
+                        f"equal under {store.display}'s default collation {collation}; the "
+                        f"copy's tables are {COLLATION}, where they stay distinct, but tables "
+                        "made later with the database's default would not keep them apart",
+                    )
+                )
+        return findings
+
+    def _source_collisions(self, store, source, table, column, scope, collation):
+        """The source's values grouped by the target server under `collation`, in a
+        temporary table of the target's connection."""
+        q = self.quote_name
+        pk = table.model.primary_key
+        reader = source.store.connection
+        with reader.cursor() as cursor:
+            sq = reader.ops.quote_name
+            scope_sql = sq(scope) if scope else "''"
+            cursor.execute(
+                f"SELECT {sq(pk)}, {scope_sql}, {sq(column)} FROM {sq(table.name)} "
+                f"WHERE {sq(column)} IS NOT NULL"
+            )
+            rows = [
+                (row_id, str(scope_value or ""), value) for row_id, scope_value, value in cursor
+            ]
+        if len(rows) < 2:
+            return []
+        connection = store.connection
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE smtmigrate_values (id bigint, scope longtext "
+                f"COLLATE utf8mb4_nopad_bin, v longtext CHARACTER SET utf8mb4 COLLATE {collation})"
+            )
+            try:
+                for start in range(0, len(rows), 1000):
+                    cursor.executemany(
+                        "INSERT INTO smtmigrate_values VALUES (%s, %s, %s)",
+                        rows[start : start + 1000],
+                    )
+                cursor.execute(
+                    "SELECT GROUP_CONCAT(id ORDER BY id), "
+                    "GROUP_CONCAT(DISTINCT HEX(CAST(v AS BINARY))) FROM smtmigrate_values "
+                    "GROUP BY scope, v HAVING COUNT(DISTINCT CAST(v AS BINARY)) > 1 "
+                    "ORDER BY MIN(id)"
+                )
+                groups = cursor.fetchall()
+            finally:
+                cursor.execute(f"DROP TEMPORARY TABLE {q('smtmigrate_values')}")
+        return [
+            (
+                [int(i) for i in _text(ids).split(",")],
+                [bytes.fromhex(v).decode("utf-8", "replace") for v in _text(hexes).split(",")],
+            )
+            for ids, hexes in groups
+        ]
+
+    # -- snapshots (snapshot.py) ---------------------------------------------------------
+
+    def consistent_snapshot(self, cursor) -> datetime:
+        """Start a read-only repeatable-read transaction that sees one state of every
+        InnoDB table (Django's sessions default to READ COMMITTED); when it was taken."""
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        cursor.execute("SELECT UTC_TIMESTAMP(6)")
+        (taken_at,) = cursor.fetchone()
+        return taken_at.replace(tzinfo=timezone.utc)
+
+    # -- canonical text -------------------------------------------------------------------
+
+    def escaped(self, expression: str) -> str:
+        expression = f"REPLACE({expression}, {_chr(92)}, CONCAT({_chr(92)}, {_chr(92)}))"
+        for code, letter in ((9, "t"), (10, "n"), (13, "r")):
+            expression = f"REPLACE({expression}, {_chr(code)}, CONCAT({_chr(92)}, '{letter}'))"
+        return expression
+
+    def line(self, expressions: list[str]) -> str:
+        if not expressions:
+            return "''"
+        return f"CONCAT_WS({_chr(9)}, {', '.join(expressions)})"
+
+    def canonical_expression(self, column: ModelColumn, remap: Remap | None = None) -> str:
+        c = self.quote_name(column.name)
+        if remap:
+            return f"COALESCE({self.text(f'({self.remap_case(c, remap)})')}, {NULL_SQL})"
+        if column.internal_type == "DateTimeField":
+            # DATETIME(6) holds what Django wrote: UTC, naive (USE_TZ), to the microsecond
+            formatted = self.text(f"DATE_FORMAT({c}, '%Y-%m-%d %H:%i:%s.%f+00')")
+            return f"COALESCE({formatted}, {NULL_SQL})"
+        if is_integer(column):
+            return f"COALESCE({self.text(c)}, {NULL_SQL})"
+        # as UTF-8 whatever the column's character set (utf8mb3, latin1 in old stores)
+        return f"COALESCE({self.escaped(self.text(f'CONVERT({c} USING utf8mb4)'))}, {NULL_SQL})"
+
+    def float_bits(self, column: str) -> str:
+        """The IEEE-754 bits of a double column as 16 hex digits (canonical.float_bits),
+        by exact arithmetic: scaling by a power of two loses nothing, so the exponent and
+        mantissa come out whole. MariaDB keeps no -0.0, NaN or infinities."""
+        a = f"ABS({column})"
+        e0 = f"CAST(FLOOR(LOG2({a})) AS SIGNED)"
+        # log2 may round to the next integer; 2^-e stays finite where 2^e would not
+        e = f"({e0} + ({a} * POW(2, -{e0}) >= 2) - ({a} * POW(2, -{e0}) < 1))"
+        sign = f"IF({column} < 0, {SIGN_BIT}, 0)"
+        mantissa = f"CAST(({a} * POW(2, -{e}) - 1) * {MANTISSA} AS UNSIGNED)"
+        normal = f"{sign} + ({e} + 1023) * {MANTISSA} + {mantissa}"
+        subnormal = f"{sign} + CAST({a} * POW(2, 1022) * POW(2, 52) AS UNSIGNED)"
+        hex_of = "LPAD(LOWER(CONV({}, 10, 16)), 16, '0')"
+        return (
+            f"CASE WHEN {column} IS NULL THEN {NULL_SQL} "
+            f"WHEN {column} = 0 THEN '0000000000000000' "
+            f"WHEN {a} < {SMALLEST_NORMAL} THEN {hex_of.format(subnormal)} "
+            f"ELSE {hex_of.format(normal)} END"
+        )
+
+    def line_select(self, layout: TableLayout, remaps, skip=None) -> str:
+        """SELECT of (canonical line, float columns…): the same bytes SQLite's line_select
+        gives for the same values; floats as doubles, printed and hashed by Python."""
+        q = self.quote_name
+        line = self.line([self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns])
+        floats = [q(c.name) for c in layout.floats]
+        where = where_not(q(layout.model.primary_key), skip)
+        return f"SELECT {', '.join([line, *floats])} FROM {q(layout.source_name)}{where}"
+
+    @contextmanager
+    def streaming_cursor(self, store: Store) -> Iterator:
+        """An unbuffered MySQLdb cursor (SSCursor) on the store's own connection, so in
+        its snapshot's transaction: rows come as they are read, memory stays flat."""
+        from MySQLdb.cursors import SSCursor
+
+        cursor = store.connection.connection.cursor(SSCursor)
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def line_rows(self, inspection, layout: TableLayout, remaps, skip) -> Iterator:
+        with self.streaming_cursor(inspection.store) as cursor:
+            cursor.execute(self.line_select(layout, remaps, skip))
+            yield cursor
+
+    def checksum_sql(self, layout: TableLayout, remaps=None, skip=None) -> str:
+        """count(*) and the sum of every row's hash (canonical.row_hash: the first 8 bytes
+        of the line's md5, read as a signed 64-bit integer), summed exactly as DECIMAL."""
+        q = self.quote_name
+        remaps = remaps or {}
+        parts = [self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns]
+        parts += [self.float_bits(q(c.name)) for c in layout.floats]
+        hashed = f"CAST(CONV(LEFT(MD5({self.line(parts)}), 16), 16, 10) AS DECIMAL(20, 0))"
+        where = where_not(q(layout.model.primary_key), skip)
+        return (
+            f"SELECT count(*), COALESCE(SUM(h - IF(h >= {SIGN_BIT}, {2 * SIGN_BIT}, 0)), 0) "
+            f"FROM (SELECT {hashed} AS h FROM {q(layout.source_name)}{where}) AS hashed_rows"
+        )
+
+    def table_checksum(self, inspection, layout, remaps=None, skip=None) -> Checksum:
+        store = inspection.store
+        try:
+            with store.connection.cursor() as cursor:
+                cursor.execute(self.checksum_sql(layout, remaps, skip))
+                rows, total = cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+        return Checksum(rows, int(total))
+
+    # -- the widening ---------------------------------------------------------------------
+
+    def widening_plan(self, plan: WideningPlan) -> WideningPlan:
+        """Unbounded columns become longtext, but a primary key (an index key is at most
+        3072 bytes): varchar(768)."""
+        from dataclasses import replace
+
+        from ..schema import sumatra_tables
+
+        tables = sumatra_tables()
+        columns = []
+        for change in plan.columns:
+            field = tables[change.table].columns[change.column].field
+            if field.primary_key and change.new is None:
+                change = replace(change, new=max(KEY_CHARS, change.current or 0))
+            columns.append(change)
+        return replace(plan, columns=columns)
+
+    # -- the server -----------------------------------------------------------------------
+
+    def check_new_target(self, store: Store) -> None:
+        """A copy writes into a database that does not exist yet (it is created) or that
+        holds no table: anything else is refused before any work."""
+        with server_store(store) as server, server.connection.cursor() as cursor:
+            try:
+                cursor.execute(
+                    "SELECT count(t.table_name) FROM information_schema.schemata s "
+                    "LEFT JOIN information_schema.tables t ON t.table_schema = s.schema_name "
+                    "WHERE s.schema_name = %s GROUP BY s.schema_name",
+                    [store.settings["NAME"]],
+                )
+                row = cursor.fetchone()
+            except DatabaseError as exc:
+                raise store.read_error(exc) from exc
+        if row and row[0]:
+            raise Refused(
+                f"{store.display} is not empty ({row[0]} tables); copy into a new database "
+                "(smtmigrate creates it) or an empty one"
+            )
+
+    # -- copies into MariaDB --------------------------------------------------------------
+
+    @contextmanager
+    def copy_target(self, plan: CopyPlan, events, phase) -> Iterator[MariadbCopyTarget]:
+        """Build in a scratch database, verify there, then RENAME every table into the
+        target at once; on any error the scratch database is dropped."""
+        from ..locations import Store
+
+        final = plan.target
+        name = final.settings["NAME"]
+        q = self.quote_name
+        with server_store(final) as server:
+            connection = server.connection
+            try:
+                with connection.cursor() as cursor:
+                    drop_stale_partials(cursor, self)
+                    scratch = f"{PARTIAL_PREFIX}{_host_id()}_{os.getpid()}"
+                    cursor.execute(f"DROP DATABASE IF EXISTS {q(scratch)}")
+                    cursor.execute(
+                        f"CREATE DATABASE {q(scratch)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
+                    )
+            except DatabaseError as exc:
+                raise _failed(final, exc) from exc
+            created = False
+            settings = {**final.settings, "NAME": scratch}
+            try:
+                with Store("mariadb", final.display, settings) as store:
+                    yield MariadbCopyTarget(self, plan, store, phase)
+                    interrupts.check()
+                    tables = sorted(store.connection.introspection.table_names())
+                with phase("rename"), connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                        [name],
+                    )
+                    if not cursor.fetchone()[0]:
+                        cursor.execute(
+                            f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
+                        )
+                        created = True
+                    self.check_new_target(final)
+                    events.phase("commit")
+                    interrupts.check()
+                    moves = ", ".join(f"{q(scratch)}.{q(t)} TO {q(name)}.{q(t)}" for t in tables)
+                    cursor.execute(f"RENAME TABLE {moves}")  # atomic: all tables or none
+                    created = False
+            except DatabaseError as exc:
+                raise _failed(final, exc) from exc
+            finally:
+                try:
+                    with connection.cursor() as cursor:
+                        cursor.execute(f"DROP DATABASE IF EXISTS {q(scratch)}")
+                        if created:  # made for this copy, still empty
+                            cursor.execute(f"DROP DATABASE IF EXISTS {q(name)}")
+                except DatabaseError:
+                    pass  # the server went away: the next copy drops the scratch database
+
+
+def _failed(store: Store, exc: BaseException) -> SmtmigrateError:
+    return SmtmigrateError(
+        f"copy into {store.display} failed, nothing was written: {store.describe_error(exc)}"
+    )
+
+
+@contextmanager
+def server_store(store: Store) -> Iterator[Store]:
+    """The same server and user, connected to no database (to create and drop them)."""
+    from ..locations import Store
+
+    with Store("mariadb", store.display, {**store.settings, "NAME": ""}) as server:
+        yield server
+
+
+def _host_id() -> str:
+    """Which machine made a scratch database: only its own can tell whether the process
+    that made it is gone."""
+    return hashlib.md5(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def drop_stale_partials(cursor, engine: MariadbEngine) -> list[str]:
+    """Drop the scratch databases of copies from this host whose process is gone (killed);
+    their names."""
+    from .sqlite import alive
+
+    prefix = f"{PARTIAL_PREFIX}{_host_id()}_"
+    cursor.execute(
+        "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
+        [prefix.replace("_", "\\_") + "%"],
+    )
+    dropped = []
+    for (name,) in cursor.fetchall():
+        pid = name[len(prefix) :]
+        if pid.isdigit() and not alive(int(pid)):
+            cursor.execute(f"DROP DATABASE IF EXISTS {engine.quote_name(name)}")
+            dropped.append(name)
+    return dropped
+
+
+# Columns Sumatra finds rows by (a unique name, a label within a project, a project id):
+# (today's table, column, the column that scopes the lookup).
+LOOKED_UP = (
+    ("django_store_tag", "name", None),
+    ("django_store_record", "label", "project_id"),
+    ("django_store_project", "id", None),
+)
+# Collations under which two different strings are never equal.
+NO_COLLISIONS = frozenset({COLLATION, "utf8mb4_0900_bin", "binary"})
+UTF8MB3 = frozenset({"utf8", "utf8mb3"})
+STRICT_MODES = ("STRICT_TRANS_TABLES", "STRICT_ALL_TABLES")
+
+
+def server_findings(sql_mode: str) -> list[Finding]:
+    """A server whose sessions are not strict by default: Sumatra's own (Django sets no
+    sql_mode) truncate an over-long value with a warning instead of failing."""
+    from ..audit import Finding
+
+    modes = set(sql_mode.upper().split(","))
+    if modes & set(STRICT_MODES) or "TRADITIONAL" in modes:
+        return []
+    return [
+        Finding(
+            "(server)",
+            "sql_mode",
+            "server",
+            detail=f"the server's default sql_mode ({sql_mode or 'empty'}) is not strict: "
+            "Sumatra's sessions truncate over-long values with only a warning (smtmigrate's "
+            "own sessions are always strict); add STRICT_TRANS_TABLES to the server's sql_mode",
+        )
+    ]
+
+
+def _utf8mb3_finding(table: str, column: str, charset: str) -> Finding:
+    from ..audit import Finding
+
+    return Finding(
+        table,
+        column,
+        "charset",
+        detail=f"{charset} column: cannot hold 4-byte characters (emoji, some CJK); "
+        "a copy makes every column utf8mb4",
+    )
+
+
+def collision_finding(
+    table: str, column: str, groups: list[tuple[list[int], list[str]]], why: str
+) -> Finding:
+    """One finding listing every group: ids and the variants that collide."""
+    from ..audit import Finding
+
+    return Finding(
+        table,
+        column,
+        "collision",
+        rows=sum(len(ids) - 1 for ids, _ in groups),
+        examples=[{"ids": ids, "values": {column: variants}} for ids, variants in groups],
+        detail=f"{len(groups)} group(s) of values {why}",
+    )
+
+
+def _django_spelling(column_type: str) -> str:
+    """MariaDB's column_type as Django's db_type spells it: display widths go, `int` is
+    `integer`, `double` is `double precision`."""
+    text = column_type.lower()
+    match = re.fullmatch(r"(tinyint|smallint|int|bigint)\(\d+\)(.*)", text)
+    if match:
+        return ("integer" if match[1] == "int" else match[1]) + match[2]
+    return "double precision" if text == "double" else text
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class MariadbCopyTarget(CopyTarget):
+    def __init__(self, engine: MariadbEngine, plan: CopyPlan, store: Store, phase) -> None:
+        self.engine, self.plan, self.store, self.phase = engine, plan, store, phase
+
+    @contextmanager
+    def schema_store(self) -> Iterator[Store]:
+        yield self.store
+
+    @contextmanager
+    def reading(self, prepared: Inspection) -> Iterator[Inspection]:
+        from ..schema import inspect_store
+
+        yield inspect_store(self.store)
+
+    def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
+        """Django's schema editor runs the AlterFields (each ALTER commits by itself: the
+        scratch database is what makes it all or nothing) and the migration is recorded."""
+        from ..widen import build_migration
+
+        plan = self.engine.widening_plan(widening)
+        if not plan.changes:
+            return
+        migration = build_migration(plan, from_current=True)
+        connection = self.store.connection
+        with connection.schema_editor(atomic=False) as editor:
+            migration.apply(migration.initial_state.clone(), editor)
+        MigrationRecorder(connection).record_applied(SUMATRA_APP, migration.name)
+
+    def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
+        """LOAD DATA of every table, foreign keys checked by the audit (orphans refused)
+        rather than row by row."""
+        connection = self.store.connection
+        results, checksums = [], {}
+        with tempfile.TemporaryDirectory(prefix="smtmigrate-load-") as directory:
+            pipe = Path(directory) / "rows"
+            os.mkfifo(pipe, 0o600)
+            with connection.cursor() as cursor, self.phase("load"):
+                cursor.execute("SET SESSION foreign_key_checks = 0")
+                try:
+                    for layout in plan.layouts:
+                        result, checksums[layout.name] = self._load_table(
+                            plan, layout, cursor, pipe, remaps.get(layout.name, {}), events
+                        )
+                        results.append(result)
+                finally:
+                    cursor.execute("SET SESSION foreign_key_checks = 1")
+        return results, checksums
+
+    def _load_table(self, plan, layout, cursor, pipe: Path, remaps, events):
+        from . import engine_for
+
+        started = time.perf_counter()
+        events.table_start(layout.name, plan.row_counts[layout.name])
+        reader = engine_for(plan.source)  # SQLite: plan_copy refuses anything else
+        writer = _PipeWriter(pipe, lambda rows, n: events.table_progress(layout.name, rows, n))
+        with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as rows:
+            writer.start(rows)
+            try:
+                cursor.execute(self._load_statement(layout), [str(pipe)])
+                loaded = cursor.rowcount
+            finally:
+                writer.stop()
+            warnings = cursor.connection.warning_count()
+            if warnings:
+                cursor.execute("SHOW WARNINGS LIMIT 1")
+                level, code, message = cursor.fetchone()
+                raise SmtmigrateError(
+                    f"copy into {self.plan.target.display} failed, nothing was written: "
+                    f"{layout.name}: MariaDB changed or skipped {warnings} value(s) on loading "
+                    f"({level} {code}: {message})"
+                )
+        if loaded != writer.checksum.rows:
+            raise SmtmigrateError(
+                f"copy into {self.plan.target.display} failed, nothing was written: "
+                f"{layout.name}: {writer.checksum.rows} rows sent, {loaded} loaded"
+            )
+        result = TableResult(
+            layout.name, writer.checksum.rows, writer.bytes, time.perf_counter() - started
+        )
+        events.table_done(result)
+        return result, writer.checksum
+
+    def _load_statement(self, layout: TableLayout) -> str:
+        """LOAD DATA in COPY's text format (tab, `\\N`, backslash escapes: LOAD DATA's
+        defaults); datetimes lose the canonical `+00` on the way in."""
+        q = self.engine.quote_name
+        targets, sets = [], []
+        for i, name in enumerate(layout.column_names):
+            column = layout.model.columns[name]
+            if column.internal_type == "DateTimeField":
+                targets.append(f"@v{i}")
+                sets.append(f"{q(name)} = LEFT(@v{i}, 26)")
+            else:
+                targets.append(q(name))
+        statement = (
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(layout.name)} CHARACTER SET utf8mb4 "
+            "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+            f"({', '.join(targets)})"
+        )
+        if sets:
+            statement += f" SET {', '.join(sets)}"
+        return statement
+
+
+class _PipeWriter:
+    """Writes canonical lines into a named pipe that LOAD DATA LOCAL reads, in a thread,
+    hashing every row on the way (as PostgreSQL's COPY stream does)."""
+
+    def __init__(self, pipe: Path, progress) -> None:
+        self.pipe, self.progress = pipe, progress
+        self.checksum = Checksum()
+        self.bytes = 0
+        self.error: BaseException | None = None
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, cursor) -> None:
+        self._thread = threading.Thread(
+            target=self._write, args=(cursor,), name="load-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _write(self, cursor) -> None:
+        try:
+            with open(self.pipe, "wb", buffering=1 << 20) as out:  # waits for the reader
+                while not self._stopped.is_set() and (batch := cursor.fetchmany(FETCH_ROWS)):
+                    lines = []
+                    for line, *floats in batch:
+                        self.checksum.total += row_hash(line, tuple(floats))
+                        if floats:
+                            line = b"\t".join([line, *map(float_text, floats)])
+                        lines.append(line)
+                    chunk = b"\n".join(lines) + b"\n"
+                    out.write(chunk)
+                    self.checksum.rows += len(batch)
+                    self.bytes += len(chunk)
+                    self.progress(self.checksum.rows, self.bytes)
+        except BaseException as exc:  # raised in the main thread by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        """Wait for the writer; if the reader never opened the pipe (LOAD DATA failed),
+        open it ourselves so the writer's open returns and its writes fail."""
+        self._stopped.set()
+        assert self._thread is not None
+        while self._thread.is_alive():
+            try:
+                fd = os.open(self.pipe, os.O_RDONLY | os.O_NONBLOCK)
+                os.close(fd)
+            except OSError:
+                pass
+            self._thread.join(0.05)
+        if self.error is not None and not isinstance(self.error, BrokenPipeError):
+            raise self.error
+
+
+# -- createdb ---------------------------------------------------------------------------------
+
+
+def account_host(store: Store) -> str:
+    """The host part of the MariaDB account the URL's user connects as: `localhost` for
+    the local socket or a local name, else any host."""
+    host = store.settings.get("HOST") or ""
+    return "localhost" if host in ("", "localhost") or host.startswith("/") else "%"
+
+
+def create_database(
+    store: Store, *, create_user: bool, password: str | None, admin: Store | None
+) -> tuple[str, str]:
+    """A new, empty database for Sumatra (utf8mb4, binary no-pad collation), its user
+    too with `create_user`, granted every privilege on it and on the scratch databases a
+    copy builds in (`smtmigrate_partial_…`), so that user alone can `copy` into it. No
+    schema: a copy into MariaDB fills an empty database, and Sumatra builds its own.
+    Everything is checked first; what was made is dropped again if a later step fails.
+    Returns (database, account)."""
+    from ..locations import Store as StoreClass
+
+    engine = MariadbEngine()
+    q = engine.quote_name
+    name = store.settings["NAME"]
+    user = store.settings.get("USER") or ""
+    if not user:
+        raise SmtmigrateError(f"{store.display}: name the database's user in the URL")
+    host = account_host(store)
+    account = f"'{user}'@'{host}'"
+    if "'" in user or "\\" in user:
+        raise SmtmigrateError(f"{store.display}: a user name with quotes is not supported")
+    server_settings = dict((admin or store).settings)
+    server_settings["NAME"] = ""
+    with StoreClass("mariadb", (admin or store).display, server_settings) as server:
+        try:
+            with server.connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                    [name],
+                )
+                if cursor.fetchone()[0]:
+                    raise Refused(f"database {name} exists already")
+                cursor.execute(
+                    "SELECT count(*) FROM mysql.user WHERE User = %s AND Host = %s", [user, host]
+                )
+                exists = cursor.fetchone()[0]
+                if create_user and exists:
+                    raise Refused(f"user {account} exists already")
+                if not create_user and not exists:
+                    raise Refused(f"user {account} does not exist (add --create-role)")
+                made: list[str] = []
+                try:
+                    cursor.execute(
+                        f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
+                    )
+                    made.append("database")
+                    if create_user:
+                        cursor.execute(  # %% : the statement is %-formatted with its parameter
+                            f"CREATE USER {account.replace('%', '%%')} IDENTIFIED BY %s",
+                            [password or ""],
+                        )
+                        made.append("user")
+                    cursor.execute(f"GRANT ALL PRIVILEGES ON {q(name)}.* TO {account}")
+                    partial = PARTIAL_PREFIX.replace("_", "\\_") + "%"
+                    cursor.execute(f"GRANT ALL PRIVILEGES ON {q(partial)}.* TO {account}")
+                except BaseException:
+                    if "user" in made:
+                        cursor.execute(f"DROP USER IF EXISTS {account}")
+                    if "database" in made:
+                        cursor.execute(f"DROP DATABASE IF EXISTS {q(name)}")
+                    raise
+        except DatabaseError as exc:
+            raise SmtmigrateError(
+                f"creating {store.display} failed, nothing was kept: {server.describe_error(exc)}"
+            ) from exc
+    return name, account
