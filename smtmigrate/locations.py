@@ -309,20 +309,15 @@ def sqlite_settings(path: Path, *, read_only: bool = True) -> dict[str, Any]:
     }
 
 
-def _postgres_store(url: str) -> Store:
-    return Store(kind="postgresql", display=redact_url(url), settings=postgres_settings(url))
-
-
-def postgres_settings(url: str) -> dict[str, Any]:
-    """Parse a libpq-style URL into a Django DATABASES entry.
+def url_parts(url: str) -> tuple[str, str, str, str, str, str]:
+    """(user, password, host, port, dbname, query) of a server URL, still percent-encoded
+    but the host; one parser for every engine's `scheme://user:password@host:port/db?query`.
 
     Parsed by hand rather than with urllib's `hostname`/`port` helpers, which lower-case
-    names, reject percent-encoded socket directories and raise on odd ports.
-    """
+    names, reject percent-encoded socket directories and raise on odd ports."""
     match = URL_RE.match(url)
     assert match is not None
-    rest = match["rest"]
-    rest, _, query = rest.partition("?")
+    rest, _, query = match["rest"].partition("?")
     netloc, _, dbname = rest.partition("/")
     userinfo, _, hostport = netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
@@ -336,6 +331,16 @@ def postgres_settings(url: str) -> dict[str, Any]:
         host, _, port = hostport.rpartition(":")
     if port and not port.isdigit():
         raise LocationError(f"{redact_url(url)}: port '{port}' is not a number")
+    return user, password, host, port, dbname, query
+
+
+def _postgres_store(url: str) -> Store:
+    return Store(kind="postgresql", display=redact_url(url), settings=postgres_settings(url))
+
+
+def postgres_settings(url: str) -> dict[str, Any]:
+    """Parse a libpq-style URL into a Django DATABASES entry (`url_parts`)."""
+    user, password, host, port, dbname, query = url_parts(url)
     try:
         options: dict[str, Any] = dict(
             parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
@@ -377,27 +382,12 @@ def mariadb_settings(url: str) -> dict[str, Any]:
     the server's defaults: a non-strict session would truncate values with a warning, and
     Django's default `utf8` is utf8mb3 (no 4-byte characters).
     """
-    match = URL_RE.match(url)
-    assert match is not None
-    rest, _, query = match["rest"].partition("?")
+    user, password, host, port, dbname, query = url_parts(url)
     if query:
         raise LocationError(
             f"{redact_url(url)}: ?parameters are not taken in a MariaDB URL (Sumatra ignores "
             f"them too); put client options in {MY_CNF}"
         )
-    netloc, _, dbname = rest.partition("/")
-    userinfo, _, hostport = netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    host, port = hostport, ""
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end < 0:
-            raise LocationError(f"{redact_url(url)}: malformed IPv6 address")
-        host, port = hostport[1:end], hostport[end + 1 :].lstrip(":")
-    elif ":" in hostport:
-        host, _, port = hostport.rpartition(":")
-    if port and not port.isdigit():
-        raise LocationError(f"{redact_url(url)}: port '{port}' is not a number")
     name = unquote(dbname)
     if not name:
         raise LocationError(f"{redact_url(url)}: the URL names no database (mysql://host/dbname)")

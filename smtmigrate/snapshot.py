@@ -135,11 +135,8 @@ class Snapshot:
 @contextmanager
 def source_snapshot(store: Store) -> Iterator[Snapshot]:
     """Fix one state of `store` for as long as the block runs; read `snapshot.store`."""
-    if store.kind == "postgresql":
-        with _postgres_snapshot(store) as snapshot:
-            yield snapshot
-    elif store.kind == "mariadb":
-        with _mariadb_snapshot(store) as snapshot:
+    if store.kind in ("postgresql", "mariadb"):
+        with _server_snapshot(store) as snapshot:
             yield snapshot
     else:
         with _sqlite_snapshot(store) as snapshot:
@@ -207,61 +204,30 @@ def remove_stale_snapshots() -> None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------- PostgreSQL
+# --------------------------------------------------------------------------- servers
 
 
 @contextmanager
-def _postgres_snapshot(store: Store) -> Iterator[Snapshot]:
+def _server_snapshot(store: Store) -> Iterator[Snapshot]:
+    """One read-only repeatable-read transaction on the store's own connection.
+    PostgreSQL exports it, so a second process reads the same state (`join_snapshot`);
+    MariaDB cannot: its snapshot is read in this process only."""
     connection = store.connection  # connected (and set up) outside the transaction
     started = time.perf_counter()
     with transaction.atomic(using=store.alias):
         try:
             with connection.cursor() as cursor:
-                exported, taken_at = engine_for(store).export_snapshot(cursor)
+                taken_at, exported = engine_for(store).begin_snapshot(cursor)
         except DatabaseError as exc:
             raise store.read_error(exc) from exc
         snapshot_store = SnapshotStore(
-            "postgresql",
+            store.kind,
             store.display,
             store.settings,
             project_dir=store.project_dir,
             project_name=store.project_name,
             _alias=store.alias,  # the same connection, in the snapshot's transaction
             exported=exported,
-        )
-        snapshot = Snapshot(
-            snapshot_store,
-            store,
-            taken_at.astimezone(timezone.utc),
-            time.perf_counter() - started,
-        )
-        _count_records(snapshot)
-        try:
-            yield snapshot
-        finally:
-            transaction.set_rollback(True, using=store.alias)  # it only read
-
-
-@contextmanager
-def _mariadb_snapshot(store: Store) -> Iterator[Snapshot]:
-    """One consistent-snapshot transaction on the store's connection (InnoDB), read only;
-    another process cannot join it (MariaDB has no exported snapshots): the commands
-    that read a MariaDB store so far (audit) read it in this process only."""
-    connection = store.connection
-    started = time.perf_counter()
-    with transaction.atomic(using=store.alias):
-        try:
-            with connection.cursor() as cursor:
-                taken_at = engine_for(store).consistent_snapshot(cursor)
-        except DatabaseError as exc:
-            raise store.read_error(exc) from exc
-        snapshot_store = SnapshotStore(
-            "mariadb",
-            store.display,
-            store.settings,
-            project_dir=store.project_dir,
-            project_name=store.project_name,
-            _alias=store.alias,
         )
         snapshot = Snapshot(snapshot_store, store, taken_at, time.perf_counter() - started)
         _count_records(snapshot)

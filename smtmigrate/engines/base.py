@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..canonical import Checksum, TableLayout
@@ -99,6 +100,12 @@ class Engine:
     def declared_types(self, cursor: Any, table: str) -> dict[str, str]:
         """Column → its type as the database spells it (schema.py compares it with
         today's model)."""
+        raise NotImplementedError
+
+    def begin_snapshot(self, cursor: Any) -> tuple[datetime, str | None]:
+        """A server engine: make the cursor's new transaction a read-only view of one
+        state of every table; when it was taken (UTC), and the id other processes join
+        it by (None where they cannot)."""
         raise NotImplementedError
 
     # -- the audit (audit.py) --------------------------------------------------------------

@@ -243,6 +243,9 @@ class MariadbEngine(Engine):
 
     # -- snapshots (snapshot.py) ---------------------------------------------------------
 
+    def begin_snapshot(self, cursor) -> tuple[datetime, str | None]:
+        return self.consistent_snapshot(cursor), None  # no exported snapshots in MariaDB
+
     def consistent_snapshot(self, cursor) -> datetime:
         """Start a read-only repeatable-read transaction that sees one state of every
         InnoDB table (Django's sessions default to READ COMMITTED); when it was taken."""

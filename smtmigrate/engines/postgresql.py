@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import psycopg2
@@ -67,6 +67,10 @@ class PostgresEngine(Engine):
         cursor.execute("SELECT pg_export_snapshot(), now()")
         exported, taken_at = cursor.fetchone()
         return exported, taken_at
+
+    def begin_snapshot(self, cursor) -> tuple[datetime, str | None]:
+        exported, taken_at = self.export_snapshot(cursor)
+        return taken_at.astimezone(timezone.utc), exported
 
     def join_snapshot(self, cursor, exported: str) -> None:
         """Make the cursor's (new) transaction read the snapshot `exported`."""
