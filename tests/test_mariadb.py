@@ -101,7 +101,6 @@ def test_backtick_quoting():
     [
         ("widen", "--apply", "mysql://root@localhost/x"),
         ("drop-recreate", "mysql://root@localhost/x", "--yes"),
-        ("move", "{project}", "mysql://root@localhost/x"),
         ("stress", "mysql://root@localhost/x"),
     ],
     ids=lambda a: "-".join(a[:2]),

@@ -372,20 +372,10 @@ class MariadbEngine(Engine):
     def check_new_target(self, store: Store) -> None:
         """A copy writes into a database that does not exist yet (it is created) or that
         holds no table: anything else is refused before any work."""
-        with server_store(store) as server, server.connection.cursor() as cursor:
-            try:
-                cursor.execute(
-                    "SELECT count(t.table_name) FROM information_schema.schemata s "
-                    "LEFT JOIN information_schema.tables t ON t.table_schema = s.schema_name "
-                    "WHERE s.schema_name = %s GROUP BY s.schema_name",
-                    [store.settings["NAME"]],
-                )
-                row = cursor.fetchone()
-            except DatabaseError as exc:
-                raise store.read_error(exc) from exc
-        if row and row[0]:
+        tables = database_tables(store)
+        if tables:
             raise Refused(
-                f"{store.display} is not empty ({row[0]} tables); copy into a new database "
+                f"{store.display} is not empty ({tables} tables); copy into a new database "
                 "(smtmigrate creates it) or an empty one"
             )
 
@@ -451,6 +441,31 @@ def _failed(store: Store, exc: BaseException) -> SmtmigrateError:
     return SmtmigrateError(
         f"copy into {store.display} failed, nothing was written: {store.describe_error(exc)}"
     )
+
+
+def database_tables(store: Store) -> int | None:
+    """How many tables the store's database holds; None when it does not exist."""
+    with server_store(store) as server, server.connection.cursor() as cursor:
+        try:
+            cursor.execute(
+                "SELECT count(t.table_name) FROM information_schema.schemata s "
+                "LEFT JOIN information_schema.tables t ON t.table_schema = s.schema_name "
+                "WHERE s.schema_name = %s GROUP BY s.schema_name",
+                [store.settings["NAME"]],
+            )
+            row = cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+    return None if row is None else int(row[0])
+
+
+def server_url(url: str) -> str:
+    """An --admin URL names a server, not a database: `mysql://root@localhost` is enough
+    (it connects to the `mysql` database)."""
+    scheme, _, rest = url.partition("://")
+    if rest and "/" not in rest.rstrip("/"):
+        return f"{scheme}://{rest.rstrip('/')}/mysql"
+    return url
 
 
 @contextmanager
