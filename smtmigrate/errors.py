@@ -60,5 +60,6 @@ class MariadbNotYet(UnsupportedStore):
 
 
 MARIADB_SUPPORTED = (
-    "audit, verify, switch, createdb, move, copy from SQLite into MariaDB and out of MariaDB"
+    "audit, verify, switch, createdb, move, stress, "
+    "copy from SQLite into MariaDB and out of MariaDB"
 )

@@ -272,6 +272,7 @@ MARIADB_SLOTS = {
     "verify-TARGET": DENIED,
     "switch-TARGET": (1, "Sumatra reads a MariaDB password only from"),
     "createdb": (2, "password is taken from --password-env VAR only"),
+    "stress": DENIED,
 }
 
 # --admin takes nothing but a PostgreSQL URL (it used to parse gopher:// as one).
