@@ -60,6 +60,6 @@ class MariadbNotYet(UnsupportedStore):
 
 
 MARIADB_SUPPORTED = (
-    "audit, verify, switch, createdb, move, stress, "
+    "audit, verify, switch, createdb, move, stress, widen, "
     "copy from SQLite into MariaDB and out of MariaDB"
 )

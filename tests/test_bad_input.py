@@ -273,6 +273,8 @@ MARIADB_SLOTS = {
     "switch-TARGET": (1, "Sumatra reads a MariaDB password only from"),
     "createdb": (2, "password is taken from --password-env VAR only"),
     "stress": DENIED,
+    "widen-SOURCE": DENIED,
+    "widen-apply": DENIED,
 }
 
 # --admin takes nothing but a PostgreSQL URL (it used to parse gopher:// as one).

@@ -27,6 +27,7 @@ from .conftest import (
     FIXTURES,
     MARIADB_URL,
     copy_fixture,
+    drop_mariadb_database,
     mariadb_databases,
     mariadb_execute,
     mariadb_url_for,
@@ -99,7 +100,6 @@ def test_backtick_quoting():
 @pytest.mark.parametrize(
     "args",
     [
-        ("widen", "--apply", "mysql://root@localhost/x"),
         ("drop-recreate", "mysql://root@localhost/x", "--yes"),
     ],
     ids=lambda a: "-".join(a[:2]),
@@ -595,3 +595,52 @@ def test_stress_api_mode_against_mariadb(cli, store08, mariadb_name):
     assert "OK: all 6 records saved by 6 concurrent jobs." in out
     assert "nothing of the scratch project is left" in out
     assert mariadb_row_counts(mariadb_name) == before
+
+
+# -- widen ---------------------------------------------------------------------------------
+
+
+def _columns(name: str) -> list[tuple]:
+    return mariadb_execute(
+        "SELECT table_name, column_name, column_type, is_nullable, column_key "
+        "FROM information_schema.columns WHERE table_schema = %s ORDER BY 1, 2",
+        (name,),
+    )
+
+
+def test_widen_a_mariadb_store_in_place(cli, tmp_path, mariadb_name, django_db_blocker):
+    """`widen --sql` shows MariaDB's DDL (one ALTER a table where Django made several);
+    `--apply` runs it, online where the server can, timing each ALTER; the columns are
+    then those of a `copy --widen`, a second run finds nothing to do, and Sumatra saves a
+    record with 3,000-character fields."""
+    source = tmp_path / "source.sqlite"
+    with django_db_blocker.unblock():
+        generate_store(source, 200, seed=5)
+    url = mariadb_url_for(mariadb_name)
+    assert cli("copy", source, url, "--verify", "rows", "--quiet").code == 0
+    label = ("django_store_record", "label", "varchar(100)")
+    assert label in [row[:3] for row in _columns(mariadb_name)]
+
+    sql = cli("widen", "--sql", "--apply", url)
+    assert sql.code == 0, sql
+    assert "ALTER TABLE `django_store_record` MODIFY `label` longtext NOT NULL, MODIFY" in sql.out
+    assert "ALTER TABLE `django_store_project` MODIFY `id` varchar(768) NOT NULL;" in sql.out
+    assert '"' not in sql.out.split("\n", 1)[1]  # no PostgreSQL quoting
+    assert label in [row[:3] for row in _columns(mariadb_name)]  # --sql applies nothing
+
+    applied = cli("widen", "--apply", url)
+    out = " ".join(applied.out.split())
+    assert applied.code == 0, applied
+    assert "one ALTER at a time" in out and "0003_smtmigrate_widen" in out
+    assert "ALGORITHM=INPLACE, LOCK=NONE" in out or "ALGORITHM=COPY, LOCK=SHARED" in out
+    assert "Already widened" in cli("widen", "--apply", url).out
+
+    reference = f"smtm_test_{mariadb_name[-12:]}r"
+    try:
+        assert cli("copy", source, mariadb_url_for(reference), "--widen", "--quiet").code == 0
+        assert _columns(mariadb_name) == _columns(reference)
+    finally:
+        drop_mariadb_database(reference)
+    export = str(FIXTURES / "sumatra-0.8" / "records_export.json")
+    saved = run_sumatra("long", url, "after-widen", export, "3000")
+    assert saved.returncode == 0, saved.stderr[-2000:]
