@@ -61,5 +61,5 @@ class MariadbNotYet(UnsupportedStore):
 
 MARIADB_SUPPORTED = (
     "audit, verify, switch, createdb, move, stress, widen, "
-    "copy from SQLite into MariaDB and out of MariaDB"
+    "copy from SQLite or PostgreSQL into MariaDB and out of MariaDB"
 )

@@ -630,7 +630,7 @@ class MariadbCopyTarget(CopyTarget):
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
-        reader = engine_for(plan.source)  # SQLite: plan_copy refuses anything else
+        reader = engine_for(plan.source)  # SQLite or PostgreSQL (plan_copy)
         writer = _PipeWriter(pipe, lambda rows, n: events.table_progress(layout.name, rows, n))
         with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as rows:
             writer.start(rows)
