@@ -275,6 +275,7 @@ MARIADB_SLOTS = {
     "stress": DENIED,
     "widen-SOURCE": DENIED,
     "widen-apply": DENIED,
+    "drop-recreate": DENIED,
 }
 
 # --admin takes nothing but a PostgreSQL URL (it used to parse gopher:// as one).

@@ -100,7 +100,7 @@ def test_backtick_quoting():
 @pytest.mark.parametrize(
     "args",
     [
-        ("drop-recreate", "mysql://root@localhost/x", "--yes"),
+        ("merge", "{sqlite}", "mysql://root@localhost/x"),
     ],
     ids=lambda a: "-".join(a[:2]),
 )
@@ -658,3 +658,41 @@ def test_copy_postgresql_into_mariadb(cli, store08, pg_database, mariadb_name):
     assert "Verified: 15 tables and 128 rows identical; 7 records identical" in result.out
     verified = cli("verify", pg_database, url)
     assert verified.code == 0, verified
+
+
+# -- drop-recreate -------------------------------------------------------------------------
+
+
+def test_drop_recreate_backs_up_then_rebuilds_widened(
+    cli, store08, tmp_path, mariadb_name, monkeypatch
+):
+    """The records backed up (a verified SQLite copy) before the drop; the new database
+    utf8mb4_nopad_bin with the columns of a `copy --widen`, empty; a database holding
+    tables that are not a Sumatra store is refused with nothing dropped."""
+    url = mariadb_url_for(mariadb_name)
+    assert cli("copy", store08, url, "--widen", "--quiet").code == 0
+    widened = _columns(mariadb_name)
+    monkeypatch.chdir(tmp_path)
+    backup = tmp_path / "backup.sqlite"
+    result = cli("drop-recreate", url, "--yes", "--backup", str(backup))
+    out = " ".join(result.out.split())
+    assert result.code == 0, result
+    assert "a Sumatra store, 7 records" in out and f"dropped {mariadb_name}" in out
+    assert "7 records identical through Sumatra" in out
+    assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(7,)]
+    assert mariadb_execute("SELECT count(*) FROM django_store_record", database=mariadb_name) == [
+        (0,)
+    ]
+    assert _columns(mariadb_name) == widened
+    assert mariadb_execute(
+        "SELECT default_collation_name FROM information_schema.schemata WHERE schema_name = %s",
+        (mariadb_name,),
+    ) == [("utf8mb4_nopad_bin",)]
+
+    drop_mariadb_database(mariadb_name)
+    mariadb_execute(f"CREATE DATABASE `{mariadb_name}`")
+    mariadb_execute("CREATE TABLE other (x int)", database=mariadb_name)
+    refused = cli("drop-recreate", url, "--yes")
+    assert refused.code == 1, refused
+    assert "no Sumatra store smtmigrate can back up" in refused.err
+    assert mariadb_execute("SELECT count(*) FROM other", database=mariadb_name) == [(0,)]

@@ -809,3 +809,57 @@ def create_database(
                 f"creating {store.display} failed, nothing was kept: {server.describe_error(exc)}"
             ) from exc
     return name, account
+
+
+# -- drop-recreate ----------------------------------------------------------------------------
+
+
+def sumatra_records(store: Store) -> int | None:
+    """How many records a database's Sumatra store holds; None when its tables are not a
+    Sumatra store smtmigrate knows."""
+    from ..errors import NotASumatraStore
+    from ..schema import RECORD_TABLE, inspect_store
+
+    try:
+        inspection = inspect_store(store)
+    except NotASumatraStore:
+        return None
+    table = inspection.table_for(RECORD_TABLE)
+    if table is None:
+        return None
+    with store.connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {MariadbEngine().quote_name(table.name)}")
+        return int(cursor.fetchone()[0])
+
+
+def drop_database(store: Store, *, admin: Store | None) -> None:
+    q = MariadbEngine().quote_name
+    with server_store(admin or store) as server, server.connection.cursor() as cursor:
+        try:
+            cursor.execute(f"DROP DATABASE IF EXISTS {q(store.settings['NAME'])}")
+        except DatabaseError as exc:
+            raise SmtmigrateError(
+                f"dropping {store.display} failed: {server.describe_error(exc)}"
+            ) from exc
+
+
+def build_schema(store: Store) -> None:
+    """Sumatra's own migrations, then the default widening (as `copy --widen` builds a
+    target), in a new, empty database. MariaDB's DDL commits as it goes: on a failure the
+    database is left empty or part-built, and drop-recreate can be run again."""
+    from django.core.management import call_command
+
+    from ..locations import Store as StoreClass
+    from ..schema import inspect_store
+    from ..widen import apply_widening, plan_widening
+
+    with StoreClass("mariadb", store.display, dict(store.settings)) as fresh:
+        try:
+            call_command("migrate", database=fresh.alias, interactive=False, verbosity=0)
+            target = inspect_store(fresh)
+            plan = MariadbEngine().widening_plan(plan_widening("text", target=target))
+            apply_widening(plan, target)
+        except DatabaseError as exc:
+            raise SmtmigrateError(
+                f"building Sumatra's schema in {store.display} failed: {fresh.describe_error(exc)}"
+            ) from exc
