@@ -193,10 +193,10 @@ def plan_copy(
     snapshot = source if isinstance(source, Snapshot) else None
     if snapshot is not None:
         source = snapshot.store
-    if source.kind != "sqlite" and target.kind == "mariadb":
+    if source.kind == "mariadb" and target.kind == "mariadb":
         raise SmtmigrateError(
-            f"{source.display}: copying into MariaDB from anything but an SQLite store is "
-            "not supported yet"
+            f"{source.display}: copying from MariaDB into MariaDB is not supported yet "
+            "(into MariaDB: from an SQLite or a PostgreSQL store)"
         )
     live = snapshot.live if snapshot is not None else source
     if live.kind == target.kind and live.path == target.path:
@@ -204,10 +204,10 @@ def plan_copy(
     if source.kind == target.kind and source.path == target.path:
         raise SmtmigrateError("SOURCE and TARGET are the same store")
     inspection = inspect_store(source)
-    if inspection.vendor == "postgresql" and target.kind != "sqlite":
+    if inspection.vendor == "postgresql" and target.kind == "postgresql":
         raise SmtmigrateError(
             f"{source.display}: a PostgreSQL store can be copied into a new SQLite store "
-            "(e.g. a backup), not into another PostgreSQL database"
+            "(e.g. a backup) or a MariaDB database, not into another PostgreSQL database"
         )
     existing = None if new_database else _check_target(target)
     limits = _target_limits(target, existing)
@@ -329,6 +329,14 @@ def _target_limits(target: Store, existing: Inspection | None):
             (table.name, name): None
             for table in sumatra_tables().values()
             for name in table.columns
+        }
+    if target.kind == "mariadb":
+        # built from today's models whatever the source's own columns hold (a widened
+        # PostgreSQL store's text columns do not carry over without --widen)
+        return {
+            (table.name, name): column.max_length
+            for table in sumatra_tables().values()
+            for name, column in table.columns.items()
         }
     if existing is None:
         return None

@@ -60,5 +60,6 @@ class MariadbNotYet(UnsupportedStore):
 
 
 MARIADB_SUPPORTED = (
-    "audit, verify, switch, createdb, copy from SQLite into MariaDB and out of MariaDB"
+    "audit, verify, switch, createdb, drop-recreate, move, stress, widen, "
+    "copy from SQLite or PostgreSQL into MariaDB and out of MariaDB"
 )

@@ -26,6 +26,7 @@ from .carry import CarryResult, fold_late_records
 from .copy import CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
 from .dedupe import find_duplicates, plan_dedupe
 from .engines import engine_for
+from .engines.mariadb import COLLATION, create_database, database_tables, server_url
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import write_private
 from .locations import Store, resolve, same_store
@@ -149,16 +150,24 @@ def plan_move(
 ) -> MovePlan:
     """Look at the project, both stores and the server; change nothing. A copy to make
     reads one snapshot of the project's store, held open on `stack` until the move ends."""
-    if target.kind != "postgresql":
-        raise SmtmigrateError(f"{target.display}: move takes a postgresql:// URL as TARGET")
+    if target.kind not in ("postgresql", "mariadb"):
+        raise SmtmigrateError(
+            f"{target.display}: move takes a postgresql:// or mysql:// URL as TARGET"
+        )
+    if target.kind == "mariadb" and options.create_role:
+        raise SmtmigrateError(
+            "--create-role does not apply to a MariaDB move: Sumatra's runs must get in "
+            "before anything is copied; create the user first (smtmigrate createdb "
+            "--create-role), then move into its database"
+        )
     check_switch(directory, target)  # everything the switch needs, before anything else
     plan = MovePlan(directory, source, target, read_label_generator(directory), options, [])
     state = read_state(directory)
     moved_from = moved_to = None
     if state:
-        moved_to = resolve(state["moved_to"], base_dir=directory)
+        moved_to = resolve(state["moved_to"], base_dir=directory, mariadb=True)
         try:
-            moved_from = resolve(state["moved_from"], base_dir=directory)
+            moved_from = resolve(state["moved_from"], base_dir=directory, mariadb=True)
         except LocationError:
             moved_from = None  # the old store is gone: nothing late to carry from it
     if _same(source, target):
@@ -195,20 +204,30 @@ def plan_move(
 def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     source, target, options = plan.source, plan.target, plan.options
     snapshot = stack.enter_context(source_snapshot(source))
-    with Admin(target, options.admin, as_target_user=not options.create_role) as server:
-        plan.create_database = not server.exists()
+    if target.kind == "mariadb":
+        tables = database_tables(target)
+        plan.create_database = tables is None
+    else:
+        with Admin(target, options.admin, as_target_user=not options.create_role) as server:
+            plan.create_database = not server.exists()
     if plan.create_database:
         owner = target.settings.get("USER") or "the URL's user"
         role = " and its role" if options.create_role else ""
+        what = (
+            f"{COLLATION}, {owner} granted" if target.kind == "mariadb" else f"owner {owner}, UTF8"
+        )
         plan.steps.append(
-            MoveStep(
-                "database",
-                f"create database {target.settings['NAME']}{role} (owner {owner}, UTF8)",
-            )
+            MoveStep("database", f"create database {target.settings['NAME']}{role} ({what})")
         )
         plan.copy = plan_copy(
             snapshot, target, widen=True, dedupe=options.dedupe, new_database=True
         )
+    elif target.kind == "mariadb" and tables:
+        # MariaDB copies build from scratch and refuse any table: tables there are an
+        # earlier run's copy, kept if it holds the project's records only.
+        plan.steps.append(MoveStep("database", "exists", needed=False))
+        plan.after_id = _earlier_copy(snapshot.store, target, options.dedupe)
+        plan.stage, plan.old = COPIED, source
     else:
         plan.steps.append(MoveStep("database", "exists", needed=False))
         try:
@@ -262,7 +281,12 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
     """Carry out the plan's needed steps, in order."""
     result = MoveResult(plan)
     options = plan.options
-    if plan.create_database:
+    if plan.create_database and plan.target.kind == "mariadb":
+        _create_mariadb_database(plan)
+        plan.copy = plan_copy(
+            plan.copy.snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe
+        )
+    elif plan.create_database:
         result.created = create_store_database(
             plan.target,
             create_role=options.create_role,
@@ -296,6 +320,21 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
     if plan.old is not None:
         result.late = fold_late_records(plan.old, plan.target, after_id=plan.after_id)
     return result
+
+
+def _create_mariadb_database(plan: MovePlan) -> None:
+    """As `createdb` does for MariaDB: the database, binary no-pad, its URL's user granted
+    on it and on the copy's scratch databases (over --admin when given)."""
+    admin = None
+    if plan.options.admin:
+        admin = resolve(server_url(plan.options.admin), mariadb=True)
+        if admin.kind != "mariadb":
+            raise SmtmigrateError("--admin takes a mysql:// URL for a MariaDB target")
+    try:
+        create_database(plan.target, create_user=False, password=None, admin=admin)
+    finally:
+        if admin is not None:
+            admin.close()
 
 
 def _max_record_id(store: Store) -> int:

@@ -13,6 +13,7 @@ or unbounded `varchar` is binary-coercible: no table rewrite, only a brief lock.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -283,6 +284,9 @@ def migration_sql(plan: WideningPlan, connection: BaseDatabaseWrapper | None) ->
     a store.
     """
     migration = build_migration(plan, from_current=connection is not None)
+    if connection is not None and connection.vendor == "mysql":
+        statements = _mariadb_statements(plan, connection)[0]
+        return [sqlparse.format(s, keyword_case="upper") + ";" for s in statements]
     if connection is None:
         editor = _offline_editor()
     else:
@@ -395,14 +399,25 @@ class ApplyResult:
     applied: bool  # False: already widened, nothing done
     attempts: int = 0
     migration_name: str = ""
+    # MariaDB: each ALTER as run (table, algorithm and lock it ran with, seconds), its
+    # DDL committing by itself, not in one transaction
+    alters: list[AlterTiming] | None = None
+
+
+@dataclass
+class AlterTiming:
+    table: str
+    how: str  # "ALGORITHM=INPLACE, LOCK=NONE", or the server's choice when it refused that
+    seconds: float
+    rows: int
 
 
 def check_widen_target(store: Store) -> None:
-    """Only PostgreSQL stores are widened: a usage error (exit 2) for any other, whatever
-    its file holds."""
-    if store.kind != "postgresql":
+    """Only PostgreSQL and MariaDB stores are widened: a usage error (exit 2) for any
+    other, whatever its file holds."""
+    if store.kind not in ("postgresql", "mariadb"):
         raise SmtmigrateError(
-            f"{store.display}: widening applies to PostgreSQL stores "
+            f"{store.display}: widening applies to PostgreSQL stores and MariaDB stores "
             "(SQLite never enforces column lengths)"
         )
 
@@ -433,6 +448,8 @@ def apply_widening(
     before = column_types(store, plan.columns)
     if not plan.changes:
         return ApplyResult(plan, before, before, applied=False)
+    if store.kind == "mariadb":
+        return _apply_mariadb(plan, store, before, lock_timeout, lock_attempts)
     migration = build_migration(plan, from_current=True)
     connection = store.connection
     attempts = 0
@@ -466,9 +483,17 @@ def apply_widening(
 
 
 def column_types(store: Store, columns: Iterable[ColumnChange]) -> dict[tuple[str, str], str]:
-    """The real types of the planned columns, as PostgreSQL spells them."""
+    """The real types of the planned columns, as the engine spells them."""
     connection = store.connection
     tables = sorted({c.table for c in columns})
+    if store.kind == "mariadb":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT table_name, column_name, column_type FROM information_schema.columns "
+                "WHERE table_schema = DATABASE()"
+            )
+            types = {(t, c): str(type_) for t, c, type_ in cursor.fetchall()}
+        return {(c.table, c.column): types.get((c.table, c.column), "?") for c in columns}
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
@@ -479,3 +504,111 @@ def column_types(store: Store, columns: Iterable[ColumnChange]) -> dict[tuple[st
         )
         types = {(table, column): type_ for table, column, type_ in cursor.fetchall()}
     return {(c.table, c.column): types.get((c.table, c.column), "?") for c in columns}
+
+
+# -- MariaDB ------------------------------------------------------------------------------
+
+# What the server says when it cannot run an ALTER with the algorithm or lock asked for.
+MARIADB_NOT_ONLINE = {1845, 1846}  # ER_ALTER_OPERATION_NOT_SUPPORTED(_REASON)
+MARIADB_LOCK_WAIT = 1205  # ER_LOCK_WAIT_TIMEOUT: lock_wait_timeout ran out (metadata lock)
+ONLINE = "ALGORITHM=INPLACE, LOCK=NONE"
+COPY = "ALGORITHM=COPY, LOCK=SHARED"  # the table rebuilt: reads go on, writes wait
+SERVER_CHOICE = "the server's choice"
+
+
+def _mariadb_statements(plan: WideningPlan, connection: BaseDatabaseWrapper):
+    """The DDL Django's MySQL schema editor runs for the widening, collected against a
+    MariaDB store (its constraints looked up there; nothing run), and the migration."""
+    migration = build_migration(plan, from_current=True)
+    with connection.schema_editor(collect_sql=True, atomic=False) as editor:
+        migration.apply(migration.initial_state.clone(), editor)
+    return _merge_modifies([s.rstrip().rstrip(";") for s in editor.collected_sql]), migration
+
+
+def _merge_modifies(statements: list[str]) -> list[str]:
+    """Consecutive `ALTER TABLE t MODIFY …` of one table as one ALTER: each rebuilds the
+    table, so five columns of `django_store_record` cost one rebuild, not five."""
+    merged: list[str] = []
+    last_table = None
+    for statement in statements:
+        match = re.fullmatch(r"(ALTER TABLE `[^`]+`) (MODIFY .*)", statement, re.DOTALL)
+        if match and match[1] == last_table:
+            merged[-1] += f", {match[2]}"
+            continue
+        merged.append(statement)
+        last_table = match[1] if match else None
+    return merged
+
+
+def _apply_mariadb(
+    plan: WideningPlan,
+    store: Store,
+    before: dict[tuple[str, str], str],
+    lock_timeout: float,
+    lock_attempts: int,
+) -> ApplyResult:
+    """MariaDB's DDL is not transactional and `MODIFY` to another type rebuilds the
+    table: each ALTER is tried online (`ALGORITHM=INPLACE, LOCK=NONE`), else run as the
+    server allows (a copy of the table, writes waiting for it), and timed. Every statement
+    only widens, so a run stopped half-way leaves a store that works and is wider, and the
+    next run finishes it; the migration is recorded last."""
+    connection = store.connection
+    statements, migration = _mariadb_statements(plan, connection)
+    alters: list[AlterTiming] = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION lock_wait_timeout = %s", [max(1, round(lock_timeout))])
+            for statement in statements:
+                match = re.match(r"ALTER TABLE `([^`]+)`", statement)
+                table = match[1] if match else None
+                rows = _table_rows(cursor, table) if table else 0
+                try:
+                    how, seconds = _run_alter(cursor, statement, table is not None, lock_attempts)
+                except OperationalError as exc:
+                    if not exc.args or exc.args[0] != MARIADB_LOCK_WAIT:
+                        raise
+                    raise Refused(
+                        f"{store.display}: could not lock {table} within {lock_timeout:g} s "
+                        f"in {lock_attempts} attempts; the columns widened so far stay "
+                        "widened (run again to finish)"
+                    ) from exc
+                if table:
+                    alters.append(AlterTiming(table, how, seconds, rows))
+            recorder = MigrationRecorder(connection)
+            if (SUMATRA_APP, migration.name) not in recorder.applied_migrations():
+                recorder.record_applied(SUMATRA_APP, migration.name)
+    except DatabaseError as exc:
+        raise SmtmigrateError(
+            f"widening {store.display} failed: {store.describe_error(exc)}; the columns "
+            "widened so far stay widened (each ALTER commits by itself): run again to finish"
+        ) from exc
+    after = column_types(store, plan.columns)
+    return ApplyResult(plan, before, after, True, len(statements), migration.name, alters=alters)
+
+
+def _table_rows(cursor, table: str) -> int:
+    """The exact count (information_schema's is InnoDB's estimate), for the timings."""
+    cursor.execute(f"SELECT count(*) FROM `{table.replace('`', '``')}`")
+    return int(cursor.fetchone()[0])
+
+
+def _run_alter(cursor, statement: str, online: bool, lock_attempts: int) -> tuple[str, float]:
+    """Run one ALTER online if the server can, else as it can; a metadata lock that does
+    not come within lock_wait_timeout is waited for again (`lock_attempts` in all)."""
+    tries = [(f"{statement}, {ONLINE}", ONLINE), (f"{statement}, {COPY}", COPY)] if online else []
+    tries.append((statement, SERVER_CHOICE))
+    for text, how in tries:
+        for attempt in range(1, lock_attempts + 1):
+            started = time.monotonic()
+            try:
+                cursor.execute(text)
+            except DatabaseError as exc:
+                code = exc.args[0] if exc.args else None
+                if code in MARIADB_NOT_ONLINE and how != SERVER_CHOICE:
+                    break  # not possible so: the next, more locking way
+                if code == MARIADB_LOCK_WAIT and attempt < lock_attempts:
+                    time.sleep(min(attempt, 5))  # let the queued jobs through
+                    continue
+                raise
+            return how, time.monotonic() - started
+    raise AssertionError("unreachable: the last try returns or raises")

@@ -272,6 +272,10 @@ MARIADB_SLOTS = {
     "verify-TARGET": DENIED,
     "switch-TARGET": (1, "Sumatra reads a MariaDB password only from"),
     "createdb": (2, "password is taken from --password-env VAR only"),
+    "stress": DENIED,
+    "widen-SOURCE": DENIED,
+    "widen-apply": DENIED,
+    "drop-recreate": DENIED,
 }
 
 # --admin takes nothing but a PostgreSQL URL (it used to parse gopher:// as one).

@@ -27,6 +27,7 @@ from .conftest import (
     FIXTURES,
     MARIADB_URL,
     copy_fixture,
+    drop_mariadb_database,
     mariadb_databases,
     mariadb_execute,
     mariadb_url_for,
@@ -99,10 +100,7 @@ def test_backtick_quoting():
 @pytest.mark.parametrize(
     "args",
     [
-        ("widen", "--apply", "mysql://root@localhost/x"),
-        ("drop-recreate", "mysql://root@localhost/x", "--yes"),
-        ("move", "{project}", "mysql://root@localhost/x"),
-        ("stress", "mysql://root@localhost/x"),
+        ("merge", "{sqlite}", "mysql://root@localhost/x"),
     ],
     ids=lambda a: "-".join(a[:2]),
 )
@@ -459,9 +457,7 @@ def test_copy_from_mariadb_into_mariadb_is_refused(cli, store08, mariadb_name):
     assert cli("copy", store08, url, "--widen", "--quiet").code == 0
     result = cli("copy", url, mariadb_url_for(f"{mariadb_name}_2"))
     assert result.code == 2, result
-    assert "copying into MariaDB from anything but an SQLite store is not supported yet" in (
-        result.err
-    )
+    assert "copying from MariaDB into MariaDB is not supported yet" in (result.err)
     assert f"{mariadb_name}_2" not in mariadb_databases()
 
 
@@ -540,3 +536,163 @@ def test_createdb_then_its_user_alone_copies(cli, store08, mariadb_name, monkeyp
         assert "7 records identical through Sumatra" in copied.out
     finally:
         mariadb_execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+
+
+# -- stress --------------------------------------------------------------------------------
+
+STRESSED_TABLES = (
+    "django_store_record",
+    "django_store_project",
+    "django_store_taggeditem",
+    "django_store_parameterset",
+    "django_store_platforminformation",
+)
+
+
+def mariadb_row_counts(name: str) -> dict[str, int]:
+    return {
+        table: mariadb_execute(f"SELECT count(*) FROM `{table}`", database=name)[0][0]
+        for table in STRESSED_TABLES
+    }
+
+
+def test_stress_jobs_reach_mariadb_as_sumatra_does():
+    """Sumatra's URL without the password, which travels in MYSQL_PWD (never on a
+    command line); a URL without a host is one Sumatra cannot use."""
+    from smtmigrate.errors import UnsupportedStore
+    from smtmigrate.stress.run import worker_location
+
+    store = resolve("mysql://u:Secret-1@localhost:3307/db", mariadb=True)
+    assert worker_location(store) == ("mysql://u@localhost:3307/db", {"MYSQL_PWD": "Secret-1"})
+    with pytest.raises(UnsupportedStore, match="without a host"):
+        worker_location(resolve("mysql://u@/db", mariadb=True))
+
+
+def test_stress_a_project_moved_to_mariadb(cli, home, store08, mariadb_name):
+    """Real `smt run`s of a scratch copy of a project on MariaDB (label generator fixed by
+    the move): every run saved, and the store as it was afterwards."""
+    url = mariadb_url_for(mariadb_name)
+    assert cli("move", store08, url, "--yes").code == 0
+    before = mariadb_row_counts(mariadb_name)
+    result = cli("stress", store08, "--jobs", "6", "--format", "json")
+    report = json.loads(result.out)
+    assert result.code == report["exit_code"] == 0, result
+    assert report["backend"] == "mariadb" and report["mode"] == "smt"
+    assert report["saved"] == report["found"] == 6 and not report["duplicate_labels"]
+    assert report["cleanup"]["ok"], report["cleanup"]
+    assert mariadb_row_counts(mariadb_name) == before
+
+
+def test_stress_api_mode_against_mariadb(cli, store08, mariadb_name):
+    url = mariadb_url_for(mariadb_name)
+    assert cli("copy", store08, url, "--widen", "--quiet").code == 0
+    before = mariadb_row_counts(mariadb_name)
+    result = cli("stress", url, "--mode", "api", "--jobs", "6")
+    out = " ".join(result.out.split())
+    assert result.code == 0, result
+    assert "OK: all 6 records saved by 6 concurrent jobs." in out
+    assert "nothing of the scratch project is left" in out
+    assert mariadb_row_counts(mariadb_name) == before
+
+
+# -- widen ---------------------------------------------------------------------------------
+
+
+def _columns(name: str) -> list[tuple]:
+    return mariadb_execute(
+        "SELECT table_name, column_name, column_type, is_nullable, column_key "
+        "FROM information_schema.columns WHERE table_schema = %s ORDER BY 1, 2",
+        (name,),
+    )
+
+
+def test_widen_a_mariadb_store_in_place(cli, tmp_path, mariadb_name, django_db_blocker):
+    """`widen --sql` shows MariaDB's DDL (one ALTER a table where Django made several);
+    `--apply` runs it, online where the server can, timing each ALTER; the columns are
+    then those of a `copy --widen`, a second run finds nothing to do, and Sumatra saves a
+    record with 3,000-character fields."""
+    source = tmp_path / "source.sqlite"
+    with django_db_blocker.unblock():
+        generate_store(source, 200, seed=5)
+    url = mariadb_url_for(mariadb_name)
+    assert cli("copy", source, url, "--verify", "rows", "--quiet").code == 0
+    label = ("django_store_record", "label", "varchar(100)")
+    assert label in [row[:3] for row in _columns(mariadb_name)]
+
+    sql = cli("widen", "--sql", "--apply", url)
+    assert sql.code == 0, sql
+    assert "ALTER TABLE `django_store_record` MODIFY `label` longtext NOT NULL, MODIFY" in sql.out
+    assert "ALTER TABLE `django_store_project` MODIFY `id` varchar(768) NOT NULL;" in sql.out
+    assert '"' not in sql.out.split("\n", 1)[1]  # no PostgreSQL quoting
+    assert label in [row[:3] for row in _columns(mariadb_name)]  # --sql applies nothing
+
+    applied = cli("widen", "--apply", url)
+    out = " ".join(applied.out.split())
+    assert applied.code == 0, applied
+    assert "one ALTER at a time" in out and "0003_smtmigrate_widen" in out
+    assert "ALGORITHM=INPLACE, LOCK=NONE" in out or "ALGORITHM=COPY, LOCK=SHARED" in out
+    assert "Already widened" in cli("widen", "--apply", url).out
+
+    reference = f"smtm_test_{mariadb_name[-12:]}r"
+    try:
+        assert cli("copy", source, mariadb_url_for(reference), "--widen", "--quiet").code == 0
+        assert _columns(mariadb_name) == _columns(reference)
+    finally:
+        drop_mariadb_database(reference)
+    export = str(FIXTURES / "sumatra-0.8" / "records_export.json")
+    saved = run_sumatra("long", url, "after-widen", export, "3000")
+    assert saved.returncode == 0, saved.stderr[-2000:]
+
+
+def test_copy_postgresql_into_mariadb(cli, store08, pg_database, mariadb_name):
+    """PostgreSQL's canonical lines (the same bytes) streamed into LOAD DATA from the
+    source's snapshot; a widened source needs --widen (the target is built from today's
+    models), and every record then reads back equal through Sumatra."""
+    assert cli("copy", store08, pg_database, "--widen", "--quiet").code == 0
+    url = mariadb_url_for(mariadb_name)
+    refused = cli("copy", pg_database, url)
+    assert refused.code == 1, refused
+    assert "--widen" in refused.out and mariadb_name not in mariadb_databases()
+    result = cli("copy", pg_database, url, "--widen")
+    assert result.code == 0, result
+    assert "Verified: 15 tables and 128 rows identical; 7 records identical" in result.out
+    verified = cli("verify", pg_database, url)
+    assert verified.code == 0, verified
+
+
+# -- drop-recreate -------------------------------------------------------------------------
+
+
+def test_drop_recreate_backs_up_then_rebuilds_widened(
+    cli, store08, tmp_path, mariadb_name, monkeypatch
+):
+    """The records backed up (a verified SQLite copy) before the drop; the new database
+    utf8mb4_nopad_bin with the columns of a `copy --widen`, empty; a database holding
+    tables that are not a Sumatra store is refused with nothing dropped."""
+    url = mariadb_url_for(mariadb_name)
+    assert cli("copy", store08, url, "--widen", "--quiet").code == 0
+    widened = _columns(mariadb_name)
+    monkeypatch.chdir(tmp_path)
+    backup = tmp_path / "backup.sqlite"
+    result = cli("drop-recreate", url, "--yes", "--backup", str(backup))
+    out = " ".join(result.out.split())
+    assert result.code == 0, result
+    assert "a Sumatra store, 7 records" in out and f"dropped {mariadb_name}" in out
+    assert "7 records identical through Sumatra" in out
+    assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(7,)]
+    assert mariadb_execute("SELECT count(*) FROM django_store_record", database=mariadb_name) == [
+        (0,)
+    ]
+    assert _columns(mariadb_name) == widened
+    assert mariadb_execute(
+        "SELECT default_collation_name FROM information_schema.schemata WHERE schema_name = %s",
+        (mariadb_name,),
+    ) == [("utf8mb4_nopad_bin",)]
+
+    drop_mariadb_database(mariadb_name)
+    mariadb_execute(f"CREATE DATABASE `{mariadb_name}`")
+    mariadb_execute("CREATE TABLE other (x int)", database=mariadb_name)
+    refused = cli("drop-recreate", url, "--yes")
+    assert refused.code == 1, refused
+    assert "no Sumatra store smtmigrate can back up" in refused.err
+    assert mariadb_execute("SELECT count(*) FROM other", database=mariadb_name) == [(0,)]

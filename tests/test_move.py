@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import drop_database, pg_query, pg_url_for, records_file, sqlite_rows
+from .conftest import (
+    drop_database,
+    mariadb_databases,
+    mariadb_execute,
+    mariadb_url_for,
+    pg_query,
+    pg_url_for,
+    records_file,
+    sqlite_rows,
+)
 
 SMT = str(Path(sys.executable).parent / "smt")
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
@@ -264,3 +273,80 @@ def test_killed_during_the_copy_then_run_again(home, store08, new_database):
     assert again.returncode == 0, again.stderr
     assert project_json(store08)["record_store"]["db_file"] == new_database
     assert len(labels_in(new_database)) == 7
+
+
+# -- onto MariaDB ---------------------------------------------------------------------------
+
+
+def mariadb_labels(name: str) -> list[str]:
+    rows = mariadb_execute("SELECT label FROM django_store_record ORDER BY db_id", database=name)
+    return [label for (label,) in rows]
+
+
+def test_move_onto_mariadb_then_a_hundred_concurrent_default_smt_runs_lose_nothing(
+    cli, home, tmp_path, mariadb_name
+):
+    """The database is created (binary no-pad), the copy widened and verified, the project
+    switched with its label generator fixed; then 100 `smt run`s at once save 100 records
+    (MariaDB's default max_connections, 151, is enough for them)."""
+    url = mariadb_url_for(mariadb_name)
+    project = new_project(tmp_path)
+    before = smt(project, "list").stdout.split()
+    assert mariadb_name not in mariadb_databases()
+
+    result = cli("move", project, url, "--yes")
+    assert result.code == 0, result
+    assert "Moved:" in result.out
+    assert project_json(project)["record_store"]["db_file"] == url
+    assert project_json(project)["label_generator"] == "uuid"
+    assert mariadb_execute(
+        "SELECT default_collation_name FROM information_schema.schemata WHERE schema_name = %s",
+        (mariadb_name,),
+    ) == [("utf8mb4_nopad_bin",)]
+    assert mariadb_labels(mariadb_name) == before
+    assert not [d for d in mariadb_databases() if d.startswith("smtmigrate_partial_")]
+
+    again = cli("move", project, url, "--yes")  # safe to run again: nothing left to do
+    assert again.code == 0, again
+    assert mariadb_labels(mariadb_name) == before
+
+    jobs = [start_smt_run(project) for _ in range(100)]
+    crashed = []
+    for job in jobs:
+        _, err = job.communicate(timeout=600)
+        if job.returncode:
+            crashed.append(err[-300:])
+    assert not crashed, crashed[:3]
+    labels = mariadb_labels(mariadb_name)
+    assert len(labels) == 101
+    assert len(set(labels)) == 101  # no two runs share a label
+    assert sorted(smt(project, "list").stdout.split()) == sorted(labels)
+
+
+def test_move_onto_mariadb_carries_late_records_and_keeps_an_earlier_copy(
+    cli, home, tmp_path, mariadb_name
+):
+    """A copy already in the database (made by an earlier run) is kept when it holds only
+    the project's records; a record saved since is carried over by the move."""
+    url = mariadb_url_for(mariadb_name)
+    project = new_project(tmp_path)
+    copied = cli("copy", project, url, "--widen")
+    assert copied.code == 0, copied
+    late = smt(project, "run")  # saved to the old store after the copy
+    assert late.returncode == 0, late.stderr[-2000:]
+    labels = smt(project, "list").stdout.split()
+    assert len(labels) == 2
+
+    result = cli("move", project, url, "--yes")
+    assert result.code == 0, result
+    assert "made by an earlier run" in result.out
+    assert sorted(mariadb_labels(mariadb_name)) == sorted(labels)
+    assert sorted(smt(project, "list").stdout.split()) == sorted(labels)
+
+
+def test_move_onto_mariadb_refuses_create_role_in_one_line(cli, home, store08, mariadb_name):
+    result = cli("move", store08, mariadb_url_for(mariadb_name), "--yes", "--create-role")
+    assert result.code == 2, result
+    assert "--create-role does not apply to a MariaDB move" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert mariadb_name not in mariadb_databases()

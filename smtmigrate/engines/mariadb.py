@@ -375,20 +375,10 @@ class MariadbEngine(Engine):
     def check_new_target(self, store: Store) -> None:
         """A copy writes into a database that does not exist yet (it is created) or that
         holds no table: anything else is refused before any work."""
-        with server_store(store) as server, server.connection.cursor() as cursor:
-            try:
-                cursor.execute(
-                    "SELECT count(t.table_name) FROM information_schema.schemata s "
-                    "LEFT JOIN information_schema.tables t ON t.table_schema = s.schema_name "
-                    "WHERE s.schema_name = %s GROUP BY s.schema_name",
-                    [store.settings["NAME"]],
-                )
-                row = cursor.fetchone()
-            except DatabaseError as exc:
-                raise store.read_error(exc) from exc
-        if row and row[0]:
+        tables = database_tables(store)
+        if tables:
             raise Refused(
-                f"{store.display} is not empty ({row[0]} tables); copy into a new database "
+                f"{store.display} is not empty ({tables} tables); copy into a new database "
                 "(smtmigrate creates it) or an empty one"
             )
 
@@ -454,6 +444,31 @@ def _failed(store: Store, exc: BaseException) -> SmtmigrateError:
     return SmtmigrateError(
         f"copy into {store.display} failed, nothing was written: {store.describe_error(exc)}"
     )
+
+
+def database_tables(store: Store) -> int | None:
+    """How many tables the store's database holds; None when it does not exist."""
+    with server_store(store) as server, server.connection.cursor() as cursor:
+        try:
+            cursor.execute(
+                "SELECT count(t.table_name) FROM information_schema.schemata s "
+                "LEFT JOIN information_schema.tables t ON t.table_schema = s.schema_name "
+                "WHERE s.schema_name = %s GROUP BY s.schema_name",
+                [store.settings["NAME"]],
+            )
+            row = cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+    return None if row is None else int(row[0])
+
+
+def server_url(url: str) -> str:
+    """An --admin URL names a server, not a database: `mysql://root@localhost` is enough
+    (it connects to the `mysql` database)."""
+    scheme, _, rest = url.partition("://")
+    if rest and "/" not in rest.rstrip("/"):
+        return f"{scheme}://{rest.rstrip('/')}/mysql"
+    return url
 
 
 @contextmanager
@@ -618,7 +633,7 @@ class MariadbCopyTarget(CopyTarget):
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
-        reader = engine_for(plan.source)  # SQLite: plan_copy refuses anything else
+        reader = engine_for(plan.source)  # SQLite or PostgreSQL (plan_copy)
         writer = _PipeWriter(pipe, lambda rows, n: events.table_progress(layout.name, rows, n))
         with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as rows:
             writer.start(rows)
@@ -797,3 +812,57 @@ def create_database(
                 f"creating {store.display} failed, nothing was kept: {server.describe_error(exc)}"
             ) from exc
     return name, account
+
+
+# -- drop-recreate ----------------------------------------------------------------------------
+
+
+def sumatra_records(store: Store) -> int | None:
+    """How many records a database's Sumatra store holds; None when its tables are not a
+    Sumatra store smtmigrate knows."""
+    from ..errors import NotASumatraStore
+    from ..schema import RECORD_TABLE, inspect_store
+
+    try:
+        inspection = inspect_store(store)
+    except NotASumatraStore:
+        return None
+    table = inspection.table_for(RECORD_TABLE)
+    if table is None:
+        return None
+    with store.connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {MariadbEngine().quote_name(table.name)}")
+        return int(cursor.fetchone()[0])
+
+
+def drop_database(store: Store, *, admin: Store | None) -> None:
+    q = MariadbEngine().quote_name
+    with server_store(admin or store) as server, server.connection.cursor() as cursor:
+        try:
+            cursor.execute(f"DROP DATABASE IF EXISTS {q(store.settings['NAME'])}")
+        except DatabaseError as exc:
+            raise SmtmigrateError(
+                f"dropping {store.display} failed: {server.describe_error(exc)}"
+            ) from exc
+
+
+def build_schema(store: Store) -> None:
+    """Sumatra's own migrations, then the default widening (as `copy --widen` builds a
+    target), in a new, empty database. MariaDB's DDL commits as it goes: on a failure the
+    database is left empty or part-built, and drop-recreate can be run again."""
+    from django.core.management import call_command
+
+    from ..locations import Store as StoreClass
+    from ..schema import inspect_store
+    from ..widen import apply_widening, plan_widening
+
+    with StoreClass("mariadb", store.display, dict(store.settings)) as fresh:
+        try:
+            call_command("migrate", database=fresh.alias, interactive=False, verbosity=0)
+            target = inspect_store(fresh)
+            plan = MariadbEngine().widening_plan(plan_widening("text", target=target))
+            apply_widening(plan, target)
+        except DatabaseError as exc:
+            raise SmtmigrateError(
+                f"building Sumatra's schema in {store.display} failed: {fresh.describe_error(exc)}"
+            ) from exc

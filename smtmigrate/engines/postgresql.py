@@ -110,6 +110,25 @@ class PostgresEngine(Engine):
             f"FROM {q(layout.source_name)}{where_not(q(layout.model.primary_key), skip)}"
         )
 
+    def line_select(self, layout: TableLayout, remaps, skip=None) -> str:
+        """SELECT of (canonical line as UTF-8 bytes, float columns…): the bytes SQLite's
+        line_select gives for the same values; floats as doubles, printed and hashed by
+        Python (a copy into MariaDB streams these)."""
+        q = self.quote_name
+        line = self.line([self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns])
+        floats = [q(c.name) for c in layout.floats]
+        where = where_not(q(layout.model.primary_key), skip)
+        columns = ", ".join([f"convert_to({line}, 'UTF8')", *floats])
+        return f"SELECT {columns} FROM {q(layout.source_name)}{where}"
+
+    @contextmanager
+    def line_rows(self, inspection, layout: TableLayout, remaps, skip) -> Iterator:
+        """A server-side cursor on the store's own connection, so in its snapshot's
+        transaction: rows come in batches, memory stays flat."""
+        with inspection.store.connection.chunked_cursor() as cursor:
+            cursor.execute(self.line_select(layout, remaps, skip))
+            yield cursor
+
     def table_checksum(self, inspection, layout, remaps=None, skip=None) -> Checksum:
         store = inspection.store
         try:

@@ -228,6 +228,22 @@ def render_applied(result: ApplyResult, out: Console) -> None:
             change.table, change.column, result.before[key], result.after[key], change.reason
         )
     out.print(applied_table)
+    if result.alters is not None:  # MariaDB: one ALTER at a time, each timed
+        timings = table("table", "rows", "seconds", "s per 10k rows", "how")
+        for alter in result.alters:
+            # per 10k rows only where the table is big enough for it to mean something
+            per_10k = f"{alter.seconds / alter.rows * 10_000:.2f}" if alter.rows >= 1000 else ""
+            timings.add_row(
+                alter.table, f"{alter.rows:,}", f"{alter.seconds:.2f}", per_10k, alter.how
+            )
+        out.print(timings)
+        say(
+            out,
+            f"Widened {len(result.plan.changes)} columns, one ALTER at a time (MariaDB commits "
+            f"each by itself); recorded as migration django_store.{result.migration_name}.",
+            "bold green",
+        )
+        return
     say(
         out,
         f"Widened {len(result.plan.changes)} columns in one transaction; recorded as "

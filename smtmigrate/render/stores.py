@@ -45,6 +45,24 @@ def render_database(info: DatabaseInfo, display: str, owner: str, out: Console) 
         say(out, "  no other sessions connected")
 
 
+def render_mariadb_database(
+    display: str, tables: int | None, records: int | None, out: Console
+) -> None:
+    """The MariaDB database `drop-recreate` is about to replace."""
+    if tables is None:
+        say(out, f"{display} does not exist yet: it will be created (utf8mb4_nopad_bin).")
+        return
+    say(out, f"Drop and recreate {display}", "bold")
+    what = "no tables" if not tables else f"a Sumatra store, {records:,} records"
+    say(out, f"  {what}")
+
+
+def render_mariadb_recreated(name: str, account: str, schema: bool, out: Console) -> None:
+    say(out, f"created {name} (utf8mb4, utf8mb4_nopad_bin), {account} granted")
+    if schema:
+        say(out, "built Sumatra's schema (its migrations + the default widening)")
+
+
 def render_backing_up(records: int, path: Path, out: Console) -> None:
     say(out, f"backing up {records:,} records to {path} …")
 

@@ -138,7 +138,7 @@ class StressReport:
     """What the jobs tried, what they saw, and what the store holds afterwards."""
 
     location: str
-    backend: str  # "sqlite" or "postgresql"
+    backend: str  # "sqlite", "postgresql" or "mariadb"
     project: str  # the scratch project
     jobs: int
     records_per_job: int

@@ -110,6 +110,8 @@ def worker_location(store: Store) -> tuple[str, dict[str, str]]:
             f"{store.display}: Sumatra cannot open a database named {name!r} "
             "(its URL parser takes letters, digits and ._~- only)"
         )
+    if store.kind == "mariadb":
+        return _mariadb_location(store, name, user, host, port)
     netloc = ""
     if host and not host.startswith("/") and "," not in host:
         netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
@@ -128,6 +130,32 @@ def worker_location(store: Store) -> tuple[str, dict[str, str]]:
         if option in LIBPQ_ENV:
             env[LIBPQ_ENV[option]] = str(value)
     return f"postgresql://{netloc}/{name}", env
+
+
+def _mariadb_location(
+    store: Store, name: str, user: str, host: str, port: str
+) -> tuple[str, dict[str, str]]:
+    """A MariaDB store as Sumatra's jobs reach it: `mysql://user@host:port/db`, the
+    password in MYSQL_PWD (which the client library reads; Sumatra reads no option file).
+    Django's MySQL backend, as Sumatra configures it, needs a host: `localhost` is the
+    local socket."""
+    env: dict[str, str] = {}
+    if not host or host.startswith("/"):
+        raise UnsupportedStore(
+            f"{store.display}: Sumatra cannot connect to a MariaDB URL without a host: use "
+            "mysql://user@localhost/db for the local socket"
+        )
+    if user and not _URL_SAFE.fullmatch(user):
+        raise UnsupportedStore(
+            f"{store.display}: Sumatra cannot open a MariaDB URL for the user {user!r} "
+            "(its URL parser takes letters, digits and ._~- only)"
+        )
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    if user:
+        netloc = f"{user}@{netloc}"
+    if store.password:
+        env["MYSQL_PWD"] = store.password
+    return f"mysql://{netloc}/{name}", env
 
 
 def _worker_env(extra: dict[str, str]) -> dict[str, str]:
@@ -255,6 +283,8 @@ def _stress(
     )
     if store.kind == "postgresql":
         report.notes += _connection_notes(reader.connection, jobs)
+    elif store.kind == "mariadb":
+        report.notes += _mariadb_connection_notes(reader.connection, jobs)
     before = _max_ids(reader)
     reader.connection.close()  # one connection fewer while the jobs run
 
@@ -496,4 +526,28 @@ def _connection_notes(connection, jobs: int) -> list[str]:
         f"and every running job holds one: a real `smt run` keeps its connection for the "
         f"whole simulation, so {jobs} concurrent jobs need max_connections raised or a "
         "connection pooler (PgBouncer) in front"
+    ]
+
+
+def _mariadb_connection_notes(connection, jobs: int) -> list[str]:
+    """MariaDB's connection limit against the jobs, each of which holds one."""
+    from django.db import DatabaseError
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT @@GLOBAL.max_connections, (SELECT variable_value FROM "
+                "information_schema.global_status WHERE variable_name = 'THREADS_CONNECTED')"
+            )
+            limit, used = cursor.fetchone()
+    except DatabaseError:
+        return []
+    used = int(used) - 1  # our own connection, closed while the jobs run
+    free = int(limit) - used
+    if jobs <= free:
+        return []
+    return [
+        f"the server takes {free} more connections (max_connections {limit}, {used} in use) "
+        f"and every running job holds one: {jobs} concurrent jobs need max_connections "
+        "raised (SET GLOBAL max_connections = …, or in the server's [mysqld] section)"
     ]

@@ -38,7 +38,7 @@ class Command(SmtmigrateCommand):
 
     def _mariadb(self, store, owner, create_role, password, admin) -> None:
         """MariaDB has no database owners: the URL's user gets every privilege on it."""
-        from ...engines.mariadb import create_database
+        from ...engines.mariadb import create_database, server_url
 
         if owner:
             raise SmtmigrateError("--owner does not apply to MariaDB: the URL's user is granted")
@@ -48,11 +48,7 @@ class Command(SmtmigrateCommand):
             )
         admin_store = None
         if admin:
-            # a server, not a database: `mysql://root@localhost` is enough
-            scheme, _, rest = admin.partition("://")
-            if rest and "/" not in rest.rstrip("/"):
-                admin = f"{scheme}://{rest.rstrip('/')}/mysql"
-            admin_store = resolve(admin, mariadb=True)
+            admin_store = resolve(server_url(admin), mariadb=True)
             if admin_store.kind != "mariadb":
                 raise SmtmigrateError("--admin takes a mysql:// URL for a MariaDB target")
         try:

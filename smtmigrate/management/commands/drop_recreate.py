@@ -15,6 +15,8 @@ from ...render import (
     render_backup,
     render_database,
     render_dropped,
+    render_mariadb_database,
+    render_mariadb_recreated,
     render_ready,
     render_recreated,
 )
@@ -25,12 +27,13 @@ from ..base import SmtmigrateCommand
 
 class Command(SmtmigrateCommand):
     help = (
-        "Drop a PostgreSQL Sumatra database and create it again, empty, UTF8, with Sumatra's "
-        "widened schema. Backs up its records first; asks for the database name (or --yes)."
+        "Drop a PostgreSQL or MariaDB Sumatra database and create it again, empty, UTF8 "
+        "(MariaDB: utf8mb4, binary no-pad collation), with Sumatra's widened schema. Backs up "
+        "its records first; asks for the database name (or --yes)."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("target", help="postgresql://… URL of the database")
+        parser.add_argument("target", help="postgresql://… or mysql://… URL of the database")
         parser.add_argument("--owner", help="owner of the new database (default: the old one)")
         parser.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
         parser.add_argument(
@@ -48,6 +51,10 @@ class Command(SmtmigrateCommand):
 
     def handle(self, target, owner, yes, backup, no_schema, admin, **options):
         out = self.console()
+        with resolve(target, mariadb=True) as mariadb_store:
+            if mariadb_store.kind == "mariadb":
+                self._mariadb(mariadb_store, owner, yes, backup, no_schema, admin, out)
+                return
         with resolve(target) as store, Admin(store, admin) as server:
             info = server.describe()
             owner = owner or info.owner or store.settings.get("USER") or server.user
@@ -86,6 +93,61 @@ class Command(SmtmigrateCommand):
                 with server.target_as_admin() as created:
                     build_schema(created, owner=owner)
             render_recreated(info.name, owner, not no_schema, out)
+        render_ready(store.display, out)
+
+    def _mariadb(self, store, owner, yes, backup, no_schema, admin, out) -> None:
+        """MariaDB: the same steps (back up, confirm, drop, create as `createdb` does,
+        build Sumatra's widened schema); no owners, the URL's user is granted."""
+        from ...engines.mariadb import (
+            build_schema as build_mariadb_schema,
+        )
+        from ...engines.mariadb import (
+            create_database,
+            database_tables,
+            drop_database,
+            server_url,
+            sumatra_records,
+        )
+
+        if owner:
+            raise SmtmigrateError("--owner does not apply to MariaDB: the URL's user is granted")
+        name = store.settings["NAME"]
+        tables = database_tables(store)
+        records = sumatra_records(store) if tables else None
+        if tables and records is None:
+            raise Refused(
+                f"{name} holds {tables} table(s) but no Sumatra store smtmigrate can back "
+                "up; drop-recreate replaces only Sumatra databases (or empty ones): nothing "
+                "was changed"
+            )
+        render_mariadb_database(store.display, tables, records, out)
+        path = None
+        if records:
+            stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+            safe_name = re.sub(r"[^\w.-]", "_", name)
+            path = Path(backup or f"{safe_name}-backup-{stamp}.sqlite")
+            new_sqlite_target(path).close()  # a place it cannot be written: say so now
+        self._confirm(name, yes, out)
+        if path is not None:
+            if not backup:
+                remove_stale_partials(Path("."), f"{glob_escape(safe_name)}-backup-*.sqlite")
+            render_backing_up(records, path, out)
+            self._backup(store, path, out)
+        store.close()
+        admin_store = resolve(server_url(admin), mariadb=True) if admin else None
+        try:
+            if admin_store is not None and admin_store.kind != "mariadb":
+                raise SmtmigrateError("--admin takes a mysql:// URL for a MariaDB target")
+            if tables is not None:
+                drop_database(store, admin=admin_store)
+                render_dropped(name, out)
+            _, account = create_database(store, create_user=False, password=None, admin=admin_store)
+        finally:
+            if admin_store is not None:
+                admin_store.close()
+        if not no_schema:
+            build_mariadb_schema(store)
+        render_mariadb_recreated(name, account, not no_schema, out)
         render_ready(store.display, out)
 
     def _confirm(self, name: str, yes: bool, out) -> None:

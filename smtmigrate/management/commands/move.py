@@ -20,7 +20,8 @@ from ..base import SmtmigrateCommand, password_from_env
 
 class Command(SmtmigrateCommand):
     help = (
-        "Move a Sumatra project onto a PostgreSQL database in one go: create the database "
+        "Move a Sumatra project onto a PostgreSQL or MariaDB database in one go: create the "
+        "database "
         "when missing, copy (widened, verified), switch the project, fix its label generator, "
         "carry over records saved meanwhile. Safe to run again. Exit 0: moved (or already "
         "moved); 1: refused, nothing changed; 2: usage or connection error."
@@ -28,7 +29,7 @@ class Command(SmtmigrateCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("project", help="the Sumatra project directory")
-        parser.add_argument("target", help="postgresql://… URL of the new store")
+        parser.add_argument("target", help="postgresql://… or mysql://… URL of the new store")
         parser.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
         parser.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
         parser.add_argument(
@@ -74,8 +75,8 @@ class Command(SmtmigrateCommand):
         )
         directory = project_directory(project)
         with ExitStack() as stack:
-            source = stack.enter_context(resolve(str(directory)))
-            target_store = stack.enter_context(resolve_target(target))
+            source = stack.enter_context(resolve(str(directory), mariadb=True))
+            target_store = stack.enter_context(resolve_target(target, mariadb=True))
             plan = plan_move(directory, source, target_store, move_options, stack)
             if not as_json:
                 render_move_plan(plan, out)

@@ -64,7 +64,8 @@ class Command(SmtmigrateCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "location", help="Sumatra project directory, SQLite file, or postgresql:// URL"
+            "location",
+            help="Sumatra project directory, SQLite file, postgresql:// or mysql:// URL",
         )
         parser.add_argument(
             "--jobs",
@@ -110,7 +111,7 @@ class Command(SmtmigrateCommand):
     def handle(self, location, jobs, records_per_job, timeout, cold, mode, format, **options):
         out = self.console()
         on_phase = None if format == "json" else (lambda text: render_stress_phase(text, out))
-        with resolve(location) as store:
+        with resolve(location, mariadb=True) as store:
             try:
                 report = run_stress(
                     store,

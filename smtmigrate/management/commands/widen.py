@@ -4,6 +4,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ...audit import audit
+from ...engines import engine_for
 from ...errors import NotASumatraStore, Refused, SmtmigrateError
 from ...locations import resolve
 from ...render import (
@@ -52,10 +53,16 @@ class Command(SmtmigrateCommand):
         parser.add_argument("--headroom", type=float, default=2.0, help="for --policy fit")
         parser.add_argument("--write", metavar="DIR", help="write the Django migration to DIR")
         parser.add_argument(
-            "--sql", action="store_true", help="print the SQL for PostgreSQL; apply nothing"
+            "--sql",
+            action="store_true",
+            help="print the SQL (MariaDB's for a MariaDB SOURCE or TARGET, else "
+            "PostgreSQL's); apply nothing",
         )
         parser.add_argument(
-            "--apply", metavar="TARGET", help="widen this PostgreSQL store, in one transaction"
+            "--apply",
+            metavar="TARGET",
+            help="widen this PostgreSQL store, in one transaction, or this MariaDB store, "
+            "one ALTER a table, online where the server can",
         )
         parser.add_argument(
             "--lock-timeout",
@@ -71,11 +78,11 @@ class Command(SmtmigrateCommand):
         with ExitStack() as stack:
             report = source_inspection = target_inspection = None
             if source:
-                source_store = stack.enter_context(resolve(source))
+                source_store = stack.enter_context(resolve(source, mariadb=True))
                 source_inspection = inspect_store(source_store)
                 report = audit(source_inspection)
             if apply:
-                target_store = stack.enter_context(resolve(apply))
+                target_store = stack.enter_context(resolve(apply, mariadb=True))
                 check_widen_target(target_store)  # before reading it: a usage error (2)
                 try:
                     target_inspection = inspect_store(target_store)
@@ -90,6 +97,9 @@ class Command(SmtmigrateCommand):
                 target=target_inspection,
             )
             subject = target_inspection or source_inspection
+            if subject is not None and subject.vendor == "mysql":
+                # MariaDB's own: a primary key stays a varchar (an index key is bounded)
+                plan = engine_for(subject.store).widening_plan(plan)
             title = f"Widening plan for {subject.store.display}" if subject else "Widening plan"
             if sql:  # only SQL on stdout, so that it can be piped into psql
                 render_sql_head(title, plan, out)
@@ -110,7 +120,7 @@ class Command(SmtmigrateCommand):
             if sql:
                 # Constraint names are looked up in a PostgreSQL store when there is one.
                 against = target_inspection
-                if source_inspection is not None and source_inspection.vendor == "postgresql":
+                if source_inspection is not None and source_inspection.vendor != "sqlite":
                     against = against or source_inspection
                 connection = against.store.connection if against else None
                 render_sql(migration_sql(plan, connection), out)
