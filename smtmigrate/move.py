@@ -26,7 +26,9 @@ from .carry import CarryResult, fold_late_records
 from .copy import CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
 from .dedupe import find_duplicates, plan_dedupe
 from .engines import engine_for
-from .engines.mariadb import COLLATION, create_database, database_tables, server_url
+from .engines.mariadb import database_tables, server_url
+from .engines.mariadb_admin import create_database
+from .engines.mariadb_findings import COLLATION
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import write_private
 from .locations import Store, resolve, same_store

@@ -36,6 +36,18 @@ from ..canonical import Checksum, TableLayout, float_text, row_hash
 from ..errors import Refused, SmtmigrateError
 from ..schema import SUMATRA_APP, ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
+from .mariadb_findings import (
+    COLLATION,
+    LOOKED_UP,
+    NO_COLLISIONS,
+    UTF8MB3,
+    as_text,
+    collision_finding,
+    collision_groups,
+    django_spelling,
+    server_findings,
+    utf8mb3_finding,
+)
 
 if TYPE_CHECKING:
     from ..audit import Finding
@@ -45,10 +57,6 @@ if TYPE_CHECKING:
     from ..widen import WideningPlan
 
 FETCH_ROWS = 2_000
-# The collation of every table a copy creates: binary and NO PAD, so 'Tag' <> 'tag',
-# 'élevée' <> 'elevee' and 'tag' <> 'tag ' as in SQLite and PostgreSQL (`utf8mb4_bin`
-# still pads: 'tag' = 'tag ' under it).
-COLLATION = "utf8mb4_nopad_bin"
 PARTIAL_PREFIX = "smtmigrate_partial_"
 # The longest varchar a primary key can have: InnoDB's 3072-byte index key at 4 bytes a
 # character (utf8mb4). Other unbounded columns become longtext (a UNIQUE one is kept by
@@ -94,10 +102,10 @@ class MariadbEngine(Engine):
         )
         types = {}
         for column, column_type, extra in cursor.fetchall():
-            spelled = _django_spelling(_text(column_type))
-            if "auto_increment" in _text(extra).lower():
+            spelled = django_spelling(as_text(column_type))
+            if "auto_increment" in as_text(extra).lower():
                 spelled += " AUTO_INCREMENT"
-            types[_text(column)] = spelled
+            types[as_text(column)] = spelled
         return types
 
     # -- the audit: MariaDB's own traps (audit.py) ----------------------------------------
@@ -117,7 +125,7 @@ class MariadbEngine(Engine):
         for table, column, charset, collation in cursor.fetchall():
             collations[table, column] = collation
             if charset in UTF8MB3 and table in inspection.tables:
-                findings.append(_utf8mb3_finding(table, column, charset))
+                findings.append(utf8mb3_finding(table, column, charset))
         for model_table, column, scope in LOOKED_UP:
             table = inspection.table_for(model_table)
             collation = collations.get((table.name, column)) if table else None
@@ -139,19 +147,13 @@ class MariadbEngine(Engine):
             f"FROM {q(table.name)} WHERE {q(column)} IS NOT NULL GROUP BY {', '.join(keys)} "
             f"HAVING COUNT(DISTINCT CAST({q(column)} AS BINARY)) > 1 ORDER BY MIN({pk})"
         )
-        groups = [(ids, variants) for ids, variants in cursor.fetchall()]
+        groups = collision_groups(cursor.fetchall())
         if not groups:
             return None
         return collision_finding(
             table.name,
             column,
-            [
-                (
-                    [int(i) for i in _text(ids).split(",")],
-                    [bytes.fromhex(v).decode("utf-8", "replace") for v in _text(hexes).split(",")],
-                )
-                for ids, hexes in groups
-            ],
+            groups,
             f"equal under the column's collation {collation}: Sumatra's lookups of one "
             "return them all",
         )
@@ -233,13 +235,7 @@ class MariadbEngine(Engine):
                 groups = cursor.fetchall()
             finally:
                 cursor.execute(f"DROP TEMPORARY TABLE {q('smtmigrate_values')}")
-        return [
-            (
-                [int(i) for i in _text(ids).split(",")],
-                [bytes.fromhex(v).decode("utf-8", "replace") for v in _text(hexes).split(",")],
-            )
-            for ids, hexes in groups
-        ]
+        return collision_groups(groups)
 
     # -- snapshots (snapshot.py) ---------------------------------------------------------
 
@@ -505,81 +501,6 @@ def drop_stale_partials(cursor, engine: MariadbEngine) -> list[str]:
     return dropped
 
 
-# Columns Sumatra finds rows by (a unique name, a label within a project, a project id):
-# (today's table, column, the column that scopes the lookup).
-LOOKED_UP = (
-    ("django_store_tag", "name", None),
-    ("django_store_record", "label", "project_id"),
-    ("django_store_project", "id", None),
-)
-# Collations under which two different strings are never equal.
-NO_COLLISIONS = frozenset({COLLATION, "utf8mb4_0900_bin", "binary"})
-UTF8MB3 = frozenset({"utf8", "utf8mb3"})
-STRICT_MODES = ("STRICT_TRANS_TABLES", "STRICT_ALL_TABLES")
-
-
-def server_findings(sql_mode: str) -> list[Finding]:
-    """A server whose sessions are not strict by default: Sumatra's own (Django sets no
-    sql_mode) truncate an over-long value with a warning instead of failing."""
-    from ..audit import Finding
-
-    modes = set(sql_mode.upper().split(","))
-    if modes & set(STRICT_MODES) or "TRADITIONAL" in modes:
-        return []
-    return [
-        Finding(
-            "(server)",
-            "sql_mode",
-            "server",
-            detail=f"the server's default sql_mode ({sql_mode or 'empty'}) is not strict: "
-            "Sumatra's sessions truncate over-long values with only a warning (smtmigrate's "
-            "own sessions are always strict); add STRICT_TRANS_TABLES to the server's sql_mode",
-        )
-    ]
-
-
-def _utf8mb3_finding(table: str, column: str, charset: str) -> Finding:
-    from ..audit import Finding
-
-    return Finding(
-        table,
-        column,
-        "charset",
-        detail=f"{charset} column: cannot hold 4-byte characters (emoji, some CJK); "
-        "a copy makes every column utf8mb4",
-    )
-
-
-def collision_finding(
-    table: str, column: str, groups: list[tuple[list[int], list[str]]], why: str
-) -> Finding:
-    """One finding listing every group: ids and the variants that collide."""
-    from ..audit import Finding
-
-    return Finding(
-        table,
-        column,
-        "collision",
-        rows=sum(len(ids) - 1 for ids, _ in groups),
-        examples=[{"ids": ids, "values": {column: variants}} for ids, variants in groups],
-        detail=f"{len(groups)} group(s) of values {why}",
-    )
-
-
-def _django_spelling(column_type: str) -> str:
-    """MariaDB's column_type as Django's db_type spells it: display widths go, `int` is
-    `integer`, `double` is `double precision`."""
-    text = column_type.lower()
-    match = re.fullmatch(r"(tinyint|smallint|int|bigint)\(\d+\)(.*)", text)
-    if match:
-        return ("integer" if match[1] == "int" else match[1]) + match[2]
-    return "double precision" if text == "double" else text
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class MariadbCopyTarget(CopyTarget):
     def __init__(self, engine: MariadbEngine, plan: CopyPlan, store: Store, phase) -> None:
         self.engine, self.plan, self.store, self.phase = engine, plan, store, phase
@@ -734,135 +655,3 @@ class _PipeWriter:
             self._thread.join(0.05)
         if self.error is not None and not isinstance(self.error, BrokenPipeError):
             raise self.error
-
-
-# -- createdb ---------------------------------------------------------------------------------
-
-
-def account_host(store: Store) -> str:
-    """The host part of the MariaDB account the URL's user connects as: `localhost` for
-    the local socket or a local name, else any host."""
-    host = store.settings.get("HOST") or ""
-    return "localhost" if host in ("", "localhost") or host.startswith("/") else "%"
-
-
-def create_database(
-    store: Store, *, create_user: bool, password: str | None, admin: Store | None
-) -> tuple[str, str]:
-    """A new, empty database for Sumatra (utf8mb4, binary no-pad collation), its user
-    too with `create_user`, granted every privilege on it and on the scratch databases a
-    copy builds in (`smtmigrate_partial_…`), so that user alone can `copy` into it. No
-    schema: a copy into MariaDB fills an empty database, and Sumatra builds its own.
-    Everything is checked first; what was made is dropped again if a later step fails.
-    Returns (database, account)."""
-    from ..locations import Store as StoreClass
-
-    engine = MariadbEngine()
-    q = engine.quote_name
-    name = store.settings["NAME"]
-    user = store.settings.get("USER") or ""
-    if not user:
-        raise SmtmigrateError(f"{store.display}: name the database's user in the URL")
-    host = account_host(store)
-    account = f"'{user}'@'{host}'"
-    if "'" in user or "\\" in user:
-        raise SmtmigrateError(f"{store.display}: a user name with quotes is not supported")
-    server_settings = dict((admin or store).settings)
-    server_settings["NAME"] = ""
-    with StoreClass("mariadb", (admin or store).display, server_settings) as server:
-        try:
-            with server.connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
-                    [name],
-                )
-                if cursor.fetchone()[0]:
-                    raise Refused(f"database {name} exists already")
-                cursor.execute(
-                    "SELECT count(*) FROM mysql.user WHERE User = %s AND Host = %s", [user, host]
-                )
-                exists = cursor.fetchone()[0]
-                if create_user and exists:
-                    raise Refused(f"user {account} exists already")
-                if not create_user and not exists:
-                    raise Refused(f"user {account} does not exist (add --create-role)")
-                made: list[str] = []
-                try:
-                    cursor.execute(
-                        f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
-                    )
-                    made.append("database")
-                    if create_user:
-                        cursor.execute(  # %% : the statement is %-formatted with its parameter
-                            f"CREATE USER {account.replace('%', '%%')} IDENTIFIED BY %s",
-                            [password or ""],
-                        )
-                        made.append("user")
-                    cursor.execute(f"GRANT ALL PRIVILEGES ON {q(name)}.* TO {account}")
-                    partial = PARTIAL_PREFIX.replace("_", "\\_") + "%"
-                    cursor.execute(f"GRANT ALL PRIVILEGES ON {q(partial)}.* TO {account}")
-                except BaseException:
-                    if "user" in made:
-                        cursor.execute(f"DROP USER IF EXISTS {account}")
-                    if "database" in made:
-                        cursor.execute(f"DROP DATABASE IF EXISTS {q(name)}")
-                    raise
-        except DatabaseError as exc:
-            raise SmtmigrateError(
-                f"creating {store.display} failed, nothing was kept: {server.describe_error(exc)}"
-            ) from exc
-    return name, account
-
-
-# -- drop-recreate ----------------------------------------------------------------------------
-
-
-def sumatra_records(store: Store) -> int | None:
-    """How many records a database's Sumatra store holds; None when its tables are not a
-    Sumatra store smtmigrate knows."""
-    from ..errors import NotASumatraStore
-    from ..schema import RECORD_TABLE, inspect_store
-
-    try:
-        inspection = inspect_store(store)
-    except NotASumatraStore:
-        return None
-    table = inspection.table_for(RECORD_TABLE)
-    if table is None:
-        return None
-    with store.connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {MariadbEngine().quote_name(table.name)}")
-        return int(cursor.fetchone()[0])
-
-
-def drop_database(store: Store, *, admin: Store | None) -> None:
-    q = MariadbEngine().quote_name
-    with server_store(admin or store) as server, server.connection.cursor() as cursor:
-        try:
-            cursor.execute(f"DROP DATABASE IF EXISTS {q(store.settings['NAME'])}")
-        except DatabaseError as exc:
-            raise SmtmigrateError(
-                f"dropping {store.display} failed: {server.describe_error(exc)}"
-            ) from exc
-
-
-def build_schema(store: Store) -> None:
-    """Sumatra's own migrations, then the default widening (as `copy --widen` builds a
-    target), in a new, empty database. MariaDB's DDL commits as it goes: on a failure the
-    database is left empty or part-built, and drop-recreate can be run again."""
-    from django.core.management import call_command
-
-    from ..locations import Store as StoreClass
-    from ..schema import inspect_store
-    from ..widen import apply_widening, plan_widening
-
-    with StoreClass("mariadb", store.display, dict(store.settings)) as fresh:
-        try:
-            call_command("migrate", database=fresh.alias, interactive=False, verbosity=0)
-            target = inspect_store(fresh)
-            plan = MariadbEngine().widening_plan(plan_widening("text", target=target))
-            apply_widening(plan, target)
-        except DatabaseError as exc:
-            raise SmtmigrateError(
-                f"building Sumatra's schema in {store.display} failed: {fresh.describe_error(exc)}"
-            ) from exc

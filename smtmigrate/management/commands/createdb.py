@@ -38,7 +38,8 @@ class Command(SmtmigrateCommand):
 
     def _mariadb(self, store, owner, create_role, password, admin) -> None:
         """MariaDB has no database owners: the URL's user gets every privilege on it."""
-        from ...engines.mariadb import create_database, server_url
+        from ...engines.mariadb import server_url
+        from ...engines.mariadb_admin import create_database
 
         if owner:
             raise SmtmigrateError("--owner does not apply to MariaDB: the URL's user is granted")

@@ -98,14 +98,13 @@ class Command(SmtmigrateCommand):
     def _mariadb(self, store, owner, yes, backup, no_schema, admin, out) -> None:
         """MariaDB: the same steps (back up, confirm, drop, create as `createdb` does,
         build Sumatra's widened schema); no owners, the URL's user is granted."""
-        from ...engines.mariadb import (
+        from ...engines.mariadb import database_tables, server_url
+        from ...engines.mariadb_admin import (
             build_schema as build_mariadb_schema,
         )
-        from ...engines.mariadb import (
+        from ...engines.mariadb_admin import (
             create_database,
-            database_tables,
             drop_database,
-            server_url,
             sumatra_records,
         )
 

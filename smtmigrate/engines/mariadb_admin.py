@@ -1,0 +1,147 @@
+"""MariaDB databases and users for createdb, drop-recreate and move (a server
+connection, no transactional DDL: each step says what it leaves on failure)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.db import DatabaseError
+
+from ..errors import Refused, SmtmigrateError
+from .mariadb import PARTIAL_PREFIX, MariadbEngine, server_store
+from .mariadb_findings import COLLATION
+
+if TYPE_CHECKING:
+    from ..locations import Store
+
+
+# -- createdb ---------------------------------------------------------------------------------
+
+
+def account_host(store: Store) -> str:
+    """The host part of the MariaDB account the URL's user connects as: `localhost` for
+    the local socket or a local name, else any host."""
+    host = store.settings.get("HOST") or ""
+    return "localhost" if host in ("", "localhost") or host.startswith("/") else "%"
+
+
+def create_database(
+    store: Store, *, create_user: bool, password: str | None, admin: Store | None
+) -> tuple[str, str]:
+    """A new, empty database for Sumatra (utf8mb4, binary no-pad collation), its user
+    too with `create_user`, granted every privilege on it and on the scratch databases a
+    copy builds in (`smtmigrate_partial_…`), so that user alone can `copy` into it. No
+    schema: a copy into MariaDB fills an empty database, and Sumatra builds its own.
+    Everything is checked first; what was made is dropped again if a later step fails.
+    Returns (database, account)."""
+    from ..locations import Store as StoreClass
+
+    engine = MariadbEngine()
+    q = engine.quote_name
+    name = store.settings["NAME"]
+    user = store.settings.get("USER") or ""
+    if not user:
+        raise SmtmigrateError(f"{store.display}: name the database's user in the URL")
+    host = account_host(store)
+    account = f"'{user}'@'{host}'"
+    if "'" in user or "\\" in user:
+        raise SmtmigrateError(f"{store.display}: a user name with quotes is not supported")
+    server_settings = dict((admin or store).settings)
+    server_settings["NAME"] = ""
+    with StoreClass("mariadb", (admin or store).display, server_settings) as server:
+        try:
+            with server.connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                    [name],
+                )
+                if cursor.fetchone()[0]:
+                    raise Refused(f"database {name} exists already")
+                cursor.execute(
+                    "SELECT count(*) FROM mysql.user WHERE User = %s AND Host = %s", [user, host]
+                )
+                exists = cursor.fetchone()[0]
+                if create_user and exists:
+                    raise Refused(f"user {account} exists already")
+                if not create_user and not exists:
+                    raise Refused(f"user {account} does not exist (add --create-role)")
+                made: list[str] = []
+                try:
+                    cursor.execute(
+                        f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
+                    )
+                    made.append("database")
+                    if create_user:
+                        cursor.execute(  # %% : the statement is %-formatted with its parameter
+                            f"CREATE USER {account.replace('%', '%%')} IDENTIFIED BY %s",
+                            [password or ""],
+                        )
+                        made.append("user")
+                    cursor.execute(f"GRANT ALL PRIVILEGES ON {q(name)}.* TO {account}")
+                    partial = PARTIAL_PREFIX.replace("_", "\\_") + "%"
+                    cursor.execute(f"GRANT ALL PRIVILEGES ON {q(partial)}.* TO {account}")
+                except BaseException:
+                    if "user" in made:
+                        cursor.execute(f"DROP USER IF EXISTS {account}")
+                    if "database" in made:
+                        cursor.execute(f"DROP DATABASE IF EXISTS {q(name)}")
+                    raise
+        except DatabaseError as exc:
+            raise SmtmigrateError(
+                f"creating {store.display} failed, nothing was kept: {server.describe_error(exc)}"
+            ) from exc
+    return name, account
+
+
+# -- drop-recreate ----------------------------------------------------------------------------
+
+
+def sumatra_records(store: Store) -> int | None:
+    """How many records a database's Sumatra store holds; None when its tables are not a
+    Sumatra store smtmigrate knows."""
+    from ..errors import NotASumatraStore
+    from ..schema import RECORD_TABLE, inspect_store
+
+    try:
+        inspection = inspect_store(store)
+    except NotASumatraStore:
+        return None
+    table = inspection.table_for(RECORD_TABLE)
+    if table is None:
+        return None
+    with store.connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {MariadbEngine().quote_name(table.name)}")
+        return int(cursor.fetchone()[0])
+
+
+def drop_database(store: Store, *, admin: Store | None) -> None:
+    q = MariadbEngine().quote_name
+    with server_store(admin or store) as server, server.connection.cursor() as cursor:
+        try:
+            cursor.execute(f"DROP DATABASE IF EXISTS {q(store.settings['NAME'])}")
+        except DatabaseError as exc:
+            raise SmtmigrateError(
+                f"dropping {store.display} failed: {server.describe_error(exc)}"
+            ) from exc
+
+
+def build_schema(store: Store) -> None:
+    """Sumatra's own migrations, then the default widening (as `copy --widen` builds a
+    target), in a new, empty database. MariaDB's DDL commits as it goes: on a failure the
+    database is left empty or part-built, and drop-recreate can be run again."""
+    from django.core.management import call_command
+
+    from ..locations import Store as StoreClass
+    from ..schema import inspect_store
+    from ..widen import apply_widening, plan_widening
+
+    with StoreClass("mariadb", store.display, dict(store.settings)) as fresh:
+        try:
+            call_command("migrate", database=fresh.alias, interactive=False, verbosity=0)
+            target = inspect_store(fresh)
+            plan = MariadbEngine().widening_plan(plan_widening("text", target=target))
+            apply_widening(plan, target)
+        except DatabaseError as exc:
+            raise SmtmigrateError(
+                f"building Sumatra's schema in {store.display} failed: {fresh.describe_error(exc)}"
+            ) from exc
