@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django.db import DatabaseError
+
 from ..canonical import Checksum, TableLayout
 from ..schema import ModelColumn
 
@@ -169,8 +171,35 @@ class Engine:
         skip: Iterable[int] | None = None,
     ) -> Checksum:
         """A table's checksum computed where the data is, without the rows whose id is
-        in `skip`, with the id columns of `remaps` mapped first."""
+        in `skip`, with the id columns of `remaps` mapped first. A server computes it in
+        one query (`checksum_sql`: rows, sum of row hashes)."""
+        store = inspection.store
+        try:
+            with store.connection.cursor() as cursor:
+                cursor.execute(self.checksum_sql(layout, remaps, skip))
+                rows, total = cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+        return Checksum(rows, int(total))
+
+    def checksum_sql(self, layout: TableLayout, remaps=None, skip=None) -> str:
+        """The query `table_checksum` runs: (row count, sum of the rows' hashes)."""
         raise NotImplementedError
+
+    def line_select(
+        self,
+        layout: TableLayout,
+        remaps: Mapping[str, Remap],
+        skip: Iterable[int] | None = None,
+    ) -> str:
+        """SELECT of (canonical line, float columns…) from the source table, but the rows
+        whose id is in `skip`. Floats are printed and hashed by Python (canonical.py), the
+        same bytes whichever engine built the line."""
+        q = self.quote_name
+        line = self.line([self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns])
+        floats = [q(c.name) for c in layout.floats]
+        where = where_not(q(layout.model.primary_key), skip)
+        return f"SELECT {', '.join([line, *floats])} FROM {q(layout.source_name)}{where}"
 
     def line_rows(
         self, inspection: Inspection, layout: TableLayout, remaps: Mapping[str, Remap], skip

@@ -297,15 +297,6 @@ class MariadbEngine(Engine):
             f"ELSE {hex_of.format(normal)} END"
         )
 
-    def line_select(self, layout: TableLayout, remaps, skip=None) -> str:
-        """SELECT of (canonical line, float columns…): the same bytes SQLite's line_select
-        gives for the same values; floats as doubles, printed and hashed by Python."""
-        q = self.quote_name
-        line = self.line([self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns])
-        floats = [q(c.name) for c in layout.floats]
-        where = where_not(q(layout.model.primary_key), skip)
-        return f"SELECT {', '.join([line, *floats])} FROM {q(layout.source_name)}{where}"
-
     @contextmanager
     def streaming_cursor(self, store: Store) -> Iterator:
         """An unbuffered MySQLdb cursor (SSCursor) on the store's own connection, so in
@@ -337,16 +328,6 @@ class MariadbEngine(Engine):
             f"SELECT count(*), COALESCE(SUM(h - IF(h >= {SIGN_BIT}, {2 * SIGN_BIT}, 0)), 0) "
             f"FROM (SELECT {hashed} AS h FROM {q(layout.source_name)}{where}) AS hashed_rows"
         )
-
-    def table_checksum(self, inspection, layout, remaps=None, skip=None) -> Checksum:
-        store = inspection.store
-        try:
-            with store.connection.cursor() as cursor:
-                cursor.execute(self.checksum_sql(layout, remaps, skip))
-                rows, total = cursor.fetchone()
-        except DatabaseError as exc:
-            raise store.read_error(exc) from exc
-        return Checksum(rows, int(total))
 
     # -- the widening ---------------------------------------------------------------------
 

@@ -129,16 +129,6 @@ class PostgresEngine(Engine):
             cursor.execute(self.line_select(layout, remaps, skip))
             yield cursor
 
-    def table_checksum(self, inspection, layout, remaps=None, skip=None) -> Checksum:
-        store = inspection.store
-        try:
-            with store.connection.cursor() as cursor:
-                cursor.execute(self.checksum_sql(layout, remaps, skip))
-                rows, total = cursor.fetchone()
-        except DatabaseError as exc:
-            raise store.read_error(exc) from exc
-        return Checksum(rows, int(total))
-
     # -- copies into PostgreSQL -----------------------------------------------------------
 
     @contextmanager

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timezone
 from glob import escape as glob_escape
@@ -208,20 +208,6 @@ class SqliteEngine(Engine):
                 f"substr({fraction} || '000000', 1, 6) || '+00', {null})"
             )
         return f"ifnull({self.escaped(c)}, {null})"
-
-    def line_select(
-        self,
-        layout: TableLayout,
-        remaps: Mapping[str, Remap],
-        skip: Iterable[int] | None = None,
-    ) -> str:
-        """SELECT of (canonical line, float columns…) from the source table, but the rows
-        whose id is in `skip`. Floats are hashed and printed by Python (canonical.py)."""
-        q = self.quote_name
-        line = self.line([self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns])
-        floats = [q(c.name) for c in layout.floats]
-        where = where_not(q(layout.model.primary_key), skip)
-        return f"SELECT {', '.join([line, *floats])} FROM {q(layout.source_name)}{where}"
 
     @contextmanager
     def line_rows(self, inspection, layout: TableLayout, remaps, skip) -> Iterator[Any]:
