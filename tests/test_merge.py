@@ -478,3 +478,30 @@ def test_an_sqlite_target_gets_the_same_merge(cli, nodes, conflicting, tmp_path,
     )
     run_on(project, target, "--label", "after-sqlite-merge")
     assert sqlite_counts(target)["django_store_record"] == before["django_store_record"] + 3 + 1
+
+
+@pytest.mark.parametrize("into", ["postgresql", "sqlite"])
+def test_a_postgresql_source_merges_with_sqlite_node_stores(cli, nodes, tmp_path, into):
+    """node1 copied into PostgreSQL (as `copy` makes it) is read in one snapshot and staged
+    (COPY TO piped into COPY FROM, or batches into SQLite) beside two SQLite node stores;
+    merging them all again adds nothing."""
+    node1, node2, node3 = copies(nodes, tmp_path, "node1", "node2", "node3")
+    with fresh_database() as source, fresh_database() as pg_target:
+        assert cli("copy", node1, source, "--widen", "--quiet").code == 0
+        target = pg_target if into == "postgresql" else tmp_path / "merged.sqlite"
+        code, report = merge_json(cli, source, node2, node3, target)
+        assert code == 0 and report["records"]["inserted"] == 6, report
+        assert report["sources"][0]["records"] == 2
+        merged = records(target)
+        assert len(merged) == 6
+        for store in (source, node2, node3):
+            assert all(merged[key] == data for key, data in records(store).items())
+        before = counts(target) if into == "postgresql" else sqlite_counts(target)
+        assert {t: before[t] for t in SHARED_TABLES} == shared_counts(node1)
+        code, again = merge_json(cli, source, node2, node3, node1, target, "--verify", "rows")
+        assert code == 0 and again["records"]["inserted"] == 0, again
+        assert again["records"]["equal"] == 8
+        assert (counts(target) if into == "postgresql" else sqlite_counts(target)) == before
+        result = cli("merge", node2, source, source.replace("127.0.0.1", "localhost"))
+        assert result.code == 2 and "is the TARGET itself (the same database" in result.err
+        assert len(result.err.strip().splitlines()) == 1

@@ -5,7 +5,8 @@ statements in its dialect, see sql.dialect). One transaction on the target (sour
 only read, each from one snapshot):
   1. an empty target database gets Sumatra's schema as `copy` builds it (Sumatra's own
      migrations and the `text` widening);
-  2. every source is streamed by COPY into TEMP staging tables (load.py);
+  2. every source (SQLite, or PostgreSQL in its snapshot) is streamed by COPY into TEMP
+     staging tables (load.py);
   3. records' identity decided (plan.py: fingerprints in SQL, Sumatra for the rest) while
      writers go on;
   4. the target's Sumatra tables are locked against writers (SHARE ROW EXCLUSIVE: readers
@@ -28,6 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2
 from django.core.management import call_command
 from django.db import DatabaseError, transaction
 
@@ -128,7 +130,8 @@ def merge_stores(
         target = _writable(target)
     for n, source in enumerate(sources):
         if same_store(source, target):
-            raise SmtmigrateError(f"{source.display} is the TARGET itself")
+            where = " (the same database of the same server)" * (target.kind == "postgresql")
+            raise SmtmigrateError(f"{source.display} is the TARGET itself{where}")
         if any(same_store(source, other) for other in sources[:n]):
             raise SmtmigrateError(f"{source.display} is named twice")
     started = time.perf_counter()
@@ -136,10 +139,10 @@ def merge_stores(
         snapshots = [stack.enter_context(source_snapshot(s)) for s in sources]
         inspections = [inspect_store(s.store) for s in snapshots]
         for inspection in inspections:
-            if inspection.vendor != "sqlite":
+            if inspection.vendor not in ("sqlite", "postgresql"):
                 raise SmtmigrateError(
-                    f"{inspection.store.display}: merge reads SQLite stores and project "
-                    "directories (a PostgreSQL source: copy it into SQLite first)"
+                    f"{inspection.store.display}: merge reads SQLite and PostgreSQL stores "
+                    "and project directories"
                 )
         result = MergeResult(
             [
@@ -156,7 +159,7 @@ def merge_stores(
         try:
             with sql.dialect(target.kind):
                 _merge(inspections, target, result, verify=verify)
-        except DatabaseError as exc:
+        except (DatabaseError, psycopg2.Error) as exc:  # COPY runs on psycopg2's cursor
             detail = target.describe_error(exc)
             if "value too long" in detail:
                 detail += (
