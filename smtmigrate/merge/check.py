@@ -8,6 +8,7 @@ taken once were compared while their identity was decided (plan.py).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,11 @@ def check_inserted(cursor, q, sources: list[Inspection], target: Inspection) -> 
                             check.differences.append(
                                 RecordDifference(project, label, path, *previews(x, y))
                             )
+                del theirs, ours
+                # Sumatra's parameter sets (NeuroTools `ParameterSet`) are reference
+                # cycles: without this they outlive their chunk until a rare full pass
+                # of the collector (peak RSS 150 MB instead of ~100 at 10 x 2,000).
+                gc.collect()
     return check
 
 
