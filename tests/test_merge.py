@@ -357,13 +357,18 @@ def test_a_writer_touching_a_colliding_key_before_the_lock_gets_identity_decided
         assert records(url) == records(node1)
 
 
-@pytest.mark.parametrize("verify", ["full", "rows"])
+@pytest.mark.parametrize("verify", ["full", "rows", "full, sources read by a second process"])
 def test_a_record_that_does_not_read_back_equal_rolls_everything_back(
     cli, nodes, tmp_path, monkeypatch, verify
 ):
     """The check is real: a record changed after the insert (here by a wrapped load step,
     inside the merge's transaction) fails it, and nothing is kept (exit 1)."""
+    import smtmigrate.merge.check as check
     import smtmigrate.merge.load as load
+
+    if verify.startswith("full, "):
+        monkeypatch.setattr(check, "PARALLEL_MIN", 1)
+        verify = "full"
 
     (node1,) = copies(nodes, tmp_path, "node1")
     real = load.apply
@@ -481,16 +486,23 @@ def test_an_sqlite_target_gets_the_same_merge(cli, nodes, conflicting, tmp_path,
 
 
 @pytest.mark.parametrize("into", ["postgresql", "sqlite"])
-def test_a_postgresql_source_merges_with_sqlite_node_stores(cli, nodes, tmp_path, into):
+def test_a_postgresql_source_merges_with_sqlite_node_stores(
+    cli, nodes, tmp_path, monkeypatch, into
+):
     """node1 copied into PostgreSQL (as `copy` makes it) is read in one snapshot and staged
     (COPY TO piped into COPY FROM, or batches into SQLite) beside two SQLite node stores;
-    merging them all again adds nothing."""
+    merging them all again adds nothing. The check reads the sources in a second process
+    (joining the PostgreSQL snapshot, opening the SQLite snapshot files)."""
+    import smtmigrate.merge.check as check
+
+    monkeypatch.setattr(check, "PARALLEL_MIN", 1)
     node1, node2, node3 = copies(nodes, tmp_path, "node1", "node2", "node3")
     with fresh_database() as source, fresh_database() as pg_target:
         assert cli("copy", node1, source, "--widen", "--quiet").code == 0
         target = pg_target if into == "postgresql" else tmp_path / "merged.sqlite"
         code, report = merge_json(cli, source, node2, node3, target)
         assert code == 0 and report["records"]["inserted"] == 6, report
+        assert report["check"]["records_compared"] == 6
         assert report["sources"][0]["records"] == 2
         merged = records(target)
         assert len(merged) == 6
