@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -517,3 +518,32 @@ def test_a_postgresql_source_merges_with_sqlite_node_stores(
         result = cli("merge", node2, source, source.replace("127.0.0.1", "localhost"))
         assert result.code == 2 and "is the TARGET itself (the same database" in result.err
         assert len(result.err.strip().splitlines()) == 1
+
+
+def test_output_keys_equal_in_content_from_two_records_stay_two_rows_and_are_reported(
+    cli, nodes, tmp_path
+):
+    """node2's output key made equal in content to node1's (path, digest, creation,
+    metadata): each record keeps its own output, read back equal, and the report says
+    that Sumatra's get_or_create on such a key now finds two rows."""
+    node1, node2 = copies(nodes, tmp_path, "node1", "node2")
+    path, digest, creation, metadata = sqlite_rows(
+        node1, "SELECT path, digest, creation, metadata FROM django_store_datakey LIMIT 1"
+    )[0]
+    conn = sqlite3.connect(node2)
+    conn.execute(
+        "UPDATE django_store_datakey SET path = ?, digest = ?, creation = ?, metadata = ? "
+        "WHERE id = (SELECT min(id) FROM django_store_datakey)",
+        (path, digest, creation, metadata),
+    )
+    conn.commit()
+    conn.close()
+    target = tmp_path / "merged.sqlite"
+    code, report = merge_json(cli, node1, node2, target)
+    assert code == 0 and report["check"]["ok"], report
+    assert report["datakey_twins"] == {"groups": 1, "rows": 2}
+    merged = records(target)
+    for node in (node1, node2):
+        assert all(merged[key] == data for key, data in records(node).items())
+    text = cli("merge", node1, node2, target)
+    assert text.code == 0 and "MultipleObjectsReturned" in text.out

@@ -67,6 +67,9 @@ class MergeResult:
     lock_wait: float = 0.0  # seconds the merge waited for the target's lock
     locked: float = 0.0  # seconds the target's writers were held (lock to commit)
     identity_again: bool = False  # a writer touched a colliding key: decided again, locked
+    # Data keys equal in content but output of different records, left as separate rows
+    # (groups, rows) in the target after the merge: see README "Data keys" for why.
+    datakey_twins: tuple[int, int] = (0, 0)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -97,6 +100,7 @@ class MergeResult:
                 "target_after": self.records_after,
             },
             "conflicts": [c.to_dict() for c in self.conflicts],
+            "datakey_twins": {"groups": self.datakey_twins[0], "rows": self.datakey_twins[1]},
             "projects": self.projects,
             "new_rows": self.rows,
             "check": None if self.check is None else self.check.to_dict(),
@@ -313,6 +317,12 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
         result.inserted = loaded.rows.get(load.RECORD, 0)
         cursor.execute(sql.count(q, load.RECORD))
         result.records_after = cursor.fetchone()[0]
+        columns = [c.name for c in load.identity_columns(load.DATAKEY)]
+        cursor.execute(
+            sql.datakey_twins(q, load.DATAKEY, [c for c in columns if c != "output_from_record_id"])
+        )
+        groups, rows = cursor.fetchone()
+        result.datakey_twins = (groups, rows)
         step = time.perf_counter()
         if verify == "full":
             check = check_inserted(cursor, q, sources, inspection)
