@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -357,13 +358,18 @@ def test_a_writer_touching_a_colliding_key_before_the_lock_gets_identity_decided
         assert records(url) == records(node1)
 
 
-@pytest.mark.parametrize("verify", ["full", "rows"])
+@pytest.mark.parametrize("verify", ["full", "rows", "full, sources read by a second process"])
 def test_a_record_that_does_not_read_back_equal_rolls_everything_back(
     cli, nodes, tmp_path, monkeypatch, verify
 ):
     """The check is real: a record changed after the insert (here by a wrapped load step,
     inside the merge's transaction) fails it, and nothing is kept (exit 1)."""
+    import smtmigrate.merge.check as check
     import smtmigrate.merge.load as load
+
+    if verify.startswith("full, "):
+        monkeypatch.setattr(check, "PARALLEL_MIN", 1)
+        verify = "full"
 
     (node1,) = copies(nodes, tmp_path, "node1")
     real = load.apply
@@ -478,3 +484,66 @@ def test_an_sqlite_target_gets_the_same_merge(cli, nodes, conflicting, tmp_path,
     )
     run_on(project, target, "--label", "after-sqlite-merge")
     assert sqlite_counts(target)["django_store_record"] == before["django_store_record"] + 3 + 1
+
+
+@pytest.mark.parametrize("into", ["postgresql", "sqlite"])
+def test_a_postgresql_source_merges_with_sqlite_node_stores(
+    cli, nodes, tmp_path, monkeypatch, into
+):
+    """node1 copied into PostgreSQL (as `copy` makes it) is read in one snapshot and staged
+    (COPY TO piped into COPY FROM, or batches into SQLite) beside two SQLite node stores;
+    merging them all again adds nothing. The check reads the sources in a second process
+    (joining the PostgreSQL snapshot, opening the SQLite snapshot files)."""
+    import smtmigrate.merge.check as check
+
+    monkeypatch.setattr(check, "PARALLEL_MIN", 1)
+    node1, node2, node3 = copies(nodes, tmp_path, "node1", "node2", "node3")
+    with fresh_database() as source, fresh_database() as pg_target:
+        assert cli("copy", node1, source, "--widen", "--quiet").code == 0
+        target = pg_target if into == "postgresql" else tmp_path / "merged.sqlite"
+        code, report = merge_json(cli, source, node2, node3, target)
+        assert code == 0 and report["records"]["inserted"] == 6, report
+        assert report["check"]["records_compared"] == 6
+        assert report["sources"][0]["records"] == 2
+        merged = records(target)
+        assert len(merged) == 6
+        for store in (source, node2, node3):
+            assert all(merged[key] == data for key, data in records(store).items())
+        before = counts(target) if into == "postgresql" else sqlite_counts(target)
+        assert {t: before[t] for t in SHARED_TABLES} == shared_counts(node1)
+        code, again = merge_json(cli, source, node2, node3, node1, target, "--verify", "rows")
+        assert code == 0 and again["records"]["inserted"] == 0, again
+        assert again["records"]["equal"] == 8
+        assert (counts(target) if into == "postgresql" else sqlite_counts(target)) == before
+        result = cli("merge", node2, source, source.replace("127.0.0.1", "localhost"))
+        assert result.code == 2 and "is the TARGET itself (the same database" in result.err
+        assert len(result.err.strip().splitlines()) == 1
+
+
+def test_output_keys_equal_in_content_from_two_records_stay_two_rows_and_are_reported(
+    cli, nodes, tmp_path
+):
+    """node2's output key made equal in content to node1's (path, digest, creation,
+    metadata): each record keeps its own output, read back equal, and the report says
+    that Sumatra's get_or_create on such a key now finds two rows."""
+    node1, node2 = copies(nodes, tmp_path, "node1", "node2")
+    path, digest, creation, metadata = sqlite_rows(
+        node1, "SELECT path, digest, creation, metadata FROM django_store_datakey LIMIT 1"
+    )[0]
+    conn = sqlite3.connect(node2)
+    conn.execute(
+        "UPDATE django_store_datakey SET path = ?, digest = ?, creation = ?, metadata = ? "
+        "WHERE id = (SELECT min(id) FROM django_store_datakey)",
+        (path, digest, creation, metadata),
+    )
+    conn.commit()
+    conn.close()
+    target = tmp_path / "merged.sqlite"
+    code, report = merge_json(cli, node1, node2, target)
+    assert code == 0 and report["check"]["ok"], report
+    assert report["datakey_twins"] == {"groups": 1, "rows": 2}
+    merged = records(target)
+    for node in (node1, node2):
+        assert all(merged[key] == data for key, data in records(node).items())
+    text = cli("merge", node1, node2, target)
+    assert text.code == 0 and "MultipleObjectsReturned" in text.out

@@ -5,7 +5,8 @@ statements in its dialect, see sql.dialect). One transaction on the target (sour
 only read, each from one snapshot):
   1. an empty target database gets Sumatra's schema as `copy` builds it (Sumatra's own
      migrations and the `text` widening);
-  2. every source is streamed by COPY into TEMP staging tables (load.py);
+  2. every source (SQLite, or PostgreSQL in its snapshot) is streamed by COPY into TEMP
+     staging tables (load.py);
   3. records' identity decided (plan.py: fingerprints in SQL, Sumatra for the rest) while
      writers go on;
   4. the target's Sumatra tables are locked against writers (SHARE ROW EXCLUSIVE: readers
@@ -28,6 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2
 from django.core.management import call_command
 from django.db import DatabaseError, transaction
 
@@ -65,6 +67,9 @@ class MergeResult:
     lock_wait: float = 0.0  # seconds the merge waited for the target's lock
     locked: float = 0.0  # seconds the target's writers were held (lock to commit)
     identity_again: bool = False  # a writer touched a colliding key: decided again, locked
+    # Data keys equal in content but output of different records, left as separate rows
+    # (groups, rows) in the target after the merge: see README "Data keys" for why.
+    datakey_twins: tuple[int, int] = (0, 0)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -95,6 +100,7 @@ class MergeResult:
                 "target_after": self.records_after,
             },
             "conflicts": [c.to_dict() for c in self.conflicts],
+            "datakey_twins": {"groups": self.datakey_twins[0], "rows": self.datakey_twins[1]},
             "projects": self.projects,
             "new_rows": self.rows,
             "check": None if self.check is None else self.check.to_dict(),
@@ -128,7 +134,8 @@ def merge_stores(
         target = _writable(target)
     for n, source in enumerate(sources):
         if same_store(source, target):
-            raise SmtmigrateError(f"{source.display} is the TARGET itself")
+            where = " (the same database of the same server)" * (target.kind == "postgresql")
+            raise SmtmigrateError(f"{source.display} is the TARGET itself{where}")
         if any(same_store(source, other) for other in sources[:n]):
             raise SmtmigrateError(f"{source.display} is named twice")
     started = time.perf_counter()
@@ -136,10 +143,10 @@ def merge_stores(
         snapshots = [stack.enter_context(source_snapshot(s)) for s in sources]
         inspections = [inspect_store(s.store) for s in snapshots]
         for inspection in inspections:
-            if inspection.vendor != "sqlite":
+            if inspection.vendor not in ("sqlite", "postgresql"):
                 raise SmtmigrateError(
-                    f"{inspection.store.display}: merge reads SQLite stores and project "
-                    "directories (a PostgreSQL source: copy it into SQLite first)"
+                    f"{inspection.store.display}: merge reads SQLite and PostgreSQL stores "
+                    "and project directories"
                 )
         result = MergeResult(
             [
@@ -156,7 +163,7 @@ def merge_stores(
         try:
             with sql.dialect(target.kind):
                 _merge(inspections, target, result, verify=verify)
-        except DatabaseError as exc:
+        except (DatabaseError, psycopg2.Error) as exc:  # COPY runs on psycopg2's cursor
             detail = target.describe_error(exc)
             if "value too long" in detail:
                 detail += (
@@ -310,6 +317,12 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
         result.inserted = loaded.rows.get(load.RECORD, 0)
         cursor.execute(sql.count(q, load.RECORD))
         result.records_after = cursor.fetchone()[0]
+        columns = [c.name for c in load.identity_columns(load.DATAKEY)]
+        cursor.execute(
+            sql.datakey_twins(q, load.DATAKEY, [c for c in columns if c != "output_from_record_id"])
+        )
+        groups, rows = cursor.fetchone()
+        result.datakey_twins = (groups, rows)
         step = time.perf_counter()
         if verify == "full":
             check = check_inserted(cursor, q, sources, inspection)

@@ -11,6 +11,8 @@ the target's own sequences, so concurrent `smt run`s never collide with them.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -99,8 +101,15 @@ def create_stages(cursor, q) -> None:
 
 
 def stage_source(cursor, q, src: int, source: Inspection, target: Inspection, loaded) -> None:
-    """COPY every table of one (SQLite) source into the staging tables."""
+    """COPY every table of one source (SQLite, or PostgreSQL read in its snapshot's
+    transaction) into the staging tables."""
     remaps = content_type_remap(source, target, create=True)
+    if source.vendor == "postgresql":
+        if sql.sqlite():
+            _postgres_into_sqlite(cursor, q, src, source, remaps, loaded)
+        else:
+            _postgres_into_postgres(cursor, q, src, source, remaps, loaded)
+        return
     assert source.store.path is not None
     if sql.sqlite():
         _stage_into_sqlite(cursor, q, src, source, remaps, loaded)
@@ -149,6 +158,139 @@ def _stage_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) 
             loaded.staged[layout.name] = loaded.staged.get(layout.name, 0) + count
     finally:
         reader.close()
+
+
+def _postgres_select(source: Inspection, layout, remaps, *first: str) -> str:
+    """The source table's rows as they are stored, content-type ids mapped (after the
+    `first` expressions)."""
+    reader = engine_for(source)
+    mapped = remaps.get(layout.name, {})
+    values = [
+        reader.remap_case(reader.quote_name(name), mapped[name])
+        if name in mapped
+        else reader.quote_name(name)
+        for name in layout.column_names
+    ]
+    return f"SELECT {', '.join([*first, *values])} FROM {reader.quote_name(layout.source_name)}"
+
+
+def _postgres_into_postgres(cursor, q, src: int, source: Inspection, remaps, loaded) -> None:
+    """PostgreSQL to PostgreSQL: `COPY (SELECT …) TO STDOUT` on the source's snapshot
+    connection piped into `COPY … FROM STDIN` on the target's, through a bounded queue
+    (memory stays flat; both ends speak COPY's text format, timestamps with their
+    offset, floats in their shortest exact form)."""
+    with source.store.connection.cursor() as reading:
+        for stored, table in source.tables.items():
+            layout = table_layout(table.model, stored, table.columns)
+            cursor.execute(sql.stage_source(q, layout.name, src))
+            pipe = CopyPipe()
+            copy_out = f"COPY ({_postgres_select(source, layout, remaps)}) TO STDOUT"
+            pipe.run(
+                lambda out=copy_out, p=pipe: reading.cursor.copy_expert(out, p, size=COPY_CHUNK),
+                lambda name=layout.name, cols=layout.column_names, p=pipe: (
+                    cursor.cursor.copy_expert(sql.copy_in(q, name, cols), p, size=COPY_CHUNK)
+                ),
+            )
+            loaded.staged[layout.name] = loaded.staged.get(layout.name, 0) + pipe.rows
+
+
+def _postgres_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) -> None:
+    """PostgreSQL source, SQLite target: rows through a server-side cursor, in batches;
+    datetimes as Django writes them in SQLite (naive UTC)."""
+    from ..engines.sqlite import _naive_utc
+
+    reader = engine_for(source)
+    for stored, table in source.tables.items():
+        layout = table_layout(table.model, stored, table.columns)
+        names = layout.column_names
+        datetimes = [
+            i + 1
+            for i, name in enumerate(names)
+            if layout.model.columns[name].internal_type == "DateTimeField"
+        ]
+        statement = sql.insert_stage(q, layout.name, names)
+        count = 0
+        with reader.streaming_cursor(source.store) as rows:
+            rows.execute(_postgres_select(source, layout, remaps, str(int(src))))
+            while batch := rows.fetchmany(FETCH_ROWS):
+                if datetimes:
+                    batch = [_naive_utc(row, datetimes) for row in batch]
+                cursor.executemany(statement, batch)
+                count += len(batch)
+        loaded.staged[layout.name] = loaded.staged.get(layout.name, 0) + count
+
+
+class CopyPipe:
+    """The file object both COPYs of a PostgreSQL-to-PostgreSQL stage use: the source's
+    COPY TO writes into it (in a thread), the target's COPY FROM reads from it. At most
+    QUEUED chunks wait; an error on either side stops the other (the target's COPY fails,
+    so nothing half-staged is kept)."""
+
+    QUEUED = 8
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self.buffer: list[bytes] = []
+        self.size = 0
+        self.rows = 0
+        self.failed: BaseException | None = None
+        self.stopped = threading.Event()
+
+    # the source side (COPY TO calls write once per row)
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.buffer.append(data)
+        self.size += len(data)
+        self.rows += data.count(b"\n")
+        if self.size >= COPY_CHUNK:
+            self._put(b"".join(self.buffer))
+            self.buffer, self.size = [], 0
+        return len(data)
+
+    def _put(self, chunk: bytes | None) -> None:
+        while True:
+            if self.stopped.is_set():
+                raise RuntimeError("the target's COPY stopped")
+            try:
+                self.queue.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    # the target side
+    def read(self, size: int = COPY_CHUNK) -> bytes:
+        chunk = self.queue.get()
+        if chunk is None:
+            if self.failed is not None:
+                raise RuntimeError(f"the source's COPY failed: {self.failed}")
+            return b""
+        return chunk
+
+    readline = read
+
+    def run(self, copy_out, copy_in) -> None:
+        """copy_out() in a thread, copy_in() here; the first error raised."""
+
+        def produce() -> None:
+            try:
+                copy_out()
+                if self.buffer:
+                    self._put(b"".join(self.buffer))
+            except BaseException as exc:  # handed to the reading side
+                self.failed = exc
+            finally:
+                if not self.stopped.is_set():
+                    self._put(None)
+
+        thread = threading.Thread(target=produce, name="merge-copy-out", daemon=True)
+        thread.start()
+        try:
+            copy_in()
+        finally:
+            self.stopped.set()
+            thread.join()
+        if self.failed is not None:
+            raise self.failed
 
 
 def _timed(loaded: Loaded, name: str):

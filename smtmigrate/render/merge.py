@@ -48,6 +48,16 @@ def render_merge(result: MergeResult, out: Console) -> None:
             f"{n:,} {t.removeprefix('django_store_')}" for t, n in result.rows.items() if n
         )
         say(out, f"New rows{' (rolled back)' if result.dry_run else ''}: {new}.")
+    groups, rows = result.datakey_twins
+    if groups:
+        say(
+            out,
+            f"Note: {rows:,} data keys ({groups:,} group(s)) are equal in path, digest, "
+            "creation and metadata but outputs of different records; they stay separate "
+            "rows (one per record, as read back). A later `smt run` whose input or output "
+            "is such a file raises MultipleObjectsReturned in Sumatra's get_or_create.",
+            "yellow",
+        )
     if result.check is not None:
         _render_check(result, out)
     if result.dry_run:

@@ -467,3 +467,13 @@ def max_id(q: Quote, table: str, pk: str) -> str:
 
 
 # -- record fingerprints --------------------------------------------------------------------
+
+
+def datakey_twins(q: Quote, table: str, columns: Sequence[str]) -> str:
+    """Groups of data keys equal in the columns Sumatra's get_or_create looks them up by
+    (all but the record they are an output of), and how many rows they hold."""
+    key = ", ".join(map(q, columns))
+    return (
+        f"SELECT count(*), coalesce(sum(n), 0) FROM "
+        f"(SELECT count(*) AS n FROM {q(table)} GROUP BY {key} HAVING count(*) > 1) twins"
+    )
