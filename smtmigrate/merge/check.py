@@ -29,6 +29,7 @@ from ..records import (
     read_records,
     sumatra_reading,
 )
+from ..records.remote import send_error
 from ..schema import Inspection
 from ..snapshot import shareable
 from . import sql
@@ -203,12 +204,7 @@ def _reader_process() -> None:
     except BrokenPipeError:
         return  # the check ended early
     except BaseException as exc:
-        try:
-            pickle.dumps(exc)
-        except Exception:
-            exc = RecordReadError(f"{type(exc).__name__}: {exc}")
-        with contextlib.suppress(OSError):
-            pickle.dump(("error", exc), out)
+        send_error(out, exc)
     finally:
         with contextlib.suppress(OSError):
             out.close()

@@ -123,13 +123,19 @@ def _reader_process() -> None:
     except BrokenPipeError:
         return  # the comparison ended early
     except BaseException as exc:
-        try:
-            pickle.dumps(exc)
-        except Exception:
-            exc = RecordReadError(f"{type(exc).__name__}: {exc}")
-        with contextlib.suppress(OSError):
-            pickle.dump(("error", exc), out)
+        send_error(out, exc)
     finally:
         store.close()
         with contextlib.suppress(OSError):
             out.close()
+
+
+def send_error(out, exc: BaseException) -> None:
+    """Hand an exception to the parent process: as it is, or as a RecordReadError naming
+    it when it cannot be pickled (the parent must still get one line to show)."""
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        exc = RecordReadError(f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(OSError):
+        pickle.dump(("error", exc), out)
