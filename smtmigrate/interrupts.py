@@ -10,6 +10,7 @@ So the handler also records that Ctrl-C was pressed, and long-running library co
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,7 +36,9 @@ def check() -> None:
 
 @contextmanager
 def watched() -> Iterator[None]:
-    """Record Ctrl-C for the duration (main thread only: signals go nowhere else)."""
+    """Record Ctrl-C for the duration (main thread only: signals go nowhere else). A
+    KeyboardInterrupt Python cannot raise (inside a weakref callback) is not printed as
+    "Exception ignored …": it is recorded, and `check()` acts on it."""
     global _seen
     _seen = False
     try:
@@ -43,8 +46,16 @@ def watched() -> Iterator[None]:
     except ValueError:  # not the main thread: nothing to watch
         yield
         return
+    unraisable = sys.unraisablehook
+
+    def quiet_about_ctrl_c(info) -> None:
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            unraisable(info)
+
+    sys.unraisablehook = quiet_about_ctrl_c
     try:
         yield
     finally:
+        sys.unraisablehook = unraisable
         if signal.getsignal(signal.SIGINT) is _handler:
             signal.signal(signal.SIGINT, previous)

@@ -528,13 +528,13 @@ class _LosesACtrlC(SilentEvents):
         self.lost = reference() is None
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("into", ["postgresql", "sqlite"])
 def test_a_ctrl_c_whose_exception_was_lost_still_stops_the_copy(
-    into, store08, pg_database, tmp_path, django_db_blocker
+    into, store08, pg_database, tmp_path, django_db_blocker, capsys
 ):
     """The flag the Ctrl-C handler sets is checked before anything commits: the copy ends as
-    interrupted and the target is as it was."""
+    interrupted, the target is as it was, and Python's "Exception ignored" is not shown."""
     target_text = pg_database if into == "postgresql" else str(tmp_path / "new.sqlite")
     events = _LosesACtrlC()
     with (
@@ -547,6 +547,7 @@ def test_a_ctrl_c_whose_exception_was_lost_still_stops_the_copy(
     ):
         copy_store(plan_copy(snapshot, target, widen=True), events, records=False)
     assert events.lost and interrupts.seen()
+    assert "Exception ignored" not in capsys.readouterr().err
     if into == "postgresql":
         assert public_tables(pg_database) == 0
     else:
