@@ -27,30 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .builder import _Builder, _columns
+from .builder import _TABLES, _Builder, _columns
 from .vocabulary import MIN_RECORDS_OVERLONG
 
 __all__ = ["MIN_RECORDS_OVERLONG", "GeneratedStore", "generate_store", "main"]
-
-# The tables filled, by their name without `django_store_`; rows of each are tuples in the
-# column order of `sumatra_tables()`.
-_TABLES = (
-    "project",
-    "executable",
-    "repository",
-    "launchmode",
-    "datastore",
-    "platforminformation",
-    "dependency",
-    "tag",
-    "parameterset",
-    "record",
-    "datakey",
-    "record_input_data",
-    "record_dependencies",
-    "record_platforms",
-    "taggeditem",
-)
 
 
 @dataclass

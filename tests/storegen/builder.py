@@ -29,8 +29,17 @@ from .vocabulary import (
 
 BATCH = 2000  # records per executemany round: keeps memory flat, amortises call overhead
 
-# Parents before children within a batch (foreign keys are not enforced, but keep it tidy).
-_BATCH_ORDER = (
+# The tables filled, by their name without `django_store_`; rows of each are tuples in the
+# column order of `sumatra_tables()`.
+_TABLES = (
+    "project",
+    "executable",
+    "repository",
+    "launchmode",
+    "datastore",
+    "platforminformation",
+    "dependency",
+    "tag",
     "parameterset",
     "record",
     "datakey",
@@ -39,6 +48,10 @@ _BATCH_ORDER = (
     "record_platforms",
     "taggeditem",
 )
+
+# Parents before children within a batch (foreign keys are not enforced, but keep it tidy):
+# the per-record tables, in the order of `_TABLES`.
+_BATCH_ORDER = _TABLES[_TABLES.index("parameterset") :]
 
 
 def _fit(head: str, tail: str, length: int, filler: str) -> str:
