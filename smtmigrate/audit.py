@@ -11,10 +11,11 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of
@@ -30,6 +31,9 @@ from .schema import (
     StoreTable,
     model_db_type,
 )
+from .snapshot import shareable
+
+SCAN_THREADS = 2  # tables of a SQLite snapshot scanned at once (see _scan_in_threads)
 
 # Severity order: the first three make a copy fail, the others are warnings.
 KINDS = (
@@ -139,25 +143,26 @@ def audit(
     """
     started = time.perf_counter()
     store = inspection.store
-    connection = store.connection
-    engine = engine_for(connection)
+    engine = engine_for(store.connection)
     findings: list[Finding] = []
     row_counts: dict[str, int] = {}
+
+    def scan(table: StoreTable) -> tuple[int, list[Finding]]:
+        return _table_findings(
+            inspection, table, engine, _limit_function(inspection, table, limits), near
+        )
+
     try:
-        with connection.cursor() as cursor:
-            engine.register_functions(connection)
-            for table in inspection.tables.values():
-                limit_of = _limit_function(inspection, table, limits)
-                scan = _TableScan(cursor, table, engine, near)
-                row_counts[table.name] = scan.run(
-                    list(_column_checks(inspection, table, engine, limit_of))
-                )
-                findings += _structure_findings(inspection, table, connection)
-                findings += scan.findings
-                findings += _unique_findings(cursor, table, engine)
-                findings += _duplicate_findings(cursor, table, engine)
-                findings += _ip_findings(cursor, table, engine)
-                findings += _risk_findings(table, limit_of, scan.longest, findings)
+        tables = list(inspection.tables.values())
+        if _scan_in_threads(store):
+            with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="audit") as pool:
+                scanned = list(pool.map(_closing_connection(store, scan), tables))
+        else:
+            scanned = [scan(table) for table in tables]
+        for table, (rows, table_findings) in zip(tables, scanned, strict=True):
+            row_counts[table.name] = rows
+            findings += table_findings
+        with store.connection.cursor() as cursor:
             if inspection.views and OUTPUT_LINKS in inspection.table_names:
                 findings += _output_link_findings(cursor, engine)
             findings += engine.store_findings(inspection, cursor)
@@ -173,6 +178,44 @@ def audit(
         row_counts=row_counts,
         seconds=time.perf_counter() - started,
     )
+
+
+def _table_findings(
+    inspection: Inspection, table: StoreTable, engine: Engine, limit_of, near: float
+) -> tuple[int, list[Finding]]:
+    """One table's row count and findings, on this thread's connection to the store."""
+    connection = inspection.store.connection
+    with connection.cursor() as cursor:
+        engine.register_functions(connection)
+        scan = _TableScan(cursor, table, engine, near)
+        rows = scan.run(list(_column_checks(inspection, table, engine, limit_of)))
+        findings = _structure_findings(inspection, table, connection)
+        findings += scan.findings
+        findings += _unique_findings(cursor, table, engine)
+        findings += _duplicate_findings(cursor, table, engine)
+        findings += _ip_findings(cursor, table, engine)
+        findings += _risk_findings(table, limit_of, scan.longest, findings)
+    return rows, findings
+
+
+def _scan_in_threads(store) -> bool:
+    """A SQLite snapshot file is written by nobody, so every connection to it sees the one
+    state, and SQLite scans without holding the GIL: its tables are scanned two at a time.
+    (A live store's connections could see different states; a PostgreSQL snapshot is one
+    connection's transaction.)"""
+    return shareable(store) and store.kind == "sqlite"
+
+
+def _closing_connection(store, work):
+    """`work` run on a pool thread, whose own Django connection is closed after it."""
+
+    def run(item):
+        try:
+            return work(item)
+        finally:
+            connections[store.alias].close()
+
+    return run
 
 
 def _limit_function(

@@ -80,6 +80,15 @@ def row_hash(line: bytes, floats: tuple) -> int:
     return int.from_bytes(hashlib.md5(line).digest()[:8], "big", signed=True)
 
 
+def lines_hash(lines: list[bytes]) -> int:
+    """The sum of `row_hash(line, ())` over lines without floats, in one comprehension:
+    the hot loop of every copy (a call of `row_hash` per row costs twice as much)."""
+    if lines and isinstance(lines[0], str):  # a connection that hands out text
+        lines = [line.encode() for line in lines]
+    md5, to_int = hashlib.md5, int.from_bytes
+    return sum([to_int(md5(line).digest()[:8], "big", signed=True) for line in lines])
+
+
 class Checksum:
     """An order-independent checksum: a row count and a sum of row hashes."""
 

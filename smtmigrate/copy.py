@@ -38,8 +38,12 @@ from .schema import (
     sumatra_tables,
 )
 from .snapshot import Snapshot
-from .verify import Verification, verify_stores
+from .verify import Level, Verification, verify_stores
 from .widen import WideningPlan, plan_widening
+
+# A copy's verification unless told otherwise: every row by checksum, a sample of records
+# through Sumatra (verify.LEVELS); `--verify full` reads every record.
+DEFAULT_LEVEL: Level = "sample"
 
 # Tables Sumatra's migrations create that are not copied: the target has its own.
 TARGET_OWNED = frozenset({MIGRATIONS_TABLE, CONTENT_TYPE_TABLE, "sqlite_sequence"})
@@ -351,7 +355,7 @@ def _target_limits(target: Store, existing: Inspection | None):
 
 
 def copy_store(
-    plan: CopyPlan, events: CopyEvents | None = None, *, records: bool = True
+    plan: CopyPlan, events: CopyEvents | None = None, *, level: Level = DEFAULT_LEVEL
 ) -> CopyResult:
     """Run the plan (made by plan_copy), all or nothing. Returns a CopyResult; raises
     Refused/VerificationFailed/…
@@ -367,7 +371,7 @@ def copy_store(
     with engine_for(plan.target).copy_target(plan, events, phase) as target:
         prepared, remaps = _prepare_target(plan, target, phase)
         tables, checksums = target.load(plan, remaps, events)
-        verification = _verify(plan, target, prepared, checksums, records, phase)
+        verification = _verify(plan, target, prepared, checksums, level, phase)
     return _report(plan, tables, verification, phase, started)
 
 
@@ -410,7 +414,7 @@ def _verify(
     target: CopyTarget,
     prepared: Inspection,
     checksums: dict[str, Checksum],
-    records: bool,
+    level: Level,
     phase: _Phases,
 ) -> Verification:
     """Counts, checksums (the source's as the load computed them) and records, in one
@@ -420,7 +424,7 @@ def _verify(
             plan.source,
             loaded,
             source_checksums=checksums,
-            records=records,
+            level=level,
             events=phase,
             dedupe=plan.dedupe,
         )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .carry import CarryResult, fold_late_records
-from .copy import CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
+from .copy import DEFAULT_LEVEL, CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
 from .dedupe import find_duplicates, plan_dedupe
 from .engines import engine_for
 from .engines.mariadb import database_tables, server_url
@@ -44,7 +44,7 @@ from .project import (
 from .schema import RECORD_TABLE, inspect_store
 from .snapshot import source_snapshot
 from .target import Admin, CreatedDatabase, create_store_database
-from .verify import verify_stores
+from .verify import Level, verify_stores
 
 STATE_FILE = Path(".smt") / "smtmigrate-move.json"
 
@@ -52,7 +52,7 @@ STATE_FILE = Path(".smt") / "smtmigrate-move.json"
 @dataclass
 class MoveOptions:
     label_generator: str | None = "uuid"  # a project.LABEL_FIXES key; None keeps it
-    records: bool = True  # the record-level check through Sumatra (copy's --verify full)
+    level: Level = DEFAULT_LEVEL  # the copy's verification (copy's --verify)
     dedupe: bool = False  # merge duplicate get_or_create rows on the way (copy --dedupe)
     create_role: bool = False
     password: str | None = None  # the new role's, from --password-env
@@ -307,7 +307,7 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
     if plan.copy is not None:
         if plan.copy.refused:
             raise Refused(f"{len(plan.copy.failing)} finding(s) would be rejected by the target")
-        result.copy = copy_store(plan.copy, events, records=options.records)
+        result.copy = copy_store(plan.copy, events, level=options.level)
         snapshot = plan.copy.snapshot
         plan.old = plan.source
         plan.after_id = (snapshot.max_record_id if snapshot else None) or 0

@@ -19,6 +19,7 @@ from .conftest import (
     sqlite_exec,
     sqlite_rows,
 )
+from .storegen import generate_store
 
 
 def sumatra_export(store: str) -> dict:
@@ -286,3 +287,23 @@ def test_verify_rows_skips_the_record_level_check(cli, store08, pg_database):
     assert verification["ok"] is True
     assert verification["records"] is None
     assert {t["table"] for t in verification["tables"]} >= {"django_store_record"}
+
+
+@pytest.mark.parametrize("level", ["sample", "full"])
+def test_the_default_reads_a_sample_of_records_through_sumatra_full_reads_them_all(
+    cli, tmp_path, level
+):
+    generated = generate_store(tmp_path / "big.sqlite", 1_200, seed=2)
+    target = tmp_path / "copy.sqlite"
+    arguments = [] if level == "sample" else ["--verify", "full"]
+    result = cli("copy", generated.path, target, *arguments, "--format", "json")
+    assert result.code == 0, result
+    records = json.loads(result.out)["verification"]["records"]
+    if level == "sample":
+        assert 1_000 <= records["compared"] <= 1_001 and records["sampled_from"] == 1_200
+    else:
+        assert (records["compared"], records["sampled_from"]) == (1_200, None)
+    assert records["differences"] == []
+    shown = cli("copy", generated.path, tmp_path / "again.sqlite", *arguments)
+    sampled = "records identical through Sumatra (a sample of the 1,200)" in shown.out
+    assert sampled == (level == "sample"), shown.out

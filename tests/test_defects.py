@@ -545,7 +545,7 @@ def test_a_ctrl_c_whose_exception_was_lost_still_stops_the_copy(
         source_snapshot(source) as snapshot,
         pytest.raises(KeyboardInterrupt),
     ):
-        copy_store(plan_copy(snapshot, target, widen=True), events, records=False)
+        copy_store(plan_copy(snapshot, target, widen=True), events, level="rows")
     assert events.lost and interrupts.seen()
     assert "Exception ignored" not in capsys.readouterr().err
     if into == "postgresql":

@@ -17,8 +17,8 @@ import pytest
 from smtmigrate.errors import RecordReadError
 from smtmigrate.locations import resolve
 from smtmigrate.records import remote
-from smtmigrate.records.comparison import compare_records
-from smtmigrate.records.reader import iter_records
+from smtmigrate.records.comparison import compare_records, compare_sample
+from smtmigrate.records.reader import iter_records, sample_ids
 from smtmigrate.schema import inspect_store
 
 from .conftest import FIXTURES, records_file, run_sumatra, sqlite_exec, sqlite_rows
@@ -346,3 +346,58 @@ def test_shared_labels_orphan_records_and_unreadable_records_are_compared(store0
 def iter_records_of(location) -> list[tuple]:
     with resolve(str(location)) as store:
         return list(iter_records(inspect_store(store)))
+
+
+# -- the sample (`copy`'s default verification) -------------------------------------------
+
+
+def compare_a_sample(source, target, **kwargs):
+    with resolve(str(source)) as a, resolve(str(target)) as b:
+        return compare_sample(inspect_store(a), inspect_store(b), **kwargs)
+
+
+def test_a_sample_is_spread_over_the_ids_and_holds_each_projects_newest(tmp_path):
+    generated = generate_store(tmp_path / "g.db", 300, seed=5, projects=2)
+    ids = [i for (i,) in sqlite_rows(generated.path, "SELECT db_id FROM django_store_record")]
+    newest = {
+        i
+        for (i,) in sqlite_rows(
+            generated.path, "SELECT max(db_id) FROM django_store_record GROUP BY project_id"
+        )
+    }
+    with resolve(str(generated.path)) as store:
+        sample, population = sample_ids(inspect_store(store), 30)
+        everything, _ = sample_ids(inspect_store(store), 300)
+    assert population == 300 and sorted(everything) == sorted(ids)
+    assert newest <= set(sample) and len(newest) == 2
+    every_tenth = set(sorted(ids)[::10])  # evenly, in id order, whatever the storage order
+    assert every_tenth <= set(sample) <= every_tenth | newest
+
+
+def test_a_sampled_record_that_differs_or_is_missing_is_named(tmp_path):
+    generated = generate_store(tmp_path / "g.db", 300, seed=3, projects=2)
+    sampled = sorted(
+        i for (i,) in sqlite_rows(generated.path, "SELECT db_id FROM django_store_record")
+    )[::10]
+    changed = private_copy(generated.path, tmp_path, "changed.sqlite")
+    sqlite_exec(
+        changed,
+        f"UPDATE django_store_record SET reason = 'other' WHERE db_id = {sampled[3]}",
+        f"DELETE FROM django_store_record WHERE db_id = {sampled[5]}",
+        f"UPDATE django_store_record SET reason = 'unseen' WHERE db_id = {sampled[5] + 1}",
+    )
+    result = compare_a_sample(generated.path, changed, size=30)
+    assert result.population == 300
+    assert sorted((d.field, d.label.split()[-1]) for d in result.differences) == [
+        ("reason", f"{sampled[3]})"),
+        ("record", f"{sampled[5]})"),
+    ]
+    assert (result.source_records, result.target_records) == (result.records + 1, result.records)
+    assert result.records >= 29 and result.differing_records == 2
+    # the record outside the sample is the row checksums' to find (test_copy), not ours
+    assert compare_a_sample(generated.path, generated.path, size=30).ok
+
+
+def test_a_small_store_is_sampled_whole(store08):
+    result = compare_a_sample(store08, store08)
+    assert (result.records, result.population, result.ok) == (7, 7, True)

@@ -19,7 +19,7 @@ from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
 from .. import interrupts
-from ..canonical import NULL, Checksum, TableLayout, float_text, row_hash
+from ..canonical import NULL, Checksum, TableLayout, float_text, lines_hash, row_hash
 from ..errors import SmtmigrateError
 from ..schema import ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
@@ -234,7 +234,9 @@ class PostgresCopyTarget(CopyTarget):
         q = self.engine.quote_name
         with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as cursor:
             stream = _CopyStream(
-                cursor, lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes)
+                cursor,
+                bool(layout.floats),
+                lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes),
             )
             columns = ", ".join(map(q, layout.column_names))
             statement = f"COPY {q(layout.name)} ({columns}) FROM STDIN"
@@ -277,8 +279,8 @@ class _CopyStream:
     the table's size.
     """
 
-    def __init__(self, cursor, progress: Callable[[int, int], None]) -> None:
-        self.cursor, self.progress = cursor, progress
+    def __init__(self, cursor, floats: bool, progress: Callable[[int, int], None]) -> None:
+        self.cursor, self.floats, self.progress = cursor, floats, progress
         self.checksum = Checksum()
         self.bytes = 0
         self._chunks: queue.Queue[tuple[bytes, int] | None] = queue.Queue(QUEUED_CHUNKS)
@@ -293,15 +295,18 @@ class _CopyStream:
             lines: list[bytes] = []
             size = rows = 0
             while batch := self.cursor.fetchmany(FETCH_ROWS):
-                total = 0
-                for line, *floats in batch:
-                    if floats:
+                if self.floats:
+                    total = 0
+                    for line, *floats in batch:
                         total += row_hash(line, tuple(floats))
                         line = b"\t".join([line, *map(float_text, floats)])
-                    else:
-                        total += row_hash(line, ())
-                    lines.append(line)
-                    size += len(line) + 1
+                        lines.append(line)
+                        size += len(line) + 1
+                else:
+                    plain = [line for (line,) in batch]
+                    total = lines_hash(plain)
+                    lines += plain
+                    size += sum(map(len, plain)) + len(plain)
                 self.checksum.total += total
                 rows += len(batch)
                 if size >= COPY_CHUNK:

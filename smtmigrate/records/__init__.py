@@ -12,7 +12,7 @@ The package, along its seams:
   * `reader`: a store's records in chunks, shared rows memoised, as canonical dicts
     (`iter_records`, `read_records`, `canonical`);
   * `comparison`: two stores' streams merged and compared (`compare_records`, its
-    `RecordComparison` and `RecordDifference`s);
+    `RecordComparison` and `RecordDifference`s), or a sample of them (`compare_sample`);
   * `remote`: one of the two stores read by a second Python process.
 """
 
@@ -22,6 +22,7 @@ from .comparison import (
     RecordComparison,
     RecordDifference,
     compare_records,
+    compare_sample,
     field_differences,
     previews,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "RecordDifference",
     "canonical",
     "compare_records",
+    "compare_sample",
     "field_differences",
     "iter_records",
     "previews",

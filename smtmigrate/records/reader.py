@@ -40,7 +40,7 @@ from itertools import islice
 from typing import Any
 
 from django.db import DatabaseError
-from django.db.models import BooleanField
+from django.db.models import BooleanField, Max
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Collate
 from sumatra.formatting import record2dict
@@ -289,6 +289,22 @@ def read_records(inspection: Inspection, ids: list[int]) -> list:
         return [record for chunk in reader.records_by_id(ids) for record in chunk]
     except DatabaseError as exc:
         raise inspection.store.read_error(exc) from exc
+
+
+def sample_ids(inspection: Inspection, size: int) -> tuple[list[int], int]:
+    """Up to `size` record ids spread evenly over the store's id order, plus every
+    project's newest record (what `smt list` shows first); and the store's record count."""
+    from sumatra.recordstore.django_store.models import Record
+
+    records = Record._base_manager.using(inspection.store.alias).order_by()
+    try:
+        ids = list(records.order_by("db_id").values_list("db_id", flat=True))
+        newest = records.values("project_id").annotate(newest=Max("db_id"))
+        chosen = set(ids) if len(ids) <= size else {ids[i * len(ids) // size] for i in range(size)}
+        chosen.update(row["newest"] for row in newest)
+    except DatabaseError as exc:
+        raise inspection.store.read_error(exc) from exc
+    return sorted(chosen), len(ids)
 
 
 def keyed(inspection: Inspection) -> Iterator[Keyed]:

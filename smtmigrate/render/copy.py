@@ -238,8 +238,11 @@ def verification_summary(verification: Verification) -> str:
     if not verification.ok:
         return verification.problem
     text = f"{len(verification.tables)} tables and {verification.rows:,} rows identical"
-    if verification.records is not None:
-        text += f"; {verification.records.records:,} records identical through Sumatra"
+    records = verification.records
+    if records is not None:
+        text += f"; {records.records:,} records identical through Sumatra"
+        if records.population is not None and records.records < records.population:
+            text += f" (a sample of the {records.population:,})"
     return text
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from ...copy import VerificationFailed, copy_store, plan_copy
+from ...copy import DEFAULT_LEVEL, VerificationFailed, copy_store, plan_copy
 from ...errors import Refused, StoreConnectionError
 from ...locations import Store, resolve, resolve_target, same_store
 from ...project import check_switch, project_directory, store_url, verify_and_switch
@@ -18,6 +18,7 @@ from ...render import (
     write_json,
 )
 from ...snapshot import source_snapshot
+from ...verify import LEVELS
 from ..base import SmtmigrateCommand
 
 
@@ -51,10 +52,11 @@ class Command(SmtmigrateCommand):
         parser.add_argument("--dry-run", action="store_true", help="show the plan; write nothing")
         parser.add_argument(
             "--verify",
-            choices=("full", "rows"),
-            default="full",
-            help="full (default): row counts, row checksums and every record read back "
-            "through Sumatra; rows: counts and checksums only (much faster on big stores)",
+            choices=tuple(LEVELS),
+            default=DEFAULT_LEVEL,
+            help="what is compared besides every table's row count and every row's checksum: "
+            "sample (default) also reads 1,000 records (all, in a smaller store) back through "
+            "Sumatra on both sides; full reads every record; rows reads none",
         )
         parser.add_argument(
             "--switch",
@@ -110,7 +112,7 @@ class Command(SmtmigrateCommand):
             events = copy_events(out, silent=quiet or as_json)
             try:
                 with events:
-                    result = copy_store(plan, events, records=verify == "full")
+                    result = copy_store(plan, events, level=verify)
             except VerificationFailed as failure:
                 if as_json:
                     write_json(copy_json(plan, failed=failure.verification), out)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 
+from ...copy import DEFAULT_LEVEL
 from ...errors import Refused
 from ...locations import resolve, resolve_target
 from ...move import MoveOptions, plan_move, run_move
@@ -15,6 +16,7 @@ from ...render import (
     render_move_result,
     write_json,
 )
+from ...verify import LEVELS
 from ..base import SmtmigrateCommand, password_from_env
 
 
@@ -41,9 +43,10 @@ class Command(SmtmigrateCommand):
         )
         parser.add_argument(
             "--verify",
-            choices=("full", "rows"),
-            default="full",
-            help="as for copy: full (default) also reads every record back through Sumatra",
+            choices=tuple(LEVELS),
+            default=DEFAULT_LEVEL,
+            help="as for copy: sample (default) also reads 1,000 records back through "
+            "Sumatra, full every record, rows none",
         )
         parser.add_argument(
             "--create-role", action="store_true", help="create the URL's role with the database"
@@ -67,7 +70,7 @@ class Command(SmtmigrateCommand):
         password = password_from_env(options["password_env"], options["create_role"])
         move_options = MoveOptions(
             label_generator=None if label_generator == "keep" else label_generator,
-            records=verify == "full",
+            level=verify,
             dedupe=options["dedupe"],
             create_role=options["create_role"],
             password=password,
