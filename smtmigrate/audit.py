@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of
@@ -31,9 +31,9 @@ from .schema import (
     StoreTable,
     model_db_type,
 )
-from .snapshot import shareable
+from .snapshot import on_own_connection, threads_share
 
-SCAN_THREADS = 2  # tables of a SQLite snapshot scanned at once (see _scan_in_threads)
+SCAN_THREADS = 2  # tables of a SQLite snapshot scanned at once (snapshot.threads_share)
 
 # Severity order: the first three make a copy fail, the others are warnings.
 KINDS = (
@@ -154,9 +154,9 @@ def audit(
 
     try:
         tables = list(inspection.tables.values())
-        if _scan_in_threads(store):
+        if threads_share(store):  # SQLite scans without the GIL: two tables at once
             with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="audit") as pool:
-                scanned = list(pool.map(_closing_connection(store, scan), tables))
+                scanned = list(pool.map(on_own_connection(store, scan), tables))
         else:
             scanned = [scan(table) for table in tables]
         for table, (rows, table_findings) in zip(tables, scanned, strict=True):
@@ -196,26 +196,6 @@ def _table_findings(
         findings += _ip_findings(cursor, table, engine)
         findings += _risk_findings(table, limit_of, scan.longest, findings)
     return rows, findings
-
-
-def _scan_in_threads(store) -> bool:
-    """A SQLite snapshot file is written by nobody, so every connection to it sees the one
-    state, and SQLite scans without holding the GIL: its tables are scanned two at a time.
-    (A live store's connections could see different states; a PostgreSQL snapshot is one
-    connection's transaction.)"""
-    return shareable(store) and store.kind == "sqlite"
-
-
-def _closing_connection(store, work):
-    """`work` run on a pool thread, whose own Django connection is closed after it."""
-
-    def run(item):
-        try:
-            return work(item)
-        finally:
-            connections[store.alias].close()
-
-    return run
 
 
 def _limit_function(

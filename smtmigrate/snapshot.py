@@ -32,20 +32,23 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connections, transaction
 
 from . import locations
 from .engines import engine_for
 from .errors import StoreConnectionError
 from .locations import Store, sqlite_settings
 from .schema import RECORD_TABLE
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 SNAPSHOT_PREFIX = "smtmigrate-snapshot-"
 SNAPSHOT_FILE = "records.sqlite"
@@ -256,6 +259,26 @@ def join_snapshot(store: Store) -> Iterator[None]:
             yield
         finally:
             transaction.set_rollback(True, using=store.alias)
+
+
+def threads_share(store: Store) -> bool:
+    """Whether threads of this process, each on its own connection, read exactly what
+    this one reads: a SQLite snapshot file, written by nobody. (A live store's connections
+    could see different states; a PostgreSQL snapshot is one connection's transaction.)"""
+    return isinstance(store, SnapshotStore) and store.kind == "sqlite"
+
+
+def on_own_connection(store: Store, work: Callable[[T], R]) -> Callable[[T], R]:
+    """`work` for a pool thread (see `threads_share`): Django gives each thread its own
+    connection to the store, closed here once the work is done."""
+
+    def run(item: T) -> R:
+        try:
+            return work(item)
+        finally:
+            connections[store.alias].close()
+
+    return run
 
 
 def shareable(store: Store) -> bool:

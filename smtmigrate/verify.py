@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +29,7 @@ from .dedupe import DedupePlan
 from .engines import engine_for
 from .remaps import content_type_remap, merge_remaps
 from .schema import Inspection, sumatra_tables
+from .snapshot import on_own_connection, threads_share
 
 if TYPE_CHECKING:  # records/ loads Sumatra: only when records are compared
     from .records import RecordComparison, RecordDifference
@@ -153,6 +155,15 @@ def verify_stores(
         remaps = merge_remaps(remaps, dedupe.remaps)
     source_layouts, target_layouts = layouts_of(source), layouts_of(target)
     checks = []
+    # The source's side of a sample is read by a thread while the row checks wait for the
+    # databases (SQLite and libpq release the GIL): it costs no time of its own.
+    ahead = None
+    if level == "sample" and threads_share(source.store):
+        from .records.comparison import read_sample
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="sample")
+        ahead = pool.submit(on_own_connection(source.store, read_sample), source)
+        pool.shutdown(wait=False)
     with phase("verify rows"):
         for name in sumatra_tables():
             if name not in source_layouts and name not in target_layouts:
@@ -187,9 +198,13 @@ def verify_stores(
     if level != "rows":
         from .records import compare_records, compare_sample
 
-        compare = compare_records if level == "full" else compare_sample
+        collapse = dedupe is not None
         with phase("verify records"):
             record_started = time.perf_counter()
-            comparison = compare(source, target, collapse_links=dedupe is not None)
+            if level == "full":
+                comparison = compare_records(source, target, collapse_links=collapse)
+            else:
+                sample = None if ahead is None else ahead.result()
+                comparison = compare_sample(source, target, sample=sample, collapse_links=collapse)
             seconds["records"] = time.perf_counter() - record_started
     return Verification(checks, comparison, seconds)

@@ -194,10 +194,31 @@ def compare_records(
     return result
 
 
+@dataclass
+class Sample:
+    """The source's side of `compare_sample`, readable ahead of the target's."""
+
+    ids: list[int]
+    population: int  # records in the store it was drawn from
+    records: dict[int, tuple[str | None, str, dict[str, Any]]]  # db_id → project, label, data
+
+
+def read_sample(source: Inspection, size: int = SAMPLE) -> Sample:
+    """Up to `size` records of the store (`reader.sample_ids`), read through Sumatra."""
+    with sumatra_reading():
+        ids, population = sample_ids(source, size)
+        records = {}
+        for start in range(0, len(ids), CHUNK):
+            for record in read_records(source, ids[start : start + CHUNK]):
+                records[record.db_id] = (record.project_id, record.label, canonical(record))
+    return Sample(ids, population, records)
+
+
 def compare_sample(
     source: Inspection,
     target: Inspection,
     *,
+    sample: Sample | None = None,
     size: int = SAMPLE,
     limit: int = 20,
     collapse_links: bool = False,
@@ -205,6 +226,7 @@ def compare_sample(
     """`compare_records` for a sample of the source's records, paired by db_id (a copy
     keeps every record's id): all of them when there are at most `size`, else `size`
     spread evenly over the id order plus every project's newest (`reader.sample_ids`).
+    `sample`: the source's side, already read (`read_sample`).
 
     Proves Sumatra reads the target, and reads those records as it reads the source's;
     that every other value arrived exactly is the row checksums' part (verify.py).
@@ -213,28 +235,26 @@ def compare_sample(
     result = collector.result
     with sumatra_reading():
         _compare_projects(source, target, collector)
-        ids, result.population = sample_ids(source, size)
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            ours = {r.db_id: r for r in read_records(source, chunk)}
+        if sample is None:
+            sample = read_sample(source, size)
+        result.population = sample.population
+        for start in range(0, len(sample.ids), CHUNK):
+            chunk = sample.ids[start : start + CHUNK]
             theirs = {r.db_id: r for r in read_records(target, chunk)}
             for db_id in chunk:
-                a, b = ours.get(db_id), theirs.get(db_id)
-                if a is None:  # removed from the source while we read: not a snapshot
+                if db_id not in sample.records:  # a live source lost it between two reads
                     continue
+                project, label, data = sample.records[db_id]
                 result.source_records += 1
-                label = f"{a.label} (db_id {db_id})"
-                if b is None:
+                name = f"{label} (db_id {db_id})"
+                record = theirs.get(db_id)
+                if record is None:
                     result.differing_records += 1
-                    collector.add(
-                        a.project_id, label, "record", "present", "missing", presence=True
-                    )
+                    collector.add(project, name, "record", "present", "missing", presence=True)
                     continue
                 result.target_records += 1
                 result.records += 1
-                _compare_pair(
-                    a.project_id, label, canonical(a), canonical(b), collector, collapse_links
-                )
+                _compare_pair(project, name, data, canonical(record), collector, collapse_links)
     return result
 
 
