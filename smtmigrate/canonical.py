@@ -89,6 +89,20 @@ def lines_hash(lines: list[bytes]) -> int:
     return sum([to_int(md5(line).digest()[:8], "big", signed=True) for line in lines])
 
 
+def load_lines(batch: list[tuple], floats: bool) -> tuple[list[bytes], int]:
+    """Rows of an engine's `line_select` (the canonical line, then any floats) as the
+    lines a bulk load sends (floats appended as Python's exact repr), and the sum of
+    their hashes."""
+    if not floats:
+        lines = [line for (line,) in batch]
+        return lines, lines_hash(lines)
+    lines, total = [], 0
+    for line, *values in batch:
+        total += row_hash(line, tuple(values))
+        lines.append(b"\t".join([line, *map(float_text, values)]))
+    return lines, total
+
+
 class Checksum:
     """An order-independent checksum: a row count and a sum of row hashes."""
 

@@ -19,7 +19,7 @@ from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
 from .. import interrupts
-from ..canonical import NULL, Checksum, TableLayout, float_text, lines_hash, row_hash
+from ..canonical import NULL, Checksum, TableLayout, load_lines
 from ..errors import SmtmigrateError
 from ..schema import ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
@@ -295,18 +295,9 @@ class _CopyStream:
             lines: list[bytes] = []
             size = rows = 0
             while batch := self.cursor.fetchmany(FETCH_ROWS):
-                if self.floats:
-                    total = 0
-                    for line, *floats in batch:
-                        total += row_hash(line, tuple(floats))
-                        line = b"\t".join([line, *map(float_text, floats)])
-                        lines.append(line)
-                        size += len(line) + 1
-                else:
-                    plain = [line for (line,) in batch]
-                    total = lines_hash(plain)
-                    lines += plain
-                    size += sum(map(len, plain)) + len(plain)
+                loaded, total = load_lines(batch, self.floats)
+                lines += loaded
+                size += sum(map(len, loaded)) + len(loaded)
                 self.checksum.total += total
                 rows += len(batch)
                 if size >= COPY_CHUNK:

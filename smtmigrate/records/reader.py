@@ -293,18 +293,25 @@ def read_records(inspection: Inspection, ids: list[int]) -> list:
 
 def sample_ids(inspection: Inspection, size: int) -> tuple[list[int], int]:
     """Up to `size` record ids spread evenly over the store's id order, plus every
-    project's newest record (what `smt list` shows first); and the store's record count."""
+    project's newest record (what `smt list` shows first); and the store's record count.
+    The ids are streamed past, never all held: memory does not grow with the store."""
     from sumatra.recordstore.django_store.models import Record
 
     records = Record._base_manager.using(inspection.store.alias).order_by()
     try:
-        ids = list(records.order_by("db_id").values_list("db_id", flat=True))
-        newest = records.values("project_id").annotate(newest=Max("db_id"))
-        chosen = set(ids) if len(ids) <= size else {ids[i * len(ids) // size] for i in range(size)}
-        chosen.update(row["newest"] for row in newest)
+        population = records.count()
+        if population <= size:
+            wanted = range(population)
+        else:
+            wanted = {i * population // size for i in range(size)}
+        ordered = records.order_by("db_id").values_list("db_id", flat=True).iterator(10_000)
+        chosen = {db_id for rank, db_id in enumerate(ordered) if rank in wanted}
+        chosen.update(
+            row["newest"] for row in records.values("project_id").annotate(newest=Max("db_id"))
+        )
     except DatabaseError as exc:
         raise inspection.store.read_error(exc) from exc
-    return sorted(chosen), len(ids)
+    return sorted(chosen), population
 
 
 def keyed(inspection: Inspection) -> Iterator[Keyed]:
