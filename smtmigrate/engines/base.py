@@ -253,6 +253,6 @@ class CopyTarget:
 
     def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
         """Run the planned widening on the prepared schema (PostgreSQL: widen.py's)."""
-        from ..widen import apply_widening
+        from ..widen_apply import apply_widening
 
         apply_widening(widening, prepared)

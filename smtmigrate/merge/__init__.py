@@ -37,7 +37,8 @@ from ..errors import NotASumatraStore, Refused, SmtmigrateError
 from ..locations import Store, same_store, sqlite_settings
 from ..schema import LAYOUT_08, inspect_store
 from ..snapshot import source_snapshot
-from ..widen import apply_widening, plan_widening
+from ..widen import plan_widening
+from ..widen_apply import apply_widening
 from . import load, sql
 from .check import MergeCheck, check_fingerprints, check_inserted
 from .plan import POLICIES, TARGET, Conflict, Identity, classify
