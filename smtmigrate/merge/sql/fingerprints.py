@@ -13,8 +13,10 @@ from .statements import (
     hashed_key,
     key_expression,
     mapping,
+    same_key,
     sqlite,
     stage,
+    target_sharing_a_key,
 )
 
 
@@ -22,14 +24,17 @@ def candidate_table(staged: bool) -> str:
     return "smtm_c_s" if staged else "smtm_c_t"
 
 
+def fingerprint_table(staged: bool) -> str:
+    return "smtm_fp_s" if staged else "smtm_fp_t"
+
+
 def candidates(q: Quote, table: str, staged: bool) -> str:
     """The records of colliding keys, on one side: (src,) db_id."""
     source = q(stage(table)) if staged else q(table)
-    name = "smtm_c_s" if staged else "smtm_c_t"
     columns = "r.src, r.db_id" if staged else "r.db_id"
     return (
-        f"{_temp(name)} SELECT {columns} FROM {source} r "
-        f"JOIN {KEYS} k ON k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+        f"{_temp(candidate_table(staged))} SELECT {columns} FROM {source} r "
+        f"JOIN {KEYS} k ON {same_key('k', 'r')}"
     )
 
 
@@ -103,9 +108,8 @@ def fingerprints(
         alias = f"a{n}"
         joins.append(f"LEFT JOIN ({aggregate}) {alias} ON {alias}.rid = r.db_id{same(alias)}")
         parts.append(f"coalesce({alias}.v, '')")
-    name = "smtm_fp_s" if staged else "smtm_fp_t"
     return (
-        f"{_temp(name)} "
+        f"{_temp(fingerprint_table(staged))} "
         f"SELECT {'r.src, ' if staged else ''}r.db_id, "
         f"md5({f' || {_chr(29)} || '.join(parts)}) AS fp "
         f"FROM {record} r "
@@ -124,7 +128,7 @@ def _sorted_join(expression: str, *, distinct: bool = False) -> str:
 def occurrences_with_fingerprints(q: Quote, table: str) -> str:
     """`occurrences`, each with its fingerprint."""
     s, t = q(stage(table)), q(table)
-    on = "k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+    on = same_key("k", "r")
     return (
         f"SELECT origin, db_id, project_id, label, fp FROM ("
         f"SELECT -1 AS origin, r.db_id, r.project_id, r.label, f.fp FROM {t} r "
@@ -149,14 +153,12 @@ def collision_state(q: Quote, table: str) -> str:
     return (
         f"SELECT count(*), coalesce(sum(r.db_id), 0), "
         f"coalesce(sum({'length(r.label)' if sqlite() else 'hashtext(r.label)::bigint'}), 0) "
-        f"FROM {t} r "
-        f"WHERE EXISTS (SELECT 1 FROM {s} x WHERE x.label = r.label "
-        f"AND x.project_id IS NOT DISTINCT FROM r.project_id)"
+        f"{target_sharing_a_key(s, t)}"
     )
 
 
 def drop_identity_tables() -> list[str]:
-    names = [KEYS, "smtm_c_s", "smtm_c_t", "smtm_fp_s", "smtm_fp_t"]
+    names = [KEYS, *map(candidate_table, (True, False)), *map(fingerprint_table, (True, False))]
     return [f"DROP TABLE IF EXISTS {name}" for name in names]
 
 
