@@ -101,6 +101,37 @@ class SmtmigrateCommand(BaseCommand):
             raise CommandError(f"{exc.filename}: {exc.strerror}", returncode=2) from exc
 
 
+# -- options that mean the same in several commands, spelled once ----------------------------
+
+
+def add_role_options(parser: argparse.ArgumentParser, *, create_help: str) -> None:
+    """`--create-role` and its `--password-env VAR` (read by `password_from_env`)."""
+    parser.add_argument("--create-role", action="store_true", help=create_help)
+    parser.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="with --create-role: read the new role's password from this environment variable",
+    )
+
+
+def add_copy_options(parser: argparse.ArgumentParser) -> None:
+    """How a copy (copy, move) treats duplicate rows and how it is verified."""
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="merge rows Sumatra's get_or_create cannot tell apart (duplicate executables, "
+        "repositories, launch modes, datastores, parameter sets, dependencies, platforms) "
+        "into the lowest id, re-pointing every reference; without it such a store is refused",
+    )
+    parser.add_argument(
+        "--verify",
+        choices=("full", "rows"),
+        default="full",
+        help="full (default): row counts, row checksums and every record read back "
+        "through Sumatra; rows: counts and checksums only (much faster on big stores)",
+    )
+
+
 def password_from_env(variable: str | None, create_role: bool) -> str | None:
     """`--password-env VAR` (with `--create-role`): the new role's password, never typed on
     a command line that shells and process lists show."""

@@ -18,7 +18,7 @@ from ...render import (
     write_json,
 )
 from ...snapshot import source_snapshot
-from ..base import SmtmigrateCommand
+from ..base import SmtmigrateCommand, add_copy_options
 
 
 class Command(SmtmigrateCommand):
@@ -41,21 +41,8 @@ class Command(SmtmigrateCommand):
             action="store_true",
             help="widen the target's columns (as `smtmigrate widen`) in the same transaction",
         )
-        parser.add_argument(
-            "--dedupe",
-            action="store_true",
-            help="merge rows Sumatra's get_or_create cannot tell apart (duplicate executables, "
-            "repositories, launch modes, datastores, parameter sets, dependencies, platforms) "
-            "into the lowest id, re-pointing every reference; without it such a store is refused",
-        )
+        add_copy_options(parser)
         parser.add_argument("--dry-run", action="store_true", help="show the plan; write nothing")
-        parser.add_argument(
-            "--verify",
-            choices=("full", "rows"),
-            default="full",
-            help="full (default): row counts, row checksums and every record read back "
-            "through Sumatra; rows: counts and checksums only (much faster on big stores)",
-        )
         parser.add_argument(
             "--switch",
             metavar="PROJECT_DIR",
