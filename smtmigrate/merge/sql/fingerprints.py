@@ -14,8 +14,8 @@ from .statements import (
     key_expression,
     mapping,
     same_key,
-    sqlite,
     stage,
+    target_engine,
     target_sharing_a_key,
 )
 
@@ -118,17 +118,14 @@ def fingerprints(
 
 
 def _sorted_join(expression: str, *, distinct: bool = False) -> str:
-    """Values of a group joined in sorted order (for equality: order must not matter)."""
-    unique = "DISTINCT " if distinct else ""
-    if sqlite():
-        return f"sorted_join({unique}{expression})"
-    return f"string_agg({unique}{expression}, chr(30) ORDER BY {expression})"
+    return target_engine().sorted_join(expression, distinct=distinct)
 
 
 def occurrences_with_fingerprints(q: Quote, table: str) -> str:
     """`occurrences`, each with its fingerprint."""
     s, t = q(stage(table)), q(table)
     on = same_key("k", "r")
+    binary = target_engine().binary_collation  # code-point order: as Python sorts labels
     return (
         f"SELECT origin, db_id, project_id, label, fp FROM ("
         f"SELECT -1 AS origin, r.db_id, r.project_id, r.label, f.fp FROM {t} r "
@@ -136,13 +133,8 @@ def occurrences_with_fingerprints(q: Quote, table: str) -> str:
         f"UNION ALL "
         f"SELECT r.src, r.db_id, r.project_id, r.label, f.fp FROM {s} r "
         f"JOIN {KEYS} k ON {on} JOIN smtm_fp_s f ON f.src = r.src AND f.db_id = r.db_id) o "
-        f"ORDER BY project_id NULLS FIRST, label COLLATE {_binary()}, origin, db_id"
+        f"ORDER BY project_id NULLS FIRST, label COLLATE {binary}, origin, db_id"
     )
-
-
-def _binary() -> str:
-    """Code-point order of labels (the order Python sorts them in)."""
-    return "BINARY" if sqlite() else '"C"'
 
 
 def collision_state(q: Quote, table: str) -> str:
@@ -152,7 +144,7 @@ def collision_state(q: Quote, table: str) -> str:
     s, t = q(stage(table)), q(table)
     return (
         f"SELECT count(*), coalesce(sum(r.db_id), 0), "
-        f"coalesce(sum({'length(r.label)' if sqlite() else 'hashtext(r.label)::bigint'}), 0) "
+        f"coalesce(sum({target_engine().text_summary('r.label')}), 0) "
         f"{target_sharing_a_key(s, t)}"
     )
 

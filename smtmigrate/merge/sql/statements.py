@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from ...engines import engine_for
+from ...engines import Engine, engine_for
 from ...schema import ModelColumn
 
 Quote = Callable[[str], str]
@@ -32,49 +32,17 @@ def sqlite() -> bool:
     return _VENDOR.get() == "sqlite"
 
 
+def target_engine() -> Engine:
+    """The target's engine: quoting and every vendor-specific expression come from it."""
+    return engine_for(_VENDOR.get())
+
+
 def _temp(name: str) -> str:
-    """`CREATE TEMP TABLE name … AS`: dropped at commit in PostgreSQL; SQLite's live as
-    long as the merge's own connection."""
-    return (
-        f"CREATE TEMP TABLE {name} AS"
-        if sqlite()
-        else f"CREATE TEMP TABLE {name} ON COMMIT DROP AS"
-    )
+    return target_engine().temp_table_as(name)
 
 
 def _chr(code: int) -> str:
-    return f"char({code})" if sqlite() else f"chr({code})"
-
-
-def sqlite_functions(raw) -> None:
-    """What SQLite lacks and the statements use: md5(), and a sorted join of distinct
-    values (PostgreSQL's string_agg(DISTINCT … ORDER BY …))."""
-    import hashlib
-
-    class SortedJoin:
-        def __init__(self) -> None:
-            self.values: list[str] = []
-
-        def step(self, value) -> None:
-            if value is not None:
-                self.values.append(str(value))
-
-        def finalize(self) -> str | None:
-            return chr(30).join(sorted(self.values)) if self.values else None
-
-    raw.create_function(
-        "md5",
-        1,
-        lambda text: (
-            None
-            if text is None
-            else hashlib.md5(
-                text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
-            ).hexdigest()
-        ),
-        deterministic=True,
-    )
-    raw.create_aggregate("sorted_join", 1, SortedJoin)
+    return f"{target_engine().chr_function}({code})"
 
 
 def short(table: str) -> str:
@@ -176,7 +144,7 @@ def lock(q: Quote, tables: Sequence[str]) -> str:
 
 def defer_constraints() -> str:
     """Foreign keys checked at commit: data keys may name records inserted after them."""
-    return "PRAGMA defer_foreign_keys = ON" if sqlite() else "SET CONSTRAINTS ALL DEFERRED"
+    return target_engine().defer_constraints
 
 
 def analyze(q: Quote, tables: Sequence[str]) -> str:
@@ -245,10 +213,9 @@ def labels_taken(q: Quote, table: str, count: int) -> str:
 
 
 def create_decisions() -> str:
-    drop = "" if sqlite() else " ON COMMIT DROP"
     return (
         f"CREATE TEMP TABLE {DECISION} (src integer, old_id integer, action char(1), "
-        f"target_id integer, label text){drop}"
+        f"target_id integer, label text){target_engine().temp_table_lifetime}"
     )
 
 
@@ -292,7 +259,7 @@ def key_expression(columns: Sequence[ModelColumn]) -> str:
     """The canonical text of a row's identifying columns (NULL and '' apart, escaped), the
     equality Sumatra's get_or_create uses, as one hashable value. Unqualified names: used
     where one table is in scope."""
-    engine = engine_for(_VENDOR.get())
+    engine = target_engine()
     return engine.line([engine.canonical_expression(c) for c in columns])
 
 
