@@ -373,22 +373,23 @@ def _unique_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]
             continue
         cols = ", ".join(q(c) for c in columns)
         not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
-        cursor.execute(
+        findings += _counted_invalid(
+            cursor,
             f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {q(table.name)} "
-            f"WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1) AS duplicates"
+            f"WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1) AS duplicates",
+            table.name,
+            ", ".join(columns),
+            f"duplicate rows against UNIQUE ({', '.join(columns)})",
         )
-        (duplicates,) = cursor.fetchone()
-        if duplicates:
-            findings.append(
-                Finding(
-                    table.name,
-                    ", ".join(columns),
-                    "invalid",
-                    rows=int(duplicates),
-                    detail=f"duplicate rows against UNIQUE ({', '.join(columns)})",
-                )
-            )
     return findings
+
+
+def _counted_invalid(cursor, query: str, table: str, column: str, detail: str) -> list[Finding]:
+    """An invalid finding for the rows `query` counts (one number); none when it counts
+    none."""
+    cursor.execute(query)
+    (rows,) = cursor.fetchone()
+    return [Finding(table, column, "invalid", rows=int(rows), detail=detail)] if rows else []
 
 
 def _duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]:
@@ -530,22 +531,15 @@ def _output_link_findings(cursor, engine: Engine) -> list[Finding]:
         ("datakey_id", "django_store_datakey", "id"),
         ("record_id", RECORD_TABLE, "db_id"),
     ):
-        cursor.execute(
+        findings += _counted_invalid(
+            cursor,
             f"SELECT count(*) FROM {q(OUTPUT_LINKS)} WHERE {q(column)} NOT IN "
-            f"(SELECT {q(key)} FROM main.{q(parent)})"
+            f"(SELECT {q(key)} FROM main.{q(parent)})",
+            OUTPUT_LINKS,
+            column,
+            f"output link to a missing row of {parent}: it cannot become "
+            "DataKey.output_from_record",
         )
-        (rows,) = cursor.fetchone()
-        if rows:
-            findings.append(
-                Finding(
-                    OUTPUT_LINKS,
-                    column,
-                    "invalid",
-                    rows=rows,
-                    detail=f"output link to a missing row of {parent}: it cannot become "
-                    "DataKey.output_from_record",
-                )
-            )
     return findings
 
 

@@ -38,12 +38,8 @@ from .schema import (
     sumatra_tables,
 )
 from .snapshot import Snapshot
-from .verify import Level, Verification, verify_stores
+from .verify import DEFAULT_LEVEL, Level, Verification, verify_stores
 from .widen import WideningPlan, plan_widening
-
-# A copy's verification unless told otherwise: every row by checksum, a sample of records
-# through Sumatra (verify.LEVELS); `--verify full` reads every record.
-DEFAULT_LEVEL: Level = "sample"
 
 # Tables Sumatra's migrations create that are not copied: the target has its own.
 TARGET_OWNED = frozenset({MIGRATIONS_TABLE, CONTENT_TYPE_TABLE, "sqlite_sequence"})

@@ -36,7 +36,8 @@ from .locations import (
 )
 from .project import pgpass_line  # noqa: F401 (render's import: one formatter, project's)
 from .schema import inspect_store
-from .widen import apply_widening, plan_widening
+from .widen import plan_widening
+from .widen_apply import apply_widening
 
 _identifier = engine_for("postgresql").identifier  # roles and databases in psycopg2.sql
 

@@ -42,6 +42,8 @@ LEVELS: dict[Level, str] = {
     "sample": "a sample of records read back through Sumatra on both sides (records/)",
     "rows": "no records read through Sumatra",
 }
+# A copy's (and move's) verification unless told otherwise.
+DEFAULT_LEVEL: Level = "sample"
 
 
 @dataclass

@@ -14,38 +14,28 @@ from __future__ import annotations
 
 import math
 import re
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
 import sqlparse
-from django.db import DatabaseError, OperationalError, connections, models, transaction
+from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations import Migration, RunPython
 from django.db.migrations.autodetector import MigrationAutodetector
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.questioner import NonInteractiveMigrationQuestioner
-from django.db.migrations.recorder import MigrationRecorder
 from django.db.migrations.state import ProjectState
 from django.db.migrations.writer import MigrationWriter
 
 from .audit import AuditReport
-from .errors import Refused, SmtmigrateError
+from .errors import SmtmigrateError
 from .files import write_private
-from .locations import Store
-from .schema import LAYOUT_08, SUMATRA_APP, Inspection, sumatra_tables
+from .schema import SUMATRA_APP, Inspection, sumatra_tables
 
 POLICIES = ("text", "fit")
 MIGRATION_NAME = "smtmigrate_widen"
 UNBOUNDED = None  # a planned max_length of None: PostgreSQL's unbounded text
-# A widening waits at most this long for its lock before it gives way to running jobs,
-# and is retried a few times: a queued ACCESS EXCLUSIVE lock would block every new
-# `smt run` behind it.
-LOCK_TIMEOUT = 5.0  # seconds
-LOCK_ATTEMPTS = 5
-LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 
 
 @dataclass(frozen=True)
@@ -237,7 +227,7 @@ def write_migration(plan: WideningPlan, directory: Path) -> list[Path]:
     """
     migration = build_migration(plan)
     # Django's migrate would leave the foreign key to a widened primary key without its
-    # `_like` index and under another name (see `_apply`): the file puts both back itself.
+    # `_like` index and under another name (see `apply_migration`): the file puts both back itself.
     migration.operations.append(RunPython(restore_foreign_keys, RunPython.noop))
     # Files smtmigrate creates are never world-readable: new directories 0750, files 0640;
     # the user shares them further if they want to.
@@ -285,19 +275,19 @@ def migration_sql(plan: WideningPlan, connection: BaseDatabaseWrapper | None) ->
     """
     migration = build_migration(plan, from_current=connection is not None)
     if connection is not None and connection.vendor == "mysql":
-        statements = _mariadb_statements(plan, connection)[0]
+        statements = mariadb_statements(plan, connection)[0]
         return [sqlparse.format(s, keyword_case="upper") + ";" for s in statements]
     if connection is None:
         editor = _offline_editor()
     else:
         editor = connection.schema_editor(collect_sql=True, atomic=False)
     with editor:
-        _apply(migration, editor)
+        apply_migration(migration, editor)
     statements = editor.collected_sql
     return [sqlparse.format(s, reindent=True, keyword_case="upper") for s in statements]
 
 
-def _apply(migration: Migration, editor) -> None:
+def apply_migration(migration: Migration, editor) -> None:
     """Run the migration, then undo two side effects of Django's PostgreSQL schema editor
     on the foreign keys to a primary key it alters (`django_store_record.project_id`, when
     `django_store_project.id` becomes text): it drops their `varchar_pattern_ops` index
@@ -330,7 +320,7 @@ def _apply(migration: Migration, editor) -> None:
 
 
 def restore_foreign_keys(apps, schema_editor) -> None:
-    """Run by a migration that `widen --write` wrote, after its AlterFields: what `_apply`
+    """Run by a migration that `widen --write` wrote, after its AlterFields: what `apply_migration`
     does on smtmigrate's own paths, decided from the database's catalog (a migration file
     knows no "before"): a foreign key constraint Django renamed gets its name back, an
     indexed foreign key column without its `_like` index gets it. Nothing on other
@@ -388,135 +378,10 @@ def _offline_editor():
     return OfflineSchemaEditor(wrapper, collect_sql=True, atomic=False)
 
 
-# -- applying -----------------------------------------------------------------------------
+# -- MariaDB's DDL for the migration (applied in widen_apply.py) --------------------------
 
 
-@dataclass
-class ApplyResult:
-    plan: WideningPlan
-    before: dict[tuple[str, str], str]  # (table, column) → type before
-    after: dict[tuple[str, str], str]
-    applied: bool  # False: already widened, nothing done
-    attempts: int = 0
-    migration_name: str = ""
-    # MariaDB: each ALTER as run (table, algorithm and lock it ran with, seconds), its
-    # DDL committing by itself, not in one transaction
-    alters: list[AlterTiming] | None = None
-
-
-@dataclass
-class AlterTiming:
-    table: str
-    how: str  # "ALGORITHM=INPLACE, LOCK=NONE", or the server's choice when it refused that
-    seconds: float
-    rows: int
-
-
-def check_widen_target(store: Store) -> None:
-    """Only PostgreSQL and MariaDB stores are widened: a usage error (exit 2) for any
-    other, whatever its file holds."""
-    if store.kind not in ("postgresql", "mariadb"):
-        raise SmtmigrateError(
-            f"{store.display}: widening applies to PostgreSQL stores and MariaDB stores "
-            "(SQLite never enforces column lengths)"
-        )
-
-
-def check_widenable(target: Inspection) -> None:
-    check_widen_target(target.store)
-    if target.layout != LAYOUT_08:
-        raise Refused(
-            f"{target.store.display}: a {target.layout} store; copy it into a fresh store "
-            "with smtmigrate copy first"
-        )
-
-
-def apply_widening(
-    plan: WideningPlan,
-    target: Inspection,
-    *,
-    lock_timeout: float = LOCK_TIMEOUT,
-    lock_attempts: int = LOCK_ATTEMPTS,
-) -> ApplyResult:
-    """Widen the target's columns in one transaction and record the migration.
-
-    Each attempt waits at most `lock_timeout` seconds for its locks, then rolls back and
-    lets the jobs queued behind it through before trying again.
-    """
-    check_widenable(target)
-    store = target.store
-    before = column_types(store, plan.columns)
-    if not plan.changes:
-        return ApplyResult(plan, before, before, applied=False)
-    if store.kind == "mariadb":
-        return _apply_mariadb(plan, store, before, lock_timeout, lock_attempts)
-    migration = build_migration(plan, from_current=True)
-    connection = store.connection
-    attempts = 0
-    while True:
-        attempts += 1
-        try:
-            with transaction.atomic(using=store.alias):
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL lock_timeout = %s", [f"{lock_timeout * 1000:.0f}ms"])
-                with connection.schema_editor(atomic=False) as editor:
-                    _apply(migration, editor)
-                recorder = MigrationRecorder(connection)
-                if (SUMATRA_APP, migration.name) not in recorder.applied_migrations():
-                    recorder.record_applied(SUMATRA_APP, migration.name)
-            break
-        except OperationalError as exc:
-            if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
-                raise store.read_error(exc) from exc
-            if attempts >= lock_attempts:
-                raise Refused(
-                    f"{store.display}: could not lock the tables within {lock_timeout:g} s in "
-                    f"{attempts} attempts (long-running transactions?); nothing was changed"
-                ) from exc
-            time.sleep(min(attempts, 5))  # let the queued jobs through, then try again
-        except DatabaseError as exc:
-            raise SmtmigrateError(
-                f"widening {store.display} failed, nothing was changed: {store.describe_error(exc)}"
-            ) from exc
-    after = column_types(store, plan.columns)
-    return ApplyResult(plan, before, after, True, attempts, migration.name)
-
-
-def column_types(store: Store, columns: Iterable[ColumnChange]) -> dict[tuple[str, str], str]:
-    """The real types of the planned columns, as the engine spells them."""
-    connection = store.connection
-    tables = sorted({c.table for c in columns})
-    if store.kind == "mariadb":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT table_name, column_name, column_type FROM information_schema.columns "
-                "WHERE table_schema = DATABASE()"
-            )
-            types = {(t, c): str(type_) for t, c, type_ in cursor.fetchall()}
-        return {(c.table, c.column): types.get((c.table, c.column), "?") for c in columns}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
-            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-            "WHERE c.relname = ANY(%s) AND c.relkind = 'r' AND a.attnum > 0 "
-            "AND NOT a.attisdropped AND pg_table_is_visible(c.oid)",
-            [tables],
-        )
-        types = {(table, column): type_ for table, column, type_ in cursor.fetchall()}
-    return {(c.table, c.column): types.get((c.table, c.column), "?") for c in columns}
-
-
-# -- MariaDB ------------------------------------------------------------------------------
-
-# What the server says when it cannot run an ALTER with the algorithm or lock asked for.
-MARIADB_NOT_ONLINE = {1845, 1846}  # ER_ALTER_OPERATION_NOT_SUPPORTED(_REASON)
-MARIADB_LOCK_WAIT = 1205  # ER_LOCK_WAIT_TIMEOUT: lock_wait_timeout ran out (metadata lock)
-ONLINE = "ALGORITHM=INPLACE, LOCK=NONE"
-COPY = "ALGORITHM=COPY, LOCK=SHARED"  # the table rebuilt: reads go on, writes wait
-SERVER_CHOICE = "the server's choice"
-
-
-def _mariadb_statements(plan: WideningPlan, connection: BaseDatabaseWrapper):
+def mariadb_statements(plan: WideningPlan, connection: BaseDatabaseWrapper):
     """The DDL Django's MySQL schema editor runs for the widening, collected against a
     MariaDB store (its constraints looked up there; nothing run), and the migration."""
     migration = build_migration(plan, from_current=True)
@@ -540,75 +405,25 @@ def _merge_modifies(statements: list[str]) -> list[str]:
     return merged
 
 
-def _apply_mariadb(
-    plan: WideningPlan,
-    store: Store,
-    before: dict[tuple[str, str], str],
-    lock_timeout: float,
-    lock_attempts: int,
-) -> ApplyResult:
-    """MariaDB's DDL is not transactional and `MODIFY` to another type rebuilds the
-    table: each ALTER is tried online (`ALGORITHM=INPLACE, LOCK=NONE`), else run as the
-    server allows (a copy of the table, writes waiting for it), and timed. Every statement
-    only widens, so a run stopped half-way leaves a store that works and is wider, and the
-    next run finishes it; the migration is recorded last."""
-    connection = store.connection
-    statements, migration = _mariadb_statements(plan, connection)
-    alters: list[AlterTiming] = []
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SET SESSION lock_wait_timeout = %s", [max(1, round(lock_timeout))])
-            for statement in statements:
-                match = re.match(r"ALTER TABLE `([^`]+)`", statement)
-                table = match[1] if match else None
-                rows = _table_rows(cursor, table) if table else 0
-                try:
-                    how, seconds = _run_alter(cursor, statement, table is not None, lock_attempts)
-                except OperationalError as exc:
-                    if not exc.args or exc.args[0] != MARIADB_LOCK_WAIT:
-                        raise
-                    raise Refused(
-                        f"{store.display}: could not lock {table} within {lock_timeout:g} s "
-                        f"in {lock_attempts} attempts; the columns widened so far stay "
-                        "widened (run again to finish)"
-                    ) from exc
-                if table:
-                    alters.append(AlterTiming(table, how, seconds, rows))
-            recorder = MigrationRecorder(connection)
-            if (SUMATRA_APP, migration.name) not in recorder.applied_migrations():
-                recorder.record_applied(SUMATRA_APP, migration.name)
-    except DatabaseError as exc:
-        raise SmtmigrateError(
-            f"widening {store.display} failed: {store.describe_error(exc)}; the columns "
-            "widened so far stay widened (each ALTER commits by itself): run again to finish"
-        ) from exc
-    after = column_types(store, plan.columns)
-    return ApplyResult(plan, before, after, True, len(statements), migration.name, alters=alters)
+# -- applying: widen_apply.py -------------------------------------------------------------
+
+APPLYING = (
+    "LOCK_ATTEMPTS",
+    "LOCK_TIMEOUT",
+    "ApplyResult",
+    "AlterTiming",
+    "apply_widening",
+    "check_widen_target",
+    "check_widenable",
+    "column_types",
+)
 
 
-def _table_rows(cursor, table: str) -> int:
-    """The exact count (information_schema's is InnoDB's estimate), for the timings."""
-    cursor.execute(f"SELECT count(*) FROM `{table.replace('`', '``')}`")
-    return int(cursor.fetchone()[0])
+def __getattr__(name: str):
+    """Applying a plan lives in widen_apply.py (which imports this module); its names
+    stay importable from here."""
+    if name in APPLYING:
+        from . import widen_apply
 
-
-def _run_alter(cursor, statement: str, online: bool, lock_attempts: int) -> tuple[str, float]:
-    """Run one ALTER online if the server can, else as it can; a metadata lock that does
-    not come within lock_wait_timeout is waited for again (`lock_attempts` in all)."""
-    tries = [(f"{statement}, {ONLINE}", ONLINE), (f"{statement}, {COPY}", COPY)] if online else []
-    tries.append((statement, SERVER_CHOICE))
-    for text, how in tries:
-        for attempt in range(1, lock_attempts + 1):
-            started = time.monotonic()
-            try:
-                cursor.execute(text)
-            except DatabaseError as exc:
-                code = exc.args[0] if exc.args else None
-                if code in MARIADB_NOT_ONLINE and how != SERVER_CHOICE:
-                    break  # not possible so: the next, more locking way
-                if code == MARIADB_LOCK_WAIT and attempt < lock_attempts:
-                    time.sleep(min(attempt, 5))  # let the queued jobs through
-                    continue
-                raise
-            return how, time.monotonic() - started
-    raise AssertionError("unreachable: the last try returns or raises")
+        return getattr(widen_apply, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -177,7 +177,7 @@ def test_waits_for_running_jobs_then_retries(cli, sumatra_pg):
 
 def test_gives_up_cleanly_when_the_lock_never_comes(cli, sumatra_pg, monkeypatch):
     pauses: list[float] = []  # the back-off between attempts, recorded instead of waited
-    monkeypatch.setattr("smtmigrate.widen.time.sleep", pauses.append)
+    monkeypatch.setattr("smtmigrate.widen_apply.time.sleep", pauses.append)
     holder = psycopg2.connect(sumatra_pg)
     try:
         with holder.cursor() as cursor:

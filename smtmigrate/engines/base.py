@@ -212,6 +212,31 @@ class Engine:
         """A cursor on the store's connection that does not hold the whole result."""
         return store.connection.chunked_cursor()
 
+    # -- a merge's statements (merge/sql/): PostgreSQL and SQLite targets ------------------
+
+    # What ends a temporary table with the merge's transaction, after its name (SQLite's
+    # live as long as the merge's own connection: nothing).
+    temp_table_lifetime: ClassVar[str]
+    binary_collation: ClassVar[str]  # code-point order of text (the order Python sorts)
+    defer_constraints: ClassVar[str]  # the statement: foreign keys checked at commit
+
+    def temp_table_as(self, name: str) -> str:
+        """`CREATE TEMP TABLE name … AS`, dropped with the merge's transaction."""
+        return f"CREATE TEMP TABLE {name}{self.temp_table_lifetime} AS"
+
+    def sorted_join(self, expression: str, *, distinct: bool = False) -> str:
+        """An aggregate: the group's values joined in sorted order, chr(30) between (for
+        equality: order must not matter)."""
+        raise NotImplementedError
+
+    def text_summary(self, expression: str) -> str:
+        """An integer that changes when the text does (a cheap sign that rows moved)."""
+        raise NotImplementedError
+
+    def register_merge_functions(self, raw: Any) -> None:
+        """Add what the merge's statements call and the engine lacks to a DB-API
+        connection (nothing by default)."""
+
     # -- connections ----------------------------------------------------------------------
 
     def read_only_uri(self, path: Any) -> str:
@@ -253,6 +278,6 @@ class CopyTarget:
 
     def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
         """Run the planned widening on the prepared schema (PostgreSQL: widen.py's)."""
-        from ..widen import apply_widening
+        from ..widen_apply import apply_widening
 
         apply_widening(widening, prepared)

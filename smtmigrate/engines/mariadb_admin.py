@@ -133,7 +133,8 @@ def build_schema(store: Store) -> None:
 
     from ..locations import Store as StoreClass
     from ..schema import inspect_store
-    from ..widen import apply_widening, plan_widening
+    from ..widen import plan_widening
+    from ..widen_apply import apply_widening
 
     with StoreClass("mariadb", store.display, dict(store.settings)) as fresh:
         try:

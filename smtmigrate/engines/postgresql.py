@@ -37,12 +37,23 @@ class PostgresEngine(Engine):
     vendor = "postgresql"
     length_function = "char_length"
 
+    temp_table_lifetime = " ON COMMIT DROP"
+    binary_collation = '"C"'
+    defer_constraints = "SET CONSTRAINTS ALL DEFERRED"
+
     def identifier(self, name: str) -> sql.Identifier:
         """A name for statements composed with psycopg2.sql (roles, databases)."""
         return sql.Identifier(name)
 
     def id_list(self, column: str) -> str:
         return f"string_agg({self.text(self.quote_name(column))}, ',')"
+
+    def sorted_join(self, expression: str, *, distinct: bool = False) -> str:
+        unique = "DISTINCT " if distinct else ""
+        return f"string_agg({unique}{expression}, chr(30) ORDER BY {expression})"
+
+    def text_summary(self, expression: str) -> str:
+        return f"hashtext({expression})::bigint"
 
     def text(self, expression: str) -> str:
         return f"{expression}::text"

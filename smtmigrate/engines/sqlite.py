@@ -46,6 +46,9 @@ class SqliteEngine(Engine):
     vendor = "sqlite"
     chr_function = "char"
     enforces_types = False
+    temp_table_lifetime = ""
+    binary_collation = "BINARY"
+    defer_constraints = "PRAGMA defer_foreign_keys = ON"
 
     def integer(self, expression: str) -> str:
         return f"CAST({expression} AS INTEGER)"
@@ -60,6 +63,44 @@ class SqliteEngine(Engine):
 
     def id_list(self, column: str) -> str:
         return f"group_concat({self.quote_name(column)})"
+
+    def sorted_join(self, expression: str, *, distinct: bool = False) -> str:
+        """`sorted_join`, an aggregate `register_merge_functions` adds."""
+        unique = "DISTINCT " if distinct else ""
+        return f"sorted_join({unique}{expression})"
+
+    def text_summary(self, expression: str) -> str:
+        return f"length({expression})"  # no hash function: the length will do
+
+    def register_merge_functions(self, raw) -> None:
+        """What SQLite lacks and the merge's statements use: md5(), and a sorted join of
+        distinct values (PostgreSQL's string_agg(DISTINCT … ORDER BY …))."""
+        import hashlib
+
+        class SortedJoin:
+            def __init__(self) -> None:
+                self.values: list[str] = []
+
+            def step(self, value) -> None:
+                if value is not None:
+                    self.values.append(str(value))
+
+            def finalize(self) -> str | None:
+                return chr(30).join(sorted(self.values)) if self.values else None
+
+        raw.create_function(
+            "md5",
+            1,
+            lambda text: (
+                None
+                if text is None
+                else hashlib.md5(
+                    text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+                ).hexdigest()
+            ),
+            deterministic=True,
+        )
+        raw.create_aggregate("sorted_join", 1, SortedJoin)
 
     def declared_types(self, cursor, table: str) -> dict[str, str]:
         """As declared at CREATE TABLE, lower case."""

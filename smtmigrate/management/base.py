@@ -16,6 +16,7 @@ from rich.console import Console
 
 from ..errors import MariadbNotYet, SmtmigrateError
 from ..render import console
+from ..verify import DEFAULT_LEVEL, LEVELS
 from .exits import ended
 
 # Django's options of every command: kept for `manage.py`, left out of the standalone
@@ -99,6 +100,38 @@ class SmtmigrateCommand(BaseCommand):
                 raise
             # A file the command could not write or read, which no check caught first.
             raise CommandError(f"{exc.filename}: {exc.strerror}", returncode=2) from exc
+
+
+# -- options that mean the same in several commands, spelled once ----------------------------
+
+
+def add_role_options(parser: argparse.ArgumentParser, *, create_help: str) -> None:
+    """`--create-role` and its `--password-env VAR` (read by `password_from_env`)."""
+    parser.add_argument("--create-role", action="store_true", help=create_help)
+    parser.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="with --create-role: read the new role's password from this environment variable",
+    )
+
+
+def add_copy_options(parser: argparse.ArgumentParser) -> None:
+    """How a copy (copy, move) treats duplicate rows and how it is verified."""
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="merge rows Sumatra's get_or_create cannot tell apart (duplicate executables, "
+        "repositories, launch modes, datastores, parameter sets, dependencies, platforms) "
+        "into the lowest id, re-pointing every reference; without it such a store is refused",
+    )
+    parser.add_argument(
+        "--verify",
+        choices=tuple(LEVELS),
+        default=DEFAULT_LEVEL,
+        help="what is compared besides every table's row count and every row's checksum: "
+        "sample (default) also reads 1,000 records (all, in a smaller store) back through "
+        "Sumatra on both sides; full reads every record; rows reads none",
+    )
 
 
 def password_from_env(variable: str | None, create_role: bool) -> str | None:

@@ -33,11 +33,13 @@ import psycopg2
 from django.core.management import call_command
 from django.db import DatabaseError, transaction
 
+from ..engines import engine_for
 from ..errors import NotASumatraStore, Refused, SmtmigrateError
 from ..locations import Store, same_store, sqlite_settings
 from ..schema import LAYOUT_08, inspect_store
 from ..snapshot import source_snapshot
-from ..widen import apply_widening, plan_widening
+from ..widen import plan_widening
+from ..widen_apply import apply_widening
 from . import load, sql
 from .check import MergeCheck, check_fingerprints, check_inserted
 from .plan import POLICIES, TARGET, Conflict, Identity, classify
@@ -213,18 +215,19 @@ def _target_state(target: Store) -> bool:
 
 def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
     connection = target.connection
-    q = connection.ops.quote_name
+    engine = engine_for(target)
+    q = engine.quote_name
     build = _target_state(target)
     loaded = load.Loaded()
     seconds = result.seconds
-    if sql.sqlite():
-        sql.sqlite_functions(connection.connection)
-        if build:  # Django's SQLite schema editor cannot run inside a transaction; a new
-            # target file is removed again if the merge does not commit (merge_stores)
-            step = time.perf_counter()
-            call_command("migrate", database=target.alias, interactive=False, verbosity=0)
-            result.built_schema, build = True, False
-            seconds["schema"] = time.perf_counter() - step
+    engine.register_merge_functions(connection.connection)
+    # Django's SQLite schema editor cannot run inside a transaction; a new target file is
+    # removed again if the merge does not commit (merge_stores)
+    if sql.sqlite() and build:
+        step = time.perf_counter()
+        call_command("migrate", database=target.alias, interactive=False, verbosity=0)
+        result.built_schema, build = True, False
+        seconds["schema"] = time.perf_counter() - step
     with transaction.atomic(using=target.alias), connection.cursor() as cursor:
         if build:
             step = time.perf_counter()

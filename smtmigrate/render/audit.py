@@ -11,7 +11,8 @@ from rich.text import Text
 
 from ..audit import FAILING_KINDS, KINDS, AuditReport, Finding
 from ..project import LabelGenerator
-from ..widen import ApplyResult, WideningPlan
+from ..widen import WideningPlan
+from ..widen_apply import ApplyResult
 from .console import bold_then, number, render_snapshot, say, table, write_lines
 
 KIND_STYLES = {

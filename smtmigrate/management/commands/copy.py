@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from ...copy import DEFAULT_LEVEL, VerificationFailed, copy_store, plan_copy
+from ...copy import VerificationFailed, copy_store, plan_copy
 from ...errors import Refused, StoreConnectionError
 from ...locations import Store, resolve, resolve_target, same_store
 from ...project import check_switch, project_directory, store_url, verify_and_switch
@@ -18,8 +18,7 @@ from ...render import (
     write_json,
 )
 from ...snapshot import source_snapshot
-from ...verify import LEVELS
-from ..base import SmtmigrateCommand
+from ..base import SmtmigrateCommand, add_copy_options
 
 
 class Command(SmtmigrateCommand):
@@ -42,22 +41,8 @@ class Command(SmtmigrateCommand):
             action="store_true",
             help="widen the target's columns (as `smtmigrate widen`) in the same transaction",
         )
-        parser.add_argument(
-            "--dedupe",
-            action="store_true",
-            help="merge rows Sumatra's get_or_create cannot tell apart (duplicate executables, "
-            "repositories, launch modes, datastores, parameter sets, dependencies, platforms) "
-            "into the lowest id, re-pointing every reference; without it such a store is refused",
-        )
+        add_copy_options(parser)
         parser.add_argument("--dry-run", action="store_true", help="show the plan; write nothing")
-        parser.add_argument(
-            "--verify",
-            choices=tuple(LEVELS),
-            default=DEFAULT_LEVEL,
-            help="what is compared besides every table's row count and every row's checksum: "
-            "sample (default) also reads 1,000 records (all, in a smaller store) back through "
-            "Sumatra on both sides; full reads every record; rows reads none",
-        )
         parser.add_argument(
             "--switch",
             metavar="PROJECT_DIR",

@@ -4,7 +4,7 @@ from ...errors import SmtmigrateError
 from ...locations import resolve
 from ...render import render_created
 from ...target import create_store_database
-from ..base import SmtmigrateCommand, password_from_env
+from ..base import SmtmigrateCommand, add_role_options, password_from_env
 
 
 class Command(SmtmigrateCommand):
@@ -17,12 +17,7 @@ class Command(SmtmigrateCommand):
     def add_arguments(self, parser):
         parser.add_argument("target", help="postgresql://user@host/dbname of the new database")
         parser.add_argument("--owner", help="owning role (default: the URL's user)")
-        parser.add_argument("--create-role", action="store_true", help="create the role too")
-        parser.add_argument(
-            "--password-env",
-            metavar="VAR",
-            help="with --create-role: read the role's password from this environment variable",
-        )
+        add_role_options(parser, create_help="create the role too")
         parser.add_argument("--admin", metavar="URL", help="connect here to create")
 
     def handle(self, target, owner, create_role, password_env, admin, **options):

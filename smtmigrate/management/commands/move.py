@@ -3,7 +3,6 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 
-from ...copy import DEFAULT_LEVEL
 from ...errors import Refused
 from ...locations import resolve, resolve_target
 from ...move import MoveOptions, plan_move, run_move
@@ -16,8 +15,7 @@ from ...render import (
     render_move_result,
     write_json,
 )
-from ...verify import LEVELS
-from ..base import SmtmigrateCommand, password_from_env
+from ..base import SmtmigrateCommand, add_copy_options, add_role_options, password_from_env
 
 
 class Command(SmtmigrateCommand):
@@ -41,26 +39,8 @@ class Command(SmtmigrateCommand):
             help="when the project's labels collide under concurrent runs (Sumatra's default "
             "timestamp), switch it to this (default uuid); keep leaves it",
         )
-        parser.add_argument(
-            "--verify",
-            choices=tuple(LEVELS),
-            default=DEFAULT_LEVEL,
-            help="as for copy: sample (default) also reads 1,000 records back through "
-            "Sumatra, full every record, rows none",
-        )
-        parser.add_argument(
-            "--create-role", action="store_true", help="create the URL's role with the database"
-        )
-        parser.add_argument(
-            "--password-env",
-            metavar="VAR",
-            help="with --create-role: the new role's password, from this environment variable",
-        )
-        parser.add_argument(
-            "--dedupe",
-            action="store_true",
-            help="merge rows Sumatra's get_or_create cannot tell apart (as copy --dedupe)",
-        )
+        add_copy_options(parser)
+        add_role_options(parser, create_help="create the URL's role with the database")
         parser.add_argument("--admin", metavar="URL", help="create the database over this URL")
         parser.add_argument("--format", choices=("table", "json"), default="table")
 

@@ -17,16 +17,13 @@ from ...render import (
     render_written,
 )
 from ...schema import inspect_store
-from ...widen import (
+from ...widen import POLICIES, migration_sql, plan_widening, write_migration
+from ...widen_apply import (
     LOCK_ATTEMPTS,
     LOCK_TIMEOUT,
-    POLICIES,
     apply_widening,
     check_widen_target,
     check_widenable,
-    migration_sql,
-    plan_widening,
-    write_migration,
 )
 from ..base import SmtmigrateCommand
 

@@ -1,8 +1,10 @@
-"""Every SQL statement of `merge`, one function per kind (the engine seam, later).
+"""Every SQL statement of `merge`, one function per kind.
 
-PostgreSQL's by default; SQLite's where its dialect differs, inside `dialect("sqlite")`.
+PostgreSQL's by default; SQLite's where its statements differ, inside `dialect("sqlite")`.
+Every vendor-specific expression (temporary tables, chr(), sorted joins, the binary
+collation, deferred constraints) is the target's engine's (`target_engine()`, engines/).
 
-Identifiers are quoted with the connection's `quote_name` (`q`); values travel as
+Identifiers are quoted with the target engine's `quote_name` (`q`); values travel as
 parameters; the only integers pasted are source numbers the merge itself counts. The
 temporary tables live for the merge's transaction only (ON COMMIT DROP):
 
@@ -65,14 +67,12 @@ from .statements import (
     max_id,
     need,
     new_rows,
-    occurrences,
     refs_from_links,
     refs_from_outputs,
     refs_from_records,
     reset_sequence,
     short,
     sqlite,
-    sqlite_functions,
     stage,
     stage_source,
 )
@@ -126,7 +126,6 @@ __all__ = [
     "max_id",
     "need",
     "new_rows",
-    "occurrences",
     "occurrences_with_fingerprints",
     "refs_from_links",
     "refs_from_outputs",
@@ -134,7 +133,6 @@ __all__ = [
     "reset_sequence",
     "short",
     "sqlite",
-    "sqlite_functions",
     "stage",
     "stage_source",
 ]

@@ -13,8 +13,10 @@ from .statements import (
     hashed_key,
     key_expression,
     mapping,
-    sqlite,
+    same_key,
     stage,
+    target_engine,
+    target_sharing_a_key,
 )
 
 
@@ -22,14 +24,17 @@ def candidate_table(staged: bool) -> str:
     return "smtm_c_s" if staged else "smtm_c_t"
 
 
+def fingerprint_table(staged: bool) -> str:
+    return "smtm_fp_s" if staged else "smtm_fp_t"
+
+
 def candidates(q: Quote, table: str, staged: bool) -> str:
     """The records of colliding keys, on one side: (src,) db_id."""
     source = q(stage(table)) if staged else q(table)
-    name = "smtm_c_s" if staged else "smtm_c_t"
     columns = "r.src, r.db_id" if staged else "r.db_id"
     return (
-        f"{_temp(name)} SELECT {columns} FROM {source} r "
-        f"JOIN {KEYS} k ON k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+        f"{_temp(candidate_table(staged))} SELECT {columns} FROM {source} r "
+        f"JOIN {KEYS} k ON {same_key('k', 'r')}"
     )
 
 
@@ -103,9 +108,8 @@ def fingerprints(
         alias = f"a{n}"
         joins.append(f"LEFT JOIN ({aggregate}) {alias} ON {alias}.rid = r.db_id{same(alias)}")
         parts.append(f"coalesce({alias}.v, '')")
-    name = "smtm_fp_s" if staged else "smtm_fp_t"
     return (
-        f"{_temp(name)} "
+        f"{_temp(fingerprint_table(staged))} "
         f"SELECT {'r.src, ' if staged else ''}r.db_id, "
         f"md5({f' || {_chr(29)} || '.join(parts)}) AS fp "
         f"FROM {record} r "
@@ -114,17 +118,14 @@ def fingerprints(
 
 
 def _sorted_join(expression: str, *, distinct: bool = False) -> str:
-    """Values of a group joined in sorted order (for equality: order must not matter)."""
-    unique = "DISTINCT " if distinct else ""
-    if sqlite():
-        return f"sorted_join({unique}{expression})"
-    return f"string_agg({unique}{expression}, chr(30) ORDER BY {expression})"
+    return target_engine().sorted_join(expression, distinct=distinct)
 
 
 def occurrences_with_fingerprints(q: Quote, table: str) -> str:
     """`occurrences`, each with its fingerprint."""
     s, t = q(stage(table)), q(table)
-    on = "k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
+    on = same_key("k", "r")
+    binary = target_engine().binary_collation  # code-point order: as Python sorts labels
     return (
         f"SELECT origin, db_id, project_id, label, fp FROM ("
         f"SELECT -1 AS origin, r.db_id, r.project_id, r.label, f.fp FROM {t} r "
@@ -132,13 +133,8 @@ def occurrences_with_fingerprints(q: Quote, table: str) -> str:
         f"UNION ALL "
         f"SELECT r.src, r.db_id, r.project_id, r.label, f.fp FROM {s} r "
         f"JOIN {KEYS} k ON {on} JOIN smtm_fp_s f ON f.src = r.src AND f.db_id = r.db_id) o "
-        f"ORDER BY project_id NULLS FIRST, label COLLATE {_binary()}, origin, db_id"
+        f"ORDER BY project_id NULLS FIRST, label COLLATE {binary}, origin, db_id"
     )
-
-
-def _binary() -> str:
-    """Code-point order of labels (the order Python sorts them in)."""
-    return "BINARY" if sqlite() else '"C"'
 
 
 def collision_state(q: Quote, table: str) -> str:
@@ -148,15 +144,13 @@ def collision_state(q: Quote, table: str) -> str:
     s, t = q(stage(table)), q(table)
     return (
         f"SELECT count(*), coalesce(sum(r.db_id), 0), "
-        f"coalesce(sum({'length(r.label)' if sqlite() else 'hashtext(r.label)::bigint'}), 0) "
-        f"FROM {t} r "
-        f"WHERE EXISTS (SELECT 1 FROM {s} x WHERE x.label = r.label "
-        f"AND x.project_id IS NOT DISTINCT FROM r.project_id)"
+        f"coalesce(sum({target_engine().text_summary('r.label')}), 0) "
+        f"{target_sharing_a_key(s, t)}"
     )
 
 
 def drop_identity_tables() -> list[str]:
-    names = [KEYS, "smtm_c_s", "smtm_c_t", "smtm_fp_s", "smtm_fp_t"]
+    names = [KEYS, *map(candidate_table, (True, False)), *map(fingerprint_table, (True, False))]
     return [f"DROP TABLE IF EXISTS {name}" for name in names]
 
 

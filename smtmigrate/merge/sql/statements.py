@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from ...engines import engine_for
+from ...engines import Engine, engine_for
 from ...schema import ModelColumn
 
 Quote = Callable[[str], str]
@@ -32,49 +32,17 @@ def sqlite() -> bool:
     return _VENDOR.get() == "sqlite"
 
 
+def target_engine() -> Engine:
+    """The target's engine: quoting and every vendor-specific expression come from it."""
+    return engine_for(_VENDOR.get())
+
+
 def _temp(name: str) -> str:
-    """`CREATE TEMP TABLE name … AS`: dropped at commit in PostgreSQL; SQLite's live as
-    long as the merge's own connection."""
-    return (
-        f"CREATE TEMP TABLE {name} AS"
-        if sqlite()
-        else f"CREATE TEMP TABLE {name} ON COMMIT DROP AS"
-    )
+    return target_engine().temp_table_as(name)
 
 
 def _chr(code: int) -> str:
-    return f"char({code})" if sqlite() else f"chr({code})"
-
-
-def sqlite_functions(raw) -> None:
-    """What SQLite lacks and the statements use: md5(), and a sorted join of distinct
-    values (PostgreSQL's string_agg(DISTINCT … ORDER BY …))."""
-    import hashlib
-
-    class SortedJoin:
-        def __init__(self) -> None:
-            self.values: list[str] = []
-
-        def step(self, value) -> None:
-            if value is not None:
-                self.values.append(str(value))
-
-        def finalize(self) -> str | None:
-            return chr(30).join(sorted(self.values)) if self.values else None
-
-    raw.create_function(
-        "md5",
-        1,
-        lambda text: (
-            None
-            if text is None
-            else hashlib.md5(
-                text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
-            ).hexdigest()
-        ),
-        deterministic=True,
-    )
-    raw.create_aggregate("sorted_join", 1, SortedJoin)
+    return f"{target_engine().chr_function}({code})"
 
 
 def short(table: str) -> str:
@@ -91,6 +59,44 @@ def need(table: str) -> str:
 
 def mapping(table: str) -> str:
     return f"smtm_m_{short(table)}"
+
+
+def same_key(a: str, b: str) -> str:
+    """Rows `a` and `b` are of one record identity: the same label in the same project
+    (or both in none)."""
+    return f"{a}.label = {b}.label AND {a}.project_id IS NOT DISTINCT FROM {b}.project_id"
+
+
+def target_sharing_a_key(s: str, t: str) -> str:
+    """FROM the target's records (`r`) that share a key with a staged one; `s`, `t`: the
+    quoted staging and target tables."""
+    return f"FROM {t} r WHERE EXISTS (SELECT 1 FROM {s} x WHERE {same_key('x', 'r')})"
+
+
+def inserted(q: Quote, record: str, alias: str, column: str) -> str:
+    """JOIN the record mapping (`m`) of the inserted record that staged row `alias`
+    points at through `column` (as it stands in SQL)."""
+    return (
+        f"JOIN {q(mapping(record))} m "
+        f"ON m.src = {alias}.src AND m.old_id = {alias}.{column} AND m.inserted"
+    )
+
+
+def remapped_columns(q: Quote, names: Sequence[str], remapped: dict[str, str]) -> tuple[str, str]:
+    """Staged row `x`'s columns, those in `remapped` (column → mapping table) in the
+    target's ids: (the select list, its joins)."""
+    values, joins = [], []
+    for n, name in enumerate(names):
+        if name in remapped:
+            alias = f"r{n}"
+            joins.append(
+                f"LEFT JOIN {q(remapped[name])} {alias} "
+                f"ON {alias}.src = x.src AND {alias}.old_id = x.{q(name)}"
+            )
+            values.append(f"{alias}.new_id AS {q(name)}")
+        else:
+            values.append(f"x.{q(name)}")
+    return ", ".join(values), " ".join(joins)
 
 
 def column_types() -> str:
@@ -138,7 +144,7 @@ def lock(q: Quote, tables: Sequence[str]) -> str:
 
 def defer_constraints() -> str:
     """Foreign keys checked at commit: data keys may name records inserted after them."""
-    return "PRAGMA defer_foreign_keys = ON" if sqlite() else "SET CONSTRAINTS ALL DEFERRED"
+    return target_engine().defer_constraints
 
 
 def analyze(q: Quote, tables: Sequence[str]) -> str:
@@ -159,17 +165,15 @@ def count(q: Quote, table: str) -> str:
 def insert_projects(q: Quote, table: str) -> str:
     """Projects the target lacks, the first source's row of each (merged by id)."""
     s, t = q(stage(table)), q(table)
+    insert = f"INSERT INTO {t} (id, name, description)"
+    values = "id, coalesce(name, ''), coalesce(description, '')"
+    missing = f"WHERE NOT EXISTS (SELECT 1 FROM {t} p WHERE p.id = x.id)"
     if sqlite():  # the row of the lowest src: SQLite's bare columns of a min() aggregate
         return (
-            f"INSERT INTO {t} (id, name, description) SELECT id, coalesce(name, ''), "
-            f"coalesce(description, '') FROM (SELECT id, name, description, min(src) FROM {s} x "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {t} p WHERE p.id = x.id) GROUP BY id)"
+            f"{insert} SELECT {values} "
+            f"FROM (SELECT id, name, description, min(src) FROM {s} x {missing} GROUP BY id)"
         )
-    return (
-        f"INSERT INTO {t} (id, name, description) "
-        f"SELECT DISTINCT ON (id) id, coalesce(name, ''), coalesce(description, '') FROM {s} x "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {t} p WHERE p.id = x.id) ORDER BY id, src"
-    )
+    return f"{insert} SELECT DISTINCT ON (id) {values} FROM {s} x {missing} ORDER BY id, src"
 
 
 def differing_projects(q: Quote, table: str) -> str:
@@ -192,23 +196,8 @@ def colliding_keys(q: Quote, table: str) -> str:
         f"{_temp(KEYS)} "
         f"SELECT project_id, label FROM ("
         f"SELECT project_id, label FROM {s} UNION ALL "
-        f"SELECT r.project_id, r.label FROM {t} r WHERE EXISTS (SELECT 1 FROM {s} x "
-        f"WHERE x.label = r.label AND x.project_id IS NOT DISTINCT FROM r.project_id)) k "
+        f"SELECT r.project_id, r.label {target_sharing_a_key(s, t)}) k "
         f"GROUP BY project_id, label HAVING count(*) > 1"
-    )
-
-
-def occurrences(q: Quote, table: str) -> str:
-    """Every record of a colliding key: (origin, db_id, project, label), the target's
-    (origin -1) first, then the sources in order; keys in a stable order."""
-    s, t = q(stage(table)), q(table)
-    on = "k.label = r.label AND k.project_id IS NOT DISTINCT FROM r.project_id"
-    return (
-        f"SELECT origin, db_id, project_id, label FROM ("
-        f"SELECT -1 AS origin, r.db_id, r.project_id, r.label FROM {t} r JOIN {KEYS} k ON {on} "
-        f"UNION ALL "
-        f"SELECT r.src, r.db_id, r.project_id, r.label FROM {s} r JOIN {KEYS} k ON {on}) o "
-        f'ORDER BY project_id NULLS FIRST, label COLLATE "C", origin, db_id'
     )
 
 
@@ -224,10 +213,9 @@ def labels_taken(q: Quote, table: str, count: int) -> str:
 
 
 def create_decisions() -> str:
-    drop = "" if sqlite() else " ON COMMIT DROP"
     return (
         f"CREATE TEMP TABLE {DECISION} (src integer, old_id integer, action char(1), "
-        f"target_id integer, label text){drop}"
+        f"target_id integer, label text){target_engine().temp_table_lifetime}"
     )
 
 
@@ -271,7 +259,7 @@ def key_expression(columns: Sequence[ModelColumn]) -> str:
     """The canonical text of a row's identifying columns (NULL and '' apart, escaped), the
     equality Sumatra's get_or_create uses, as one hashable value. Unqualified names: used
     where one table is in scope."""
-    engine = engine_for(_VENDOR.get())
+    engine = target_engine()
     return engine.line([engine.canonical_expression(c) for c in columns])
 
 
@@ -284,23 +272,12 @@ def create_need(
 ) -> str:
     """The staged rows of `table` that `refs` (SELECTs of (src, id)) point at, with
     `remapped` columns (column → mapping table) already in the target's ids."""
-    remapped = remapped or {}
-    values, joins = [], []
-    for n, column in enumerate(columns):
-        if column.name in remapped:
-            alias = f"r{n}"
-            joins.append(
-                f"LEFT JOIN {q(remapped[column.name])} {alias} "
-                f"ON {alias}.src = x.src AND {alias}.old_id = x.{q(column.name)}"
-            )
-            values.append(f"{alias}.new_id AS {q(column.name)}")
-        else:
-            values.append(f"x.{q(column.name)}")
+    values, joins = remapped_columns(q, [c.name for c in columns], remapped or {})
     union = " UNION ".join(refs)
     return (
         f"{_temp(q(need(table)))} "
-        f"SELECT x.src, x.id, {', '.join(values)} FROM {q(stage(table))} x "
-        f"{' '.join(joins)} WHERE (x.src, x.id) IN ({union})"
+        f"SELECT x.src, x.id, {values} FROM {q(stage(table))} x "
+        f"{joins} WHERE (x.src, x.id) IN ({union})"
     )
 
 
@@ -344,17 +321,16 @@ def map_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
 def refs_from_records(q: Quote, table: str, column: str) -> str:
     """(src, id) of the shared rows the inserted records point at through `column`."""
     return (
-        f"SELECT x.src, x.{q(column)} FROM {q(stage(table))} x JOIN {q(mapping(table))} m "
-        f"ON m.src = x.src AND m.old_id = x.db_id AND m.inserted "
-        f"WHERE x.{q(column)} IS NOT NULL"
+        f"SELECT x.src, x.{q(column)} FROM {q(stage(table))} x "
+        f"{inserted(q, table, 'x', 'db_id')} WHERE x.{q(column)} IS NOT NULL"
     )
 
 
 def refs_from_links(q: Quote, link: str, record_column: str, column: str, record: str) -> str:
     """(src, id) of the shared rows the inserted records link to through `link`."""
     return (
-        f"SELECT l.src, l.{q(column)} FROM {q(stage(link))} l JOIN {q(mapping(record))} m "
-        f"ON m.src = l.src AND m.old_id = l.{q(record_column)} AND m.inserted"
+        f"SELECT l.src, l.{q(column)} FROM {q(stage(link))} l "
+        f"{inserted(q, record, 'l', q(record_column))}"
     )
 
 
@@ -365,22 +341,11 @@ def insert_records(
     q: Quote, table: str, pk: str, columns: Sequence[str], remapped: dict[str, str]
 ) -> str:
     """The inserted records with their new ids, labels and re-pointed foreign keys."""
-    values, joins = [], []
-    for n, name in enumerate(columns):
-        if name in remapped:
-            alias = f"f{n}"
-            joins.append(
-                f"LEFT JOIN {q(remapped[name])} {alias} "
-                f"ON {alias}.src = x.src AND {alias}.old_id = x.{q(name)}"
-            )
-            values.append(f"{alias}.new_id")
-        else:
-            values.append(f"x.{q(name)}")
+    values, joins = remapped_columns(q, columns, remapped)
     return (
         f"INSERT INTO {q(table)} ({q(pk)}, label, {', '.join(map(q, columns))}) "
-        f"SELECT m.new_id, m.label, {', '.join(values)} FROM {q(stage(table))} x "
-        f"JOIN {q(mapping(table))} m ON m.src = x.src AND m.old_id = x.{q(pk)} AND m.inserted "
-        f"{' '.join(joins)}"
+        f"SELECT m.new_id, m.label, {values} FROM {q(stage(table))} x "
+        f"{inserted(q, table, 'x', q(pk))} {joins}"
     )
 
 
@@ -389,8 +354,7 @@ def insert_links(q: Quote, link: str, record_column: str, column: str, record: s
     r, o = q(record_column), q(column)
     return (
         f"INSERT INTO {q(link)} ({r}, {o}) SELECT DISTINCT m.new_id, o.new_id "
-        f"FROM {q(stage(link))} l "
-        f"JOIN {q(mapping(record))} m ON m.src = l.src AND m.old_id = l.{r} AND m.inserted "
+        f"FROM {q(stage(link))} l {inserted(q, record, 'l', r)} "
         f"JOIN {q(mapping(column_table(link, column)))} o "
         f"ON o.src = l.src AND o.old_id = l.{o}"
     )
@@ -411,10 +375,9 @@ def insert_tags(q: Quote, tag: str, tagged: str, record: str) -> str:
     """Tag names the inserted records carry that the target lacks (parameter: the target's
     record content type)."""
     return (
-        f"INSERT INTO {q(tag)} (name) SELECT DISTINCT g.name FROM {q(stage(tagged))} ti "
-        f"JOIN {q(stage(tag))} g ON g.src = ti.src AND g.id = ti.tag_id "
-        f"JOIN {q(mapping(record))} m ON m.src = ti.src AND m.old_id = ti.object_id "
-        f"AND m.inserted WHERE ti.content_type_id = %s "
+        f"INSERT INTO {q(tag)} (name) SELECT DISTINCT g.name "
+        f"{_inserted_tags(q, tag, tagged, record)} "
+        f"WHERE ti.content_type_id = %s "
         f"AND NOT EXISTS (SELECT 1 FROM {q(tag)} t WHERE t.name = g.name)"
     )
 
@@ -423,11 +386,19 @@ def insert_tagged(q: Quote, tag: str, tagged: str, record: str) -> str:
     """The inserted records' tags, pointing at the target's tag of the same name."""
     return (
         f"INSERT INTO {q(tagged)} (tag_id, content_type_id, object_id) "
-        f"SELECT DISTINCT t.id, ti.content_type_id, m.new_id FROM {q(stage(tagged))} ti "
+        f"SELECT DISTINCT t.id, ti.content_type_id, m.new_id "
+        f"{_inserted_tags(q, tag, tagged, record)} "
+        f"JOIN {q(tag)} t ON t.name = g.name WHERE ti.content_type_id = %s"
+    )
+
+
+def _inserted_tags(q: Quote, tag: str, tagged: str, record: str) -> str:
+    """FROM the staged tag links (`ti`) of the inserted records (`m`), with their staged
+    tags (`g`)."""
+    return (
+        f"FROM {q(stage(tagged))} ti "
         f"JOIN {q(stage(tag))} g ON g.src = ti.src AND g.id = ti.tag_id "
-        f"JOIN {q(tag)} t ON t.name = g.name "
-        f"JOIN {q(mapping(record))} m ON m.src = ti.src AND m.old_id = ti.object_id "
-        f"AND m.inserted WHERE ti.content_type_id = %s"
+        f"{inserted(q, record, 'ti', 'object_id')}"
     )
 
 
@@ -451,8 +422,8 @@ def reset_sequence(q: Quote, table: str, pk: str) -> str:
 def refs_from_outputs(q: Quote, table: str, record: str) -> str:
     """(src, id) of the data keys the inserted records produced."""
     return (
-        f"SELECT x.src, x.id FROM {q(stage(table))} x JOIN {q(mapping(record))} m "
-        f"ON m.src = x.src AND m.old_id = x.output_from_record_id AND m.inserted"
+        f"SELECT x.src, x.id FROM {q(stage(table))} x "
+        f"{inserted(q, record, 'x', 'output_from_record_id')}"
     )
 
 

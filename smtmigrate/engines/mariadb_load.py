@@ -1,0 +1,281 @@
+"""Copies into MariaDB: built in a scratch database, loaded with `LOAD DATA LOCAL` through
+a named pipe, verified there, then moved into the target by one atomic `RENAME TABLE`
+(see mariadb.py's docstring for why)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.db import DatabaseError
+from django.db.migrations.recorder import MigrationRecorder
+
+from .. import interrupts
+from ..canonical import Checksum, TableLayout, float_text, row_hash
+from ..errors import SmtmigrateError
+from ..schema import SUMATRA_APP
+from .base import CopyTarget, TableResult
+from .mariadb import PARTIAL_PREFIX, server_store
+from .mariadb_findings import COLLATION
+
+if TYPE_CHECKING:
+    from ..copy import CopyPlan
+    from ..locations import Store
+    from ..schema import Inspection
+    from ..widen import WideningPlan
+    from .mariadb import MariadbEngine
+
+FETCH_ROWS = 2_000
+
+
+@contextmanager
+def copy_target(
+    engine: MariadbEngine, plan: CopyPlan, events, phase
+) -> Iterator[MariadbCopyTarget]:
+    """Build in a scratch database, verify there, then RENAME every table into the
+    target at once; on any error the scratch database is dropped."""
+    from ..locations import Store
+
+    final = plan.target
+    name = final.settings["NAME"]
+    q = engine.quote_name
+    with server_store(final) as server:
+        connection = server.connection
+        try:
+            with connection.cursor() as cursor:
+                drop_stale_partials(cursor, engine)
+                scratch = f"{PARTIAL_PREFIX}{_host_id()}_{os.getpid()}"
+                cursor.execute(f"DROP DATABASE IF EXISTS {q(scratch)}")
+                cursor.execute(
+                    f"CREATE DATABASE {q(scratch)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
+                )
+        except DatabaseError as exc:
+            raise _failed(final, exc) from exc
+        created = False
+        settings = {**final.settings, "NAME": scratch}
+        try:
+            with Store("mariadb", final.display, settings) as store:
+                yield MariadbCopyTarget(engine, plan, store, phase)
+                interrupts.check()
+                tables = sorted(store.connection.introspection.table_names())
+            with phase("rename"), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                    [name],
+                )
+                if not cursor.fetchone()[0]:
+                    cursor.execute(
+                        f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
+                    )
+                    created = True
+                engine.check_new_target(final)
+                events.phase("commit")
+                interrupts.check()
+                moves = ", ".join(f"{q(scratch)}.{q(t)} TO {q(name)}.{q(t)}" for t in tables)
+                cursor.execute(f"RENAME TABLE {moves}")  # atomic: all tables or none
+                created = False
+        except DatabaseError as exc:
+            raise _failed(final, exc) from exc
+        finally:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"DROP DATABASE IF EXISTS {q(scratch)}")
+                    if created:  # made for this copy, still empty
+                        cursor.execute(f"DROP DATABASE IF EXISTS {q(name)}")
+            except DatabaseError:
+                pass  # the server went away: the next copy drops the scratch database
+
+
+def _failed(store: Store, exc: BaseException) -> SmtmigrateError:
+    return SmtmigrateError(
+        f"copy into {store.display} failed, nothing was written: {store.describe_error(exc)}"
+    )
+
+
+def _host_id() -> str:
+    """Which machine made a scratch database: only its own can tell whether the process
+    that made it is gone."""
+    return hashlib.md5(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def drop_stale_partials(cursor, engine: MariadbEngine) -> list[str]:
+    """Drop the scratch databases of copies from this host whose process is gone (killed);
+    their names."""
+    from .sqlite import alive
+
+    prefix = f"{PARTIAL_PREFIX}{_host_id()}_"
+    cursor.execute(
+        "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
+        [prefix.replace("_", "\\_") + "%"],
+    )
+    dropped = []
+    for (name,) in cursor.fetchall():
+        pid = name[len(prefix) :]
+        if pid.isdigit() and not alive(int(pid)):
+            cursor.execute(f"DROP DATABASE IF EXISTS {engine.quote_name(name)}")
+            dropped.append(name)
+    return dropped
+
+
+class MariadbCopyTarget(CopyTarget):
+    def __init__(self, engine: MariadbEngine, plan: CopyPlan, store: Store, phase) -> None:
+        self.engine, self.plan, self.store, self.phase = engine, plan, store, phase
+
+    @contextmanager
+    def schema_store(self) -> Iterator[Store]:
+        yield self.store
+
+    @contextmanager
+    def reading(self, prepared: Inspection) -> Iterator[Inspection]:
+        from ..schema import inspect_store
+
+        yield inspect_store(self.store)
+
+    def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
+        """Django's schema editor runs the AlterFields (each ALTER commits by itself: the
+        scratch database is what makes it all or nothing) and the migration is recorded."""
+        from ..widen import build_migration
+
+        plan = self.engine.widening_plan(widening)
+        if not plan.changes:
+            return
+        migration = build_migration(plan, from_current=True)
+        connection = self.store.connection
+        with connection.schema_editor(atomic=False) as editor:
+            migration.apply(migration.initial_state.clone(), editor)
+        MigrationRecorder(connection).record_applied(SUMATRA_APP, migration.name)
+
+    def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
+        """LOAD DATA of every table, foreign keys checked by the audit (orphans refused)
+        rather than row by row."""
+        connection = self.store.connection
+        results, checksums = [], {}
+        with tempfile.TemporaryDirectory(prefix="smtmigrate-load-") as directory:
+            pipe = Path(directory) / "rows"
+            os.mkfifo(pipe, 0o600)
+            with connection.cursor() as cursor, self.phase("load"):
+                cursor.execute("SET SESSION foreign_key_checks = 0")
+                try:
+                    for layout in plan.layouts:
+                        result, checksums[layout.name] = self._load_table(
+                            plan, layout, cursor, pipe, remaps.get(layout.name, {}), events
+                        )
+                        results.append(result)
+                finally:
+                    cursor.execute("SET SESSION foreign_key_checks = 1")
+        return results, checksums
+
+    def _load_table(self, plan, layout, cursor, pipe: Path, remaps, events):
+        from . import engine_for
+
+        started = time.perf_counter()
+        events.table_start(layout.name, plan.row_counts[layout.name])
+        reader = engine_for(plan.source)  # SQLite or PostgreSQL (plan_copy)
+        writer = _PipeWriter(pipe, lambda rows, n: events.table_progress(layout.name, rows, n))
+        with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as rows:
+            writer.start(rows)
+            try:
+                cursor.execute(self._load_statement(layout), [str(pipe)])
+                loaded = cursor.rowcount
+            finally:
+                writer.stop()
+            warnings = cursor.connection.warning_count()
+            if warnings:
+                cursor.execute("SHOW WARNINGS LIMIT 1")
+                level, code, message = cursor.fetchone()
+                raise SmtmigrateError(
+                    f"copy into {self.plan.target.display} failed, nothing was written: "
+                    f"{layout.name}: MariaDB changed or skipped {warnings} value(s) on loading "
+                    f"({level} {code}: {message})"
+                )
+        if loaded != writer.checksum.rows:
+            raise SmtmigrateError(
+                f"copy into {self.plan.target.display} failed, nothing was written: "
+                f"{layout.name}: {writer.checksum.rows} rows sent, {loaded} loaded"
+            )
+        result = TableResult(
+            layout.name, writer.checksum.rows, writer.bytes, time.perf_counter() - started
+        )
+        events.table_done(result)
+        return result, writer.checksum
+
+    def _load_statement(self, layout: TableLayout) -> str:
+        """LOAD DATA in COPY's text format (tab, `\\N`, backslash escapes: LOAD DATA's
+        defaults); datetimes lose the canonical `+00` on the way in."""
+        q = self.engine.quote_name
+        targets, sets = [], []
+        for i, name in enumerate(layout.column_names):
+            column = layout.model.columns[name]
+            if column.internal_type == "DateTimeField":
+                targets.append(f"@v{i}")
+                sets.append(f"{q(name)} = LEFT(@v{i}, 26)")
+            else:
+                targets.append(q(name))
+        statement = (
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(layout.name)} CHARACTER SET utf8mb4 "
+            "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+            f"({', '.join(targets)})"
+        )
+        if sets:
+            statement += f" SET {', '.join(sets)}"
+        return statement
+
+
+class _PipeWriter:
+    """Writes canonical lines into a named pipe that LOAD DATA LOCAL reads, in a thread,
+    hashing every row on the way (as PostgreSQL's COPY stream does)."""
+
+    def __init__(self, pipe: Path, progress) -> None:
+        self.pipe, self.progress = pipe, progress
+        self.checksum = Checksum()
+        self.bytes = 0
+        self.error: BaseException | None = None
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, cursor) -> None:
+        self._thread = threading.Thread(
+            target=self._write, args=(cursor,), name="load-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _write(self, cursor) -> None:
+        try:
+            with open(self.pipe, "wb", buffering=1 << 20) as out:  # waits for the reader
+                while not self._stopped.is_set() and (batch := cursor.fetchmany(FETCH_ROWS)):
+                    lines = []
+                    for line, *floats in batch:
+                        self.checksum.total += row_hash(line, tuple(floats))
+                        if floats:
+                            line = b"\t".join([line, *map(float_text, floats)])
+                        lines.append(line)
+                    chunk = b"\n".join(lines) + b"\n"
+                    out.write(chunk)
+                    self.checksum.rows += len(batch)
+                    self.bytes += len(chunk)
+                    self.progress(self.checksum.rows, self.bytes)
+        except BaseException as exc:  # raised in the main thread by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        """Wait for the writer; if the reader never opened the pipe (LOAD DATA failed),
+        open it ourselves so the writer's open returns and its writes fail."""
+        self._stopped.set()
+        assert self._thread is not None
+        while self._thread.is_alive():
+            try:
+                fd = os.open(self.pipe, os.O_RDONLY | os.O_NONBLOCK)
+                os.close(fd)
+            except OSError:
+                pass
+            self._thread.join(0.05)
+        if self.error is not None and not isinstance(self.error, BrokenPipeError):
+            raise self.error
