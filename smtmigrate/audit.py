@@ -31,7 +31,7 @@ from .schema import (
     StoreTable,
     model_db_type,
 )
-from .snapshot import on_own_connection, threads_share
+from .snapshot import on_own_connection, threads_read
 
 SCAN_THREADS = 2  # tables of a SQLite snapshot scanned at once (snapshot.threads_share)
 
@@ -154,9 +154,9 @@ def audit(
 
     try:
         tables = list(inspection.tables.values())
-        if threads_share(store):  # SQLite scans without the GIL: two tables at once
+        if threads_read(inspection):  # SQLite scans without the GIL: two tables at once
             with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="audit") as pool:
-                scanned = list(pool.map(on_own_connection(store, scan), tables))
+                scanned = list(pool.map(on_own_connection(scan, store), tables))
         else:
             scanned = [scan(table) for table in tables]
         for table, (rows, table_findings) in zip(tables, scanned, strict=True):

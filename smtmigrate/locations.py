@@ -63,6 +63,9 @@ class Store:
     path: Path | None = None  # SQLite file
     project_dir: Path | None = None  # when named through a Sumatra project
     project_name: str | None = None
+    # Written by nobody but this process, committed: a snapshot file, a copy's scratch
+    # database. Any connection to it reads what any other does (snapshot.threads_share).
+    private: bool = False
     _alias: str | None = field(default=None, repr=False)
 
     @property

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import DatabaseError, connections, transaction
 
@@ -46,6 +46,9 @@ from .engines import engine_for
 from .errors import StoreConnectionError
 from .locations import Store, sqlite_settings
 from .schema import RECORD_TABLE
+
+if TYPE_CHECKING:
+    from .schema import Inspection
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -263,20 +266,28 @@ def join_snapshot(store: Store) -> Iterator[None]:
 
 def threads_share(store: Store) -> bool:
     """Whether threads of this process, each on its own connection, read exactly what
-    this one reads: a SQLite snapshot file, written by nobody. (A live store's connections
-    could see different states; a PostgreSQL snapshot is one connection's transaction.)"""
-    return isinstance(store, SnapshotStore) and store.kind == "sqlite"
+    this one reads: a SQLite snapshot file, a MariaDB copy's scratch database (written by
+    nobody else). A live store's connections could see different states; a PostgreSQL or
+    MariaDB snapshot is one connection's transaction."""
+    return store.private or (isinstance(store, SnapshotStore) and store.kind == "sqlite")
 
 
-def on_own_connection(store: Store, work: Callable[[T], R]) -> Callable[[T], R]:
+def threads_read(inspection: Inspection) -> bool:
+    """`threads_share`, for a store as inspected: a Sumatra 0.4-0.6 store is read through
+    TEMP views that only the connection that made them has (generations.py)."""
+    return threads_share(inspection.store) and not inspection.views
+
+
+def on_own_connection(work: Callable[[T], R], *stores: Store) -> Callable[[T], R]:
     """`work` for a pool thread (see `threads_share`): Django gives each thread its own
-    connection to the store, closed here once the work is done."""
+    connections to the stores, closed here once the work is done."""
 
     def run(item: T) -> R:
         try:
             return work(item)
         finally:
-            connections[store.alias].close()
+            for store in stores:
+                connections[store.alias].close()
 
     return run
 

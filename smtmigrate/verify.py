@@ -29,12 +29,13 @@ from .dedupe import DedupePlan
 from .engines import engine_for
 from .remaps import content_type_remap, merge_remaps
 from .schema import Inspection, sumatra_tables
-from .snapshot import on_own_connection, threads_share
+from .snapshot import on_own_connection, threads_read
 
 if TYPE_CHECKING:  # records/ loads Sumatra: only when records are compared
     from .records import RecordComparison, RecordDifference
 
 Phase = Callable[[str], AbstractContextManager]
+CHECK_THREADS = 2  # tables checksummed at once (see verify_stores)
 Level = Literal["full", "sample", "rows"]
 # What each level compares, beyond every table's row count and the checksum of every row:
 LEVELS: dict[Level, str] = {
@@ -156,45 +157,52 @@ def verify_stores(
     if dedupe is not None:
         remaps = merge_remaps(remaps, dedupe.remaps)
     source_layouts, target_layouts = layouts_of(source), layouts_of(target)
-    checks = []
     # The source's side of a sample is read by a thread while the row checks wait for the
     # databases (SQLite and libpq release the GIL): it costs no time of its own.
     ahead = None
-    if level == "sample" and threads_share(source.store):
+    if level == "sample" and threads_read(source):
         from .records.comparison import read_sample
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="sample")
-        ahead = pool.submit(on_own_connection(source.store, read_sample), source)
+        ahead = pool.submit(on_own_connection(read_sample, source.store), source)
         pool.shutdown(wait=False)
-    with phase("verify rows"):
-        for name in sumatra_tables():
-            if name not in source_layouts and name not in target_layouts:
-                continue
-            source_sum = (source_checksums or {}).get(name)
-            if source_sum is None:
-                source_sum = (
-                    table_checksum(
-                        source,
-                        source_layouts[name],
-                        remaps.get(name),
-                        dedupe.skip.get(name) if dedupe is not None else None,
-                    )
-                    if name in source_layouts
-                    else Checksum()
+    names = [n for n in sumatra_tables() if n in source_layouts or n in target_layouts]
+    given = source_checksums or {}
+
+    def check(name: str) -> TableCheck:
+        source_sum = given.get(name)
+        if source_sum is None:
+            source_sum = (
+                table_checksum(
+                    source,
+                    source_layouts[name],
+                    remaps.get(name),
+                    dedupe.skip.get(name) if dedupe is not None else None,
                 )
-            if name in target_layouts:
-                # the source's column set decides what is compared
-                layout = source_layouts.get(name, target_layouts[name])
-                target_sum = table_checksum(
-                    target, layout.in_store(target_layouts[name].source_name)
-                )
-            else:
-                target_sum = Checksum()
-            checks.append(
-                TableCheck(
-                    name, source_sum.rows, target_sum.rows, source_sum.digest, target_sum.digest
-                )
+                if name in source_layouts
+                else Checksum()
             )
+        if name in target_layouts:
+            # the source's column set decides what is compared
+            layout = source_layouts.get(name, target_layouts[name])
+            target_sum = table_checksum(target, layout.in_store(target_layouts[name].source_name))
+        else:
+            target_sum = Checksum()
+        return TableCheck(
+            name, source_sum.rows, target_sum.rows, source_sum.digest, target_sum.digest
+        )
+
+    # Two tables at a time when every store read can be read from threads: the servers
+    # (and SQLite) compute the checksums, in a process or a thread of their own each.
+    computes_source = any(n in source_layouts and given.get(n) is None for n in names)
+    read = [target, source] if computes_source else [target]
+    with phase("verify rows"):
+        if all(threads_read(side) for side in read):
+            stores = [side.store for side in read]
+            with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="checksum") as pool:
+                checks = list(pool.map(on_own_connection(check, *stores), names))
+        else:
+            checks = [check(name) for name in names]
     seconds = {"rows": time.perf_counter() - started}
     comparison = None
     if level != "rows":

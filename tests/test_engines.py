@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from smtmigrate.canonical import Checksum, row_hash, table_layout
+from smtmigrate.canonical import Checksum, load_lines, row_hash, table_layout
 from smtmigrate.engines import engine_for
 from smtmigrate.engines.postgresql import PostgresEngine
 from smtmigrate.engines.sqlite import SqliteEngine
@@ -137,3 +137,25 @@ def test_sqlite_value_checks_of_a_positive_integer_column():
         ('"n" < 0', "negative value in a positive-integer column", None),
     ]
     assert list(POSTGRES.invalid_value_checks(None, table, c)) == []
+
+
+def test_load_lines_hash_as_row_hash_and_carry_floats_as_their_repr():
+    plain = [(b"1\ta",), (b"2\t\\N",)]
+    lines, total = load_lines(plain, floats=False)
+    assert lines == [b"1\ta", b"2\t\\N"]
+    assert total == row_hash(b"1\ta", ()) + row_hash(b"2\t\\N", ())
+    with_floats = [(b"1", 0.1), (b"2", None)]
+    lines, total = load_lines(with_floats, floats=True)
+    assert lines == [b"1\t0.1", b"2\t\\N"]
+    assert total == row_hash(b"1", (0.1,)) + row_hash(b"2", (None,))
+
+
+def test_of_parallel_table_loads_the_failure_that_stopped_the_others_is_told():
+    from smtmigrate.engines.mariadb_load import _first_cause, _Stopped
+
+    cause = ValueError("MariaDB changed or skipped 7 value(s)")
+    assert _first_cause([_Stopped("a"), None, cause, _Stopped("b")]) is cause
+    interrupted = KeyboardInterrupt()
+    assert _first_cause([cause, interrupted]) is interrupted
+    only = _Stopped("a")
+    assert _first_cause([None, only]) is only

@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,9 +20,10 @@ from django.db import DatabaseError
 from django.db.migrations.recorder import MigrationRecorder
 
 from .. import interrupts
-from ..canonical import Checksum, TableLayout, float_text, row_hash
+from ..canonical import Checksum, TableLayout, load_lines
 from ..errors import SmtmigrateError
 from ..schema import SUMATRA_APP
+from ..snapshot import on_own_connection, threads_read
 from .base import CopyTarget, TableResult
 from .mariadb import PARTIAL_PREFIX, server_store
 from .mariadb_findings import COLLATION
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from .mariadb import MariadbEngine
 
 FETCH_ROWS = 2_000
+LOAD_THREADS = 2  # tables loaded at once from a SQLite snapshot (one per core)
 
 
 @contextmanager
@@ -62,7 +65,7 @@ def copy_target(
         created = False
         settings = {**final.settings, "NAME": scratch}
         try:
-            with Store("mariadb", final.display, settings) as store:
+            with Store("mariadb", final.display, settings, private=True) as store:
                 yield MariadbCopyTarget(engine, plan, store, phase)
                 interrupts.check()
                 tables = sorted(store.connection.introspection.table_names())
@@ -155,31 +158,69 @@ class MariadbCopyTarget(CopyTarget):
 
     def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
         """LOAD DATA of every table, foreign keys checked by the audit (orphans refused)
-        rather than row by row."""
-        connection = self.store.connection
-        results, checksums = [], {}
+        rather than row by row. The scratch database is no transaction, so tables load on
+        connections of their own: from a SQLite snapshot two at a time, biggest first (a
+        PostgreSQL snapshot is one connection's transaction: one at a time)."""
+        cancel = threading.Event()  # set when one table fails: the others stop writing
         with tempfile.TemporaryDirectory(prefix="smtmigrate-load-") as directory:
-            pipe = Path(directory) / "rows"
-            os.mkfifo(pipe, 0o600)
-            with connection.cursor() as cursor, self.phase("load"):
-                cursor.execute("SET SESSION foreign_key_checks = 0")
-                try:
-                    for layout in plan.layouts:
-                        result, checksums[layout.name] = self._load_table(
-                            plan, layout, cursor, pipe, remaps.get(layout.name, {}), events
-                        )
-                        results.append(result)
-                finally:
-                    cursor.execute("SET SESSION foreign_key_checks = 1")
-        return results, checksums
+            pipes = iter(range(len(plan.layouts)))
 
-    def _load_table(self, plan, layout, cursor, pipe: Path, remaps, events):
+            def load_one(layout: TableLayout) -> tuple[TableResult, Checksum]:
+                pipe = Path(directory) / f"rows-{next(pipes)}"
+                os.mkfifo(pipe, 0o600)
+                with self.store.connection.cursor() as cursor:
+                    cursor.execute("SET SESSION foreign_key_checks = 0")
+                    try:
+                        return self._load_table(
+                            plan, layout, cursor, pipe, remaps.get(layout.name, {}), events, cancel
+                        )
+                    except BaseException:
+                        cancel.set()
+                        raise
+                    finally:
+                        cursor.execute("SET SESSION foreign_key_checks = 1")
+
+            with self.phase("load"):
+                if threads_read(plan.source):
+                    order = sorted(plan.layouts, key=lambda t: -plan.row_counts[t.name])
+                    with ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="load") as pool:
+                        futures = {
+                            t.name: pool.submit(on_own_connection(load_one, self.store), t)
+                            for t in order
+                        }
+                        try:
+                            wait(futures.values(), return_when=FIRST_EXCEPTION)
+                        except BaseException:  # ^C: stop the others now
+                            cancel.set()
+                            raise
+                        failed = [f.exception() for f in futures.values() if f.done()]
+                        if any(failed):
+                            cancel.set()
+                            for future in futures.values():
+                                future.cancel()  # those not started yet
+                            wait(futures.values())
+                            raise _first_cause(
+                                [f.exception() for f in futures.values() if not f.cancelled()]
+                            )
+                        done = {name: future.result() for name, future in futures.items()}
+                    loaded = [done[layout.name] for layout in plan.layouts]
+                else:
+                    loaded = [load_one(layout) for layout in plan.layouts]
+        results = [result for result, _ in loaded]
+        return results, {result.table: checksum for result, checksum in loaded}
+
+    def _load_table(self, plan, layout, cursor, pipe: Path, remaps, events, cancel):
         from . import engine_for
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
         reader = engine_for(plan.source)  # SQLite or PostgreSQL (plan_copy)
-        writer = _PipeWriter(pipe, lambda rows, n: events.table_progress(layout.name, rows, n))
+        writer = _PipeWriter(
+            pipe,
+            bool(layout.floats),
+            lambda rows, n: events.table_progress(layout.name, rows, n),
+            cancel,
+        )
         with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as rows:
             writer.start(rows)
             try:
@@ -187,6 +228,9 @@ class MariadbCopyTarget(CopyTarget):
                 loaded = cursor.rowcount
             finally:
                 writer.stop()
+            interrupts.check()  # a table cut short by a cancel is not a result
+            if cancel.is_set():
+                raise _Stopped(layout.name)
             warnings = cursor.connection.warning_count()
             if warnings:
                 cursor.execute("SHOW WARNINGS LIMIT 1")
@@ -229,12 +273,25 @@ class MariadbCopyTarget(CopyTarget):
         return statement
 
 
+class _Stopped(SmtmigrateError):
+    """A table whose load was cut short because another one failed."""
+
+
+def _first_cause(errors: list[BaseException | None]) -> BaseException:
+    """Of the tables' errors, the one that stopped the others (a Ctrl-C before all)."""
+    found = [e for e in errors if e is not None]
+    for error in found:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+    return next((e for e in found if not isinstance(e, _Stopped)), found[0])
+
+
 class _PipeWriter:
     """Writes canonical lines into a named pipe that LOAD DATA LOCAL reads, in a thread,
     hashing every row on the way (as PostgreSQL's COPY stream does)."""
 
-    def __init__(self, pipe: Path, progress) -> None:
-        self.pipe, self.progress = pipe, progress
+    def __init__(self, pipe: Path, floats: bool, progress, cancel: threading.Event) -> None:
+        self.pipe, self.floats, self.progress, self.cancel = pipe, floats, progress, cancel
         self.checksum = Checksum()
         self.bytes = 0
         self.error: BaseException | None = None
@@ -250,15 +307,13 @@ class _PipeWriter:
     def _write(self, cursor) -> None:
         try:
             with open(self.pipe, "wb", buffering=1 << 20) as out:  # waits for the reader
-                while not self._stopped.is_set() and (batch := cursor.fetchmany(FETCH_ROWS)):
-                    lines = []
-                    for line, *floats in batch:
-                        self.checksum.total += row_hash(line, tuple(floats))
-                        if floats:
-                            line = b"\t".join([line, *map(float_text, floats)])
-                        lines.append(line)
+                while not (self._stopped.is_set() or self.cancel.is_set()) and (
+                    batch := cursor.fetchmany(FETCH_ROWS)
+                ):
+                    lines, total = load_lines(batch, self.floats)
                     chunk = b"\n".join(lines) + b"\n"
                     out.write(chunk)
+                    self.checksum.total += total
                     self.checksum.rows += len(batch)
                     self.bytes += len(chunk)
                     self.progress(self.checksum.rows, self.bytes)

@@ -5,6 +5,7 @@ verified, so the target path only ever holds a complete, checked store)."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -198,31 +199,27 @@ class SqliteEngine(Engine):
         return sqlite3.connect(self.read_only_uri(path), uri=True, **options)
 
     def backup(self, source: Path, path: Path, *, timeout: float) -> None:
-        """Copy every page of the store at `source` into a new file `path` in one backup
-        step (one read transaction): a snapshot (snapshot.py). Raises sqlite3.Error."""
+        """Copy the store at `source` into a new file `path` as of one read transaction: a
+        snapshot (snapshot.py). Raises sqlite3.Error.
+
+        A rollback-journal store (Sumatra's default) is copied by the kernel while a read
+        transaction holds its SHARED lock: no writer can change the file meanwhile, and it
+        is 4-5x faster than the backup API (2.4 s against 12.8 s for 3.4 GB), so writers
+        wait that much less. A WAL store changes its file under readers (checkpoints):
+        SQLite's backup API copies its pages in one step."""
         reader = self.open_read_only(source, timeout=timeout)
-        target = sqlite3.connect(path)
-        # A throw-away file: no journal, no fsync (measured: several times faster on a
-        # 337 MB store, and the source stays locked for that much less).
-        target.execute("PRAGMA journal_mode = OFF")
-        target.execute("PRAGMA synchronous = OFF")
-
-        def give_up_when_locked(status: int, remaining: int, total: int) -> None:
-            # The source's busy handler has already waited `timeout` for the lock;
-            # Python would otherwise retry for ever.
-            if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                raise sqlite3.OperationalError("database is locked")
-
         try:
-            reader.backup(target, pages=-1, progress=give_up_when_locked)
-            target.close()
-            # A copy of a WAL store says WAL in its header; it is only ever read, and a
-            # read-only WAL database needs -shm files: make it a plain rollback-journal file.
-            target = sqlite3.connect(path)
-            target.execute("PRAGMA journal_mode = DELETE")
+            if reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                _copy_pages(reader, path)
+            else:
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM sqlite_master")  # takes SHARED
+                try:
+                    shutil.copyfile(source, path)
+                except OSError as exc:  # e.g. the disk is full: said as SQLite says it
+                    raise sqlite3.OperationalError(f"disk I/O error: {exc}") from exc
         finally:
-            reader.close()
-            target.close()
+            reader.close()  # ends the read transaction
 
     def open_bytes(self, path: Path) -> sqlite3.Connection:
         """A read-only connection that hands out a store's bytes as they are: no decoding,
@@ -413,6 +410,31 @@ class SqliteCopyTarget(CopyTarget):
         result = TableResult(layout.name, rows, 0, time.perf_counter() - started)
         events.table_done(result)
         return result
+
+
+def _copy_pages(reader: sqlite3.Connection, path: Path) -> None:
+    """Every page `reader` sees, in one backup step (one read transaction), into `path`."""
+    target = sqlite3.connect(path)
+    # A throw-away file: no journal, no fsync (measured: several times faster on a
+    # 337 MB store, and the source stays locked for that much less).
+    target.execute("PRAGMA journal_mode = OFF")
+    target.execute("PRAGMA synchronous = OFF")
+
+    def give_up_when_locked(status: int, remaining: int, total: int) -> None:
+        # The source's busy handler has already waited its timeout for the lock;
+        # Python would otherwise retry for ever.
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise sqlite3.OperationalError("database is locked")
+
+    try:
+        reader.backup(target, pages=-1, progress=give_up_when_locked)
+        target.close()
+        # A copy of a WAL store says WAL in its header; it is only ever read, and a
+        # read-only WAL database needs -shm files: make it a plain rollback-journal file.
+        target = sqlite3.connect(path)
+        target.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        target.close()
 
 
 def _is_utf8(*values: bytes | None) -> bool:

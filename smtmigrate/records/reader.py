@@ -40,14 +40,14 @@ from itertools import islice
 from typing import Any
 
 from django.db import DatabaseError
-from django.db.models import BooleanField, Max
+from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Collate
 from sumatra.formatting import record2dict
 
 from ..engines import engine_for
 from ..errors import RecordReadError
-from ..schema import CONTENT_TYPE_TABLE, Inspection
+from ..schema import CONTENT_TYPE_TABLE, RECORD_TABLE, Inspection
 from .rows import FOREIGN_KEYS, MANY_TO_MANY, SORT_KEY, Related, SharedRows, in_list, row_classes
 from .sumatra_compat import TAGS_ATTR, sumatra_reading
 
@@ -292,23 +292,28 @@ def read_records(inspection: Inspection, ids: list[int]) -> list:
 
 
 def sample_ids(inspection: Inspection, size: int) -> tuple[list[int], int]:
-    """Up to `size` record ids spread evenly over the store's id order, plus every
-    project's newest record (what `smt list` shows first); and the store's record count.
-    The ids are streamed past, never all held: memory does not grow with the store."""
-    from sumatra.recordstore.django_store.models import Record
-
-    records = Record._base_manager.using(inspection.store.alias).order_by()
+    """Up to `size` record ids spread evenly over the store's id order (the first id of
+    each of `size` equal slices of it), plus every project's newest record (what `smt
+    list` shows first); and the store's record count. Chosen by the database, so a store
+    of a million records costs one scan of its ids and no memory."""
+    quote = engine_for(inspection).quote_name
+    table = quote(inspection.stored_name(RECORD_TABLE))
+    db_id, project = quote("db_id"), quote("project_id")
     try:
-        population = records.count()
-        if population <= size:
-            wanted = range(population)
-        else:
-            wanted = {i * population // size for i in range(size)}
-        ordered = records.order_by("db_id").values_list("db_id", flat=True).iterator(10_000)
-        chosen = {db_id for rank, db_id in enumerate(ordered) if rank in wanted}
-        chosen.update(
-            row["newest"] for row in records.values("project_id").annotate(newest=Max("db_id"))
-        )
+        with inspection.store.connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            (population,) = cursor.fetchone()
+            # the record at 0-based position r starts slice i when r * size - i * population
+            # lies in [0, size): one per slice
+            cursor.execute(
+                f"SELECT {db_id} FROM (SELECT {db_id}, "
+                f"row_number() OVER (ORDER BY {db_id}) - 1 AS ordinal FROM {table}) ranked "
+                "WHERE ordinal * %s %% %s < %s",
+                [size, max(population, 1), size],
+            )
+            chosen = {row[0] for row in cursor.fetchall()}
+            cursor.execute(f"SELECT max({db_id}) FROM {table} GROUP BY {project}")
+            chosen.update(row[0] for row in cursor.fetchall())
     except DatabaseError as exc:
         raise inspection.store.read_error(exc) from exc
     return sorted(chosen), population
