@@ -89,18 +89,22 @@ def lines_hash(lines: list[bytes]) -> int:
     return sum([to_int(md5(line).digest()[:8], "big", signed=True) for line in lines])
 
 
+def batch_hash(batch: list[tuple], floats: bool) -> int:
+    """The sum of the hashes of rows of an engine's `line_select` (the canonical line,
+    then any floats)."""
+    if not floats:
+        return lines_hash([line for (line,) in batch])
+    return sum(row_hash(line, tuple(values)) for line, *values in batch)
+
+
 def load_lines(batch: list[tuple], floats: bool) -> tuple[list[bytes], int]:
-    """Rows of an engine's `line_select` (the canonical line, then any floats) as the
-    lines a bulk load sends (floats appended as Python's exact repr), and the sum of
-    their hashes."""
+    """Rows of an engine's `line_select` as the lines a bulk load sends (floats appended
+    as Python's exact repr), and the sum of their hashes (`batch_hash`)."""
     if not floats:
         lines = [line for (line,) in batch]
         return lines, lines_hash(lines)
-    lines, total = [], 0
-    for line, *values in batch:
-        total += row_hash(line, tuple(values))
-        lines.append(b"\t".join([line, *map(float_text, values)]))
-    return lines, total
+    lines = [b"\t".join([line, *map(float_text, values)]) for line, *values in batch]
+    return lines, batch_hash(batch, floats)
 
 
 class Checksum:

@@ -10,11 +10,11 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from django.db import DatabaseError
 from django.db.migrations.recorder import MigrationRecorder
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from ..schema import Inspection
     from ..widen import WideningPlan
     from .mariadb import MariadbEngine
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 FETCH_ROWS = 2_000
 LOAD_THREADS = 2  # tables loaded at once from a SQLite snapshot (one per core)
@@ -163,10 +166,9 @@ class MariadbCopyTarget(CopyTarget):
         PostgreSQL snapshot is one connection's transaction: one at a time)."""
         cancel = threading.Event()  # set when one table fails: the others stop writing
         with tempfile.TemporaryDirectory(prefix="smtmigrate-load-") as directory:
-            pipes = iter(range(len(plan.layouts)))
 
             def load_one(layout: TableLayout) -> tuple[TableResult, Checksum]:
-                pipe = Path(directory) / f"rows-{next(pipes)}"
+                pipe = Path(directory) / layout.name
                 os.mkfifo(pipe, 0o600)
                 with self.store.connection.cursor() as cursor:
                     cursor.execute("SET SESSION foreign_key_checks = 0")
@@ -183,27 +185,9 @@ class MariadbCopyTarget(CopyTarget):
             with self.phase("load"):
                 if threads_read(plan.source):
                     order = sorted(plan.layouts, key=lambda t: -plan.row_counts[t.name])
-                    with ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="load") as pool:
-                        futures = {
-                            t.name: pool.submit(on_own_connection(load_one, self.store), t)
-                            for t in order
-                        }
-                        try:
-                            wait(futures.values(), return_when=FIRST_EXCEPTION)
-                        except BaseException:  # ^C: stop the others now
-                            cancel.set()
-                            raise
-                        failed = [f.exception() for f in futures.values() if f.done()]
-                        if any(failed):
-                            cancel.set()
-                            for future in futures.values():
-                                future.cancel()  # those not started yet
-                            wait(futures.values())
-                            raise _first_cause(
-                                [f.exception() for f in futures.values() if not f.cancelled()]
-                            )
-                        done = {name: future.result() for name, future in futures.items()}
-                    loaded = [done[layout.name] for layout in plan.layouts]
+                    done = _on_threads(on_own_connection(load_one, self.store), order, cancel)
+                    by_name = {t.name: result for t, result in zip(order, done, strict=True)}
+                    loaded = [by_name[layout.name] for layout in plan.layouts]
                 else:
                     loaded = [load_one(layout) for layout in plan.layouts]
         results = [result for result, _ in loaded]
@@ -275,6 +259,26 @@ class MariadbCopyTarget(CopyTarget):
 
 class _Stopped(SmtmigrateError):
     """A table whose load was cut short because another one failed."""
+
+
+def _on_threads(work: Callable[[T], R], items: list[T], cancel: threading.Event) -> list[R]:
+    """`work(item)` for every item, LOAD_THREADS at a time; the results in item order. On
+    the first failure, or ^C, `cancel` tells the running ones to stop, the others never
+    start, and the error that stopped them is raised."""
+    with ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="load") as pool:
+        futures = [pool.submit(work, item) for item in items]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            if not all(future.done() for future in futures):  # one failed, or ^C
+                cancel.set()
+                for future in futures:
+                    future.cancel()
+        wait(futures)
+        errors = [future.exception() for future in futures if not future.cancelled()]
+        if any(errors):
+            raise _first_cause(errors)
+        return [future.result() for future in futures]
 
 
 def _first_cause(errors: list[BaseException | None]) -> BaseException:

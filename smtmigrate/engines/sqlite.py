@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote as url_quote
 
 from .. import interrupts
-from ..canonical import NULL, Checksum, TableLayout, lines_hash, row_hash
+from ..canonical import NULL, Checksum, TableLayout, batch_hash
 from ..errors import Refused, SmtmigrateError
 from ..generations import attach_views
 from ..schema import ModelColumn
@@ -264,10 +264,7 @@ class SqliteEngine(Engine):
         checksum = Checksum()
         while batch := cursor.fetchmany(10_000):
             checksum.rows += len(batch)
-            if layout.floats:
-                checksum.total += sum(row_hash(line, tuple(floats)) for line, *floats in batch)
-            else:
-                checksum.total += lines_hash([line for (line,) in batch])
+            checksum.total += batch_hash(batch, bool(layout.floats))
         return checksum
 
     def table_checksum(self, inspection, layout, remaps=None, skip=None) -> Checksum:

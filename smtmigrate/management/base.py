@@ -126,7 +126,7 @@ def add_copy_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--verify",
-        choices=tuple(LEVELS),
+        choices=LEVELS,
         default=DEFAULT_LEVEL,
         help="what is compared besides every table's row count and every row's checksum: "
         "sample (default) also reads 1,000 records (all, in a smaller store) back through "

@@ -242,9 +242,10 @@ def compare_sample(
             chunk = sample.ids[start : start + CHUNK]
             theirs = {r.db_id: r for r in read_records(target, chunk)}
             for db_id in chunk:
-                if db_id not in sample.records:  # a live source lost it between two reads
+                read = sample.records.get(db_id)
+                if read is None:  # a live source lost it between two reads
                     continue
-                project, label, data = sample.records[db_id]
+                project, label, data = read
                 result.source_records += 1
                 name = f"{label} (db_id {db_id})"
                 record = theirs.get(db_id)
