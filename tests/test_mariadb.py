@@ -200,6 +200,52 @@ def test_copy_then_sumatra_reads_every_record(cli, tmp_path, mariadb_name, gener
     assert not [d for d in mariadb_databases() if d.startswith(PARTIAL_PREFIX)]
 
 
+KEYS_QUERIES = {
+    "indexes": "SELECT table_name, index_name, non_unique, seq_in_index, column_name "
+    "FROM information_schema.statistics WHERE table_schema = %s",
+    "foreign keys": "SELECT table_name, constraint_name, column_name, referenced_table_name, "
+    "referenced_column_name FROM information_schema.key_column_usage "
+    "WHERE table_schema = %s AND referenced_table_name IS NOT NULL",
+}
+
+
+def _keys(name: str) -> dict[str, list[tuple]]:
+    return {
+        what: sorted(mariadb_execute(query, (name,)))
+        for what, query in KEYS_QUERIES.items()
+    }
+
+
+@pytest.mark.mariadb
+def test_a_copy_has_the_keys_sumatra_migrations_make(cli, store08, mariadb_name):
+    """The load sets secondary indexes and foreign keys aside and adds them back after:
+    the copy ends with every one Sumatra's migrations and the widening make, unique ones
+    still unique."""
+    from django.core.management import call_command
+
+    reference = f"{mariadb_name}_ref"
+    mariadb_execute(f"CREATE DATABASE `{reference}` COLLATE utf8mb4_nopad_bin")
+    try:
+        with resolve(mariadb_url_for(reference), mariadb=True) as store:
+            call_command("migrate", database=store.alias, verbosity=0)
+        assert cli("widen", "--apply", mariadb_url_for(reference)).code == 0
+        expected = _keys(reference)
+    finally:
+        drop_mariadb_database(reference)
+    assert cli("copy", store08, mariadb_url_for(mariadb_name), "--widen").code == 0
+    copied = _keys(mariadb_name)
+    assert any(row[1] == "PRIMARY" for row in expected["indexes"])
+    assert any(not row[2] for row in expected["indexes"] if row[1] != "PRIMARY")  # a unique
+    assert expected["foreign keys"]
+    assert copied == expected
+    with pytest.raises(Exception, match="Duplicate entry"):
+        mariadb_execute(
+            "INSERT INTO django_store_record_dependencies (record_id, dependency_id) "
+            "SELECT record_id, dependency_id FROM django_store_record_dependencies LIMIT 1",
+            database=mariadb_name,
+        )
+
+
 @pytest.mark.mariadb
 @pytest.mark.parametrize("generation", ["0.6", "0.5", "0.4"])
 def test_older_generations_copy_into_mariadb(cli, tmp_path, mariadb_name, generation):

@@ -316,11 +316,13 @@ class MariadbEngine(Engine):
         remaps = remaps or {}
         parts = [self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns]
         parts += [self.float_bits(q(c.name)) for c in layout.floats]
-        hashed = f"CAST(CONV(LEFT(MD5({self.line(parts)}), 16), 16, 10) AS DECIMAL(20, 0))"
+        # unsigned to signed wraps to the two's complement (a note, not a warning); SUM of
+        # BIGINTs is an exact DECIMAL. Half the time of a DECIMAL per row in a subquery.
+        unsigned = f"CAST(CONV(LEFT(MD5({self.line(parts)}), 16), 16, 10) AS UNSIGNED)"
         where = where_not(q(layout.model.primary_key), skip)
         return (
-            f"SELECT count(*), COALESCE(SUM(h - IF(h >= {SIGN_BIT}, {2 * SIGN_BIT}, 0)), 0) "
-            f"FROM (SELECT {hashed} AS h FROM {q(layout.source_name)}{where}) AS hashed_rows"
+            f"SELECT count(*), COALESCE(SUM(CAST({unsigned} AS SIGNED)), 0) "
+            f"FROM {q(layout.source_name)}{where}"
         )
 
     # -- the widening ---------------------------------------------------------------------

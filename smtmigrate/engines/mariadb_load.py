@@ -27,6 +27,7 @@ from ..snapshot import on_own_connection, threads_read
 from .base import CopyTarget, TableResult
 from .mariadb import PARTIAL_PREFIX, server_store
 from .mariadb_findings import COLLATION
+from .mariadb_keys import restore_foreign_keys, restore_indexes, set_aside
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
@@ -161,10 +162,14 @@ class MariadbCopyTarget(CopyTarget):
 
     def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
         """LOAD DATA of every table, foreign keys checked by the audit (orphans refused)
-        rather than row by row. The scratch database is no transaction, so tables load on
-        connections of their own: from a SQLite snapshot two at a time, biggest first (a
-        PostgreSQL snapshot is one connection's transaction: one at a time)."""
+        rather than row by row, a table's secondary indexes built once its rows are in
+        (mariadb_keys.py), its foreign keys added back at the end. The
+        scratch database is no transaction, so tables load on connections of their own:
+        from a SQLite snapshot two at a time, biggest first (a PostgreSQL snapshot is one
+        connection's transaction: one at a time)."""
         cancel = threading.Event()  # set when one table fails: the others stop writing
+        q = self.engine.quote_name
+        biggest_first = sorted(plan.layouts, key=lambda t: -plan.row_counts[t.name])
         with tempfile.TemporaryDirectory(prefix="smtmigrate-load-") as directory:
 
             def load_one(layout: TableLayout) -> tuple[TableResult, Checksum]:
@@ -173,9 +178,12 @@ class MariadbCopyTarget(CopyTarget):
                 with self.store.connection.cursor() as cursor:
                     cursor.execute("SET SESSION foreign_key_checks = 0")
                     try:
-                        return self._load_table(
+                        loaded = self._load_table(
                             plan, layout, cursor, pipe, remaps.get(layout.name, {}), events, cancel
                         )
+                        # built now, while the other thread still loads: it has a core free
+                        restore_indexes(cursor, q, set_aside_keys[layout.name])
+                        return loaded
                     except BaseException:
                         cancel.set()
                         raise
@@ -183,13 +191,18 @@ class MariadbCopyTarget(CopyTarget):
                         cursor.execute("SET SESSION foreign_key_checks = 1")
 
             with self.phase("load"):
+                with self.store.connection.cursor() as cursor:
+                    set_aside_keys = set_aside(cursor, q, [t.name for t in biggest_first])
                 if threads_read(plan.source):
-                    order = sorted(plan.layouts, key=lambda t: -plan.row_counts[t.name])
-                    done = _on_threads(on_own_connection(load_one, self.store), order, cancel)
-                    by_name = {t.name: result for t, result in zip(order, done, strict=True)}
+                    load = on_own_connection(load_one, self.store)
+                    done = _on_threads(load, biggest_first, cancel)
+                    by_name = {t.name: r for t, r in zip(biggest_first, done, strict=True)}
                     loaded = [by_name[layout.name] for layout in plan.layouts]
                 else:
                     loaded = [load_one(layout) for layout in plan.layouts]
+                with self.store.connection.cursor() as cursor:
+                    restore_foreign_keys(cursor, q, list(set_aside_keys.values()))
+
         results = [result for result, _ in loaded]
         return results, {result.table: checksum for result, checksum in loaded}
 
