@@ -7,8 +7,13 @@ server on 127.0.0.1:5432. Every test database gets a unique name and is dropped 
 Markers (registered in pyproject.toml, set here at collection, see
 `pytest_collection_modifyitems`): `pg` on every test that needs the PostgreSQL server,
 `mariadb` on those that need the MariaDB server (SMTMIGRATE_TEST_MARIADB), `slow` on
-tests that start processes (real `smt run`s, workers, Sumatra's API) or take seconds.
-The fast subset needs none: `pytest -m "not pg and not mariadb and not slow"`.
+tests that start processes (real `smt run`s, workers, Sumatra's API) or take seconds,
+`solo` on tests that need a server to themselves (up to 100 concurrent jobs: a server's
+default max_connections). The fast subset needs none:
+`pytest -m "not pg and not mariadb and not slow"`.
+
+The suite runs on pytest-xdist's workers (`-n auto`, pyproject.toml); `_one_at_a_time`
+keeps every other server test off the servers while a `solo` test runs.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +60,16 @@ _PROCESS_NAMES = re.compile(r"\b(?:subprocess|Popen|run_sumatra|multiprocessing)
 SLOW_MODULES = frozenset({"test_stress", "test_stress_smt", "test_faults", "test_defects"})
 # Tests that need neither but take about a second or more each (measured on 2 cores: waits
 # on purpose, hypothesis, several stores read through Sumatra), kept out of the fast subset.
+# Tests that need the servers to themselves: up to 100 jobs connected at once leave no
+# connection of PostgreSQL's default 100 for another test.
+SOLO_MODULES = frozenset({"test_stress", "test_stress_smt"})
+SOLO_TESTS = frozenset({
+    "test_move_then_a_hundred_concurrent_default_smt_runs_lose_nothing",
+    "test_move_onto_mariadb_then_a_hundred_concurrent_default_smt_runs_lose_nothing",
+    "test_without_the_label_fix_concurrent_runs_collide",
+    "test_move_while_runs_keep_saving_loses_no_record",
+    "test_merge_while_twenty_smt_runs_write_the_target_loses_nothing",
+})  # fmt: skip
 SLOW_TESTS = frozenset({
     "test_a_store_locked_by_a_writer_ends_in_one_line_after_a_bounded_wait",
     "test_audit_names_the_default_timestamp_labels_of_both_fixtures",
@@ -125,6 +141,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             or any(_uses(f, _PROCESS_NAMES) for f in functions)
         ):
             item.add_marker(pytest.mark.slow)
+        if item.path.stem in SOLO_MODULES or getattr(item, "originalname", "") in SOLO_TESTS:
+            item.add_marker(pytest.mark.solo)
+
+
+@pytest.fixture(autouse=True)
+def _one_at_a_time(request) -> Iterator[None]:
+    """Under pytest-xdist: a `solo` test runs while no other server test does, the other
+    server tests side by side (a readers-writer lock over the run's workers, with the
+    writer first: a waiting `solo` test holds the turnstile that new tests pass)."""
+    import fcntl
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    marker = request.node.get_closest_marker
+    if run is None or not (marker("pg") or marker("mariadb") or marker("solo")):
+        yield
+        return
+    base = Path(tempfile.gettempdir()) / f"smtmigrate-tests-{run}"
+    with open(f"{base}.turnstile", "a") as turnstile, open(f"{base}.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if marker("solo") else fcntl.LOCK_SH)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ Tests marked `mariadb` need the server of SMTMIGRATE_TEST_MARIADB (conftest.py).
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import struct
@@ -197,7 +198,7 @@ def test_copy_then_sumatra_reads_every_record(cli, tmp_path, mariadb_name, gener
         (mariadb_name,),
     )
     assert (collation, tables) == ("utf8mb4_nopad_bin", [("utf8mb4_nopad_bin",)])
-    assert not [d for d in mariadb_databases() if d.startswith(PARTIAL_PREFIX)]
+    assert not scratch_databases(os.getpid())
 
 
 KEYS_QUERIES = {
@@ -210,10 +211,7 @@ KEYS_QUERIES = {
 
 
 def _keys(name: str) -> dict[str, list[tuple]]:
-    return {
-        what: sorted(mariadb_execute(query, (name,)))
-        for what, query in KEYS_QUERIES.items()
-    }
+    return {what: sorted(mariadb_execute(query, (name,))) for what, query in KEYS_QUERIES.items()}
 
 
 @pytest.mark.mariadb
@@ -300,7 +298,7 @@ def test_a_value_load_data_changes_fails_the_copy(cli, store08, mariadb_name):
     assert result.code == 2, result
     assert "nothing was written" in result.err
     assert "MariaDB changed or skipped 7 value(s) on loading" in result.err
-    assert not [d for d in mariadb_databases() if d.startswith(PARTIAL_PREFIX)]
+    assert not scratch_databases(os.getpid())
     assert mariadb_name not in mariadb_databases()
 
 
@@ -322,11 +320,20 @@ def big_source(tmp_path_factory, django_db_blocker) -> Path:
     return path
 
 
-def _loading(scratch_prefix: str) -> bool:
+def scratch_databases(pid: int) -> list[str]:
+    """The scratch databases of copies run by the process `pid` (other tests' copies may
+    be running at the same time)."""
+    return [
+        d for d in mariadb_databases() if d.startswith(PARTIAL_PREFIX) and d.endswith(f"_{pid}")
+    ]
+
+
+def _loading(pid: int) -> bool:
+    """Whether the copy of process `pid` is running a LOAD DATA into its scratch database."""
     rows = mariadb_execute(
         "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'LOAD DATA%%' "
         "AND db LIKE %s",
-        (scratch_prefix + "%",),
+        (f"{PARTIAL_PREFIX}%\\_{pid}",),
     )
     return rows[0][0] > 0
 
@@ -341,10 +348,9 @@ def test_kill_mid_load_leaves_the_target_untouched(big_source, mariadb_name):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    scratch = f"{PARTIAL_PREFIX}"
     deadline = time.monotonic() + 120
     try:
-        while not _loading(scratch):
+        while not _loading(process.pid):
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -353,8 +359,7 @@ def test_kill_mid_load_leaves_the_target_untouched(big_source, mariadb_name):
     finally:
         if process.poll() is None:
             process.kill()
-    left = [d for d in mariadb_databases() if d.startswith(PARTIAL_PREFIX)]
-    assert left and all(d.endswith(f"_{process.pid}") for d in left)
+    assert scratch_databases(process.pid)
     assert mariadb_name not in mariadb_databases()
     done = subprocess.run(
         [*SMTMIGRATE, "copy", str(big_source), url, "--widen", "--verify", "rows"],
@@ -363,7 +368,7 @@ def test_kill_mid_load_leaves_the_target_untouched(big_source, mariadb_name):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    assert not [d for d in mariadb_databases() if d.startswith(PARTIAL_PREFIX)]
+    assert not scratch_databases(process.pid)
     rows = mariadb_execute("SELECT count(*) FROM django_store_record", database=mariadb_name)
     assert rows == [(10_000,)]
 
