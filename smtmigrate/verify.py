@@ -154,14 +154,26 @@ def verify_stores(
     if dedupe is not None:
         remaps = merge_remaps(remaps, dedupe.remaps)
     source_layouts, target_layouts = layouts_of(source), layouts_of(target)
-    # The source's side of a sample is read by a thread while the row checks wait for the
-    # databases (SQLite and libpq release the GIL): it costs no time of its own.
-    ahead = None
+    # A sample is read through Sumatra by a thread while the row checks wait for the
+    # databases (SQLite, libpq and mysqlclient release the GIL): both sides when threads
+    # may read both (a MariaDB copy's scratch database), else the source's side.
+    collapse = dedupe is not None
+    ahead = compared = None
     if level == "sample" and threads_read(source):
+        from .records import compare_sample
         from .records.comparison import read_sample
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="sample")
-        ahead = pool.submit(on_own_connection(read_sample, source.store), source)
+        if threads_read(target):
+
+            def sample_both(_: None) -> tuple[RecordComparison, float]:
+                started = time.perf_counter()
+                result = compare_sample(source, target, collapse_links=collapse)
+                return result, time.perf_counter() - started
+
+            compared = pool.submit(on_own_connection(sample_both, source.store, target.store), None)
+        else:
+            ahead = pool.submit(on_own_connection(read_sample, source.store), source)
         pool.shutdown(wait=False)
     names = [n for n in sumatra_tables() if n in source_layouts or n in target_layouts]
     given = source_checksums or {}
@@ -202,10 +214,12 @@ def verify_stores(
             checks = [check(name) for name in names]
     seconds = {"rows": time.perf_counter() - started}
     comparison = None
-    if level != "rows":
+    if compared is not None:
+        with phase("verify records"):  # what is left of it once the row checks are done
+            comparison, seconds["records"] = compared.result()
+    elif level != "rows":
         from .records import compare_records, compare_sample
 
-        collapse = dedupe is not None
         with phase("verify records"):
             record_started = time.perf_counter()
             if level == "full":
