@@ -321,7 +321,9 @@ def apply(cursor, q, record_content_type: int | None, loaded: Loaded) -> None:
     with _timed(loaded, "shared rows"):
         by_table: dict[str, list[str]] = {}
         for column, table in record_foreign_keys().items():
-            by_table.setdefault(table, []).append(sql.refs_from_records(q, RECORD, column))
+            by_table.setdefault(table, []).append(
+                sql.staged_refs(q, RECORD, column, RECORD, "db_id")
+            )
         for table, refs in sorted(by_table.items()):
             map_shared_table(cursor, q, table, refs, loaded)
         links = link_tables()
@@ -329,12 +331,12 @@ def apply(cursor, q, record_content_type: int | None, loaded: Loaded) -> None:
             target = sql.column_table(link, other)
             if target == DATAKEY:
                 continue
-            refs = [sql.refs_from_links(q, link, record_column, other, RECORD)]
+            refs = [sql.staged_refs(q, link, other, RECORD, record_column)]
             map_shared_table(cursor, q, target, refs, loaded)
         # Data keys: a record's outputs (now pointing at its new id) and its inputs.
-        refs = [sql.refs_from_outputs(q, DATAKEY, RECORD)]
+        refs = [sql.staged_refs(q, DATAKEY, "id", RECORD, "output_from_record_id")]
         refs += [
-            sql.refs_from_links(q, link, rc, other, RECORD)
+            sql.staged_refs(q, link, other, RECORD, rc)
             for link, rc, other in links
             if sql.column_table(link, other) == DATAKEY
         ]
