@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ..canonical import float_text, table_layout
 from ..engines import engine_for
+from ..engines.postgresql import COPY_CHUNK, FETCH_ROWS, QUEUED_CHUNKS, put_unless_stopped
 from ..generations import attach_views
 from ..remaps import content_type_remap
 from ..schema import Inspection, ModelColumn, sumatra_tables
@@ -29,8 +30,6 @@ DATAKEY = "django_store_datakey"
 TAG = "django_store_tag"
 TAGGED = "django_store_taggeditem"
 INPUT_LINKS = "django_store_record_input_data"
-COPY_CHUNK = 256 << 10
-FETCH_ROWS = 2_000
 
 
 @dataclass
@@ -223,13 +222,11 @@ def _postgres_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loade
 class CopyPipe:
     """The file object both COPYs of a PostgreSQL-to-PostgreSQL stage use: the source's
     COPY TO writes into it (in a thread), the target's COPY FROM reads from it. At most
-    QUEUED chunks wait; an error on either side stops the other (the target's COPY fails,
+    QUEUED_CHUNKS chunks wait; an error on either side stops the other (the target's COPY fails,
     so nothing half-staged is kept)."""
 
-    QUEUED = 8
-
     def __init__(self) -> None:
-        self.queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUED_CHUNKS)
         self.buffer: list[bytes] = []
         self.size = 0
         self.rows = 0
@@ -248,14 +245,8 @@ class CopyPipe:
         return len(data)
 
     def _put(self, chunk: bytes | None) -> None:
-        while True:
-            if self.stopped.is_set():
-                raise RuntimeError("the target's COPY stopped")
-            try:
-                self.queue.put(chunk, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        if not put_unless_stopped(self.queue, chunk, self.stopped, poll=0.2):
+            raise RuntimeError("the target's COPY stopped")
 
     # the target side
     def read(self, size: int = COPY_CHUNK) -> bytes:
