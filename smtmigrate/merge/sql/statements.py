@@ -319,10 +319,10 @@ def map_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
 
 
 def staged_refs(q: Quote, table: str, column: str, record: str, record_column: str) -> str:
-    """(src, id) of the rows that staged rows of `table` point at through `column`, for
-    the staged rows that belong (through `record_column`) to an inserted record of `record`:
-    the shared rows a record points at (`table` is the record table, `record_column` its
-    db_id), links to (a link table) or the data keys it produced (`column` their id)."""
+    """(src, id) of the rows the inserted records reach: `column` of the staged rows of
+    `table` whose `record_column` is an inserted record of `record`. The record's own
+    foreign keys (`table` is `record`, `record_column` its db_id), a link table's other
+    column, or the data keys the records produced (`column` their id)."""
     c = q(column)
     return (
         f"SELECT x.src, x.{c} FROM {q(stage(table))} x "
