@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
 
 from smtmigrate.cli import COMMANDS
 from smtmigrate.management.exits import ended
@@ -156,15 +156,12 @@ options:
                         that fits today), not only their count; --format json
                         always lists them
 """
-DJANGO_OPTIONS = (
-    "--settings",
-    "--pythonpath",
-    "--traceback",
-    "--no-color",
-    "--force-color",
-    "--skip-checks",
-    "--verbosity",
-    "--version",
+# Django's own options of every command (long forms), as Django's parser adds them.
+DJANGO_OPTIONS = sorted(
+    option
+    for action in BaseCommand().create_parser("manage.py", "audit")._actions
+    for option in action.option_strings
+    if option.startswith("--") and option != "--help"
 )
 
 

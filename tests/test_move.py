@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,25 @@ def labels_in(url: str) -> list[str]:
     return [label for (label,) in pg_query(url, "SELECT label FROM django_store_record")]
 
 
+def hundred_runs_save_a_record_each(
+    project: Path, labels: Callable[[], list[str]], timeout: float
+) -> None:
+    """100 `smt run`s of the moved project at once: none crashes, each saves a record under
+    a label of its own (101 records with the one before), and `smt list` shows them all.
+    `labels()`: the labels in the project's store."""
+    jobs = [start_smt_run(project) for _ in range(100)]
+    crashed = []
+    for job in jobs:
+        _, err = job.communicate(timeout=timeout)
+        if job.returncode:
+            crashed.append(err[-300:])
+    assert not crashed, crashed[:3]
+    found = labels()
+    assert len(found) == 101
+    assert len(set(found)) == 101  # no two runs share a label
+    assert sorted(smt(project, "list").stdout.split()) == sorted(found)
+
+
 def test_move_then_a_hundred_concurrent_default_smt_runs_lose_nothing(
     cli, home, tmp_path, new_database
 ):
@@ -106,17 +126,7 @@ def test_move_then_a_hundred_concurrent_default_smt_runs_lose_nothing(
     assert project_json(project)["label_generator"] == "uuid"
     assert labels_in(new_database) == before
 
-    jobs = [start_smt_run(project) for _ in range(100)]
-    crashed = []
-    for job in jobs:
-        _, err = job.communicate(timeout=400)
-        if job.returncode:
-            crashed.append(err[-300:])
-    assert not crashed, crashed[:3]
-    labels = labels_in(new_database)
-    assert len(labels) == 101
-    assert len(set(labels)) == 101  # no two runs share a label
-    assert sorted(smt(project, "list").stdout.split()) == sorted(labels)
+    hundred_runs_save_a_record_each(project, lambda: labels_in(new_database), timeout=400)
 
 
 def test_without_the_label_fix_concurrent_runs_collide(cli, home, tmp_path, new_database):
@@ -310,17 +320,7 @@ def test_move_onto_mariadb_then_a_hundred_concurrent_default_smt_runs_lose_nothi
     assert again.code == 0, again
     assert mariadb_labels(mariadb_name) == before
 
-    jobs = [start_smt_run(project) for _ in range(100)]
-    crashed = []
-    for job in jobs:
-        _, err = job.communicate(timeout=600)
-        if job.returncode:
-            crashed.append(err[-300:])
-    assert not crashed, crashed[:3]
-    labels = mariadb_labels(mariadb_name)
-    assert len(labels) == 101
-    assert len(set(labels)) == 101  # no two runs share a label
-    assert sorted(smt(project, "list").stdout.split()) == sorted(labels)
+    hundred_runs_save_a_record_each(project, lambda: mariadb_labels(mariadb_name), timeout=600)
 
 
 def test_move_onto_mariadb_carries_late_records_and_keeps_an_earlier_copy(

@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from .conftest import FIXTURES, copy_fixture, fresh_database, pg_query, records_file
+from .helpers_tables import LOOKED_UP
 
 COPY_ARGS = ("--widen", "--verify", "rows", "--format", "json")
 RECORD = "django_store_record"
@@ -206,18 +207,6 @@ class Run:
     def failing(self, kind: str) -> set[Key]:
         assert self.copy is not None
         return {(f["table"], f["column"]) for f in self.copy["failing"] if f["kind"] == kind}
-
-
-# Tables whose rows Sumatra 0.8.1 looks up with get_or_create on every column but the id.
-LOOKED_UP = (
-    "django_store_executable",
-    "django_store_repository",
-    "django_store_launchmode",
-    "django_store_datastore",
-    "django_store_parameterset",
-    "django_store_dependency",
-    "django_store_platforminformation",
-)
 
 
 def duplicate_tables(path: Path) -> set[str]:

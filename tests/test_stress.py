@@ -16,24 +16,7 @@ from smtmigrate.locations import resolve
 from smtmigrate.stress import KINDS, worker_location
 
 from .conftest import pg_query, processes_mentioning, records_file
-
-SUMATRA_TABLES = (
-    "django_store_project",
-    "django_store_record",
-    "django_store_record_dependencies",
-    "django_store_record_input_data",
-    "django_store_record_platforms",
-    "django_store_executable",
-    "django_store_repository",
-    "django_store_launchmode",
-    "django_store_datastore",
-    "django_store_parameterset",
-    "django_store_dependency",
-    "django_store_platforminformation",
-    "django_store_datakey",
-    "django_store_tag",
-    "django_store_taggeditem",
-)
+from .helpers_tables import SUMATRA_TABLES
 
 
 def pg_row_counts(url: str) -> dict[str, int]:
@@ -51,6 +34,17 @@ def sqlite_dump(path) -> list[str]:
         conn.close()
 
 
+def api_stress(cli, location, *args: str, code: int | None = None) -> dict:
+    """`stress LOCATION --mode api ARGS --format json`: its report, whose exit code is the
+    command's (and `code`, when given)."""
+    result = cli("stress", location, "--mode", "api", *args, "--format", "json")
+    if code is not None:
+        assert result.code == code, result
+    report = json.loads(result.out)
+    assert result.code == report["exit_code"], result
+    return report
+
+
 @pytest.fixture
 def widened_pg(cli, sumatra_pg) -> str:
     """A PostgreSQL store as smtmigrate leaves it: built by Sumatra, then widened."""
@@ -60,20 +54,7 @@ def widened_pg(cli, sumatra_pg) -> str:
 
 def test_postgres_takes_50_concurrent_jobs_and_is_left_as_it_was(cli, widened_pg):
     before = pg_row_counts(widened_pg)
-    result = cli(
-        "stress",
-        widened_pg,
-        "--mode",
-        "api",
-        "--jobs",
-        "50",
-        "--timeout",
-        "240",
-        "--format",
-        "json",
-    )
-    assert result.code == 0, result
-    report = json.loads(result.out)
+    report = api_stress(cli, widened_pg, "--jobs", "50", "--timeout", "240", code=0)
     assert (report["expected"], report["saved"], report["found"]) == (50, 50, 50)
     assert (report["missing"], report["incomplete"]) == (0, 0)
     assert report["errors"] == {} and report["retries"] == {}
@@ -96,20 +77,7 @@ def test_postgres_takes_50_concurrent_jobs_and_is_left_as_it_was(cli, widened_pg
 
 
 def test_json_report_shape(cli, widened_pg):
-    result = cli(
-        "stress",
-        widened_pg,
-        "--mode",
-        "api",
-        "--jobs",
-        "2",
-        "--records-per-job",
-        "2",
-        "--format",
-        "json",
-    )
-    assert result.code == 0, result
-    report = json.loads(result.out)
+    report = api_stress(cli, widened_pg, "--jobs", "2", "--records-per-job", "2", code=0)
     assert set(report) == {
         "location",
         "backend",
@@ -176,12 +144,8 @@ def test_timeout_bounds_the_run_and_counts_the_jobs_as_lost(cli, store08):
     records = records_file(store08)
     before = sqlite_dump(records)
     started = time.monotonic()
-    result = cli(
-        "stress", store08, "--mode", "api", "--jobs", "10", "--timeout", "0.5", "--format", "json"
-    )
+    report = api_stress(cli, store08, "--jobs", "10", "--timeout", "0.5", code=1)
     assert time.monotonic() - started < 0.5 + 30
-    assert result.code == 1, result
-    report = json.loads(result.out)
     assert report["errors"] == {"timeout": 10} and report["found"] == 0
     assert report["cleanup"]["ok"]
     assert sqlite_dump(records) == before
@@ -192,11 +156,8 @@ def test_cold_start_leaves_no_duplicate_behind(cli, widened_pg):
     """Without the warm-up the jobs race to create the rows they share (Sumatra's
     get_or_create on tables without unique constraints); whatever they did, it is undone."""
     before = pg_row_counts(widened_pg)
-    result = cli(
-        "stress", widened_pg, "--mode", "api", "--jobs", "10", "--cold", "--format", "json"
-    )
-    report = json.loads(result.out)
-    assert result.code == report["exit_code"] == (0 if report["found"] == 10 else 1)
+    report = api_stress(cli, widened_pg, "--jobs", "10", "--cold")
+    assert report["exit_code"] == (0 if report["found"] == 10 else 1)
     if report["errors"].get("duplicate rows"):
         assert any("MultipleObjectsReturned" in note for note in report["notes"])
     assert report["cleanup"]["ok"]

@@ -33,6 +33,18 @@ QUEUED_CHUNKS = 8
 FETCH_ROWS = 2_000
 
 
+def put_unless_stopped(chunks: queue.Queue, item, stopped: threading.Event, *, poll: float) -> bool:
+    """Hand `item` to the bounded queue of a COPY stream, waiting while it is full, until
+    `stopped` is set (the other side is gone and will never drain it): then False."""
+    while not stopped.is_set():
+        try:
+            chunks.put(item, timeout=poll)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 class PostgresEngine(Engine):
     vendor = "postgresql"
     length_function = "char_length"
@@ -323,12 +335,7 @@ class _CopyStream:
 
     def _put(self, lines: list[bytes] | None, rows: int) -> None:
         item = None if lines is None else (b"\n".join(lines) + b"\n", rows)
-        while not self._stopped.is_set():
-            try:
-                self._chunks.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_unless_stopped(self._chunks, item, self._stopped, poll=0.1)
 
     def read(self, size: int = COPY_CHUNK) -> bytes:
         try:

@@ -105,6 +105,34 @@ class SmtmigrateCommand(BaseCommand):
 # -- options that mean the same in several commands, spelled once ----------------------------
 
 
+def add_format_option(parser: argparse.ArgumentParser) -> None:
+    """`--format table|json`: how a command renders its result."""
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def add_yes_option(parser: argparse.ArgumentParser) -> None:
+    """`--yes`: go ahead without the question a command asks before it changes something."""
+    parser.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
+
+
+def add_project_argument(parser: argparse.ArgumentParser) -> None:
+    """PROJECT: the Sumatra project directory a command changes."""
+    parser.add_argument("project", help="the Sumatra project directory")
+
+
+def add_location_argument(parser: argparse.ArgumentParser) -> None:
+    """LOCATION: a store as any command that reads one takes it."""
+    parser.add_argument(
+        "location",
+        help="Sumatra project directory, SQLite file, postgresql:// or mysql:// URL",
+    )
+
+
+def add_admin_option(parser: argparse.ArgumentParser, *, help: str) -> None:
+    """`--admin URL`: the maintenance connection that creates (or drops) a database."""
+    parser.add_argument("--admin", metavar="URL", help=help)
+
+
 def add_role_options(parser: argparse.ArgumentParser, *, create_help: str) -> None:
     """`--create-role` and its `--password-env VAR` (read by `password_from_env`)."""
     parser.add_argument("--create-role", action="store_true", help=create_help)

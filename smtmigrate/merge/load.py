@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ..canonical import float_text, table_layout
 from ..engines import engine_for
+from ..engines.postgresql import COPY_CHUNK, FETCH_ROWS, QUEUED_CHUNKS, put_unless_stopped
 from ..generations import attach_views
 from ..remaps import content_type_remap
 from ..schema import Inspection, ModelColumn, sumatra_tables
@@ -29,8 +30,6 @@ DATAKEY = "django_store_datakey"
 TAG = "django_store_tag"
 TAGGED = "django_store_taggeditem"
 INPUT_LINKS = "django_store_record_input_data"
-COPY_CHUNK = 256 << 10
-FETCH_ROWS = 2_000
 
 
 @dataclass
@@ -223,13 +222,11 @@ def _postgres_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loade
 class CopyPipe:
     """The file object both COPYs of a PostgreSQL-to-PostgreSQL stage use: the source's
     COPY TO writes into it (in a thread), the target's COPY FROM reads from it. At most
-    QUEUED chunks wait; an error on either side stops the other (the target's COPY fails,
+    QUEUED_CHUNKS chunks wait; an error on either side stops the other (the target's COPY fails,
     so nothing half-staged is kept)."""
 
-    QUEUED = 8
-
     def __init__(self) -> None:
-        self.queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUED_CHUNKS)
         self.buffer: list[bytes] = []
         self.size = 0
         self.rows = 0
@@ -248,14 +245,8 @@ class CopyPipe:
         return len(data)
 
     def _put(self, chunk: bytes | None) -> None:
-        while True:
-            if self.stopped.is_set():
-                raise RuntimeError("the target's COPY stopped")
-            try:
-                self.queue.put(chunk, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        if not put_unless_stopped(self.queue, chunk, self.stopped, poll=0.2):
+            raise RuntimeError("the target's COPY stopped")
 
     # the target side
     def read(self, size: int = COPY_CHUNK) -> bytes:
@@ -321,7 +312,9 @@ def apply(cursor, q, record_content_type: int | None, loaded: Loaded) -> None:
     with _timed(loaded, "shared rows"):
         by_table: dict[str, list[str]] = {}
         for column, table in record_foreign_keys().items():
-            by_table.setdefault(table, []).append(sql.refs_from_records(q, RECORD, column))
+            by_table.setdefault(table, []).append(
+                sql.staged_refs(q, RECORD, column, RECORD, "db_id")
+            )
         for table, refs in sorted(by_table.items()):
             map_shared_table(cursor, q, table, refs, loaded)
         links = link_tables()
@@ -329,12 +322,12 @@ def apply(cursor, q, record_content_type: int | None, loaded: Loaded) -> None:
             target = sql.column_table(link, other)
             if target == DATAKEY:
                 continue
-            refs = [sql.refs_from_links(q, link, record_column, other, RECORD)]
+            refs = [sql.staged_refs(q, link, other, RECORD, record_column)]
             map_shared_table(cursor, q, target, refs, loaded)
         # Data keys: a record's outputs (now pointing at its new id) and its inputs.
-        refs = [sql.refs_from_outputs(q, DATAKEY, RECORD)]
+        refs = [sql.staged_refs(q, DATAKEY, "id", RECORD, "output_from_record_id")]
         refs += [
-            sql.refs_from_links(q, link, rc, other, RECORD)
+            sql.staged_refs(q, link, other, RECORD, rc)
             for link, rc, other in links
             if sql.column_table(link, other) == DATAKEY
         ]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..records import canonical, field_differences, read_records, sumatra_reading
@@ -54,15 +54,7 @@ class Conflict:
     new_label: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "project": self.project,
-            "label": self.label,
-            "source": self.source,
-            "against": self.against,
-            "fields": self.fields,
-            "action": self.action,
-            "new_label": self.new_label,
-        }
+        return asdict(self)
 
 
 @dataclass

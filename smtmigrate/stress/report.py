@@ -7,7 +7,7 @@ import json
 import math
 import subprocess
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -123,14 +123,7 @@ class CleanupResult:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "deleted": self.deleted,
-            "left_records": self.left_records,
-            "left_project": self.left_project,
-            "seconds": round(self.seconds, 3),
-            "error": self.error,
-        }
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 @dataclass

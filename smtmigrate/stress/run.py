@@ -281,10 +281,7 @@ def _stress(
         timeout=timeout,
         mode=mode_name,
     )
-    if store.kind == "postgresql":
-        report.notes += _connection_notes(reader.connection, jobs)
-    elif store.kind == "mariadb":
-        report.notes += _mariadb_connection_notes(reader.connection, jobs)
+    report.notes += _connection_notes(reader.connection, store.kind, jobs)
     before = _max_ids(reader)
     reader.connection.close()  # one connection fewer while the jobs run
 
@@ -503,45 +500,47 @@ def _check_write_privileges(store: Store, tables: list[str]) -> None:
         )
 
 
-def _connection_notes(connection, jobs: int) -> list[str]:
+# Per engine: a query for (max connections, those reserved to superusers unless we are one,
+# those in use), and what to do when the jobs need more.
+_CONNECTION_LIMITS = {
+    "postgresql": (
+        "SELECT current_setting('max_connections')::int, "
+        "CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN 0 "
+        "ELSE current_setting('superuser_reserved_connections')::int END, "
+        "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+        "a real `smt run` keeps its connection for the whole simulation, so {jobs} concurrent "
+        "jobs need max_connections raised or a connection pooler (PgBouncer) in front",
+    ),
+    "mariadb": (
+        "SELECT @@GLOBAL.max_connections, 0, (SELECT variable_value FROM "
+        "information_schema.global_status WHERE variable_name = 'THREADS_CONNECTED')",
+        "{jobs} concurrent jobs need max_connections raised (SET GLOBAL max_connections = "
+        "…, or in the server's [mysqld] section)",
+    ),
+}
+
+
+def _connection_notes(connection, kind: str, jobs: int) -> list[str]:
+    """The server's connection limit against the jobs, each of which holds one."""
     from django.db import DatabaseError
 
+    if kind not in _CONNECTION_LIMITS:
+        return []  # SQLite: no server, no limit
+    query, advice = _CONNECTION_LIMITS[kind]
     try:
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT current_setting('max_connections')::int, "
-                "current_setting('superuser_reserved_connections')::int, "
-                "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), "
-                "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
-            )
-            limit, reserved, used, superuser = cursor.fetchone()
+            cursor.execute(query)
+            limit, reserved, used = (int(value) for value in cursor.fetchone())
     except DatabaseError:
         return []
     used -= 1  # our own connection, closed while the jobs run
-    free = limit - used - (0 if superuser else reserved)
+    free = limit - used - reserved
     if jobs <= free:
         return []
     return [
         f"the server takes {free} more connections (max_connections {limit}, {used} in use) "
-        f"and every running job holds one: a real `smt run` keeps its connection for the "
-        f"whole simulation, so {jobs} concurrent jobs need max_connections raised or a "
-        "connection pooler (PgBouncer) in front"
+        f"and every running job holds one: {advice.format(jobs=jobs)}"
     ]
-
-
-def _mariadb_connection_notes(connection, jobs: int) -> list[str]:
-    """MariaDB's connection limit against the jobs, each of which holds one."""
-    from django.db import DatabaseError
-
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT @@GLOBAL.max_connections, (SELECT variable_value FROM "
-                "information_schema.global_status WHERE variable_name = 'THREADS_CONNECTED')"
-            )
-            limit, used = cursor.fetchone()
-    except DatabaseError:
-        return []
     used = int(used) - 1  # our own connection, closed while the jobs run
     free = int(limit) - used
     if jobs <= free:

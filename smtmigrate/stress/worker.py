@@ -27,15 +27,14 @@ class _WatchedStore:
         self.failures: list[BaseException] = []
 
     def save(self, project_name, record):
-        try:
-            return self._store.save(project_name, record)
-        except Exception as exc:
-            self.failures.append(exc)
-            raise
+        return self._watched(self._store.save, project_name, record)
 
     def get(self, project_name, label):
+        return self._watched(self._store.get, project_name, label)
+
+    def _watched(self, call, *args):
         try:
-            return self._store.get(project_name, label)
+            return call(*args)
         except Exception as exc:
             self.failures.append(exc)
             raise

@@ -9,7 +9,7 @@ from ...project import read_label_generator
 from ...render import audit_json, render_audit, write_json
 from ...schema import inspect_store
 from ...snapshot import source_snapshot
-from ..base import SmtmigrateCommand
+from ..base import SmtmigrateCommand, add_format_option, add_location_argument
 
 
 def fraction(text: str) -> float:
@@ -28,11 +28,8 @@ class Command(SmtmigrateCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "location",
-            help="Sumatra project directory, SQLite file, postgresql:// or mysql:// URL",
-        )
-        parser.add_argument("--format", choices=("table", "json"), default="table")
+        add_location_argument(parser)
+        add_format_option(parser)
         parser.add_argument(
             "--near",
             type=fraction,

@@ -18,7 +18,7 @@ from ...render import (
     write_json,
 )
 from ...snapshot import source_snapshot
-from ..base import SmtmigrateCommand, add_copy_options
+from ..base import SmtmigrateCommand, add_copy_options, add_format_option
 
 
 class Command(SmtmigrateCommand):
@@ -49,7 +49,7 @@ class Command(SmtmigrateCommand):
             help="after a verified copy, point this Sumatra project at TARGET (as `switch`)",
         )
         parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-        parser.add_argument("--format", choices=("table", "json"), default="table")
+        add_format_option(parser)
 
     def handle(
         self, source, target, widen, dedupe, dry_run, verify, switch, quiet, format, **options

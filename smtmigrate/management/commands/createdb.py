@@ -4,7 +4,7 @@ from ...errors import SmtmigrateError
 from ...locations import resolve
 from ...render import render_created
 from ...target import create_store_database
-from ..base import SmtmigrateCommand, add_role_options, password_from_env
+from ..base import SmtmigrateCommand, add_admin_option, add_role_options, password_from_env
 
 
 class Command(SmtmigrateCommand):
@@ -18,7 +18,7 @@ class Command(SmtmigrateCommand):
         parser.add_argument("target", help="postgresql://user@host/dbname of the new database")
         parser.add_argument("--owner", help="owning role (default: the URL's user)")
         add_role_options(parser, create_help="create the role too")
-        parser.add_argument("--admin", metavar="URL", help="connect here to create")
+        add_admin_option(parser, help="connect here to create")
 
     def handle(self, target, owner, create_role, password_env, admin, **options):
         password = password_from_env(password_env, create_role)

@@ -22,7 +22,7 @@ from ...render import (
 )
 from ...snapshot import source_snapshot
 from ...target import Admin, build_schema
-from ..base import SmtmigrateCommand
+from ..base import SmtmigrateCommand, add_admin_option, add_yes_option
 
 
 class Command(SmtmigrateCommand):
@@ -35,7 +35,7 @@ class Command(SmtmigrateCommand):
     def add_arguments(self, parser):
         parser.add_argument("target", help="postgresql://… or mysql://… URL of the database")
         parser.add_argument("--owner", help="owner of the new database (default: the old one)")
-        parser.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
+        add_yes_option(parser)
         parser.add_argument(
             "--backup",
             metavar="PATH",
@@ -43,9 +43,8 @@ class Command(SmtmigrateCommand):
             "./<database>-backup-<time>.sqlite",
         )
         parser.add_argument("--no-schema", action="store_true", help="leave the new database empty")
-        parser.add_argument(
-            "--admin",
-            metavar="URL",
+        add_admin_option(
+            parser,
             help="connect here to drop and create (default: database postgres of the server)",
         )
 

@@ -6,7 +6,7 @@ from ...errors import SmtmigrateError
 from ...locations import resolve, resolve_target
 from ...merge import POLICIES, VERIFY, merge_stores
 from ...render import render_merge, write_json
-from ..base import SmtmigrateCommand
+from ..base import SmtmigrateCommand, add_format_option
 
 
 class Command(SmtmigrateCommand):
@@ -45,7 +45,7 @@ class Command(SmtmigrateCommand):
             "(default) read back through Sumatra; rows: its stored content (fingerprints "
             "computed by PostgreSQL, much faster); none",
         )
-        parser.add_argument("--format", choices=("table", "json"), default="table")
+        add_format_option(parser)
 
     def handle(self, stores, on_conflict, dry_run, verify, format, **options):
         if len(stores) < 2:

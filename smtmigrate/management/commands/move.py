@@ -15,7 +15,16 @@ from ...render import (
     render_move_result,
     write_json,
 )
-from ..base import SmtmigrateCommand, add_copy_options, add_role_options, password_from_env
+from ..base import (
+    SmtmigrateCommand,
+    add_admin_option,
+    add_copy_options,
+    add_format_option,
+    add_project_argument,
+    add_role_options,
+    add_yes_option,
+    password_from_env,
+)
 
 
 class Command(SmtmigrateCommand):
@@ -28,9 +37,9 @@ class Command(SmtmigrateCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("project", help="the Sumatra project directory")
+        add_project_argument(parser)
         parser.add_argument("target", help="postgresql://… or mysql://… URL of the new store")
-        parser.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
+        add_yes_option(parser)
         parser.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
         parser.add_argument(
             "--label-generator",
@@ -41,8 +50,8 @@ class Command(SmtmigrateCommand):
         )
         add_copy_options(parser)
         add_role_options(parser, create_help="create the URL's role with the database")
-        parser.add_argument("--admin", metavar="URL", help="create the database over this URL")
-        parser.add_argument("--format", choices=("table", "json"), default="table")
+        add_admin_option(parser, help="create the database over this URL")
+        add_format_option(parser)
 
     def handle(self, project, target, yes, dry_run, label_generator, verify, **options):
         out = self.console()

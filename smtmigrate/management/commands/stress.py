@@ -22,7 +22,7 @@ from ...stress import (
     StressInterrupted,
     run_stress,
 )
-from ..base import SmtmigrateCommand
+from ..base import SmtmigrateCommand, add_format_option, add_location_argument
 
 
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -63,10 +63,7 @@ class Command(SmtmigrateCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "location",
-            help="Sumatra project directory, SQLite file, postgresql:// or mysql:// URL",
-        )
+        add_location_argument(parser)
         parser.add_argument(
             "--jobs",
             type=whole_number(MIN_JOBS, MAX_JOBS),
@@ -106,7 +103,7 @@ class Command(SmtmigrateCommand):
             "together; api: every job makes the saves of `smt run` through Sumatra's "
             "record-store API, with labels of its own (the store alone under load)",
         )
-        parser.add_argument("--format", choices=("table", "json"), default="table")
+        add_format_option(parser)
 
     def handle(self, location, jobs, records_per_job, timeout, cold, mode, format, **options):
         out = self.console()

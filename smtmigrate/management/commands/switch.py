@@ -10,7 +10,7 @@ from ...project import (
     verify_and_switch,
 )
 from ...render import render_label_fix, render_restored, render_switched
-from ..base import SmtmigrateCommand
+from ..base import SmtmigrateCommand, add_project_argument
 
 
 class Command(SmtmigrateCommand):
@@ -21,7 +21,7 @@ class Command(SmtmigrateCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("project", help="the Sumatra project directory")
+        add_project_argument(parser)
         parser.add_argument("target", nargs="?", help="the store to switch to")
         parser.add_argument(
             "--force", action="store_true", help="switch even if the records differ"

@@ -9,7 +9,7 @@ from ...render import render_verification, verification_json, write_json
 from ...schema import inspect_store
 from ...snapshot import source_snapshot
 from ...verify import verify_stores
-from ..base import SmtmigrateCommand
+from ..base import SmtmigrateCommand, add_format_option
 
 
 class Command(SmtmigrateCommand):
@@ -28,7 +28,7 @@ class Command(SmtmigrateCommand):
             help="TARGET was made by `copy --dedupe`: compare it with SOURCE as that copy "
             "deduplicated it (duplicate rows merged, references re-pointed)",
         )
-        parser.add_argument("--format", choices=("table", "json"), default="table")
+        add_format_option(parser)
 
     def handle(self, source, target, dedupe, format, **options):
         with ExitStack() as stack:

@@ -67,14 +67,12 @@ from .statements import (
     max_id,
     need,
     new_rows,
-    refs_from_links,
-    refs_from_outputs,
-    refs_from_records,
     reset_sequence,
     short,
     sqlite,
     stage,
     stage_source,
+    staged_refs,
 )
 
 __all__ = [
@@ -127,12 +125,10 @@ __all__ = [
     "need",
     "new_rows",
     "occurrences_with_fingerprints",
-    "refs_from_links",
-    "refs_from_outputs",
-    "refs_from_records",
     "reset_sequence",
     "short",
     "sqlite",
     "stage",
     "stage_source",
+    "staged_refs",
 ]

@@ -318,19 +318,15 @@ def map_shared(q: Quote, table: str, columns: Sequence[ModelColumn]) -> str:
     )
 
 
-def refs_from_records(q: Quote, table: str, column: str) -> str:
-    """(src, id) of the shared rows the inserted records point at through `column`."""
+def staged_refs(q: Quote, table: str, column: str, record: str, record_column: str) -> str:
+    """(src, id) of the rows the inserted records reach: `column` of the staged rows of
+    `table` whose `record_column` is an inserted record of `record`. The record's own
+    foreign keys (`table` is `record`, `record_column` its db_id), a link table's other
+    column, or the data keys the records produced (`column` their id)."""
+    c = q(column)
     return (
-        f"SELECT x.src, x.{q(column)} FROM {q(stage(table))} x "
-        f"{inserted(q, table, 'x', 'db_id')} WHERE x.{q(column)} IS NOT NULL"
-    )
-
-
-def refs_from_links(q: Quote, link: str, record_column: str, column: str, record: str) -> str:
-    """(src, id) of the shared rows the inserted records link to through `link`."""
-    return (
-        f"SELECT l.src, l.{q(column)} FROM {q(stage(link))} l "
-        f"{inserted(q, record, 'l', q(record_column))}"
+        f"SELECT x.src, x.{c} FROM {q(stage(table))} x "
+        f"{inserted(q, record, 'x', q(record_column))} WHERE x.{c} IS NOT NULL"
     )
 
 
@@ -416,14 +412,6 @@ def reset_sequence(q: Quote, table: str, pk: str) -> str:
         f"SELECT setval(s, greatest(coalesce((SELECT max({q(pk)}) FROM {q(table)}), 0), "
         f"coalesce(pg_sequence_last_value(s::regclass), 0), 1)) "
         f"FROM pg_get_serial_sequence(%s, %s) s WHERE s IS NOT NULL"
-    )
-
-
-def refs_from_outputs(q: Quote, table: str, record: str) -> str:
-    """(src, id) of the data keys the inserted records produced."""
-    return (
-        f"SELECT x.src, x.id FROM {q(stage(table))} x "
-        f"{inserted(q, record, 'x', 'output_from_record_id')}"
     )
 
 
