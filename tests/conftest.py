@@ -176,6 +176,17 @@ def _real_databases(django_db_blocker):
         yield
 
 
+def generated_store(tmp_path_factory, django_db_blocker, records: int, seed: int) -> Path:
+    """A synthetic store of `records` records (tests/storegen), in a directory of its own
+    (for module-scoped fixtures: made once, shared by a module's tests)."""
+    from .storegen import generate_store
+
+    path = tmp_path_factory.mktemp(f"store-{records}") / "store.sqlite"
+    with django_db_blocker.unblock():
+        generate_store(path, records, seed=seed)
+    return path
+
+
 def pg_url_for(dbname: str) -> str:
     base, _, _ = PG_URL.rpartition("/")
     return f"{base}/{dbname}"

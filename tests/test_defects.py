@@ -27,6 +27,7 @@ from .conftest import (
     FIXTURES,
     PG_URL,
     admin_execute,
+    generated_store,
     pg_query,
     pg_url_for,
     records_file,
@@ -306,10 +307,7 @@ def test_createdb_interrupted_removes_the_role_and_database_it_made(creator_admi
 @pytest.fixture(scope="module")
 def big_store(tmp_path_factory, django_db_blocker) -> Path:
     """A clean store whose audit scans for about a second."""
-    path = tmp_path_factory.mktemp("defects-big") / "store.sqlite"
-    with django_db_blocker.unblock():
-        generate_store(path, 30_000, seed=5)
-    return path
+    return generated_store(tmp_path_factory, django_db_blocker, 30_000, seed=5)
 
 
 def start(*args: str, **kwargs) -> subprocess.Popen:

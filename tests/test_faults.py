@@ -16,18 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PG_URL, pg_query, processes_mentioning, sqlite_rows
-from .storegen import generate_store
+from .conftest import PG_URL, generated_store, pg_query, processes_mentioning, sqlite_rows
 
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
 RECORD_ROWS = "SELECT db_id, label, project_id, duration, timestamp FROM django_store_record"
-
-
-def generated_store(tmp_path_factory, django_db_blocker, records: int, seed: int) -> Path:
-    path = tmp_path_factory.mktemp(f"faults-{records}") / "store.sqlite"
-    with django_db_blocker.unblock():
-        generate_store(path, records, seed=seed)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from .conftest import (
     MARIADB_URL,
     copy_fixture,
     drop_mariadb_database,
+    generated_store,
     mariadb_databases,
     mariadb_execute,
     mariadb_url_for,
@@ -314,10 +315,8 @@ def test_a_database_with_tables_is_refused(cli, store08, mariadb_database):
 
 @pytest.fixture(scope="module")
 def big_source(tmp_path_factory, django_db_blocker) -> Path:
-    path = tmp_path_factory.mktemp("mariadb-kill") / "store.sqlite"
-    with django_db_blocker.unblock():
-        generate_store(path, 10_000, seed=11)
-    return path
+    """A store big enough for a copy to be killed while it loads (10k records)."""
+    return generated_store(tmp_path_factory, django_db_blocker, 10_000, seed=11)
 
 
 def scratch_databases(pid: int) -> list[str]:

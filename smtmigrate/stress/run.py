@@ -541,12 +541,3 @@ def _connection_notes(connection, kind: str, jobs: int) -> list[str]:
         f"the server takes {free} more connections (max_connections {limit}, {used} in use) "
         f"and every running job holds one: {advice.format(jobs=jobs)}"
     ]
-    used = int(used) - 1  # our own connection, closed while the jobs run
-    free = int(limit) - used
-    if jobs <= free:
-        return []
-    return [
-        f"the server takes {free} more connections (max_connections {limit}, {used} in use) "
-        f"and every running job holds one: {jobs} concurrent jobs need max_connections "
-        "raised (SET GLOBAL max_connections = …, or in the server's [mysqld] section)"
-    ]
