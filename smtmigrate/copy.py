@@ -12,9 +12,10 @@ transaction, or a hidden SQLite file renamed into place once verified.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.core.management import call_command
 from django.db import DatabaseError
@@ -37,9 +38,12 @@ from .schema import (
     inspect_store,
     sumatra_tables,
 )
-from .snapshot import Snapshot
+from .snapshot import Snapshot, on_own_connection, threads_read
 from .verify import DEFAULT_LEVEL, Level, Verification, verify_stores
 from .widen import WideningPlan, plan_widening
+
+if TYPE_CHECKING:  # records/ loads Sumatra: only when records are compared
+    from .records.comparison import Sample
 
 # Tables Sumatra's migrations create that are not copied: the target has its own.
 TARGET_OWNED = frozenset({MIGRATIONS_TABLE, CONTENT_TYPE_TABLE, "sqlite_sequence"})
@@ -366,9 +370,25 @@ def copy_store(
     started = time.perf_counter()
     with engine_for(plan.target).copy_target(plan, events, phase) as target:
         prepared, remaps = _prepare_target(plan, target, phase)
+        sample = _sample_ahead(plan, target, level)
         tables, checksums = target.load(plan, remaps, events)
-        verification = _verify(plan, target, prepared, checksums, level, phase)
+        verification = _verify(plan, target, prepared, checksums, level, phase, sample)
     return _report(plan, tables, verification, phase, started)
+
+
+def _sample_ahead(plan: CopyPlan, target: CopyTarget, level: Level) -> Future[Sample] | None:
+    """The sample's source side, read through Sumatra by a thread during the load when
+    the load leaves the row checks nothing to overlap it with (else verify.py reads it
+    during them)."""
+    if level != "sample" or not target.checksums_while_loading or not threads_read(plan.source):
+        return None
+    from .records.comparison import read_sample
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="sample")
+    try:
+        return pool.submit(on_own_connection(read_sample, plan.source.store), plan.source)
+    finally:
+        pool.shutdown(wait=False)
 
 
 class _Phases:
@@ -412,6 +432,7 @@ def _verify(
     checksums: dict[str, Checksum],
     level: Level,
     phase: _Phases,
+    sample: Future[Sample] | None,
 ) -> Verification:
     """Counts, checksums (the source's as the load computed them) and records, in one
     call of verify.py; a difference undoes the copy."""
@@ -420,6 +441,8 @@ def _verify(
             plan.source,
             loaded,
             source_checksums=checksums,
+            target_checksums=target.stored_checksums,
+            source_sample=sample,
             level=level,
             events=phase,
             dedupe=plan.dedupe,

@@ -18,8 +18,8 @@ keys re-pointed; its records are compared as they are (see `compare_records`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +33,7 @@ from .snapshot import on_own_connection, threads_read
 
 if TYPE_CHECKING:  # records/ loads Sumatra: only when records are compared
     from .records import RecordComparison, RecordDifference
+    from .records.comparison import Sample
 
 Phase = Callable[[str], AbstractContextManager]
 CHECK_THREADS = 2  # tables checksummed at once (see verify_stores)
@@ -140,12 +141,16 @@ def verify_stores(
     source: Inspection,
     target: Inspection,
     *,
-    source_checksums: dict[str, Checksum] | None = None,
+    source_checksums: Mapping[str, Checksum] | None = None,
+    target_checksums: Mapping[str, Checksum] | None = None,
+    source_sample: Future[Sample] | None = None,
     level: Level = "full",
     events: Phase | None = None,
     dedupe: DedupePlan | None = None,
 ) -> Verification:
-    """Compare two stores; `source_checksums` are reused when the copy computed them.
+    """Compare two stores; `source_checksums` and `target_checksums` are reused when the
+    copy computed them (the target's by its server, of the rows it stored: CopyTarget),
+    and `source_sample`, the sample's source side, when the copy read it ahead.
     `level`: how many records are also read through Sumatra (see LEVELS). With `dedupe`,
     the target is compared with the source as that plan deduplicates it."""
     phase = events or (lambda name: nullcontext())
@@ -158,8 +163,8 @@ def verify_stores(
     # databases (SQLite, libpq and mysqlclient release the GIL): both sides when threads
     # may read both (a MariaDB copy's scratch database), else the source's side.
     collapse = dedupe is not None
-    ahead = compared = None
-    if level == "sample" and threads_read(source):
+    ahead, compared = source_sample, None
+    if level == "sample" and ahead is None and threads_read(source):
         from .records import compare_sample
         from .records.comparison import read_sample
 
@@ -176,7 +181,7 @@ def verify_stores(
             ahead = pool.submit(on_own_connection(read_sample, source.store), source)
         pool.shutdown(wait=False)
     names = [n for n in sumatra_tables() if n in source_layouts or n in target_layouts]
-    given = source_checksums or {}
+    given, stored = source_checksums or {}, target_checksums or {}
 
     def check(name: str) -> TableCheck:
         source_sum = given.get(name)
@@ -191,11 +196,12 @@ def verify_stores(
                 if name in source_layouts
                 else Checksum()
             )
-        if name in target_layouts:
+        target_sum = stored.get(name)
+        if target_sum is None and name in target_layouts:
             # the source's column set decides what is compared
             layout = source_layouts.get(name, target_layouts[name])
             target_sum = table_checksum(target, layout.in_store(target_layouts[name].source_name))
-        else:
+        if target_sum is None:  # not in the target
             target_sum = Checksum()
         return TableCheck(
             name, source_sum.rows, target_sum.rows, source_sum.digest, target_sum.digest

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import DatabaseError
@@ -260,6 +261,14 @@ class Engine:
 
 class CopyTarget:
     """A copy's target while the copy runs (Engine.copy_target)."""
+
+    # The target's own checksums of tables it computed as soon as each was loaded, where
+    # nobody else can write them until the copy ends (a MariaDB scratch database); verify
+    # computes the others.
+    stored_checksums: Mapping[str, Checksum] = MappingProxyType({})
+    # Whether the load leaves the row checks almost nothing to do (it computes
+    # `stored_checksums`): the sample's source side is then read during the load.
+    checksums_while_loading: ClassVar[bool] = False
 
     def schema_store(self) -> AbstractContextManager[Store]:
         """The target as a Django store, for Sumatra's migrations and the content types."""
