@@ -59,3 +59,25 @@ def watched() -> Iterator[None]:
         sys.unraisablehook = unraisable
         if signal.getsignal(signal.SIGINT) is _handler:
             signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then raise it: for a step and its bookkeeping
+    (a database created, then recorded as made so that an interrupted command drops it
+    again), which a KeyboardInterrupt between the two would split. An error in the block
+    goes on as it is."""
+    global _seen
+    held: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main thread: signals go nowhere else
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        _seen = _seen or previous is _handler
+        raise KeyboardInterrupt

@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
+from . import interrupts
 from .engines import engine_for
 from .errors import (
     NotASumatraStore,
@@ -360,11 +361,13 @@ def create_store_database(
         granted = False
         try:
             if create_role:
-                server.create_role(owner, password)
-                made.append("role")
+                with interrupts.deferred():  # made, and known to be made
+                    server.create_role(owner, password)
+                    made.append("role")
                 granted = server.become_member(owner)
-            server.create_database(owner)
-            made.append("database")
+            with interrupts.deferred():
+                server.create_database(owner)
+                made.append("database")
             if schema:
                 with server.target_as_admin() as created:
                     build_schema(created, owner=owner)

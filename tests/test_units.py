@@ -8,11 +8,15 @@ shows up here first.
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from smtmigrate import interrupts
 from smtmigrate.canonical import NULL, Checksum, float_bits, row_hash, table_layout
 from smtmigrate.engines import engine_for
 from smtmigrate.errors import (
@@ -250,3 +254,25 @@ def test_record_read_errors_end_as_one_line_with_exit_code_2():
     assert issubclass(RecordReadError, StoreConnectionError)
     assert issubclass(RecordReadError, SmtmigrateError)
     assert RecordReadError("x").exit_code == 2
+
+
+# -- Ctrl-C held for a step and its bookkeeping ---------------------------------------------
+
+
+def test_ctrl_c_inside_deferred_waits_for_the_block_then_stops():
+    done = []
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the signal is handled by now: held, not raised
+        done.append("made, and recorded")
+    assert done == ["made, and recorded"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_error_inside_deferred_goes_on_as_it_is():
+    with pytest.raises(ZeroDivisionError), interrupts.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        1 / 0  # noqa: B018
+    with interrupts.deferred():  # nothing pressed: nothing raised
+        pass

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from django.db import DatabaseError
 
+from .. import interrupts
 from ..errors import Refused, SmtmigrateError
 from .mariadb import PARTIAL_PREFIX, MariadbEngine, server_store
 from .mariadb_findings import COLLATION
@@ -67,16 +68,18 @@ def create_database(
                     raise Refused(f"user {account} does not exist (add --create-role)")
                 made: list[str] = []
                 try:
-                    cursor.execute(
-                        f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
-                    )
-                    made.append("database")
-                    if create_user:
-                        cursor.execute(  # %% : the statement is %-formatted with its parameter
-                            f"CREATE USER {account.replace('%', '%%')} IDENTIFIED BY %s",
-                            [password or ""],
+                    with interrupts.deferred():  # made, and known to be made
+                        cursor.execute(
+                            f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
                         )
-                        made.append("user")
+                        made.append("database")
+                    if create_user:
+                        with interrupts.deferred():
+                            cursor.execute(  # %%: the statement is %-formatted with its parameter
+                                f"CREATE USER {account.replace('%', '%%')} IDENTIFIED BY %s",
+                                [password or ""],
+                            )
+                            made.append("user")
                     cursor.execute(f"GRANT ALL PRIVILEGES ON {q(name)}.* TO {account}")
                     partial = PARTIAL_PREFIX.replace("_", "\\_") + "%"
                     cursor.execute(f"GRANT ALL PRIVILEGES ON {q(partial)}.* TO {account}")

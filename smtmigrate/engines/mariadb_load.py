@@ -79,10 +79,11 @@ def copy_target(
                     [name],
                 )
                 if not cursor.fetchone()[0]:
-                    cursor.execute(
-                        f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
-                    )
-                    created = True
+                    with interrupts.deferred():  # made, and known to be made
+                        cursor.execute(
+                            f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4 COLLATE {COLLATION}"
+                        )
+                        created = True
                 engine.check_new_target(final)
                 events.phase("commit")
                 interrupts.check()
