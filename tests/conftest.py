@@ -26,7 +26,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -146,7 +145,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _one_at_a_time(request) -> Iterator[None]:
+def _one_at_a_time(request, tmp_path_factory) -> Iterator[None]:
     """Under pytest-xdist: a `solo` test runs while no other server test does, the other
     server tests side by side (a readers-writer lock over the run's workers, with the
     writer first: a waiting `solo` test holds the turnstile that new tests pass)."""
@@ -157,7 +156,8 @@ def _one_at_a_time(request) -> Iterator[None]:
     if run is None or not (marker("pg") or marker("mariadb") or marker("solo")):
         yield
         return
-    base = Path(tempfile.gettempdir()) / f"smtmigrate-tests-{run}"
+    # the run's base temporary directory, shared by its workers (each has a folder in it)
+    base = tmp_path_factory.getbasetemp().parent / f"smtmigrate-tests-{run}"
     with open(f"{base}.turnstile", "a") as turnstile, open(f"{base}.lock", "a") as lock:
         fcntl.flock(turnstile, fcntl.LOCK_EX)
         fcntl.flock(lock, fcntl.LOCK_EX if marker("solo") else fcntl.LOCK_SH)
