@@ -47,7 +47,8 @@ def _shape(definition: str) -> list[str]:
 
 def set_aside(cursor, quote_name, tables: list[str]) -> dict[str, DeferredKeys]:
     """Drop the foreign keys of `tables`, then their secondary indexes (an index a
-    foreign key needs cannot go first); what was dropped, to be `restore`d."""
+    foreign key needs cannot go first); what was dropped, for `restore_indexes` and
+    `restore_foreign_keys`."""
     found = []
     for table in tables:
         definition = _show_create(cursor, quote_name(table))
@@ -96,5 +97,6 @@ def restore_foreign_keys(cursor, quote_name, found: list[DeferredKeys]) -> None:
         now = _show_create(cursor, quote_name(keys.table))
         if _shape(now) != _shape(keys.definition):
             raise SmtmigrateError(
-                f"{keys.table}: its keys were not restored as Sumatra's migrations made them"
+                f"{keys.table}: its keys could not be restored as Sumatra's migrations made "
+                "them; the copy stopped, nothing was written"
             )
