@@ -3,6 +3,8 @@ connection, no transactional DDL: each step says what it leaves on failure)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError
@@ -17,6 +19,31 @@ if TYPE_CHECKING:
 
 
 # -- createdb ---------------------------------------------------------------------------------
+
+
+def refuse_owner(owner: str | None) -> None:
+    """`--owner` (createdb, drop-recreate): MariaDB databases have no owners."""
+    if owner:
+        raise SmtmigrateError("--owner does not apply to MariaDB: the URL's user is granted")
+
+
+@contextmanager
+def admin_store(url: str | None) -> Iterator[Store | None]:
+    """The server of `--admin URL`, to create or drop a database as (None: the target
+    URL's own user); closed after."""
+    if not url:
+        yield None
+        return
+    from ..locations import resolve
+    from .mariadb import server_url
+
+    store = resolve(server_url(url), mariadb=True)
+    try:
+        if store.kind != "mariadb":
+            raise SmtmigrateError("--admin takes a mysql:// URL for a MariaDB target")
+        yield store
+    finally:
+        store.close()
 
 
 def account_host(store: Store) -> str:

@@ -57,6 +57,19 @@ def render_mariadb_database(
     say(out, f"  {what}")
 
 
+def render_mariadb_created(name: str, account: str, user_created: bool, out: Console) -> None:
+    """What `createdb` did on MariaDB, and where Sumatra's runs find the password."""
+    if user_created:
+        say(out, f"created user {account}")
+    say(out, f"created database {name} (utf8mb4, utf8mb4_nopad_bin), empty")
+    say(
+        out,
+        f"granted {account} all privileges on it and on smtmigrate_partial_* "
+        "(where a copy builds before it renames the tables into place)",
+    )
+    say(out, "Sumatra's smt runs read the password from MYSQL_PWD (not ~/.my.cnf)")
+
+
 def render_mariadb_recreated(name: str, account: str, schema: bool, out: Console) -> None:
     say(out, f"created {name} (utf8mb4, utf8mb4_nopad_bin), {account} granted")
     if schema:

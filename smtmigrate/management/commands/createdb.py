@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from ...errors import SmtmigrateError
 from ...locations import resolve
-from ...render import render_created
+from ...render import render_created, render_mariadb_created
 from ...target import create_store_database
 from ..base import SmtmigrateCommand, add_admin_option, add_role_options, password_from_env
 
@@ -33,34 +33,15 @@ class Command(SmtmigrateCommand):
 
     def _mariadb(self, store, owner, create_role, password, admin) -> None:
         """MariaDB has no database owners: the URL's user gets every privilege on it."""
-        from ...engines.mariadb import server_url
-        from ...engines.mariadb_admin import create_database
+        from ...engines.mariadb_admin import admin_store, create_database, refuse_owner
 
-        if owner:
-            raise SmtmigrateError("--owner does not apply to MariaDB: the URL's user is granted")
+        refuse_owner(owner)
         if store.password:
             raise SmtmigrateError(
                 "the new user's password is taken from --password-env VAR only (not the URL)"
             )
-        admin_store = None
-        if admin:
-            admin_store = resolve(server_url(admin), mariadb=True)
-            if admin_store.kind != "mariadb":
-                raise SmtmigrateError("--admin takes a mysql:// URL for a MariaDB target")
-        try:
+        with admin_store(admin) as server:
             name, account = create_database(
-                store, create_user=create_role, password=password, admin=admin_store
+                store, create_user=create_role, password=password, admin=server
             )
-        finally:
-            if admin_store is not None:
-                admin_store.close()
-        out = self.console()
-        if create_role:
-            out.print(f"created user {account}", markup=False)
-        out.print(f"created database {name} (utf8mb4, utf8mb4_nopad_bin), empty", markup=False)
-        out.print(
-            f"granted {account} all privileges on it and on smtmigrate_partial_* "
-            "(where a copy builds before it renames the tables into place)",
-            markup=False,
-        )
-        out.print("Sumatra's smt runs read the password from MYSQL_PWD (not ~/.my.cnf)")
+        render_mariadb_created(name, account, create_role, self.console())

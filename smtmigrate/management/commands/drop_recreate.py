@@ -97,18 +97,19 @@ class Command(SmtmigrateCommand):
     def _mariadb(self, store, owner, yes, backup, no_schema, admin, out) -> None:
         """MariaDB: the same steps (back up, confirm, drop, create as `createdb` does,
         build Sumatra's widened schema); no owners, the URL's user is granted."""
-        from ...engines.mariadb import database_tables, server_url
+        from ...engines.mariadb import database_tables
+        from ...engines.mariadb_admin import (
+            admin_store,
+            create_database,
+            drop_database,
+            refuse_owner,
+            sumatra_records,
+        )
         from ...engines.mariadb_admin import (
             build_schema as build_mariadb_schema,
         )
-        from ...engines.mariadb_admin import (
-            create_database,
-            drop_database,
-            sumatra_records,
-        )
 
-        if owner:
-            raise SmtmigrateError("--owner does not apply to MariaDB: the URL's user is granted")
+        refuse_owner(owner)
         name = store.settings["NAME"]
         tables = database_tables(store)
         records = sumatra_records(store) if tables else None
@@ -132,17 +133,11 @@ class Command(SmtmigrateCommand):
             render_backing_up(records, path, out)
             self._backup(store, path, out)
         store.close()
-        admin_store = resolve(server_url(admin), mariadb=True) if admin else None
-        try:
-            if admin_store is not None and admin_store.kind != "mariadb":
-                raise SmtmigrateError("--admin takes a mysql:// URL for a MariaDB target")
+        with admin_store(admin) as server:
             if tables is not None:
-                drop_database(store, admin=admin_store)
+                drop_database(store, admin=server)
                 render_dropped(name, out)
-            _, account = create_database(store, create_user=False, password=None, admin=admin_store)
-        finally:
-            if admin_store is not None:
-                admin_store.close()
+            _, account = create_database(store, create_user=False, password=None, admin=server)
         if not no_schema:
             build_mariadb_schema(store)
         render_mariadb_recreated(name, account, not no_schema, out)
