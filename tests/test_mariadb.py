@@ -562,6 +562,26 @@ def test_switch_refuses_what_sumatra_could_not_use(cli, store08, mariadb_databas
 
 
 @pytest.mark.mariadb
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (("--owner", "alice"), "--owner does not apply to MariaDB: the URL's user is granted"),
+        (("--admin", "postgresql://127.0.0.1/postgres"), "--admin takes a mysql:// URL"),
+    ],
+)
+@pytest.mark.parametrize("command", ["createdb", "drop-recreate"])
+def test_mariadb_database_commands_refuse_owner_and_a_foreign_admin(
+    cli, mariadb_name, command, extra, said
+):
+    """Refused in one line (exit 2), and no database made."""
+    yes = ("--yes", "--no-schema") if command == "drop-recreate" else ()
+    result = cli(command, mariadb_url_for(mariadb_name), *extra, *yes)
+    assert result.code == 2, result
+    assert said in result.err and len(result.err.strip().splitlines()) == 1
+    assert mariadb_name not in mariadb_databases()
+
+
+@pytest.mark.mariadb
 def test_createdb_then_its_user_alone_copies(cli, store08, mariadb_name, monkeypatch):
     """createdb --create-role: an empty nopad database and a user granted on it and on
     the copy's scratch databases; that user (password in MYSQL_PWD) then copies."""
