@@ -161,7 +161,8 @@ def verify_stores(
     source_layouts, target_layouts = layouts_of(source), layouts_of(target)
     # A sample is read through Sumatra by a thread while the row checks wait for the
     # databases (SQLite, libpq and mysqlclient release the GIL): both sides when threads
-    # may read both (a MariaDB copy's scratch database), else the source's side.
+    # may read both (two SQLite snapshots), else the source's side (unless a copy read it
+    # during its load: `source_sample`).
     collapse = dedupe is not None
     ahead, compared = source_sample, None
     if level == "sample" and ahead is None and threads_read(source):

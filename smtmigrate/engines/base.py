@@ -172,15 +172,19 @@ class Engine:
         skip: Iterable[int] | None = None,
     ) -> Checksum:
         """A table's checksum computed where the data is, without the rows whose id is
-        in `skip`, with the id columns of `remaps` mapped first. A server computes it in
-        one query (`checksum_sql`: rows, sum of row hashes)."""
+        in `skip`, with the id columns of `remaps` mapped first."""
         store = inspection.store
         try:
             with store.connection.cursor() as cursor:
-                cursor.execute(self.checksum_sql(layout, remaps, skip))
-                rows, total = cursor.fetchone()
+                return self.checksum(cursor, layout, remaps, skip)
         except DatabaseError as exc:
             raise store.read_error(exc) from exc
+
+    def checksum(self, cursor, layout: TableLayout, remaps=None, skip=None) -> Checksum:
+        """`table_checksum` on an open cursor: a server computes it in one query
+        (`checksum_sql`: rows, sum of row hashes)."""
+        cursor.execute(self.checksum_sql(layout, remaps, skip))
+        rows, total = cursor.fetchone()
         return Checksum(rows, int(total))
 
     def checksum_sql(self, layout: TableLayout, remaps=None, skip=None) -> str:

@@ -189,7 +189,8 @@ class MariadbCopyTarget(CopyTarget):
                         restore_indexes(cursor, q, set_aside_keys[layout.name])
                         # and its rows hashed as stored (verify.py compares): nobody else
                         # writes the scratch database, the rename moves the table as it is
-                        self.stored_checksums[layout.name] = self._stored_checksum(cursor, layout)
+                        stored = layout.in_store(layout.name)  # as verify.py would read it
+                        self.stored_checksums[layout.name] = self.engine.checksum(cursor, stored)
                         return loaded
                     except BaseException:
                         cancel.set()
@@ -254,12 +255,6 @@ class MariadbCopyTarget(CopyTarget):
         )
         events.table_done(result)
         return result, writer.checksum
-
-    def _stored_checksum(self, cursor, layout: TableLayout) -> Checksum:
-        """What verify.py's `table_checksum` of the loaded table gives, on this connection."""
-        cursor.execute(self.engine.checksum_sql(layout.in_store(layout.name)))
-        rows, total = cursor.fetchone()
-        return Checksum(rows, int(total))
 
     def _load_statement(self, layout: TableLayout) -> str:
         """LOAD DATA in COPY's text format (tab, `\\N`, backslash escapes: LOAD DATA's
