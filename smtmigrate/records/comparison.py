@@ -207,10 +207,10 @@ def read_sample(source: Inspection, size: int = SAMPLE) -> Sample:
     """Up to `size` records of the store (`reader.sample_ids`), read through Sumatra."""
     with sumatra_reading():
         ids, population = sample_ids(source, size)
-        records = {}
-        for start in range(0, len(ids), CHUNK):
-            for record in read_records(source, ids[start : start + CHUNK]):
-                records[record.db_id] = (record.project_id, record.label, canonical(record))
+        records = {  # read_records queries them CHUNK at a time
+            record.db_id: (record.project_id, record.label, canonical(record))
+            for record in read_records(source, ids)
+        }
     return Sample(ids, population, records)
 
 
