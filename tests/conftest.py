@@ -18,6 +18,7 @@ keeps every other server test off the servers while a `solo` test runs.
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import json
 import os
@@ -59,16 +60,6 @@ _PROCESS_NAMES = re.compile(r"\b(?:subprocess|Popen|run_sumatra|multiprocessing)
 SLOW_MODULES = frozenset({"test_stress", "test_stress_smt", "test_faults", "test_defects"})
 # Tests that need neither but take about a second or more each (measured on 2 cores: waits
 # on purpose, hypothesis, several stores read through Sumatra), kept out of the fast subset.
-# Tests that need the servers to themselves: up to 100 jobs connected at once leave no
-# connection of PostgreSQL's default 100 for another test.
-SOLO_MODULES = frozenset({"test_stress", "test_stress_smt"})
-SOLO_TESTS = frozenset({
-    "test_move_then_a_hundred_concurrent_default_smt_runs_lose_nothing",
-    "test_move_onto_mariadb_then_a_hundred_concurrent_default_smt_runs_lose_nothing",
-    "test_without_the_label_fix_concurrent_runs_collide",
-    "test_move_while_runs_keep_saving_loses_no_record",
-    "test_merge_while_twenty_smt_runs_write_the_target_loses_nothing",
-})  # fmt: skip
 SLOW_TESTS = frozenset({
     "test_a_store_locked_by_a_writer_ends_in_one_line_after_a_bounded_wait",
     "test_audit_names_the_default_timestamp_labels_of_both_fixtures",
@@ -79,6 +70,16 @@ SLOW_TESTS = frozenset({
     "test_parallel_reading_gives_the_same_answer",
     "test_shared_labels_orphan_records_and_unreadable_records_are_compared",
     "test_shared_output_keys_become_one_key_per_record",
+})  # fmt: skip
+# Tests that need the servers to themselves: up to 100 jobs connected at once leave no
+# connection of PostgreSQL's default 100 for another test.
+SOLO_MODULES = frozenset({"test_stress", "test_stress_smt"})
+SOLO_TESTS = frozenset({
+    "test_move_then_a_hundred_concurrent_default_smt_runs_lose_nothing",
+    "test_move_onto_mariadb_then_a_hundred_concurrent_default_smt_runs_lose_nothing",
+    "test_without_the_label_fix_concurrent_runs_collide",
+    "test_move_while_runs_keep_saving_loses_no_record",
+    "test_merge_while_twenty_smt_runs_write_the_target_loses_nothing",
 })  # fmt: skip
 
 
@@ -149,8 +150,6 @@ def _one_at_a_time(request, tmp_path_factory) -> Iterator[None]:
     """Under pytest-xdist: a `solo` test runs while no other server test does, the other
     server tests side by side (a readers-writer lock over the run's workers, with the
     writer first: a waiting `solo` test holds the turnstile that new tests pass)."""
-    import fcntl
-
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     marker = request.node.get_closest_marker
     if run is None or not (marker("pg") or marker("mariadb") or marker("solo")):
