@@ -9,6 +9,7 @@ small query fetch up to three examples. Nothing is read row by row into Python.
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from .schema import (
 from .snapshot import on_own_connection, threads_read
 
 SCAN_THREADS = 2  # tables of a SQLite snapshot scanned at once (snapshot.threads_share)
+_PYTHON_PER_ROW = threading.Lock()  # held by the scan that calls Python for every row
 
 # Severity order: the first three make a copy fail, the others are warnings.
 KINDS = (
@@ -268,15 +270,12 @@ class _TableScan:
             count_if(" OR ".join(f"({check.condition})" for check in group))
             for group in invalid.values()
         ]
-        if screened:
-            values_of_row = ", ".join(check.screen for check in screened)
-            aggregates.append(count_if(f"NOT {self.engine.all_utf8(values_of_row)}"))
         self.cursor.execute(f"SELECT {', '.join(aggregates)} FROM {q(self.table.name)}")
         rows, *values = self.cursor.fetchone()
         self.longest = {name: value or 0 for name, value in zip(text_columns, values, strict=False)}
         flags = values[len(text_columns) :]
         flagged_invalid = {column for column, count in zip(invalid, flags, strict=False) if count}
-        screen_failed = bool(screened) and bool(flags[-1])
+        screen_failed = bool(screened) and self._screen(screened)
         suspects = [
             check
             for check in checks
@@ -287,6 +286,19 @@ class _TableScan:
         self._count(suspects)
         self._near_limits(checks)
         return rows
+
+    def _screen(self, screened: list[_Check]) -> bool:
+        """Whether some row fails a screened check: one call of the Python test per row,
+        in a query of its own that one thread runs at a time. Every call takes the GIL:
+        two threads calling it at once handed it back and forth so often that a scan on
+        two threads took longer than on one; alone, it runs beside the others' scans."""
+        values_of_row = ", ".join(check.screen for check in screened)
+        condition = count_if(f"NOT {self.engine.all_utf8(values_of_row)}")
+        with _PYTHON_PER_ROW:
+            self.cursor.execute(
+                f"SELECT {condition} FROM {self.engine.quote_name(self.table.name)}"
+            )
+            return bool(self.cursor.fetchone()[0])
 
     def _count(self, suspects: list[_Check]) -> None:
         if not suspects:

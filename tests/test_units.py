@@ -11,6 +11,8 @@ import io
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -19,6 +21,7 @@ import pytest
 from smtmigrate import interrupts
 from smtmigrate.canonical import NULL, Checksum, float_bits, row_hash, table_layout
 from smtmigrate.engines import engine_for
+from smtmigrate.engines.sqlite import ChunkedLines
 from smtmigrate.errors import (
     LocationError,
     RecordReadError,
@@ -119,6 +122,57 @@ def test_floats_are_compared_by_their_bits():
     assert float_bits(0.1) != float_bits(0.1000000000000001)
     assert row_hash(b"x", (0.5,)) == row_hash(b"x\t3fe0000000000000", ())
     assert Checksum(1, -1).digest == "ffffffffffffffff"
+
+
+def test_chunked_lines_are_the_lines_row_by_row(datakeys):
+    """A copy reads an SQLite table without floats in chunks of rows joined by SQLite: the
+    same lines as row by row, whatever the values, the rows left out or the size limit."""
+    datakeys.text_factory = bytes
+    rows = [
+        (i, f"p{i}\t\\{'é' * (i % 7)}", None, "2024-01-02 03:04:05", "m", i) for i in range(1, 5001)
+    ]
+    rows[10] = (11, "nul\x00inside", b"\xff\xfe not UTF-8", None, "", None)
+    rows[4000] = (4001, "x", "d", "2024-01-02\n03:04:05", "", 1)  # a line with a newline
+    datakeys.executemany(f"INSERT INTO {DATAKEY} VALUES (?, ?, ?, ?, ?, ?)", rows)
+    model = sumatra_tables()[DATAKEY]
+    layout = table_layout(model, DATAKEY, model.columns)
+    skip = {5, 2500}
+    expected = sorted(lines(datakeys, skip=skip))
+    assert len(expected) == 4998 and any(b"\n" in line for line in expected)
+
+    def chunked(connection) -> tuple[list[bytes], int]:
+        reader = ChunkedLines(connection, SQLITE.chunk_select(layout, {}, skip))
+        out, fetches = [], 0
+        while batch := reader.fetchmany(2000):
+            out += [line for (line,) in batch]
+            fetches += 1
+        return sorted(out), fetches
+
+    assert chunked(datakeys) == (expected, 3)
+    # SQLite's longest string cut to 20 kB: chunks of fewer rows, the same lines
+    datakeys.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
+    lines_read, fetches = chunked(datakeys)
+    assert lines_read == expected and fetches > 3
+
+
+def test_sqlite_memory_statistics_go_off_only_while_nothing_is_open():
+    """Turned off in a fresh process (as a command does first), SQLite stops counting;
+    with a connection open it is left as it is."""
+    probe = """
+import ctypes, sqlite3, sys, _sqlite3
+from smtmigrate.engines.sqlite import turn_memory_statistics_off
+used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+used.restype = ctypes.c_int64
+held = sqlite3.connect(":memory:") if sys.argv[1] == "open" else None
+turned_off = turn_memory_statistics_off()
+other = sqlite3.connect(":memory:")
+print(turned_off, used() > 0)
+"""
+    for state, expected in (("closed", "True False"), ("open", "False True")):
+        run = subprocess.run(
+            [sys.executable, "-c", probe, state], capture_output=True, text=True, check=True
+        )
+        assert run.stdout.split() == expected.split(), (state, run.stderr)
 
 
 # --------------------------------------------------------------------------- stress errors

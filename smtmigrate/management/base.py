@@ -14,6 +14,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
+from ..engines.sqlite import turn_memory_statistics_off
 from ..errors import MariadbNotYet, SmtmigrateError
 from ..render import console
 from ..verify import DEFAULT_LEVEL, LEVELS
@@ -69,6 +70,7 @@ class SmtmigrateCommand(BaseCommand):
     def run_from_argv(self, argv: list[str]) -> None:
         """Django's, then the command's own verdict as the exit code."""
         self._prog = f"{os.path.basename(argv[0])} {argv[1]}"
+        turn_memory_statistics_off()  # nothing has opened an SQLite database yet
         super().run_from_argv(argv)
         if self.exit_code:
             sys.exit(self.exit_code)
