@@ -20,6 +20,7 @@ from smtmigrate.records import remote
 from smtmigrate.records.comparison import compare_records, compare_sample
 from smtmigrate.records.reader import iter_records, sample_ids
 from smtmigrate.schema import inspect_store
+from smtmigrate.snapshot import source_snapshot, threads_read
 
 from .conftest import FIXTURES, records_file, run_sumatra, sqlite_exec, sqlite_rows
 from .storegen import generate_store
@@ -396,6 +397,30 @@ def test_a_sampled_record_that_differs_or_is_missing_is_named(tmp_path):
     assert result.records >= 29 and result.differing_records == 2
     # the record outside the sample is the row checksums' to find (test_copy), not ours
     assert compare_a_sample(generated.path, generated.path, size=30).ok
+
+
+def test_a_sample_read_on_two_threads_compares_both_halves(tmp_path):
+    """Where threads read both stores alike (snapshots), each half of the target's side
+    is read by its own thread: a difference in either half is named."""
+    generated = generate_store(tmp_path / "g.db", 300, seed=4, projects=2)
+    ids = sorted(i for (i,) in sqlite_rows(generated.path, "SELECT db_id FROM django_store_record"))
+    changed = private_copy(generated.path, tmp_path, "changed.sqlite")
+    sqlite_exec(
+        changed,
+        f"UPDATE django_store_record SET reason = 'other' WHERE db_id IN ({ids[10]}, {ids[250]})",
+    )
+    with (
+        source_snapshot(resolve(str(generated.path))) as a,
+        source_snapshot(resolve(str(changed))) as b,
+    ):
+        target = inspect_store(b.store)
+        assert threads_read(target)
+        result = compare_sample(inspect_store(a.store), target, size=300)
+    assert sorted(d.label.split()[-1] for d in result.differences) == [
+        f"{ids[10]})",
+        f"{ids[250]})",
+    ]
+    assert (result.records, result.differing_records) == (300, 2)
 
 
 def test_a_small_store_is_sampled_whole(store08):

@@ -8,17 +8,20 @@ that pays (`remote`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError
 
 from ..schema import Inspection
-from .reader import CHUNK, Keyed, canonical, keyed, read_records, sample_ids
+from ..snapshot import on_own_connection, threads_read
+from .reader import Keyed, canonical, keyed, read_records, sample_ids
 from .remote import remote_records, remote_side
 from .sumatra_compat import sumatra_reading
 
 SAMPLE = 1_000  # records `compare_sample` reads on each side: ~0.5 s each at 0.5 ms a record
+SPLIT_AT_LEAST = 100  # records a second thread reads, or none (`_canonical_records`)
 PREVIEW = 80  # characters of a value shown in a difference
 # Fields that only tell records apart and are not compared.
 _META_KEYS = frozenset({"_db_id"})
@@ -238,25 +241,41 @@ def compare_sample(
         if sample is None:
             sample = read_sample(source, size)
         result.population = sample.population
-        for start in range(0, len(sample.ids), CHUNK):
-            chunk = sample.ids[start : start + CHUNK]
-            theirs = {r.db_id: r for r in read_records(target, chunk)}
-            for db_id in chunk:
-                read = sample.records.get(db_id)
-                if read is None:  # a live source lost it between two reads
-                    continue
-                project, label, data = read
-                result.source_records += 1
-                name = f"{label} (db_id {db_id})"
-                record = theirs.get(db_id)
-                if record is None:
-                    result.differing_records += 1
-                    collector.add(project, name, "record", "present", "missing", presence=True)
-                    continue
-                result.target_records += 1
-                result.records += 1
-                _compare_pair(project, name, data, canonical(record), collector, collapse_links)
+        theirs = _canonical_records(target, sample.ids)
+        for db_id in sample.ids:
+            read = sample.records.get(db_id)
+            if read is None:  # a live source lost it between two reads
+                continue
+            project, label, data = read
+            result.source_records += 1
+            name = f"{label} (db_id {db_id})"
+            record = theirs.get(db_id)
+            if record is None:
+                result.differing_records += 1
+                collector.add(project, name, "record", "present", "missing", presence=True)
+                continue
+            result.target_records += 1
+            result.records += 1
+            _compare_pair(project, name, data, record, collector, collapse_links)
     return result
+
+
+def _canonical_records(store: Inspection, ids: list[int]) -> dict[int, dict]:
+    """These records of the store as Sumatra reads them (`canonical`), by db_id; half of
+    them on a thread of its own where threads read the store alike: one thread waits for
+    the database while the other runs Sumatra (1,000 records: 0.65-0.8 s, not 1.1)."""
+
+    def read(part: list[int]) -> dict[int, dict]:
+        with sumatra_reading():
+            return {record.db_id: canonical(record) for record in read_records(store, part)}
+
+    if len(ids) < 2 * SPLIT_AT_LEAST or not threads_read(store):
+        return read(ids)
+    half = len(ids) // 2
+    with ThreadPoolExecutor(1, thread_name_prefix="sample") as pool:
+        other = pool.submit(on_own_connection(read, store.store), ids[half:])
+        mine = read(ids[:half])
+        return {**mine, **other.result()}
 
 
 def _compare_projects(source: Inspection, target: Inspection, collector: _Collector) -> None:
