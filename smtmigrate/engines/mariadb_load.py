@@ -41,6 +41,8 @@ R = TypeVar("R")
 
 FETCH_ROWS = 2_000
 LOAD_THREADS = 2  # tables loaded at once from a SQLite snapshot (one per core)
+HASH_BESIDE_INDEXES = 100_000  # rows from which a table is hashed while it is indexed
+ALTER_HEAD_START = 0.1  # seconds: the ALTER takes its brief exclusive lock meanwhile
 
 
 @contextmanager
@@ -185,12 +187,12 @@ class MariadbCopyTarget(CopyTarget):
                         loaded = self._load_table(
                             plan, layout, cursor, pipe, remaps.get(layout.name, {}), events, cancel
                         )
-                        # built now, while the other thread still loads: it has a core free
-                        restore_indexes(cursor, q, set_aside_keys[layout.name])
-                        # and its rows hashed as stored (verify.py compares): nobody else
-                        # writes the scratch database, the rename moves the table as it is
-                        stored = layout.in_store(layout.name)  # as verify.py would read it
-                        self.stored_checksums[layout.name] = self.engine.checksum(cursor, stored)
+                        # indexed now, while the other thread still loads, and hashed as
+                        # stored (verify.py compares): nobody else writes the scratch
+                        # database, the rename moves the table as it is
+                        self.stored_checksums[layout.name] = self._index_and_hash(
+                            cursor, layout, set_aside_keys[layout.name], loaded[0].rows
+                        )
                         return loaded
                     except BaseException:
                         cancel.set()
@@ -213,6 +215,27 @@ class MariadbCopyTarget(CopyTarget):
 
         results = [result for result, _ in loaded]
         return results, {result.table: checksum for result, checksum in loaded}
+
+    def _index_and_hash(self, cursor, layout: TableLayout, keys, rows: int) -> Checksum:
+        """Build the table's set-aside indexes and hash its rows as verify.py reads them.
+        A big table's hash runs beside its index build, on a connection of its own, once
+        the ALTER has its head start: each reads the whole table (2.3 M rows: 6.2-7.4 s
+        one after the other, 3.7-4.1 s together). A hash that started first would only
+        hold the ALTER back until it ends (metadata locks), as if run one after the other."""
+        stored = layout.in_store(layout.name)
+        if not keys.indexes or rows < HASH_BESIDE_INDEXES:
+            restore_indexes(cursor, self.engine.quote_name, keys)
+            return self.engine.checksum(cursor, stored)
+
+        def hash_rows(_: object) -> Checksum:
+            time.sleep(ALTER_HEAD_START)
+            with self.store.connection.cursor() as other:
+                return self.engine.checksum(other, stored)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="hash") as pool:
+            hashed = pool.submit(on_own_connection(hash_rows, self.store), None)
+            restore_indexes(cursor, self.engine.quote_name, keys)
+            return hashed.result()
 
     def _load_table(self, plan, layout, cursor, pipe: Path, remaps, events, cancel):
         from . import engine_for
