@@ -12,7 +12,7 @@ transaction, or a hidden SQLite file renamed into place once verified.
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -38,7 +38,7 @@ from .schema import (
     inspect_store,
     sumatra_tables,
 )
-from .snapshot import Snapshot, on_own_connection, threads_read
+from .snapshot import Snapshot, on_a_thread, threads_read
 from .verify import DEFAULT_LEVEL, Level, Verification, verify_stores
 from .widen import WideningPlan, plan_widening
 
@@ -384,11 +384,7 @@ def _sample_ahead(plan: CopyPlan, target: CopyTarget, level: Level) -> Future[Sa
         return None
     from .records.comparison import read_sample
 
-    pool = ThreadPoolExecutor(1, thread_name_prefix="sample")
-    try:
-        return pool.submit(on_own_connection(read_sample, plan.source.store), plan.source)
-    finally:
-        pool.shutdown(wait=False)
+    return on_a_thread(read_sample, plan.source, plan.source.store, name="sample")
 
 
 class _Phases:

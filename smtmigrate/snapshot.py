@@ -33,6 +33,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -290,6 +291,16 @@ def on_own_connection(work: Callable[[T], R], *stores: Store) -> Callable[[T], R
                 connections[store.alias].close()
 
     return run
+
+
+def on_a_thread(work: Callable[[T], R], item: T, *stores: Store, name: str) -> Future[R]:
+    """`work(item)` started on a thread of its own, with connections of its own to
+    `stores` (`on_own_connection`); its result, or its error, from the Future."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        return pool.submit(on_own_connection(work, *stores), item)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its work
 
 
 def shareable(store: Store) -> bool:

@@ -29,7 +29,7 @@ from .dedupe import DedupePlan
 from .engines import engine_for
 from .remaps import content_type_remap, merge_remaps
 from .schema import Inspection, sumatra_tables
-from .snapshot import on_own_connection, threads_read
+from .snapshot import on_a_thread, on_own_connection, threads_read
 
 if TYPE_CHECKING:  # records/ loads Sumatra: only when records are compared
     from .records import RecordComparison, RecordDifference
@@ -169,7 +169,6 @@ def verify_stores(
         from .records import compare_sample
         from .records.comparison import read_sample
 
-        pool = ThreadPoolExecutor(1, thread_name_prefix="sample")
         if threads_read(target):
 
             def sample_both(_: None) -> tuple[RecordComparison, float]:
@@ -177,10 +176,9 @@ def verify_stores(
                 result = compare_sample(source, target, collapse_links=collapse)
                 return result, time.perf_counter() - started
 
-            compared = pool.submit(on_own_connection(sample_both, source.store, target.store), None)
+            compared = on_a_thread(sample_both, None, source.store, target.store, name="sample")
         else:
-            ahead = pool.submit(on_own_connection(read_sample, source.store), source)
-        pool.shutdown(wait=False)
+            ahead = on_a_thread(read_sample, source, source.store, name="sample")
     names = [n for n in sumatra_tables() if n in source_layouts or n in target_layouts]
     given, stored = source_checksums or {}, target_checksums or {}
 

@@ -23,7 +23,7 @@ from .. import interrupts
 from ..canonical import Checksum, TableLayout, load_lines
 from ..errors import SmtmigrateError
 from ..schema import SUMATRA_APP
-from ..snapshot import on_own_connection, threads_read
+from ..snapshot import on_a_thread, on_own_connection, threads_read
 from .base import CopyTarget, TableResult
 from .mariadb import PARTIAL_PREFIX, server_store
 from .mariadb_findings import COLLATION
@@ -232,10 +232,9 @@ class MariadbCopyTarget(CopyTarget):
             with self.store.connection.cursor() as other:
                 return self.engine.checksum(other, stored)
 
-        with ThreadPoolExecutor(1, thread_name_prefix="hash") as pool:
-            hashed = pool.submit(on_own_connection(hash_rows, self.store), None)
-            restore_indexes(cursor, self.engine.quote_name, keys)
-            return hashed.result()
+        hashed = on_a_thread(hash_rows, None, self.store, name="hash")
+        restore_indexes(cursor, self.engine.quote_name, keys)
+        return hashed.result()
 
     def _load_table(self, plan, layout, cursor, pipe: Path, remaps, events, cancel):
         from . import engine_for

@@ -8,14 +8,13 @@ that pays (`remote`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError
 
 from ..schema import Inspection
-from ..snapshot import on_own_connection, threads_read
+from ..snapshot import on_a_thread, threads_read
 from .reader import Keyed, canonical, keyed, read_records, sample_ids
 from .remote import remote_records, remote_side
 from .sumatra_compat import sumatra_reading
@@ -272,10 +271,9 @@ def _canonical_records(store: Inspection, ids: list[int]) -> dict[int, dict]:
     if len(ids) < 2 * SPLIT_AT_LEAST or not threads_read(store):
         return read(ids)
     half = len(ids) // 2
-    with ThreadPoolExecutor(1, thread_name_prefix="sample") as pool:
-        other = pool.submit(on_own_connection(read, store.store), ids[half:])
-        mine = read(ids[:half])
-        return {**mine, **other.result()}
+    other = on_a_thread(read, ids[half:], store.store, name="sample")
+    mine = read(ids[:half])
+    return {**mine, **other.result()}
 
 
 def _compare_projects(source: Inspection, target: Inspection, collector: _Collector) -> None:
