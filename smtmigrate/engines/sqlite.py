@@ -314,24 +314,18 @@ class SqliteEngine(Engine):
     def checksum(self, cursor, layout: TableLayout, remaps=None, skip=None) -> Checksum:
         """Checksum of a table of an open SQLite database, from the canonical lines."""
         cursor.execute(self.line_select(layout, remaps or {}, skip))
-        checksum = Checksum()
-        while batch := cursor.fetchmany(10_000):
-            checksum.rows += len(batch)
-            checksum.total += batch_hash(batch, bool(layout.floats))
-        return checksum
+        return _summed(cursor, bool(layout.floats))
 
     def table_checksum(self, inspection, layout, remaps=None, skip=None) -> Checksum:
+        """From the lines a copy would send (`line_rows`: in chunks where it can)."""
         store = inspection.store
         if store.path is None:
             raise SmtmigrateError(f"{store.display}: cannot checksum this store")
-        connection = self.open_bytes(store.path)
         try:
-            attach_views(connection, inspection.views)
-            return self.checksum(connection.cursor(), layout, remaps, skip)
+            with self.line_rows(inspection, layout, remaps or {}, skip) as rows:
+                return _summed(rows, bool(layout.floats))
         except sqlite3.Error as exc:
             raise store.read_error(exc) from exc
-        finally:
-            connection.close()
 
     # -- copies into SQLite ---------------------------------------------------------------
 
@@ -485,6 +479,15 @@ def _copy_pages(reader: sqlite3.Connection, path: Path) -> None:
         target.execute("PRAGMA journal_mode = DELETE")
     finally:
         target.close()
+
+
+def _summed(rows, floats: bool) -> Checksum:
+    """The checksum of the rows of a `line_select` (or `ChunkedLines`), batch by batch."""
+    checksum = Checksum()
+    while batch := rows.fetchmany(FETCH_ROWS):
+        checksum.rows += len(batch)
+        checksum.total += batch_hash(batch, floats)
+    return checksum
 
 
 class ChunkedLines:
