@@ -36,6 +36,11 @@ class RecordReadError(StoreConnectionError):
     """Records could not be read back from a store (an odd store, or its reader failed)."""
 
 
+class MissingDriver(SmtmigrateError):
+    """A store whose database driver is an optional extra that is not installed here
+    (mysqlclient, for MariaDB/MySQL: `smtmigrate[mariadb]`)."""
+
+
 class UnknownLayout(SmtmigrateError):
     """Sumatra's tables are there, but not in a layout smtmigrate knows."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from .db import register_database, unregister_database
 from .errors import (
     LocationError,
     MariadbNotYet,
+    MissingDriver,
     NotASumatraStore,
     StoreConnectionError,
     UnsupportedStore,
@@ -198,6 +200,7 @@ def resolve(text: str, *, base_dir: Path | None = None, mariadb: bool = False) -
             store = _mariadb_store(text)
             if not mariadb:
                 raise MariadbNotYet(store.display)
+            require_mariadb_driver(store.display)
             return store
         if scheme in ("http", "https"):
             raise UnsupportedStore(
@@ -373,6 +376,44 @@ def postgres_settings(url: str) -> dict[str, Any]:
 
 def _mariadb_store(url: str) -> Store:
     return Store(kind="mariadb", display=redact_url(url), settings=mariadb_settings(url))
+
+
+def require_mariadb_driver(display: str) -> None:
+    """MariaDB/MySQL stores are reached through Django's `mysql` backend over mysqlclient,
+    an optional extra (`smtmigrate[mariadb]`: it builds from C source, which the default
+    install must not need). Without it: one line with the command that installs it here."""
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError:  # not installed, or its C library is missing
+        pass
+    else:
+        return
+    requirement = _extra_requirement("mariadb", "mysqlclient")
+    if (Path(sys.prefix) / "pipx_metadata.json").is_file():  # a venv pipx made and manages
+        command = f"pipx inject smtmigrate '{requirement}'"
+    else:
+        command = f"{sys.executable} -m pip install '{requirement}'"
+    raise MissingDriver(
+        f"{display}: MariaDB/MySQL stores need the mysqlclient driver, not installed with "
+        f"smtmigrate: {command} (it compiles: first apt-get install build-essential "
+        "pkg-config libmariadb-dev, or your system's equivalent)"
+    )
+
+
+def _extra_requirement(extra: str, name: str) -> str:
+    """The requirement `name` as pyproject.toml's optional extra `extra` pins it (one
+    place for the version), e.g. 'mysqlclient>=2.2'; plain `name` if not found."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires("smtmigrate") or []
+    except PackageNotFoundError:
+        return name
+    for line in declared:
+        requirement, _, marker = line.partition(";")
+        if requirement.strip().startswith(name) and f'"{extra}"' in marker:
+            return requirement.strip().replace(" ", "")
+    return name
 
 
 def mariadb_settings(url: str) -> dict[str, Any]:

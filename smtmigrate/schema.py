@@ -26,8 +26,8 @@ SUMATRA_APP = "django_store"
 CONTENT_TYPE_TABLE = "django_content_type"
 MIGRATIONS_TABLE = "django_migrations"
 RECORD_TABLE = "django_store_record"
-# Store generations, named for the Sumatra releases whose schema they are (see README,
-# "Store generations"). 0.4-0.6 were made by Django <= 1.6's syncdb and differ in columns:
+# Store generations, named for the Sumatra releases whose schema they are (see
+# docs/generations.md). 0.4-0.6 were made by Django <= 1.6's syncdb and differ in columns:
 LAYOUT_04 = "sumatra-0.4"  # no Dependency.source, no Repository.upstream
 LAYOUT_05 = "sumatra-0.5"  # + Dependency.source, Repository.upstream; no Record.repeats
 LAYOUT_06 = "sumatra-0.6"  # + Record.repeats, wider columns; outputs still an M2M table

@@ -6,7 +6,8 @@ server on 127.0.0.1:5432. Every test database gets a unique name and is dropped 
 
 Markers (registered in pyproject.toml, set here at collection, see
 `pytest_collection_modifyitems`): `pg` on every test that needs the PostgreSQL server,
-`mariadb` on those that need the MariaDB server (SMTMIGRATE_TEST_MARIADB), `slow` on
+`mariadb` on those that need the MariaDB server (SMTMIGRATE_TEST_MARIADB; skipped without the
+mysqlclient driver, the extra smtmigrate[mariadb]), `slow` on
 tests that start processes (real `smt run`s, workers, Sumatra's API) or take seconds,
 `solo` on tests that need a server to themselves (up to 100 concurrent jobs: a server's
 default max_connections). The fast subset needs none:
@@ -44,6 +45,15 @@ PG_URL = os.environ.get("SMTMIGRATE_TEST_PG", "postgresql://127.0.0.1:5432/postg
 # A MariaDB server and a user that may create and drop databases (tests marked `mariadb`).
 MARIADB_URL = os.environ.get("SMTMIGRATE_TEST_MARIADB", "mysql://root@localhost")
 TESTS = Path(__file__).resolve().parent
+try:  # the optional extra smtmigrate[mariadb]; without it the MariaDB tests are skipped
+    import MySQLdb  # noqa: F401
+
+    MARIADB_DRIVER = True
+except ImportError:
+    MARIADB_DRIVER = False
+NO_DRIVER = "mysqlclient not installed (the MariaDB extra: pip install -e '.[mariadb,test]')"
+# For the few tests that resolve a MariaDB location without talking to the server.
+needs_mariadb_driver = pytest.mark.skipif(not MARIADB_DRIVER, reason=NO_DRIVER)
 
 # Fixtures that make or need a PostgreSQL database (with everything that depends on them).
 PG_FIXTURES = frozenset({"pg_database", "sumatra_pg", "widened_reference", "scram_server"})
@@ -135,6 +145,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.pg)
         if item.get_closest_marker("mariadb") is None and fixtures & MARIADB_FIXTURES:
             item.add_marker(pytest.mark.mariadb)
+        if item.get_closest_marker("mariadb") is not None and not MARIADB_DRIVER:
+            item.add_marker(pytest.mark.skip(reason=NO_DRIVER))
         if item.get_closest_marker("slow") is None and (
             item.path.stem in SLOW_MODULES
             or getattr(item, "originalname", item.name) in SLOW_TESTS

@@ -34,6 +34,7 @@ from .conftest import (
     mariadb_databases,
     mariadb_execute,
     mariadb_url_for,
+    needs_mariadb_driver,
     records_file,
     run_sumatra,
     sqlite_exec,
@@ -47,6 +48,7 @@ SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
 # -- locations (no server) ----------------------------------------------------------------
 
 
+@needs_mariadb_driver
 def test_mariadb_url_parts_and_redaction():
     store = resolve("mysql://alice:S%40cret@db.example:3307/sumatra", mariadb=True)
     assert store.kind == "mariadb"
@@ -636,6 +638,7 @@ def mariadb_row_counts(name: str) -> dict[str, int]:
     }
 
 
+@needs_mariadb_driver
 def test_stress_jobs_reach_mariadb_as_sumatra_does():
     """Sumatra's URL without the password, which travels in MYSQL_PWD (never on a
     command line); a URL without a host is one Sumatra cannot use."""

@@ -104,7 +104,7 @@ def read_schema(path: Path) -> dict[Key, Column]:
 SCHEMA = read_schema(records_file(FIXTURES / "sumatra-0.8"))
 PRIMARY_KEY = {c.table: c.name for c in SCHEMA.values() if c.primary_key}
 TEXT_COLUMNS = [key for key, c in SCHEMA.items() if c.is_text and not c.primary_key]
-# What `copy --widen` keeps bounded (README, `widen`: "columns with a natural size (SHA-1
+# What `copy --widen` keeps bounded (docs/commands/widen.md: "columns with a natural size (SHA-1
 # digests, type names, the inet address) keep it"): an over-long value there is refused.
 KEEP_SIZE = frozenset(
     {(DATAKEY, "digest"), ("django_store_dependency", "module")}

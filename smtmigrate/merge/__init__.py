@@ -70,7 +70,7 @@ class MergeResult:
     locked: float = 0.0  # seconds the target's writers were held (lock to commit)
     identity_again: bool = False  # a writer touched a colliding key: decided again, locked
     # Data keys equal in content but output of different records, left as separate rows
-    # (groups, rows) in the target after the merge: see README "Data keys" for why.
+    # (groups, rows) in the target after the merge: see docs/commands/merge.md, "Data keys".
     datakey_twins: tuple[int, int] = (0, 0)
     seconds: dict[str, float] = field(default_factory=dict)
 
