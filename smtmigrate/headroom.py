@@ -124,6 +124,15 @@ def read_headroom(store: Store) -> Headroom | None:
     return _pg_headroom(store, store)
 
 
+def headroom_if_reachable(store: Store) -> Headroom | None:
+    """`read_headroom`, or None when the server cannot be asked (a role still to create):
+    the report is advice, the command goes on and says what fails itself."""
+    try:
+        return read_headroom(store)
+    except StoreConnectionError:
+        return None
+
+
 def _pg_headroom(store: Store, named: Store) -> Headroom:
     from django.db import DatabaseError
 

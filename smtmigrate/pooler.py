@@ -37,7 +37,7 @@ from pathlib import Path
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import write_private
 from .headroom import Headroom, read_headroom
-from .locations import Store, resolve, same_store
+from .locations import Store, one_line, resolve, same_store
 from .project import check_switch, project_file, store_url, switch_project
 
 POOLER_DIR = Path(".smt") / "pgbouncer"
@@ -102,6 +102,16 @@ def pgbouncer_binary() -> str:
             "installs it); nothing was changed"
         )
     return found
+
+
+def check_pooler(store: Store, listen_text: str) -> None:
+    """What `move --pooler` needs, checked before the move changes anything."""
+    if store.kind != "postgresql":
+        raise SmtmigrateError(
+            f"--pooler starts a PgBouncer, for a PostgreSQL store; {store.display} is not one"
+        )
+    parse_listen(listen_text)
+    pgbouncer_binary()
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -203,7 +213,7 @@ def _ini(
     lines = [
         "; written by smtmigrate pooler: transaction pooling for Sumatra's smt runs",
         "[databases]",
-        f'{name} = {" ".join(server)}',
+        f"{name} = {' '.join(server)}",
         "",
         "[pgbouncer]",
         f"listen_addr = {listen[0]}",
@@ -211,7 +221,7 @@ def _ini(
         "unix_socket_dir =",
         f"auth_type = {auth_type}",
         f"auth_file = {folder / AUTH}",
-        f"stats_users = {role}",
+        f"admin_users = {role}",  # PAUSE / RESUME around a planned server restart
         "pool_mode = transaction",
         f"default_pool_size = {sizes['pool_size']}",
         "min_pool_size = 0",
@@ -444,6 +454,30 @@ def _show(connection, what: str) -> list[dict]:
         cursor.execute(f"SHOW {what}")  # a fixed word: POOLS, CLIENTS, LISTS, CONFIG
         names = [column.name for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def pause_pooler(directory: Path, *, resume: bool = False) -> PoolerStatus:
+    """PAUSE: PgBouncer lets every running statement finish, closes its server connections
+    and holds every client's next statement (up to query_wait_timeout) until RESUME, so the
+    server can restart under running jobs. Unpaused, PgBouncer 1.18 fails a client whose
+    statement arrives while it cannot log in to the server ("server login has been failing",
+    its check_fast_fail) and the `smt run` crashes on that save."""
+    folder = config_dir(directory)
+    state = read_pooler_state(directory)
+    if state is None or _pid(folder) is None:
+        raise Refused(f"{directory}: no pooler of this project is running")
+    import psycopg2
+
+    try:
+        connection = _admin(folder, state)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("RESUME" if resume else "PAUSE")
+        finally:
+            connection.close()
+    except psycopg2.Error as exc:
+        raise PoolerError(f"PgBouncer's admin console refused: {one_line(exc)}") from exc
+    return pooler_status(directory)
 
 
 def pooler_status(directory: Path) -> PoolerStatus:

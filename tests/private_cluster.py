@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -132,16 +133,16 @@ class Runs:
     returncodes: list[int]
     retries: int  # Sumatra's retry messages (add_record), all runs together
     outputs: list[str]  # stdout + stderr of each
+    each: list[float]  # wall time of each run
 
     @property
     def crashed(self) -> int:
         return sum(1 for code in self.returncodes if code != 0)
 
 
-def parallel_runs(
-    project: Path, count: int, *, during=None, timeout: float = 600
-) -> Runs:
-    """`count` real `smt run`s started together; `during()` runs while they do."""
+def parallel_runs(project: Path, count: int, *, during=None, timeout: float = 600) -> Runs:
+    """`count` real `smt run`s started together; `during()` runs while they do. Each is
+    killed if still running after `timeout` seconds."""
     started = time.monotonic()
     processes = [
         subprocess.Popen(
@@ -154,29 +155,39 @@ def parallel_runs(
         )
         for i in range(count)
     ]
+    outputs = [""] * count
+    ended = [0.0] * count
+
+    def wait(i: int) -> None:
+        try:
+            outputs[i], _ = processes[i].communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            processes[i].kill()
+            outputs[i], _ = processes[i].communicate()
+        ended[i] = time.monotonic() - started
+
+    waiters = [threading.Thread(target=wait, args=(i,)) for i in range(count)]
+    for waiter in waiters:
+        waiter.start()
     if during is not None:
         during()
-    outputs = []
-    for process in processes:
-        try:
-            out, _ = process.communicate(timeout=max(1.0, started + timeout - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, _ = process.communicate()
-        outputs.append(out)
+    for waiter in waiters:
+        waiter.join()
     return Runs(
         time.monotonic() - started,
         [p.returncode for p in processes],
         sum(out.count(RETRY_MESSAGE) for out in outputs),
         outputs,
+        ended,
     )
 
 
 def records(cluster: Cluster, database: str) -> list[tuple[str, str, str]]:
-    """(label, status, duration) of every record of the store."""
+    """(label, tags, duration) of every record of the store, in the order saved; a record
+    `smt run` finished has a duration and the status tag `_finished_`."""
     text = cluster.psql(
-        "SELECT label || '|' || status || '|' || coalesce(duration::text, '') "
-        "FROM django_store_record",
+        "SELECT label || '|' || tags || '|' || coalesce(duration::text, '') "
+        "FROM django_store_record ORDER BY db_id",
         database,
     )
     return [tuple(line.split("|")) for line in text.splitlines() if line]

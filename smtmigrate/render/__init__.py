@@ -39,6 +39,7 @@ from .merge import render_conflicts, render_merge
 from .pooler import (
     headroom_lines,
     render_headroom,
+    render_pooler_paused,
     render_pooler_started,
     render_pooler_status,
     render_pooler_stopped,
@@ -102,6 +103,7 @@ __all__ = [
     "render_move_plan",
     "render_move_result",
     "render_plan",
+    "render_pooler_paused",
     "render_pooler_started",
     "render_pooler_status",
     "render_pooler_stopped",

@@ -120,3 +120,16 @@ def render_pooler_stopped(stopped: PoolerStopped, out: Console) -> None:
     else:
         say(out, "PgBouncer was not running")
     say(out, f"{stopped.project_file} names {stopped.direct} again", "bold green")
+
+
+def render_pooler_paused(status: PoolerStatus, resumed: bool, out: Console) -> None:
+    if resumed:
+        say(out, f"resumed PgBouncer on {status.listen}: held statements go on", "bold green")
+    else:
+        say(
+            out,
+            f"paused PgBouncer on {status.listen}: no server connection open, the jobs' next "
+            f"statements wait (up to query_wait_timeout); restart the server, then "
+            f"smtmigrate pooler {status.directory} --resume",
+            "bold yellow",
+        )

@@ -1,9 +1,16 @@
 from __future__ import annotations
 
 from ...errors import SmtmigrateError
-from ...pooler import DEFAULT_MAX_CLIENTS, pooler_status, start_pooler, stop_pooler
+from ...pooler import (
+    DEFAULT_MAX_CLIENTS,
+    pause_pooler,
+    pooler_status,
+    start_pooler,
+    stop_pooler,
+)
 from ...project import project_directory
 from ...render import (
+    render_pooler_paused,
     render_pooler_started,
     render_pooler_status,
     render_pooler_stopped,
@@ -31,6 +38,15 @@ class Command(SmtmigrateCommand):
         )
         action.add_argument("--status", action="store_true", help="is it running; its pools")
         action.add_argument(
+            "--pause",
+            action="store_true",
+            help="before a planned server restart: let running statements finish, close the "
+            "server connections, hold the jobs' next statements (see --resume)",
+        )
+        action.add_argument(
+            "--resume", action="store_true", help="after the restart: let the held jobs go on"
+        )
+        action.add_argument(
             "--stop", action="store_true", help="stop it; the project names the store again"
         )
         parser.add_argument(
@@ -52,15 +68,34 @@ class Command(SmtmigrateCommand):
         )
         add_format_option(parser)
 
-    def handle(self, project, listen, status, stop, pool_size, max_clients, force, **options):
+    def handle(
+        self,
+        project,
+        listen,
+        status,
+        pause,
+        resume,
+        stop,
+        pool_size,
+        max_clients,
+        force,
+        **options,
+    ):
         out = self.console()
         as_json = options["format"] == "json"
         directory = project_directory(project)
         if force and not stop:
             raise SmtmigrateError("--force goes with --stop")
-        if status:
-            result = pooler_status(directory)
-            write_json(result.to_dict(), out) if as_json else render_pooler_status(result, out)
+        if status or pause or resume:
+            result = pause_pooler(directory, resume=resume) if pause or resume else None
+            if result is None:
+                result = pooler_status(directory)
+            if as_json:
+                write_json(result.to_dict(), out)
+            elif pause or resume:
+                render_pooler_paused(result, resume, out)
+            else:
+                render_pooler_status(result, out)
         elif stop:
             stopped = stop_pooler(directory, force=force)
             if as_json:
