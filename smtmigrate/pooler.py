@@ -22,6 +22,7 @@ switch_project, whose backup keeps the configuration before the first switch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -30,6 +31,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,7 @@ class PoolerStatus:
     pool_size: int | None = None
     pools: list[dict] = field(default_factory=list)  # SHOW POOLS rows
     clients: int | None = None  # client connections on the store's database
+    runtime: Path | None = None  # where PgBouncer writes its pid file and log
 
     @property
     def switched(self) -> bool:
@@ -153,7 +156,7 @@ def _run_as() -> str | None:
 def _pid(folder: Path) -> int | None:
     """The running PgBouncer of this folder, if any."""
     try:
-        pid = int((folder / PID).read_text().strip())
+        pid = int((runtime_dir(folder) / PID).read_text().strip())
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except (OSError, ValueError):
         return None
@@ -232,8 +235,8 @@ def _ini(
         f"server_login_retry = {SERVER_LOGIN_RETRY}",
         f"query_wait_timeout = {QUERY_WAIT_TIMEOUT}",
         "server_reset_query =",
-        f"logfile = {folder / LOG}",
-        f"pidfile = {folder / PID}",
+        f"logfile = {runtime_dir(folder) / LOG}",
+        f"pidfile = {runtime_dir(folder) / PID}",
         "",
     ]
     return "\n".join(lines)
@@ -376,20 +379,30 @@ def _write_config(
     )
     write_private(folder / INI, ini, mode=0o600)
     write_private(folder / AUTH, _auth_line(role, password), mode=0o600)
-    user = _run_as()
-    if user is not None:  # PgBouncer reads its files as that user
-        entry = pwd.getpwnam(user)
-        for path in (folder, folder / INI, folder / AUTH):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        for name in (PID, LOG):
-            if (folder / name).exists():
-                os.chown(folder / name, entry.pw_uid, entry.pw_gid)
+    runtime = runtime_dir(folder)
+    if runtime != folder:
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        entry = pwd.getpwnam(_run_as() or "")
+        os.chown(runtime, entry.pw_uid, entry.pw_gid)
+        os.chmod(runtime, 0o700)
+
+
+def runtime_dir(folder: Path) -> Path:
+    """Where PgBouncer writes its pid file and log. Its own config folder, unless it runs as
+    `postgres` (we are root): that user may not reach a project directory (a home, a
+    private temporary folder), so a folder of its own under /run. PgBouncer reads its
+    config and auth file at start, before it drops root, so those stay root's, 0600."""
+    if _run_as() is None:
+        return folder
+    base = Path("/run") if os.access("/run", os.W_OK) else Path(tempfile.gettempdir())
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    return base / "smtmigrate" / f"pgbouncer-{key}"
 
 
 def _launch(binary: str, folder: Path) -> int:
     user = _run_as()
     command = [binary, "-d", *(["-u", user] if user else []), str((folder / INI).resolve())]
-    (folder / PID).unlink(missing_ok=True)
+    (runtime_dir(folder) / PID).unlink(missing_ok=True)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -404,7 +417,7 @@ def _launch(binary: str, folder: Path) -> int:
 
 def _log_tail(folder: Path) -> str:
     try:
-        lines = (folder / LOG).read_text(errors="replace").splitlines()
+        lines = (runtime_dir(folder) / LOG).read_text(errors="replace").splitlines()
     except OSError:
         return ""
     fatal = [line for line in lines if "FATAL" in line or "ERROR" in line]
@@ -486,7 +499,7 @@ def pooler_status(directory: Path) -> PoolerStatus:
 
     folder = config_dir(directory)
     state = read_pooler_state(directory)
-    status = PoolerStatus(directory, folder, running=False)
+    status = PoolerStatus(directory, folder, running=False, runtime=runtime_dir(folder))
     try:
         _, _, project = _read_project(directory)
         status.project_names = project.get("record_store", {}).get("db_file")

@@ -107,7 +107,12 @@ def render_pooler_started(started: PoolerStarted, out: Console) -> None:
             f"{status.direct}: transaction pooling, {status.pool_size} server connection(s)",
         )
     say(out, f"role {started.timezone_set}: sessions start in UTC (ALTER ROLE … SET timezone)")
-    say(out, f"config, auth file (0600), pid and log in {status.config_dir}")
+    if status.runtime in (None, status.config_dir):
+        say(out, f"config, auth file (0600), pid and log in {status.config_dir}")
+    else:
+        say(
+            out, f"config and auth file (0600) in {status.config_dir}; pid, log in {status.runtime}"
+        )
     if started.pgpass is not None:
         say(out, f"the password for the pooler's URL is in {started.pgpass} (mode 0600)")
     say(out, f"{status.directory}/.smt/project now names {status.url}", "bold green")
