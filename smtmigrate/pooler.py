@@ -11,7 +11,7 @@ next statement waits in the pool (`query_wait_timeout`) while PgBouncer logs in 
 
 Django sets the session's time zone with a `SET` when the server's differs from UTC, which
 under transaction pooling would apply to whichever server connection ran it: the store's
-role gets `ALTER ROLE … SET timezone = 'UTC'` instead, so no session ever needs one.
+role gets `ALTER ROLE … IN DATABASE … SET timezone = 'UTC'` instead, so no session ever needs one.
 
 Files, in `.smt/pgbouncer/` (mode 0700): `pgbouncer.ini`, `userlist.txt` (the auth file,
 0600: the role's password, the only place it is written in the clear; clients find it in
@@ -183,13 +183,19 @@ def _server_facts(store: Store) -> tuple[str, str, str]:
 
 
 def _preset_timezone(store: Store, role: str) -> None:
-    """The role's sessions start in UTC: Django then sends no `SET TIME ZONE`."""
+    """The role's sessions in the store's database start in UTC: Django then sends no
+    `SET TIME ZONE` (it sends one when the server's TimeZone differs from UTC), which under
+    transaction pooling would stick to whichever server connection ran it."""
     from psycopg2 import sql
 
     from .engines import engine_for
 
-    identifier = engine_for("postgresql").identifier(role)
-    statement = sql.SQL("ALTER ROLE {} SET timezone = 'UTC'").format(identifier)
+    engine = engine_for("postgresql")
+    database = store.settings["NAME"]
+    # IN DATABASE: the role's sessions elsewhere keep their time zone
+    statement = sql.SQL("ALTER ROLE {} IN DATABASE {} SET timezone = 'UTC'").format(
+        engine.identifier(role), engine.identifier(database)
+    )
     connection = store.connection
     with connection.cursor() as cursor:  # Django's autocommit: it holds at once
         cursor.execute(statement.as_string(connection.connection))

@@ -106,7 +106,11 @@ def render_pooler_started(started: PoolerStarted, out: Console) -> None:
             f"started PgBouncer (pid {status.pid}) on {status.listen} in front of "
             f"{status.direct}: transaction pooling, {status.pool_size} server connection(s)",
         )
-    say(out, f"role {started.timezone_set}: sessions start in UTC (ALTER ROLE … SET timezone)")
+    say(
+        out,
+        f"role {started.timezone_set}: its sessions in the store's database start in UTC "
+        "(ALTER ROLE … IN DATABASE … SET timezone)",
+    )
     if status.runtime in (None, status.config_dir):
         say(out, f"config, auth file (0600), pid and log in {status.config_dir}")
     else:
