@@ -171,15 +171,19 @@ def _url_host(host: str) -> str:
 
 
 def _server_facts(store: Store) -> tuple[str, str, str]:
-    """(role, password libpq used, socket directory) of the store's connection."""
+    """(role, password libpq used, host libpq reached: a socket directory when the URL names
+    no host) of the store's connection."""
+    from django.db import DatabaseError
+
     connection = store.connection
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT current_user, split_part(current_setting('unix_socket_directories'), ',', 1)"
-        )
-        role, sockets = cursor.fetchone()
-    password = connection.connection.info.password or ""
-    return role, password, sockets.strip()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_user")
+            (role,) = cursor.fetchone()
+    except DatabaseError as exc:
+        raise store.read_error(exc) from exc
+    info = connection.connection.info
+    return role, info.password or "", info.host or ""
 
 
 def _preset_timezone(store: Store, role: str) -> None:
@@ -196,9 +200,18 @@ def _preset_timezone(store: Store, role: str) -> None:
     statement = sql.SQL("ALTER ROLE {} IN DATABASE {} SET timezone = 'UTC'").format(
         engine.identifier(role), engine.identifier(database)
     )
+    from django.db import DatabaseError
+
     connection = store.connection
-    with connection.cursor() as cursor:  # Django's autocommit: it holds at once
-        cursor.execute(statement.as_string(connection.connection))
+    text = statement.as_string(connection.connection)
+    try:
+        with connection.cursor() as cursor:  # Django's autocommit: it holds at once
+            cursor.execute(text)
+    except DatabaseError as exc:
+        raise Refused(
+            f"{store.display}: cannot preset the time zone ({store.describe_error(exc)}); "
+            f"have an administrator run {text}; nothing was changed"
+        ) from exc
 
 
 def _quote_ini(value: str) -> str:
@@ -207,10 +220,10 @@ def _quote_ini(value: str) -> str:
 
 
 def _ini(
-    store: Store, role: str, sockets: str, listen: tuple[str, int], folder: Path, **sizes: int
+    store: Store, role: str, reached: str, listen: tuple[str, int], folder: Path, **sizes: int
 ) -> str:
     s = store.settings
-    host = s.get("HOST") or sockets or "/var/run/postgresql"
+    host = s.get("HOST") or reached
     server = [f"host={_quote_ini(host)}", f"dbname={_quote_ini(s['NAME'])}"]
     if s.get("PORT"):
         server.append(f"port={int(s['PORT'])}")
@@ -321,13 +334,13 @@ def start_pooler(
                     f"{headroom.reserved} reserved)"
                 )
             size = min(pool_size or min(MAX_POOL, max(1, free // 2)), free)
-        role, password, sockets = _server_facts(direct)
+        role, password, reached = _server_facts(direct)
         _preset_timezone(direct, role)
         pooled = _pooler_store(direct, role, password, listen)
         try:
             check_switch(directory, pooled)
             if running is None:
-                _write_config(folder, direct, role, password, sockets, listen, size, max_clients)
+                _write_config(folder, direct, role, password, reached, listen, size, max_clients)
                 running = _launch(binary, folder)
             _wait_until_serving(pooled, folder)
             if not same_store(direct, pooled):
@@ -366,7 +379,7 @@ def _write_config(
     direct: Store,
     role: str,
     password: str,
-    sockets: str,
+    reached: str,
     listen: tuple[str, int],
     size: int,
     max_clients: int,
@@ -376,7 +389,7 @@ def _write_config(
     ini = _ini(
         direct,
         role,
-        sockets,
+        reached,
         listen,
         folder.resolve(),
         pool_size=size,
