@@ -476,9 +476,25 @@ def _admin(folder: Path, state: dict):
 
 
 def _read_auth(folder: Path) -> tuple[str, str]:
-    text = (folder / AUTH).read_text().strip()
-    role, _, password = text.partition('" "')
-    return role[1:].replace('""', '"'), password[:-1].replace('""', '"')
+    """(role, password) of the auth file `_auth_line` wrote: `"role" "password"`, a `"`
+    inside either doubled."""
+    text = (folder / AUTH).read_text().rstrip("\n")
+    fields, current, quoted, i = [], "", False, 0
+    while i < len(text):
+        char = text[i]
+        if char == '"' and quoted and text[i + 1 : i + 2] == '"':
+            current, i = current + '"', i + 2
+            continue
+        if char == '"':
+            quoted = not quoted
+            if not quoted:
+                fields.append(current)
+                current = ""
+        elif quoted:
+            current += char
+        i += 1
+    role, password = [*fields, "", ""][:2]
+    return role, password
 
 
 def _show(connection, what: str) -> list[dict]:

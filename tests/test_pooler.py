@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from smtmigrate.errors import SmtmigrateError
 from smtmigrate.headroom import read_headroom
 from smtmigrate.locations import resolve
+from smtmigrate.pooler import AUTH, _auth_line, _read_auth, parse_listen
 
 from .private_cluster import (
     first_run,
@@ -138,3 +140,18 @@ def test_a_paused_pooler_holds_running_jobs_through_a_server_restart(tmp_path, c
     assert runs.crashed == 0, [out[-800:] for out in runs.outputs]
     assert complete(cluster, "restarted") == 7
     assert smtmigrate("pooler", str(project), "--stop").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("role", "password"), [("postgres", ""), ("r", "S3cret-pw"), ('a"b', 'x" "y')]
+)
+def test_the_auth_file_reads_back_what_was_written(tmp_path, role, password):
+    (tmp_path / AUTH).write_text(_auth_line(role, password))
+    assert _read_auth(tmp_path) == (role, password)
+
+
+@pytest.mark.parametrize("text", ["6432", "host:", ":6432", "h:99999", "h:x"])
+def test_a_listen_address_is_host_and_port(text):
+    with pytest.raises(SmtmigrateError, match="give HOST:PORT"):
+        parse_listen(text)
+    assert parse_listen("[::1]:6432") == ("::1", 6432)
