@@ -51,6 +51,15 @@ class Headroom:
         """What lets more jobs in."""
         if self.pooler_clients is not None:
             return "raise the pooler's max_client_conn (smtmigrate pooler … --max-clients)"
+        server_free = self.max_connections - self.reserved - self.in_use
+        binding = [what for what, limit, used in self.limits if limit - used < server_free]
+        if binding and self.kind == "mariadb":
+            return f"raise {' and '.join(binding)}; MariaDB has no PgBouncer"
+        if binding:
+            return (
+                "put a PgBouncer in front (smtmigrate pooler PROJECT --listen HOST:PORT, or "
+                f"move … --pooler HOST:PORT), or raise {' and '.join(binding)}"
+            )
         if self.kind == "mariadb":
             return (
                 "raise max_connections (SET GLOBAL max_connections = …, and in the server's "
