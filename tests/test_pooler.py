@@ -17,6 +17,7 @@ from smtmigrate.headroom import read_headroom
 from smtmigrate.locations import resolve
 from smtmigrate.pooler import AUTH, _auth_line, _read_auth, parse_listen
 
+from .conftest import mariadb_execute, mariadb_url_for
 from .private_cluster import (
     first_run,
     free_port,
@@ -155,3 +156,13 @@ def test_a_listen_address_is_host_and_port(text):
     with pytest.raises(SmtmigrateError, match="give HOST:PORT"):
         parse_listen(text)
     assert parse_listen("[::1]:6432") == ("::1", 6432)
+
+
+def test_mariadb_headroom_is_max_connections_less_threads_connected(mariadb_name):
+    """A database that does not exist yet (as `move` meets it) is looked at from the server."""
+    (limit,) = mariadb_execute("SELECT @@GLOBAL.max_connections")[0]
+    with resolve(mariadb_url_for(mariadb_name), mariadb=True) as store:
+        headroom = read_headroom(store)
+    assert headroom.kind == "mariadb" and headroom.max_connections == int(limit)
+    assert 0 < headroom.free < int(limit)
+    assert "raise max_connections" in headroom.advice and "no PgBouncer" in headroom.advice
