@@ -640,7 +640,9 @@ def pooler_clients(store: Store, server_port: int) -> int | None:
             host=s.get("HOST") or None,
             port=port,
             user=s.get("USER") or None,
-            password=store.password or None,
+            # the password libpq found for the store (URL, PGPASSWORD, ~/.pgpass): a
+            # ~/.pgpass line names the store's database, not `pgbouncer`
+            password=store.connection.connection.info.password or None,
             connect_timeout=3,
         )
     except psycopg2.Error:

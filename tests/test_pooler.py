@@ -166,3 +166,13 @@ def test_mariadb_headroom_is_max_connections_less_threads_connected(mariadb_name
     assert headroom.kind == "mariadb" and headroom.max_connections == int(limit)
     assert 0 < headroom.free < int(limit)
     assert "raise max_connections" in headroom.advice and "no PgBouncer" in headroom.advice
+
+
+@needs_pgbouncer
+def test_the_pooler_is_for_postgresql_stores_only(cli, store08):
+    text = (store08 / ".smt" / "project").read_text()
+    result = cli("pooler", str(store08), "--listen", "127.0.0.1:6432")
+    assert result.code == 1
+    assert "SQLite (move it first: smtmigrate move)" in result.err
+    assert cli("pooler", str(store08), "--stop").code == 1
+    assert (store08 / ".smt" / "project").read_text() == text
