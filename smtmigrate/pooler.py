@@ -341,7 +341,11 @@ def start_pooler(
             check_switch(directory, pooled)
             if running is None:
                 _write_config(folder, direct, role, password, reached, listen, size, max_clients)
-                running = _launch(binary, folder)
+                try:
+                    running = _launch(binary, folder)
+                except PoolerError:
+                    (folder / AUTH).unlink(missing_ok=True)  # no password left behind
+                    raise
             _wait_until_serving(pooled, folder)
             if not same_store(direct, pooled):
                 _stop_process(running)
