@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "drop-recreate": "Back up, drop and recreate a PostgreSQL store, safely.",
     "switch": "Point a Sumatra project at another store (and back).",
     "stress": "Prove a store takes many concurrent `smt run`s without losing one.",
+    "pooler": "Run a PgBouncer in front of a project's store: more jobs, server restarts.",
 }
 
 USAGE = "usage: smtmigrate [--version] [--help] COMMAND [ARGS]"

@@ -32,6 +32,7 @@ from .engines.mariadb_findings import COLLATION
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import write_private
 from .locations import Store, resolve, same_store
+from .pooler import PoolerStarted, check_pooler, start_pooler
 from .project import (
     LabelGenerator,
     SwitchResult,
@@ -57,6 +58,7 @@ class MoveOptions:
     create_role: bool = False
     password: str | None = None  # the new role's, from --password-env
     admin: str | None = None
+    pooler: str | None = None  # HOST:PORT: start a PgBouncer there as the last step
 
 
 @dataclass
@@ -111,6 +113,7 @@ class MoveResult:
     switched: SwitchResult | None = None
     label_fixed: str | None = None  # the label generator the project was given
     late: CarryResult = field(default_factory=CarryResult)
+    pooler: PoolerStarted | None = None
 
     def to_dict(self) -> dict:
         data = self.plan.to_dict()
@@ -121,6 +124,7 @@ class MoveResult:
                 "switched": self.switched is not None,
                 "label_generator_fixed": self.label_fixed,
                 "late_records": self.late.to_dict(),
+                "pooler": None if self.pooler is None else self.pooler.status.to_dict(),
             }
         )
         return data
@@ -163,6 +167,8 @@ def plan_move(
             "--create-role), then move into its database"
         )
     check_switch(directory, target)  # everything the switch needs, before anything else
+    if options.pooler:
+        check_pooler(target, options.pooler)
     plan = MovePlan(directory, source, target, read_label_generator(directory), options, [])
     state = read_state(directory)
     moved_from = moved_to = None
@@ -200,6 +206,10 @@ def plan_move(
     if plan.stage in (FRESH, COPIED) or plan.old is not None:
         where = plan.old.display if plan.old is not None else source.display
         plan.steps.append(MoveStep("late records", f"carry records saved to {where} meanwhile"))
+    if options.pooler:
+        plan.steps.append(
+            MoveStep("pooler", f"start PgBouncer on {options.pooler}, point {directory} at it")
+        )
     return plan
 
 
@@ -321,6 +331,9 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
     result.label_fixed = fix
     if plan.old is not None:
         result.late = fold_late_records(plan.old, plan.target, after_id=plan.after_id)
+    if options.pooler:  # last: the project then names the pooler, its direct URL kept
+        plan.target.close()
+        result.pooler = start_pooler(plan.directory, options.pooler)
     return result
 
 

@@ -164,6 +164,18 @@ def add_copy_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_expect_jobs_option(parser: argparse.ArgumentParser) -> None:
+    """`--expect-jobs N`: the parallel `smt run`s the user means to start, set against the
+    server's connection headroom before any runs."""
+    parser.add_argument(
+        "--expect-jobs",
+        type=int,
+        metavar="N",
+        help="the smt runs you will start at once: warns when the server's free connections "
+        "(each run holds one) do not fit them",
+    )
+
+
 def password_from_env(variable: str | None, create_role: bool) -> str | None:
     """`--password-env VAR` (with `--create-role`): the new role's password, never typed on
     a command line that shells and process lists show."""

@@ -3,7 +3,8 @@ JSON on request. The library returns data; the commands hand it here.
 
 `console` is the one place of markup safety (it never reads rich markup) and
 `write_json` the one JSON writer. One module per command family: `audit` (and widen),
-`copy` (and verify), `stores` (createdb, drop-recreate, switch, move), `stress`.
+`copy` (and verify), `stores` (createdb, drop-recreate, switch, move), `stress`, `pooler` (and the
+connection headroom).
 """
 
 from .audit import (
@@ -35,6 +36,14 @@ from .copy import (
     verification_summary,
 )
 from .merge import render_conflicts, render_merge
+from .pooler import (
+    headroom_lines,
+    render_headroom,
+    render_pooler_paused,
+    render_pooler_started,
+    render_pooler_status,
+    render_pooler_stopped,
+)
 from .stores import (
     move_json,
     move_plan_json,
@@ -72,6 +81,7 @@ __all__ = [
     "copy_events",
     "copy_json",
     "findings_table",
+    "headroom_lines",
     "move_json",
     "move_plan_json",
     "render_applied",
@@ -84,6 +94,7 @@ __all__ = [
     "render_created",
     "render_database",
     "render_dropped",
+    "render_headroom",
     "render_label_fix",
     "render_mariadb_created",
     "render_mariadb_database",
@@ -92,6 +103,10 @@ __all__ = [
     "render_move_plan",
     "render_move_result",
     "render_plan",
+    "render_pooler_paused",
+    "render_pooler_started",
+    "render_pooler_status",
+    "render_pooler_stopped",
     "render_project",
     "render_quiet_refusal",
     "render_ready",

@@ -281,7 +281,7 @@ def _stress(
         timeout=timeout,
         mode=mode_name,
     )
-    report.notes += _connection_notes(reader.connection, store.kind, jobs)
+    report.notes += _connection_notes(reader, jobs)
     before = _max_ids(reader)
     reader.connection.close()  # one connection fewer while the jobs run
 
@@ -500,44 +500,19 @@ def _check_write_privileges(store: Store, tables: list[str]) -> None:
         )
 
 
-# Per engine: a query for (max connections, those reserved to superusers unless we are one,
-# those in use), and what to do when the jobs need more.
-_CONNECTION_LIMITS = {
-    "postgresql": (
-        "SELECT current_setting('max_connections')::int, "
-        "CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN 0 "
-        "ELSE current_setting('superuser_reserved_connections')::int END, "
-        "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
-        "a real `smt run` keeps its connection for the whole simulation, so {jobs} concurrent "
-        "jobs need max_connections raised or a connection pooler (PgBouncer) in front",
-    ),
-    "mariadb": (
-        "SELECT @@GLOBAL.max_connections, 0, (SELECT variable_value FROM "
-        "information_schema.global_status WHERE variable_name = 'THREADS_CONNECTED')",
-        "{jobs} concurrent jobs need max_connections raised (SET GLOBAL max_connections = "
-        "…, or in the server's [mysqld] section)",
-    ),
-}
-
-
-def _connection_notes(connection, kind: str, jobs: int) -> list[str]:
+def _connection_notes(reader: Store, jobs: int) -> list[str]:
     """The server's connection limit against the jobs, each of which holds one."""
-    from django.db import DatabaseError
+    from ..errors import StoreConnectionError
+    from ..headroom import read_headroom
 
-    if kind not in _CONNECTION_LIMITS:
-        return []  # SQLite: no server, no limit
-    query, advice = _CONNECTION_LIMITS[kind]
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(query)
-            limit, reserved, used = (int(value) for value in cursor.fetchone())
-    except DatabaseError:
+        headroom = read_headroom(reader)
+    except StoreConnectionError:
         return []
-    used -= 1  # our own connection, closed while the jobs run
-    free = limit - used - reserved
-    if jobs <= free:
+    if headroom is None or not headroom.exceeded_by(jobs):
         return []
     return [
-        f"the server takes {free} more connections (max_connections {limit}, {used} in use) "
-        f"and every running job holds one: {advice.format(jobs=jobs)}"
+        f"the server takes {headroom.jobs} more connections (max_connections "
+        f"{headroom.max_connections}, {headroom.in_use} in use) and every running job holds "
+        f"one: {headroom.advice}"
     ]

@@ -4,6 +4,7 @@ import sys
 from contextlib import ExitStack
 
 from ...errors import Refused
+from ...headroom import headroom_if_reachable
 from ...locations import resolve, resolve_target
 from ...move import MoveOptions, plan_move, run_move
 from ...project import LABEL_FIXES, project_directory
@@ -11,14 +12,17 @@ from ...render import (
     copy_events,
     move_json,
     move_plan_json,
+    render_headroom,
     render_move_plan,
     render_move_result,
+    render_pooler_started,
     write_json,
 )
 from ..base import (
     SmtmigrateCommand,
     add_admin_option,
     add_copy_options,
+    add_expect_jobs_option,
     add_format_option,
     add_project_argument,
     add_role_options,
@@ -51,6 +55,13 @@ class Command(SmtmigrateCommand):
         add_copy_options(parser)
         add_role_options(parser, create_help="create the URL's role with the database")
         add_admin_option(parser, help="create the database over this URL")
+        add_expect_jobs_option(parser)
+        parser.add_argument(
+            "--pooler",
+            metavar="HOST:PORT",
+            help="last step: start a PgBouncer there in front of the new store and point the "
+            "project at it (smtmigrate pooler; PostgreSQL only)",
+        )
         add_format_option(parser)
 
     def handle(self, project, target, yes, dry_run, label_generator, verify, **options):
@@ -64,6 +75,7 @@ class Command(SmtmigrateCommand):
             create_role=options["create_role"],
             password=password,
             admin=options["admin"],
+            pooler=options["pooler"],
         )
         directory = project_directory(project)
         with ExitStack() as stack:
@@ -72,6 +84,9 @@ class Command(SmtmigrateCommand):
             plan = plan_move(directory, source, target_store, move_options, stack)
             if not as_json:
                 render_move_plan(plan, out)
+                if not plan.refused:  # before any job runs on it: how many fit at once
+                    jobs = None if options["pooler"] else options["expect_jobs"]
+                    render_headroom(headroom_if_reachable(target_store), out, jobs=jobs)
             if plan.refused or dry_run:
                 if as_json:
                     write_json(move_plan_json(plan), out)
@@ -87,6 +102,8 @@ class Command(SmtmigrateCommand):
                 write_json(move_json(result), out)
             else:
                 render_move_result(result, out)
+                if result.pooler is not None:
+                    render_pooler_started(result.pooler, out)
 
     def _confirm(self, out) -> None:
         if not sys.stdin.isatty():

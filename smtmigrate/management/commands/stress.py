@@ -3,8 +3,10 @@ from __future__ import annotations
 from argparse import ArgumentTypeError
 from collections.abc import Callable
 
+from ...headroom import read_headroom
 from ...locations import resolve
 from ...render import (
+    render_headroom,
     render_stress,
     render_stress_interrupted,
     render_stress_phase,
@@ -109,6 +111,9 @@ class Command(SmtmigrateCommand):
         out = self.console()
         on_phase = None if format == "json" else (lambda text: render_stress_phase(text, out))
         with resolve(location, mariadb=True) as store:
+            if on_phase is not None:  # before any job: how many the server takes at once
+                render_headroom(read_headroom(store), out, jobs=jobs)
+                store.connection.close()
             try:
                 report = run_stress(
                     store,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from ...errors import SmtmigrateError
+from ...headroom import headroom_if_reachable
 from ...locations import resolve
 from ...project import (
     LABEL_FIXES,
@@ -9,8 +10,8 @@ from ...project import (
     switch_back,
     verify_and_switch,
 )
-from ...render import render_label_fix, render_restored, render_switched
-from ..base import SmtmigrateCommand, add_project_argument
+from ...render import render_headroom, render_label_fix, render_restored, render_switched
+from ..base import SmtmigrateCommand, add_expect_jobs_option, add_project_argument
 
 
 class Command(SmtmigrateCommand):
@@ -40,8 +41,9 @@ class Command(SmtmigrateCommand):
             "%%Y%%m%%d-%%H%%M%%S-%%f`, microsecond timestamps)",
         )
         parser.add_argument("--back", action="store_true", help="restore the saved project file")
+        add_expect_jobs_option(parser)
 
-    def handle(self, project, target, force, dedupe, label_generator, back, **options):
+    def handle(self, project, target, force, dedupe, label_generator, back, expect_jobs, **options):
         out = self.console()
         directory = project_directory(project)
         if back:
@@ -69,4 +71,6 @@ class Command(SmtmigrateCommand):
                 dedupe=dedupe,
                 label_generator=label_generator,
             )
+            headroom = headroom_if_reachable(new)  # before the project's runs start on it
         render_switched(result, out, verification=verification, label_generator=label_generator)
+        render_headroom(headroom, out, jobs=expect_jobs)
