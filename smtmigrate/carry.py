@@ -77,7 +77,7 @@ def routed_to(alias: str) -> Iterator[None]:
         router.routers.remove(route)
 
 
-def _in_flight(tags: str | None) -> bool:
+def in_flight(tags: str | None) -> bool:
     """Whether a record's status tag says its run had not ended when it was saved."""
     from sumatra.core import STATUS_FORMAT
 
@@ -133,7 +133,7 @@ def late_records(source: Inspection, target: Inspection, *, after_id: int) -> li
             if not there:
                 if db_id > after_id:
                     new.append((db_id, None))
-            elif there[0] in in_target and _in_flight(in_target[there[0]][4]):
+            elif there[0] in in_target and in_flight(in_target[there[0]][4]):
                 ended[db_id] = there[0]
         if ended:
             with sumatra_reading():

@@ -7,13 +7,19 @@ race (two records sharing a label) are written through Sumatra's own API (sumatr
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from smtmigrate.move import SIGNAL_AFTER_STEP
 
 from .conftest import (
     drop_database,
@@ -25,7 +31,7 @@ from .conftest import (
     run_sumatra,
     sqlite_rows,
 )
-from .test_move import new_project, project_json, smt, start_smt_run
+from .test_move import SMTMIGRATE, new_project, project_json, smt, start_smt_run
 
 
 @pytest.fixture
@@ -39,10 +45,13 @@ def new_database() -> Iterator[str]:
 WAITING_MAIN = "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n"
 
 
-def wait_for_running(project: Path, label: str, timeout: float = 120) -> None:
-    """Until `smt run --label LABEL` has saved its first, `_running_` record."""
+def wait_for_running(
+    project: Path, label: str, job: subprocess.Popen, timeout: float = 120
+) -> None:
+    """Until `smt run --label LABEL` (`job`) has saved its first, `_running_` record."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        assert job.poll() is None, job.communicate()[1][-2000:]
         rows = sqlite_rows(
             records_file(project), "SELECT tags FROM django_store_record WHERE label = ?", (label,)
         )
@@ -50,6 +59,23 @@ def wait_for_running(project: Path, label: str, timeout: float = 120) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"{label} never started")
+
+
+@contextmanager
+def waiting_job(project: Path, label: str = "job") -> Iterator[subprocess.Popen]:
+    """A real `smt run --label LABEL`, running (its first record saved) until the test
+    writes `go`; ended however the test ends."""
+    job = start_smt_run(project, "--label", label)
+    try:
+        wait_for_running(project, label, job)
+        yield job
+    finally:
+        (project / "go").write_text("")
+        try:
+            job.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            job.communicate()
 
 
 def target_rows(url: str, kind: str) -> list[tuple]:
@@ -74,14 +100,12 @@ def test_unfinished_records_sharing_a_label_and_a_job_ending_during_the_move(
     for _ in range(2):
         made = run_sumatra("running", str(records_file(project)), "moveproj", "raced")
         assert made.returncode == 0, made.stderr[-2000:]
-    job = start_smt_run(project, "--label", "job")
-    wait_for_running(project, "job")
-
-    moved = cli("move", project, url, "--yes")
-    assert moved.code == 0, moved
-    (project / "go").write_text("")  # the job ends, saving to the store it opened: the old one
-    _, err = job.communicate(timeout=120)
-    assert job.returncode == 0, err[-2000:]
+    with waiting_job(project) as job:
+        moved = cli("move", project, url, "--yes")
+        assert moved.code == 0, moved
+        (project / "go").write_text("")  # the job ends, saving to the store it opened
+        _, err = job.communicate(timeout=120)
+        assert job.returncode == 0, err[-2000:]
     old = sqlite_rows(
         records_file(project), "SELECT tags FROM django_store_record WHERE label = 'job'"
     )
@@ -100,3 +124,81 @@ def test_unfinished_records_sharing_a_label_and_a_job_ending_during_the_move(
     ]
     assert rows[-1][2] is not None  # the job's duration, saved when it ended
     assert smt(project, "list").returncode == 0
+
+
+# -- interrupted at every step -----------------------------------------------------------------
+
+STEPS = ["database", "copy", "switch", "labels", "late records"]
+
+
+@pytest.fixture(scope="module")
+def waiting_project(tmp_path_factory) -> Path:
+    """A project of one finished record whose main file waits for a file `go`."""
+    project = new_project(tmp_path_factory.mktemp("base"))
+    (project / "main.py").write_text(WAITING_MAIN)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "commit", "-qam", "wait for go"], cwd=project, check=True)
+    return project
+
+
+def moving(project: Path, url: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SMTMIGRATE, "move", str(project), url, "--yes"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["INT", "KILL"])
+def test_interrupted_after_each_step_then_run_again(
+    home, tmp_path, waiting_project, new_database, signal_name
+):
+    """For each step, a `move` is stopped (Ctrl-C or SIGKILL) right after it while a job is
+    running; the project is then on its old store or on the new one, never in between; the
+    job ends (in the old store); `move` run again finishes, every record complete there."""
+    env = {**os.environ, "HOME": str(home)}
+    database = new_database.rsplit("/", 1)[1]
+    for step in STEPS:
+        project = tmp_path / step.replace(" ", "-")
+        shutil.copytree(waiting_project, project)
+        project_file = project / ".smt" / "project"  # names its directory: the copy's now
+        project_file.write_text(
+            project_file.read_text().replace(str(waiting_project), str(project))
+        )
+        old_store = project_json(project)["record_store"]["db_file"]
+        assert old_store == str(records_file(project))
+        with waiting_job(project) as job:
+            stopped = moving(
+                project, new_database, {**env, SIGNAL_AFTER_STEP: f"{step}:{signal_name}"}
+            )
+            on = project_json(project)["record_store"]["db_file"]
+            assert on == (new_database if STEPS.index(step) >= STEPS.index("switch") else old_store)
+            if signal_name == "KILL":
+                assert stopped.returncode == -signal.SIGKILL, stopped.stderr
+            else:
+                assert stopped.returncode == 130, stopped.stderr
+                message = stopped.stderr.strip()
+                assert message.startswith("smtmigrate move: interrupted; already done: "), message
+                assert "run `smtmigrate move" in message, message
+                if step == "database":  # the copy had not committed: the database is gone again
+                    assert "undone: dropped" in message, message
+                    assert not pg_query(
+                        pg_url_for("postgres"),
+                        "SELECT 1 FROM pg_database WHERE datname = %s",
+                        (database,),
+                    )
+            (project / "go").write_text("")
+            _, err = job.communicate(timeout=120)
+            assert job.returncode == 0, err[-2000:]
+
+        again = moving(project, new_database, env)
+        assert again.returncode == 0, (step, again.stderr)
+        assert project_json(project)["record_store"]["db_file"] == new_database
+        rows = target_rows(new_database, "pg")
+        assert [(label, tags) for label, tags, _ in rows][-1] == ("job", "_finished_"), step
+        assert len(rows) == 2 and all(duration is not None for *_, duration in rows), rows
+        assert smt(project, "list").stdout.split()[0] == "job"
+        drop_database(database)
