@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -202,3 +203,44 @@ def test_interrupted_after_each_step_then_run_again(
         assert len(rows) == 2 and all(duration is not None for *_, duration in rows), rows
         assert smt(project, "list").stdout.split()[0] == "job"
         drop_database(database)
+
+
+def test_a_second_move_of_the_project_refuses_naming_the_first(
+    home, tmp_path, store08, new_database
+):
+    """The first move stops itself right after creating the database, holding the lock; a
+    second refuses in one line naming it, changing nothing; the first then finishes. A lock
+    file left by a killed move blocks nothing."""
+    env = {**os.environ, "HOME": str(home)}
+    first = subprocess.Popen(
+        [*SMTMIGRATE, "move", str(store08), new_database, "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, SIGNAL_AFTER_STEP: "database:STOP"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{first.pid}/stat").read_text().split()[2] != "T":
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        text = (store08 / ".smt" / "project").read_text()
+        second = moving(store08, new_database, env)
+        assert second.returncode == 1, second
+        assert second.stderr.splitlines() == [
+            f"smtmigrate move: error: {store08}: another move of this project is running "
+            f"(pid {first.pid} on {socket.gethostname()}); let it end, or run this one again "
+            "after it"
+        ]
+        assert (store08 / ".smt" / "project").read_text() == text
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert project_json(store08)["record_store"]["db_file"] == new_database
+
+    lock = store08 / ".smt" / "smtmigrate-move.lock"
+    lock.write_text("pid 1 on a-host-long-gone\n")  # as a killed move leaves it, unlocked
+    again = moving(store08, new_database, env)
+    assert again.returncode == 0, again.stderr
+    assert "Already moved" in again.stdout
