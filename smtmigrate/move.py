@@ -51,6 +51,7 @@ from .project import (
 )
 from .schema import RECORD_TABLE, Inspection, inspect_store
 from .snapshot import source_snapshot
+from .sumatra_env import check_smt_opens
 from .target import Admin, CreatedDatabase, create_store_database
 from .verify import Level, verify_stores
 
@@ -211,6 +212,7 @@ def plan_move(
             "--create-role), then move into its database"
         )
     check_switch(directory, target)  # everything the switch needs, before anything else
+    check_smt_opens(target)
     plan = MovePlan(directory, source, target, read_label_generator(directory), options, [])
     state = read_state(directory)
     moved_from = moved_to = None
@@ -260,6 +262,9 @@ def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     else:
         with Admin(target, options.admin, as_target_user=not options.create_role) as server:
             plan.create_database = not server.exists()
+        if plan.create_database and options.admin and not options.create_role:
+            with Admin(target):  # the URL's own credentials work, before anything is created
+                pass
     if plan.create_database:
         owner = target.settings.get("USER") or "the URL's user"
         role = " and its role" if options.create_role else ""

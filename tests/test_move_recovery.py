@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from .conftest import (
     run_sumatra,
     sqlite_rows,
 )
-from .test_move import SMTMIGRATE, new_project, project_json, smt, start_smt_run
+from .test_move import SMT, SMTMIGRATE, new_project, project_json, smt, start_smt_run
 
 
 @pytest.fixture
@@ -244,3 +245,34 @@ def test_a_second_move_of_the_project_refuses_naming_the_first(
     again = moving(store08, new_database, env)
     assert again.returncode == 0, again.stderr
     assert "Already moved" in again.stdout
+
+
+def test_refused_when_the_projects_smt_cannot_open_the_new_store(
+    home, tmp_path, store08, new_database
+):
+    """The project's runs use an smt whose Python has no Django (Sumatra would fall back to
+    a shelve store): move refuses before changing anything and says what to install."""
+    bare = tmp_path / "bare-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    smt_script = bare / "bin" / "smt"
+    smt_script.write_text(f"#!{bare / 'bin' / 'python'}\nfrom sumatra.commands import main\n")
+    smt_script.chmod(0o755)
+    env = {**os.environ, "HOME": str(home), "PATH": f"{bare / 'bin'}:{os.environ['PATH']}"}
+    text = (store08 / ".smt" / "project").read_text()
+    refused = moving(store08, new_database, env)
+    assert refused.returncode == 1, refused
+    assert refused.stderr.strip() == (
+        f"smtmigrate move: error: the project's smt ({smt_script}) cannot open {new_database}: "
+        "its Python lacks django and psycopg2 (django: ModuleNotFoundError: No module named "
+        "'django'; psycopg2: ModuleNotFoundError: No module named 'psycopg2'); install them "
+        f"there with `{bare / 'bin' / 'python'} -m pip install 'sumatra[web,postgres]'`, then "
+        "run move again; nothing was changed"
+    )
+    assert (store08 / ".smt" / "project").read_text() == text
+    database = new_database.rsplit("/", 1)[1]
+    exists = "SELECT 1 FROM pg_database WHERE datname = %s"
+    assert not pg_query(pg_url_for("postgres"), exists, (database,))
+
+    env["PATH"] = f"{Path(SMT).parent}:{os.environ['PATH']}"  # an smt with Django and psycopg2
+    moved = moving(store08, new_database, env)
+    assert moved.returncode == 0, moved.stderr
