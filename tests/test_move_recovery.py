@@ -276,3 +276,19 @@ def test_refused_when_the_projects_smt_cannot_open_the_new_store(
     env["PATH"] = f"{Path(SMT).parent}:{os.environ['PATH']}"  # an smt with Django and psycopg2
     moved = moving(store08, new_database, env)
     assert moved.returncode == 0, moved.stderr
+
+
+@pytest.mark.mariadb
+def test_mariadb_database_granted_to_the_account_the_server_matched(cli, mariadb_name):
+    """Over 127.0.0.1 the server matches root to root@127.0.0.1 (CURRENT_USER()); not to a
+    root@'%' that does not exist."""
+    import MySQLdb
+
+    conn = MySQLdb.connect(host="127.0.0.1", user="root", password="")
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_USER()")
+        matched = cursor.fetchone()[0]
+    conn.close()
+    result = cli("createdb", f"mysql://root@127.0.0.1/{mariadb_name}")
+    assert result.code == 0, result
+    assert f"granted 'root'@'{matched.rpartition('@')[2]}' all privileges" in result.out

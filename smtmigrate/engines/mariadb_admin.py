@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from django.db import DatabaseError
 
 from .. import interrupts
-from ..errors import Refused, SmtmigrateError
+from ..errors import Refused, SmtmigrateError, StoreConnectionError
 from .mariadb import PARTIAL_PREFIX, MariadbEngine, server_store
 from .mariadb_findings import COLLATION
 
@@ -53,6 +53,26 @@ def account_host(store: Store) -> str:
     return "localhost" if host in ("", "localhost") or host.startswith("/") else "%"
 
 
+def matched_host(store: Store) -> str | None:
+    """The host part of the account the server matches the URL's user to (`CURRENT_USER()`:
+    `root@127.0.0.1` or `root@localhost`, as its grants and name resolution decide); None
+    when that user cannot connect (yet)."""
+    from ..locations import Store as StoreClass
+
+    settings = dict(store.settings)
+    settings["NAME"] = ""
+    try:
+        with (
+            StoreClass("mariadb", store.display, settings) as server,
+            server.connection.cursor() as cursor,
+        ):
+            cursor.execute("SELECT CURRENT_USER()")
+            user, _, host = cursor.fetchone()[0].rpartition("@")
+    except (DatabaseError, StoreConnectionError):
+        return None
+    return host if user == store.settings.get("USER") else None
+
+
 def create_database(
     store: Store, *, create_user: bool, password: str | None, admin: Store | None
 ) -> tuple[str, str]:
@@ -70,7 +90,7 @@ def create_database(
     user = store.settings.get("USER") or ""
     if not user:
         raise SmtmigrateError(f"{store.display}: name the database's user in the URL")
-    host = account_host(store)
+    host = (None if create_user else matched_host(store)) or account_host(store)
     account = f"'{user}'@'{host}'"
     if "'" in user or "\\" in user:
         raise SmtmigrateError(f"{store.display}: a user name with quotes is not supported")
