@@ -292,3 +292,22 @@ def test_mariadb_database_granted_to_the_account_the_server_matched(cli, mariadb
     result = cli("createdb", f"mysql://root@127.0.0.1/{mariadb_name}")
     assert result.code == 0, result
     assert f"granted 'root'@'{matched.rpartition('@')[2]}' all privileges" in result.out
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize(
+    ("user_host", "said"),
+    [
+        ("root@no-such-host.invalid", "Unknown server host 'no-such-host.invalid'"),
+        ("nobody_smtm@127.0.0.1", "export MYSQL_PWD for the project's smt runs"),
+    ],
+)
+def test_mariadb_connection_errors_exit_2_with_the_hint_that_fits(
+    cli, home, store08, mariadb_name, user_host, said
+):
+    """A mistyped host is no password problem: no MYSQL_PWD hint; a refused user gets it."""
+    result = cli("move", store08, f"mysql://{user_host}/{mariadb_name}", "--yes")
+    assert result.code == 2, result
+    assert said in result.err
+    if "invalid" in user_host:
+        assert "MYSQL_PWD" not in result.err and "check the URL's host and port" in result.err
