@@ -311,3 +311,14 @@ def test_mariadb_connection_errors_exit_2_with_the_hint_that_fits(
     assert said in result.err
     if "invalid" in user_host:
         assert "MYSQL_PWD" not in result.err and "check the URL's host and port" in result.err
+
+
+def test_move_refusing_duplicates_names_dedupe(cli, home, store08, new_database):
+    from .test_dedupe import plant_duplicates
+
+    plant_duplicates(records_file(store08))
+    refused = cli("move", store08, new_database, "--yes")
+    assert refused.code == 1, refused
+    assert "Add --dedupe to merge the duplicate rows on the way." in " ".join(refused.out.split())
+    moved = cli("move", store08, new_database, "--yes", "--dedupe")
+    assert moved.code == 0, moved

@@ -171,10 +171,12 @@ def render_move_plan(plan: MovePlan, out: Console) -> None:
     out.print(steps)
     if plan.copy is not None and plan.copy.refused:
         out.print(findings_table(plan.copy.failing))
+        duplicates = any(f.kind == "duplicate" for f in plan.copy.failing)
+        dedupe = " Add --dedupe to merge the duplicate rows on the way." if duplicates else ""
         say(
             out,
             f"Refused: {len(plan.copy.failing)} finding(s) would be rejected by the target; "
-            "nothing was changed (see smtmigrate audit).",
+            f"nothing was changed (see smtmigrate audit).{dedupe}",
             "bold red",
         )
 
