@@ -322,3 +322,17 @@ def test_move_refusing_duplicates_names_dedupe(cli, home, store08, new_database)
     assert "Add --dedupe to merge the duplicate rows on the way." in " ".join(refused.out.split())
     moved = cli("move", store08, new_database, "--yes", "--dedupe")
     assert moved.code == 0, moved
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("postgres:/u:secret@127.0.0.1/db", "postgres://u:***@127.0.0.1/db"),
+        ("mysql:root@localhost/db", "mysql://root@localhost/db"),
+    ],
+)
+def test_a_url_short_of_its_slashes_is_named_as_a_typo(cli, home, store08, typed, meant):
+    result = cli("move", store08, typed, "--yes")
+    assert result.code == 2, result
+    assert result.err.strip().endswith(f"(did you mean {meant}?)"), result.err
+    assert "secret" not in result.err
