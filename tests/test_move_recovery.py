@@ -336,3 +336,13 @@ def test_a_url_short_of_its_slashes_is_named_as_a_typo(cli, home, store08, typed
     assert result.code == 2, result
     assert result.err.strip().endswith(f"(did you mean {meant}?)"), result.err
     assert "secret" not in result.err
+
+
+@pytest.mark.parametrize("command", ["createdb", "widen"])
+def test_help_names_mariadb_where_the_command_takes_it(command):
+    shown = subprocess.run(
+        [*SMTMIGRATE, command, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    said = " ".join(shown.stdout.split())
+    assert ("mysql://user@host/dbname" if command == "createdb" else "MariaDB stops") in said
