@@ -346,3 +346,16 @@ def test_help_names_mariadb_where_the_command_takes_it(command):
     assert shown.returncode == 0, shown.stderr
     said = " ".join(shown.stdout.split())
     assert ("mysql://user@host/dbname" if command == "createdb" else "MariaDB stops") in said
+
+
+@pytest.mark.mariadb
+def test_mariadb_privilege_error_points_at_admin(cli, mariadb_name):
+    user = f"smtm_np_{uuid.uuid4().hex[:8]}"
+    mariadb_execute(f"CREATE USER '{user}'@'localhost'")
+    try:
+        result = cli("createdb", f"mysql://{user}@localhost/{mariadb_name}")
+    finally:
+        mariadb_execute(f"DROP USER '{user}'@'localhost'")
+    assert result.code == 2, result
+    assert "SELECT command denied" in result.err
+    assert result.err.strip().endswith("with --admin mysql://user@host/"), result.err

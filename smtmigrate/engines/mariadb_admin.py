@@ -137,10 +137,33 @@ def create_database(
                         cursor.execute(f"DROP DATABASE IF EXISTS {q(name)}")
                     raise
         except DatabaseError as exc:
+            hint = ""
+            if _error_code(exc) in PRIVILEGE_ERRORS:
+                hint = (
+                    "; connect as a user who may (create databases, grant, read mysql.user) "
+                    "with --admin mysql://user@host/"
+                    if admin is None
+                    else f"; {admin.display} may not do this"
+                )
             raise SmtmigrateError(
-                f"creating {store.display} failed, nothing was kept: {server.describe_error(exc)}"
+                f"creating {store.display} failed, nothing was kept: "
+                f"{server.describe_error(exc)}{hint}"
             ) from exc
     return name, account
+
+
+# Access denied to a database (1044), a command denied on a table (1142), a privilege needed
+# (1227), not allowed to create a user with GRANT (1410).
+PRIVILEGE_ERRORS = (1044, 1142, 1227, 1410)
+
+
+def _error_code(exc: BaseException) -> int | None:
+    """MySQLdb's error number, which Django's wrapper keeps in its cause's args."""
+    for error in (exc, exc.__cause__):
+        args = getattr(error, "args", ())
+        if args and isinstance(args[0], int):
+            return args[0]
+    return None
 
 
 # -- drop-recreate ----------------------------------------------------------------------------
