@@ -25,6 +25,8 @@ from smtmigrate.move import SIGNAL_AFTER_STEP
 
 from .conftest import (
     drop_database,
+    drop_mariadb_database,
+    mariadb_databases,
     mariadb_execute,
     mariadb_url_for,
     pg_query,
@@ -78,6 +80,13 @@ def waiting_job(project: Path, label: str = "job") -> Iterator[subprocess.Popen]
         except subprocess.TimeoutExpired:
             job.kill()
             job.communicate()
+
+
+def database_exists(kind: str, name: str) -> bool:
+    if kind == "mariadb":
+        return name in mariadb_databases()
+    query = "SELECT 1 FROM pg_database WHERE datname = %s"
+    return bool(pg_query(pg_url_for("postgres"), query, (name,)))
 
 
 def target_rows(url: str, kind: str) -> list[tuple]:
@@ -155,14 +164,16 @@ def moving(project: Path, url: str, env: dict[str, str]) -> subprocess.Completed
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["INT", "KILL"])
+@pytest.mark.parametrize("kind", ["pg", pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def test_interrupted_after_each_step_then_run_again(
-    home, tmp_path, waiting_project, new_database, signal_name
+    home, tmp_path, waiting_project, new_database, mariadb_name, kind, signal_name
 ):
     """For each step, a `move` is stopped (Ctrl-C or SIGKILL) right after it while a job is
     running; the project is then on its old store or on the new one, never in between; the
     job ends (in the old store); `move` run again finishes, every record complete there."""
     env = {**os.environ, "HOME": str(home)}
-    database = new_database.rsplit("/", 1)[1]
+    url = new_database if kind == "pg" else mariadb_url_for(mariadb_name)
+    database = url.rsplit("/", 1)[1]
     for step in STEPS:
         project = tmp_path / step.replace(" ", "-")
         shutil.copytree(waiting_project, project)
@@ -173,11 +184,9 @@ def test_interrupted_after_each_step_then_run_again(
         old_store = project_json(project)["record_store"]["db_file"]
         assert old_store == str(records_file(project))
         with waiting_job(project) as job:
-            stopped = moving(
-                project, new_database, {**env, SIGNAL_AFTER_STEP: f"{step}:{signal_name}"}
-            )
+            stopped = moving(project, url, {**env, SIGNAL_AFTER_STEP: f"{step}:{signal_name}"})
             on = project_json(project)["record_store"]["db_file"]
-            assert on == (new_database if STEPS.index(step) >= STEPS.index("switch") else old_store)
+            assert on == (url if STEPS.index(step) >= STEPS.index("switch") else old_store)
             if signal_name == "KILL":
                 assert stopped.returncode == -signal.SIGKILL, stopped.stderr
             else:
@@ -187,23 +196,19 @@ def test_interrupted_after_each_step_then_run_again(
                 assert "run `smtmigrate move" in message, message
                 if step == "database":  # the copy had not committed: the database is gone again
                     assert "undone: dropped" in message, message
-                    assert not pg_query(
-                        pg_url_for("postgres"),
-                        "SELECT 1 FROM pg_database WHERE datname = %s",
-                        (database,),
-                    )
+                    assert not database_exists(kind, database)
             (project / "go").write_text("")
             _, err = job.communicate(timeout=120)
             assert job.returncode == 0, err[-2000:]
 
-        again = moving(project, new_database, env)
+        again = moving(project, url, env)
         assert again.returncode == 0, (step, again.stderr)
-        assert project_json(project)["record_store"]["db_file"] == new_database
-        rows = target_rows(new_database, "pg")
+        assert project_json(project)["record_store"]["db_file"] == url
+        rows = target_rows(url, kind)
         assert [(label, tags) for label, tags, _ in rows][-1] == ("job", "_finished_"), step
         assert len(rows) == 2 and all(duration is not None for *_, duration in rows), rows
         assert smt(project, "list").stdout.split()[0] == "job"
-        drop_database(database)
+        drop_database(database) if kind == "pg" else drop_mariadb_database(database)
 
 
 def test_a_second_move_of_the_project_refuses_naming_the_first(
