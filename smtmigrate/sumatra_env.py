@@ -57,7 +57,9 @@ def project_smt() -> SmtPython | None:
     python = shlex.split(first[2:])
     if python and Path(python[0]).name == "env" and len(python) > 1:
         python = python[1:]
-    return SmtPython(smt, python) if python else None
+    if not python or not Path(python[0]).name.startswith("python"):
+        return None  # a wrapper (a pyenv shim, a shell script): not ours to second-guess
+    return SmtPython(smt, python)
 
 
 def check_smt_opens(target: Store) -> None:
