@@ -9,13 +9,18 @@ the executable, repository, parameter set … rows the copy already holds), each
 the old store by the same reader the verification uses, and read back from the new store
 and compared field by field before the round commits.
 
-A record is late when
-  * its (project, label) is not in the new store and its id in the old store is past the
-    copy's snapshot (`after_id`): it was saved after the snapshot. A record deleted from
+A record is known in both stores by its identity, never by its label (labels are not
+unique in Sumatra: runs whose saves race share one): a record the copy took (id up to the
+copy's snapshot, `after_id`) is the new store's row of the same id (a copy keeps every
+record's db_id, see `copied_record_id`); a record saved later is the new store's row past
+`after_id` of the same project, label and timestamp (the start time Sumatra gave it), the one
+an earlier round carried. A record is late when
+  * it was saved after the snapshot and is not in the new store yet. A record deleted from
     the new store after the move is not brought back;
   * or the new store's copy is still in flight (Sumatra 0.8 saves a record as it starts,
     tagged `_running_` and the like, and again as it ends) and the old store's differs: the
-    job ended there, so its final state (outcome, duration, output data, status) is taken.
+    job ended there, so its final state (outcome, duration, output data, status) is taken
+    into that very row.
 Any other record in both stores is never touched (a later `smt tag`/`smt comment` on the
 old store is reported by `verify`, not carried).
 """
@@ -26,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from django.core.exceptions import MultipleObjectsReturned, ObjectDoesNotExist
 from django.db import DatabaseError, router, transaction
 
 from . import interrupts
@@ -71,7 +77,7 @@ def routed_to(alias: str) -> Iterator[None]:
         router.routers.remove(route)
 
 
-def _in_flight(tags: str | None) -> bool:
+def in_flight(tags: str | None) -> bool:
     """Whether a record's status tag says its run had not ended when it was saved."""
     from sumatra.core import STATUS_FORMAT
 
@@ -80,93 +86,141 @@ def _in_flight(tags: str | None) -> bool:
     return bool(statuses) and not statuses & ended
 
 
-def late_record_ids(source: Inspection, target: Inspection, *, after_id: int) -> list[int]:
-    """Ids in `source` of the records to carry (see the module's docstring)."""
+def copied_record_id(source_id: int) -> int:
+    """The new store's db_id of a record the copy took: the same (a copy writes every
+    record under its own id; the verification pairs records by it too)."""
+    return source_id
+
+
+# A record to carry: its id in the old store, and the new store's row it goes into (None: a
+# new row).
+Late = tuple[int, "int | None"]
+
+_FAILS = (DatabaseError, ObjectDoesNotExist, MultipleObjectsReturned)
+
+
+def late_records(source: Inspection, target: Inspection, *, after_id: int) -> list[Late]:
+    """The records of `source` to carry, each with the `target` row it is (see the module's
+    docstring)."""
     from sumatra.recordstore.django_store.models import Record
 
     from .records import canonical, read_records, sumatra_reading
 
     try:
+        fields = ("db_id", "project_id", "label", "timestamp", "tags")
         in_target = {
-            (project, label): (db_id, tags)
-            for db_id, project, label, tags in Record._base_manager.using(
-                target.store.alias
-            ).values_list("db_id", "project_id", "label", "tags")
+            row[0]: row
+            for row in Record._base_manager.using(target.store.alias).values_list(*fields)
         }
-        new, ended = [], {}
-        for db_id, project, label in (
-            Record._base_manager.using(source.store.alias)
-            .order_by("db_id")
-            .values_list("db_id", "project_id", "label")
+        saved_late: dict[tuple, list[int]] = {}  # rows saved past the copy, by identity
+        for db_id, project, label, timestamp, _ in in_target.values():
+            if db_id > after_id:
+                saved_late.setdefault((project, label, timestamp), []).append(db_id)
+        new: list[Late] = []
+        ended: dict[int, int] = {}  # old store's id → the new store's row, in flight there
+        for db_id, project, label, timestamp, _ in (
+            Record._base_manager.using(source.store.alias).order_by("db_id").values_list(*fields)
         ):
-            there = in_target.get((project, label))
-            if there is None:
+            if db_id <= after_id:
+                there = [copied_record_id(db_id)]
+            else:
+                there = saved_late.get((project, label, timestamp), [])
+            if len(there) > 1:
+                raise SmtmigrateError(
+                    f"record {project}/{label} of {timestamp} is in {target.store.display} "
+                    f"{len(there)} times (db_id {', '.join(map(str, there))}): not carried"
+                )
+            if not there:
                 if db_id > after_id:
-                    new.append(db_id)
-            elif _in_flight(there[1]):
+                    new.append((db_id, None))
+            elif there[0] in in_target and in_flight(in_target[there[0]][4]):
                 ended[db_id] = there[0]
         if ended:
             with sumatra_reading():
                 old = {r.db_id: canonical(r) for r in read_records(source, list(ended))}
                 now = {r.db_id: canonical(r) for r in read_records(target, list(ended.values()))}
-            new += [i for i, t in ended.items() if old.get(i) != now.get(t)]
+            new += [(i, t) for i, t in ended.items() if old.get(i) != now.get(t)]
         return sorted(new)
-    except DatabaseError as exc:
+    except _FAILS as exc:
         raise SmtmigrateError(f"cannot look for late records: {exc}") from exc
 
 
-def carry_records(source: Inspection, target: Inspection, ids: list[int]) -> CarryResult:
-    """Save the records `ids` of `source` into `target` through Sumatra, in one transaction;
-    each is read back and must equal what was read, or nothing is kept."""
-    from sumatra.recordstore.django_store import DjangoRecordStore
-
+def carry_records(source: Inspection, target: Inspection, late: list[Late]) -> CarryResult:
+    """Save the records `late` of `source` into `target` through Sumatra, each into the row
+    it is (or a new one), in one transaction; each is read back and must equal what was read,
+    or nothing is kept."""
     from .records import canonical, read_records, sumatra_reading
 
     result = CarryResult()
-    if not ids:
+    if not late:
         return result
-    store = DjangoRecordStore.__new__(DjangoRecordStore)  # bound to our alias, not configured
+    into = dict(late)
+    into_row = _into_row_class()
+    store = into_row.__new__(into_row)  # bound to our alias, not configured
     store._db_label, store._db_file = target.store.alias, target.store.display
     with sumatra_reading():
-        read = [(r.project_id, r.label, r) for r in read_records(source, ids)]
-        saved: dict[tuple[str, str], dict] = {}
+        read = [(r.project_id, r.label, r) for r in read_records(source, list(into))]
+        saved: dict[int, tuple[str, str, dict]] = {}  # new store's id → project, label, data
         try:
             with transaction.atomic(using=target.store.alias), routed_to(target.store.alias):
                 for project, label, row in read:
                     if project is None:
                         result.without_project += 1
                         continue
+                    store.row_id = into[row.db_id]
                     store.save(project, row.to_sumatra())
-                    saved[project, label] = canonical(row)
+                    saved[store.row_id] = (project, label, canonical(row))
                 _check_saved(target, saved)
                 interrupts.check()
-        except DatabaseError as exc:
+        except _FAILS as exc:
+            what = target.store.describe_error(exc) if isinstance(exc, DatabaseError) else exc
             raise SmtmigrateError(
                 f"carrying late records into {target.store.display} failed, nothing was "
-                f"kept: {target.store.describe_error(exc)}"
+                f"kept: {what}"
             ) from exc
-    result.carried = sorted(saved)
+    result.carried = sorted((project, label) for project, label, _ in saved.values())
     return result
 
 
-def _check_saved(target: Inspection, saved: dict[tuple[str, str], dict]) -> None:
-    from sumatra.recordstore.django_store.models import Record
+def _into_row_class() -> type:
+    """Built on first use: Sumatra's store class imports Django's models."""
+    from sumatra.recordstore.django_store import DjangoRecordStore
 
+    class IntoRow(DjangoRecordStore):
+        """Sumatra's save, into the row given by id (`row_id`; None: a new row) where
+        Sumatra's own looks the record up by label. After `save`, `row_id` is the row's."""
+
+        row_id: int | None = None
+
+        def _get_db_record(self, project_name, record):
+            models = self._get_models()
+            if self.row_id is not None:
+                return models.Record._base_manager.using(self._db_label).get(db_id=self.row_id)
+            row = models.Record(label=record.label, project=self._get_db_project(project_name))
+            row._state.db = self._db_label
+            self._new = row
+            return row
+
+        def save(self, project_name, record):
+            self._new = None
+            super().save(project_name, record)
+            if self._new is not None:
+                self.row_id = self._new.db_id
+
+    return IntoRow
+
+
+def _check_saved(target: Inspection, saved: dict[int, tuple[str, str, dict]]) -> None:
     from .records import canonical, field_differences, read_records
 
-    wanted = {label for _, label in saved}
-    ids = list(
-        Record._base_manager.using(target.store.alias)
-        .filter(label__in=wanted)
-        .values_list("db_id", flat=True)
-    )
-    back = {(r.project_id, r.label): canonical(r) for r in read_records(target, ids)}
-    for key, data in saved.items():
-        differences = list(field_differences(data, back.get(key, {})))
+    back = {r.db_id: r for r in read_records(target, list(saved))}
+    for row_id, (project, label, data) in saved.items():
+        there = back.get(row_id)
+        differences = list(field_differences(data, canonical(there) if there else {}))
         if differences:
             path, x, y = differences[0]
             raise SmtmigrateError(
-                f"record {key[0]}/{key[1]} did not read back as carried ({path}: {x!r} != "
+                f"record {project}/{label} did not read back as carried ({path}: {x!r} != "
                 f"{y!r}); nothing was kept"
             )
 
@@ -184,10 +238,10 @@ def fold_late_records(
     for _ in range(rounds):
         with source_snapshot(source) as snapshot:
             source_inspection = inspect_store(snapshot.store)
-            ids = late_record_ids(source_inspection, target_inspection, after_id=after_id)
-            if not ids:
+            late = late_records(source_inspection, target_inspection, after_id=after_id)
+            if not late:
                 break
-            result = carry_records(source_inspection, target_inspection, ids)
+            result = carry_records(source_inspection, target_inspection, late)
         total.carried += result.carried
         total.without_project = result.without_project
         if not result.carried:

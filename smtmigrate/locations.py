@@ -182,6 +182,21 @@ def redact_url(url: str) -> str:
     return f"{match['scheme']}://{netloc}{sep}{tail}"
 
 
+_URL_TYPO_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):/?(?!/)")
+
+
+def _refuse_url_typo(text: str) -> None:
+    """`postgres:/host/db` or `mysql:host/db`: a URL short of its `//`, not a path."""
+    match = _URL_TYPO_RE.match(text)
+    known = (*POSTGRES_SCHEMES, *MARIADB_SCHEMES, "sqlite")
+    if match and match["scheme"].lower() in known and not Path(text).expanduser().exists():
+        meant = redact_url(f"{match['scheme']}://{text[match.end() :]}")
+        raise LocationError(
+            f"{meant.replace('://', ':/' if text[match.end() - 1] == '/' else ':', 1)}: "
+            f"not a URL, a store URL has '//' after its scheme (did you mean {meant}?)"
+        )
+
+
 def resolve(text: str, *, base_dir: Path | None = None, mariadb: bool = False) -> Store:
     """Turn a location as typed on the command line into a `Store` (no connection yet).
 
@@ -211,6 +226,7 @@ def resolve(text: str, *, base_dir: Path | None = None, mariadb: bool = False) -
             f"{redact_url(text)}: unknown scheme '{scheme}' "
             "(use a path, sqlite:///path or postgresql://user@host/dbname)"
         )
+    _refuse_url_typo(text)
     path = Path(text).expanduser()
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
@@ -225,6 +241,7 @@ def resolve_target(text: str, *, mariadb: bool = False) -> Store:
     elif match:
         return resolve(text, mariadb=mariadb)
     else:
+        _refuse_url_typo(text)
         path = Path(text).expanduser()
     if path.exists():
         if path.is_dir():

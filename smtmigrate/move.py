@@ -17,17 +17,25 @@ copy took) is what lets a later run find the old store again.
 
 from __future__ import annotations
 
+import fcntl
 import json
-from contextlib import ExitStack
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .carry import CarryResult, fold_late_records
+from django.db import DatabaseError
+
+from .carry import CarryResult, copied_record_id, fold_late_records, in_flight
 from .copy import DEFAULT_LEVEL, CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
 from .dedupe import find_duplicates, plan_dedupe
 from .engines import engine_for
 from .engines.mariadb import database_tables, server_url
 from .engines.mariadb_admin import create_database
+from .engines.mariadb_admin import drop_database as drop_mariadb_database
 from .engines.mariadb_findings import COLLATION
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import write_private
@@ -42,12 +50,16 @@ from .project import (
     store_url,
     switch_project,
 )
-from .schema import RECORD_TABLE, inspect_store
+from .schema import RECORD_TABLE, Inspection, inspect_store
 from .snapshot import source_snapshot
+from .sumatra_env import check_smt_opens
 from .target import Admin, CreatedDatabase, create_store_database
 from .verify import Level, verify_stores
 
 STATE_FILE = Path(".smt") / "smtmigrate-move.json"
+LOCK_FILE = Path(".smt") / "smtmigrate-move.lock"
+# Tests only: "STEP:SIGNAL" (e.g. "copy:KILL") makes `move` signal itself once STEP is done.
+SIGNAL_AFTER_STEP = "SMTMIGRATE_TEST_SIGNAL_AFTER"
 
 
 @dataclass
@@ -114,6 +126,9 @@ class MoveResult:
     label_fixed: str | None = None  # the label generator the project was given
     late: CarryResult = field(default_factory=CarryResult)
     pooler: PoolerStarted | None = None
+    changed: list[str] = field(default_factory=list)  # what this run changed, in order
+    created_here: bool = False  # this run created the database
+    undone: list[str] = field(default_factory=list)  # what it undid after a failure
 
     def to_dict(self) -> dict:
         data = self.plan.to_dict()
@@ -128,6 +143,40 @@ class MoveResult:
             }
         )
         return data
+
+
+@contextmanager
+def project_lock(directory: Path) -> Iterator[None]:
+    """Hold the project's move lock (LOCK_FILE) for the body: one `move` of a project at a
+    time. An fcntl lock ends with its process, so a file a killed move left blocks nothing;
+    the holder writes its pid and host in it for the refusal to name."""
+    path = directory / LOCK_FILE
+    if not path.parent.is_dir():  # not a project: the plan says so
+        yield
+        return
+    try:
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the body)
+    except OSError as exc:
+        raise SmtmigrateError(f"{path}: cannot open the move lock ({exc.strerror})") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process that has not written its name yet"
+            raise Refused(
+                f"{directory}: another move of this project is running ({holder}); "
+                "let it end, or run this one again after it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _same(a: Store | None, b: Store | None) -> bool:
@@ -169,6 +218,7 @@ def plan_move(
     check_switch(directory, target)  # everything the switch needs, before anything else
     if options.pooler:
         check_pooler(target, options.pooler)
+    check_smt_opens(target)
     plan = MovePlan(directory, source, target, read_label_generator(directory), options, [])
     state = read_state(directory)
     moved_from = moved_to = None
@@ -222,6 +272,9 @@ def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     else:
         with Admin(target, options.admin, as_target_user=not options.create_role) as server:
             plan.create_database = not server.exists()
+        if plan.create_database and options.admin and not options.create_role:
+            with Admin(target):  # the URL's own credentials work, before anything is created
+                pass
     if plan.create_database:
         owner = target.settings.get("USER") or "the URL's user"
         role = " and its role" if options.create_role else ""
@@ -272,16 +325,16 @@ def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
 def _earlier_copy(source: Store, target: Store, dedupe: bool) -> int:
     """An earlier run's copy, kept if every record it holds equals the project's (`source`:
     its snapshot); the project may have saved more since (carried over as late records)."""
-    inspection = inspect_store(source)
+    inspection, copied = inspect_store(source), inspect_store(target)
     merged = plan_dedupe(inspection, find_duplicates(inspection)) if dedupe else None
-    verification = verify_stores(inspection, inspect_store(target), dedupe=merged)
+    verification = verify_stores(inspection, copied, dedupe=merged)
     comparison = verification.records
     assert comparison is not None
     subset = (
         comparison.target_records == comparison.records
         and comparison.differing_records == comparison.source_records - comparison.records
     )
-    if not subset:
+    if not subset and not _differs_only_in_flight(inspection, copied):
         raise Refused(
             f"{target.display} already holds Sumatra records that are not the project's "
             f"({verification.problem}); move copies only into an empty database"
@@ -289,12 +342,67 @@ def _earlier_copy(source: Store, target: Store, dedupe: bool) -> int:
     return _max_record_id(target)
 
 
-def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
-    """Carry out the plan's needed steps, in order."""
+class MoveFailed(SmtmigrateError):
+    """A step failed, or Ctrl-C came, after an earlier step changed something: says what."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+StepDone = Callable[[str, "MoveResult"], None]  # (step name, the result so far)
+
+
+def _differs_only_in_flight(source: Inspection, target: Inspection) -> bool:
+    """Whether every record of an earlier copy equals the project's, or is still in flight
+    in the copy (its job ended since, in the project's store: the late-records step takes
+    its final state over)."""
+    from sumatra.recordstore.django_store.models import Record
+
+    from .records import canonical, read_records, sumatra_reading
+
+    tags = dict(Record._base_manager.using(target.store.alias).values_list("db_id", "tags"))
+    ids = sorted(tags)
+    with sumatra_reading():
+        copy = {r.db_id: canonical(r) for r in read_records(target, ids)}
+        ours = {r.db_id: canonical(r) for r in read_records(source, ids)}
+    return all(
+        copy[i] == ours.get(copied_record_id(i)) or in_flight(tags[i]) for i in copy
+    ) and all(copied_record_id(i) in ours for i in copy)
+
+
+def run_move(plan: MovePlan, events: CopyEvents, on_step: StepDone | None = None) -> MoveResult:
+    """Carry out the plan's needed steps, in order, calling `on_step` as each is done. A
+    failure (or Ctrl-C) after something was changed ends as a `MoveFailed` saying what was
+    changed and how to finish or undo; a database this run created is dropped again when
+    the copy into it did not commit."""
     result = MoveResult(plan)
+
+    def done(name: str) -> None:
+        if on_step is not None:
+            on_step(name, result)
+        _signal_for_tests(name)
+
+    try:
+        _run_steps(plan, result, events, done)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit | GeneratorExit):
+            raise
+        if result.created_here and result.copy is None:
+            _undo_database(plan, result)
+        if not result.changed and not result.undone:
+            raise
+        raise MoveFailed(_failure(plan, result, exc), _exit_code(exc)) from exc
+    return result
+
+
+def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: StepDone) -> None:
     options = plan.options
     if plan.create_database and plan.target.kind == "mariadb":
         _create_mariadb_database(plan)
+        result.created_here = True
+        result.changed.append(f"created database {plan.target.display}")
+        done("database")
         plan.copy = plan_copy(
             plan.copy.snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe
         )
@@ -306,6 +414,10 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
             admin=options.admin,
             schema=False,  # the copy builds it, in its own transaction
         )
+        result.created_here = True
+        role = f"role {result.created.owner} and " if result.created.role_created else ""
+        result.changed.append(f"created {role}database {plan.target.display}")
+        done("database")
         if options.password and not plan.target.password:
             # The new role's password: the copy connects with it, the switch puts it in
             # ~/.pgpass (never in .smt/project).
@@ -318,23 +430,112 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
         if plan.copy.refused:
             raise Refused(f"{len(plan.copy.failing)} finding(s) would be rejected by the target")
         result.copy = copy_store(plan.copy, events, level=options.level)
+        result.changed.append(f"committed the copy of {plan.source.display} (verified)")
         snapshot = plan.copy.snapshot
         plan.old = plan.source
         plan.after_id = (snapshot.max_record_id if snapshot else None) or 0
+        done("copy")
     fix = options.label_generator if plan.label.collides else None
     if plan.stage != MOVED:
         switched = switch_project(plan.directory, plan.target, label_generator=fix)
-        _write_state(plan)
         result.switched = switched
+        result.changed.append(
+            f"switched {switched.project_file} to {switched.db_file} "
+            f"(the previous one saved as {switched.backup})"
+        )
+        if switched.pgpass_changed:
+            result.changed.append(f"wrote the password to {switched.pgpass}")
+        _write_state(plan)
+        done("switch")
     elif fix:
         set_label_generator(plan.directory, fix)
+        result.changed.append(f"set the label generator to {fix}")
     result.label_fixed = fix
+    done("labels")
     if plan.old is not None:
         result.late = fold_late_records(plan.old, plan.target, after_id=plan.after_id)
+        if result.late.carried:
+            result.changed.append(f"carried {len(result.late.carried)} late record(s)")
+        done("late records")
     if options.pooler:  # last: the project then names the pooler, its direct URL kept
         plan.target.close()
         result.pooler = start_pooler(plan.directory, options.pooler)
-    return result
+        result.changed.append(f"started PgBouncer on {options.pooler} and pointed the project at it")
+        done("pooler")
+
+
+def _signal_for_tests(step: str) -> None:
+    """The tests' way to interrupt a move right after a step (SIGNAL_AFTER_STEP)."""
+    wanted, _, name = os.environ.get(SIGNAL_AFTER_STEP, "").partition(":")
+    if wanted == step:
+        os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return exc.exit_code if isinstance(exc, SmtmigrateError) else 2
+
+
+def _failure(plan: MovePlan, result: MoveResult, exc: BaseException) -> str:
+    """One line: what went wrong, what this run had changed (and undone), how to go on."""
+    if isinstance(exc, KeyboardInterrupt):
+        what = "interrupted"
+    elif isinstance(exc, SmtmigrateError):
+        what = str(exc)
+    else:
+        what = f"{type(exc).__name__}: {exc}"
+    parts = [what]
+    if result.changed:
+        parts.append("already done: " + "; ".join(result.changed))
+    if result.undone:
+        parts.append("undone: " + "; ".join(result.undone))
+    again = f"smtmigrate move {plan.directory} {plan.target.display}"
+    if result.switched is not None or plan.stage == MOVED:
+        undo = (
+            f"or go back with `smtmigrate switch {plan.directory} {plan.old.display}`"
+            if plan.old is not None
+            else ""
+        )
+        parts.append(f"the project is on the new store; to finish run `{again}` again {undo}")
+    elif result.copy is not None or not any(u.startswith("dropped") for u in result.undone):
+        parts.append(
+            f"the project is still on {plan.source.display}; to finish run `{again}` again, "
+            f"or undo by dropping {plan.target.display}"
+        )
+    else:
+        parts.append(
+            f"the project is still on {plan.source.display}, nothing is left to undo; "
+            f"run `{again}` again to move it"
+        )
+    return "; ".join(p.strip() for p in parts)
+
+
+def _undo_database(plan: MovePlan, result: MoveResult) -> None:
+    """Drop the database (and role) this run created: the copy into it did not commit."""
+    try:
+        if plan.target.kind == "mariadb":
+            admin = None
+            if plan.options.admin:
+                admin = resolve(server_url(plan.options.admin), mariadb=True)
+            try:
+                drop_mariadb_database(plan.target, admin=admin)
+            finally:
+                if admin is not None:
+                    admin.close()
+        else:
+            plan.target.close()
+            created = result.created
+            with Admin(
+                plan.target, plan.options.admin, as_target_user=not plan.options.create_role
+            ) as server:
+                server.drop_database()
+                if created is not None and created.role_created:
+                    server.drop_role(created.owner)
+    except (SmtmigrateError, DatabaseError) as exc:
+        result.undone.append(f"could not drop {plan.target.display} again ({exc})")
+        return
+    result.undone.append(f"dropped {plan.target.display} again (the copy had not committed)")
 
 
 def _create_mariadb_database(plan: MovePlan) -> None:

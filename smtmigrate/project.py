@@ -99,6 +99,10 @@ def check_sumatra_reads(target: Store) -> None:
         )
 
 
+MARIADB_DENIED = (1045, 1698)  # access denied for the user: a password (or none) refused
+MARIADB_NO_DATABASE_ACCESS = 1044  # the user got in, but may not use the database
+
+
 def check_sumatra_gets_in(target: Store) -> None:
     """A MariaDB target: Sumatra must be able to connect with what the project file will
     hold. Its connection (Django's MySQL backend as Sumatra configures it) needs a host,
@@ -141,10 +145,16 @@ def check_sumatra_gets_in(target: Store) -> None:
         finally:
             connection.close()
     except MySQLdb.Error as exc:
-        raise Refused(
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        if code in MARIADB_DENIED:
+            hint = "it reads no ~/.my.cnf: export MYSQL_PWD for the project's smt runs"
+        elif code == MARIADB_NO_DATABASE_ACCESS:
+            hint = "grant the user the database (smtmigrate createdb, over --admin)"
+        else:  # the client's own errors (2000-2999): no server there, a mistyped host
+            hint = "check the URL's host and port"
+        raise StoreConnectionError(
             f"Sumatra could not connect to {target.display} as the project would "
-            f"({target.describe_error(exc)}; it reads no ~/.my.cnf: export MYSQL_PWD for the "
-            "project's smt runs); nothing was changed"
+            f"({target.describe_error(exc)}; {hint}); nothing was changed"
         ) from exc
 
 

@@ -9,11 +9,17 @@ own `migrate` when it opens a store, which is part of what the tests check. Usag
     python sumatra_api.py long STORE PROJECT EXPORT.json N    save a record whose every
                                                               string field is N chars long,
                                                               read it back, compare
+    python sumatra_api.py running STORE PROJECT LABEL         save a copy of the project's
+                                                              latest record as a new row
+                                                              labelled LABEL, tagged _running_
+                                                              (as two runs do when their saves
+                                                              race: both miss Sumatra's lookup)
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 import sys
@@ -89,6 +95,23 @@ def main(argv: list[str]) -> int:
         print(json.dumps([canonical(r) for r in records], sort_keys=True))
         return 0
     store = DjangoRecordStore(store_url)
+    if command == "running":
+        project, label = argv[2], argv[3]
+        record = store.get(project, store.most_recent(project))
+        record.label, record.tags = label, {"_running_"}
+        record.timestamp = datetime.datetime.now()  # a run of its own, started now
+        record.duration = record.outcome = None
+        models = store._get_models()
+
+        def new_row(project_name, record):  # the lookup that missed: a row of its own
+            row = models.Record(label=record.label, project=store._get_db_project(project_name))
+            row._state.db = store._db_label
+            return row
+
+        store._get_db_record = new_row
+        store.save(project, record)
+        print(label)
+        return 0
     if command == "export":
         data = {p: [canonical(r) for r in store.list(p)] for p in sorted(store.list_projects())}
         print(json.dumps(data, sort_keys=True))

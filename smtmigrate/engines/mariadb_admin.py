@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from django.db import DatabaseError
 
 from .. import interrupts
-from ..errors import Refused, SmtmigrateError
+from ..errors import Refused, SmtmigrateError, StoreConnectionError
 from .mariadb import PARTIAL_PREFIX, MariadbEngine, server_store
 from .mariadb_findings import COLLATION
 
@@ -53,6 +53,26 @@ def account_host(store: Store) -> str:
     return "localhost" if host in ("", "localhost") or host.startswith("/") else "%"
 
 
+def matched_host(store: Store) -> str | None:
+    """The host part of the account the server matches the URL's user to (`CURRENT_USER()`:
+    `root@127.0.0.1` or `root@localhost`, as its grants and name resolution decide); None
+    when that user cannot connect (yet)."""
+    from ..locations import Store as StoreClass
+
+    settings = dict(store.settings)
+    settings["NAME"] = ""
+    try:
+        with (
+            StoreClass("mariadb", store.display, settings) as server,
+            server.connection.cursor() as cursor,
+        ):
+            cursor.execute("SELECT CURRENT_USER()")
+            user, _, host = cursor.fetchone()[0].rpartition("@")
+    except (DatabaseError, StoreConnectionError):
+        return None
+    return host if user == store.settings.get("USER") else None
+
+
 def create_database(
     store: Store, *, create_user: bool, password: str | None, admin: Store | None
 ) -> tuple[str, str]:
@@ -70,7 +90,7 @@ def create_database(
     user = store.settings.get("USER") or ""
     if not user:
         raise SmtmigrateError(f"{store.display}: name the database's user in the URL")
-    host = account_host(store)
+    host = (None if create_user else matched_host(store)) or account_host(store)
     account = f"'{user}'@'{host}'"
     if "'" in user or "\\" in user:
         raise SmtmigrateError(f"{store.display}: a user name with quotes is not supported")
@@ -117,10 +137,33 @@ def create_database(
                         cursor.execute(f"DROP DATABASE IF EXISTS {q(name)}")
                     raise
         except DatabaseError as exc:
+            hint = ""
+            if _error_code(exc) in PRIVILEGE_ERRORS:
+                hint = (
+                    "; connect as a user who may (create databases, grant, read mysql.user) "
+                    "with --admin mysql://user@host/"
+                    if admin is None
+                    else f"; {admin.display} may not do this"
+                )
             raise SmtmigrateError(
-                f"creating {store.display} failed, nothing was kept: {server.describe_error(exc)}"
+                f"creating {store.display} failed, nothing was kept: "
+                f"{server.describe_error(exc)}{hint}"
             ) from exc
     return name, account
+
+
+# Access denied to a database (1044), a command denied on a table (1142), a privilege needed
+# (1227), not allowed to create a user with GRANT (1410).
+PRIVILEGE_ERRORS = (1044, 1142, 1227, 1410)
+
+
+def _error_code(exc: BaseException) -> int | None:
+    """MySQLdb's error number, which Django's wrapper keeps in its cause's args."""
+    for error in (exc, exc.__cause__):
+        args = getattr(error, "args", ())
+        if args and isinstance(args[0], int):
+            return args[0]
+    return None
 
 
 # -- drop-recreate ----------------------------------------------------------------------------

@@ -49,6 +49,8 @@ def ended(
         sys.exit(verdict())
     except Exception as exc:
         if interrupts.seen():  # Ctrl-C, seen by a library as an error of its own
+            if isinstance(exc, CommandError) and exc.returncode == INTERRUPTED:
+                _stop(say, f"{prog}: {exc}", INTERRUPTED)  # says what it had done
             _stop(say, f"{prog}: interrupted", INTERRUPTED)
         if not (one_line_errors and isinstance(exc, CommandError)):
             raise

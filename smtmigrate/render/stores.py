@@ -171,10 +171,12 @@ def render_move_plan(plan: MovePlan, out: Console) -> None:
     out.print(steps)
     if plan.copy is not None and plan.copy.refused:
         out.print(findings_table(plan.copy.failing))
+        duplicates = any(f.kind == "duplicate" for f in plan.copy.failing)
+        dedupe = " Add --dedupe to merge the duplicate rows on the way." if duplicates else ""
         say(
             out,
             f"Refused: {len(plan.copy.failing)} finding(s) would be rejected by the target; "
-            "nothing was changed (see smtmigrate audit).",
+            f"nothing was changed (see smtmigrate audit).{dedupe}",
             "bold red",
         )
 
@@ -190,32 +192,41 @@ def move_json(result: MoveResult) -> dict[str, Any]:
     return data
 
 
-def render_move_result(result: MoveResult, out: Console) -> None:
+def render_move_step(name: str, result: MoveResult, out: Console) -> None:
+    """What a step of `move` did, as soon as it is done."""
     plan, created = result.plan, result.created
-    if created is not None:
-        role = f"role {created.owner} and " if created.role_created else ""
-        say(out, f"created {role}database {created.name} (owner {created.owner}, UTF8)")
-    if result.copy is not None:
+    if name == "database":
+        if created is not None:
+            role = f"role {created.owner} and " if created.role_created else ""
+            say(out, f"database: created {role}{created.name} (owner {created.owner}, UTF8)")
+        else:
+            say(out, f"database: created {plan.target.settings['NAME']}")
+    elif name == "copy" and result.copy is not None:
         render_copy_result(result.copy, out)
-    if result.switched is not None:
+    elif name == "switch" and result.switched is not None:
         for line in switch_lines(result.switched):
-            say(out, line)
-    if result.label_fixed:
-        say(out, f"label generator {plan.label.described} → {result.label_fixed}")
-    late = result.late
-    if plan.old is not None:
+            say(out, f"switch: {line}")
+    elif name == "labels" and result.label_fixed:
+        say(out, f"labels: label generator {plan.label.described} → {result.label_fixed}")
+    elif name == "late records":
+        late = result.late
         say(
             out,
             f"late records: {len(late.carried)} carried over from {plan.old.display}, "
             "each read back equal through Sumatra",
         )
-    if late.without_project:
-        say(
-            out,
-            f"{late.without_project} late record(s) without a project were left in the "
-            "old store (Sumatra cannot save them)",
-            "yellow",
-        )
+        if late.without_project:
+            say(
+                out,
+                f"{late.without_project} late record(s) without a project were left in the "
+                "old store (Sumatra cannot save them)",
+                "yellow",
+            )
+
+
+def render_move_result(result: MoveResult, out: Console) -> None:
+    """The end of a move (its steps were shown as they were done)."""
+    plan = result.plan
     verb = "Already moved" if plan.stage == "moved" else "Moved"
     say(out, f"{verb}: {plan.directory} uses {plan.target.display}.", "bold green")
     if plan.old is not None:

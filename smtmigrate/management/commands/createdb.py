@@ -15,7 +15,10 @@ class Command(SmtmigrateCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("target", help="postgresql://user@host/dbname of the new database")
+        parser.add_argument(
+            "target",
+            help="postgresql://user@host/dbname or mysql://user@host/dbname of the new database",
+        )
         parser.add_argument("--owner", help="owning role (default: the URL's user)")
         add_role_options(parser, create_help="create the role too")
         add_admin_option(parser, help="connect here to create")

@@ -6,7 +6,7 @@ from contextlib import ExitStack
 from ...errors import Refused
 from ...headroom import headroom_if_reachable
 from ...locations import resolve, resolve_target
-from ...move import MoveOptions, plan_move, run_move
+from ...move import MoveOptions, plan_move, project_lock, run_move
 from ...project import LABEL_FIXES, project_directory
 from ...render import (
     copy_events,
@@ -16,6 +16,7 @@ from ...render import (
     render_move_plan,
     render_move_result,
     render_pooler_started,
+    render_move_step,
     write_json,
 )
 from ..base import (
@@ -79,6 +80,8 @@ class Command(SmtmigrateCommand):
         )
         directory = project_directory(project)
         with ExitStack() as stack:
+            if not dry_run:
+                stack.enter_context(project_lock(directory))  # held until the move ends
             source = stack.enter_context(resolve(str(directory), mariadb=True))
             target_store = stack.enter_context(resolve_target(target, mariadb=True))
             plan = plan_move(directory, source, target_store, move_options, stack)
@@ -97,7 +100,11 @@ class Command(SmtmigrateCommand):
                 self._confirm(out)
             events = copy_events(out, silent=as_json)
             with events:
-                result = run_move(plan, events)
+                result = run_move(
+                    plan,
+                    events,
+                    on_step=None if as_json else lambda n, r: render_move_step(n, r, out),
+                )
             if as_json:
                 write_json(move_json(result), out)
             else:

@@ -31,7 +31,7 @@ from ..base import SmtmigrateCommand
 class Command(SmtmigrateCommand):
     help = (
         "Plan, write (--write), show (--sql) or apply (--apply) a migration that widens "
-        "Sumatra's columns so that PostgreSQL stops rejecting long values."
+        "Sumatra's columns so that PostgreSQL or MariaDB stops rejecting long values."
     )
 
     def add_arguments(self, parser):

@@ -1,0 +1,95 @@
+"""Whether the project's own `smt` can open a PostgreSQL or MariaDB store.
+
+Sumatra opens a Django store only when Django imports in the Python that runs `smt`, and
+the database's driver with it (psycopg2, mysqlclient); without Django it quietly falls back to
+a shelve store. That Python is the project's environment, often not smtmigrate's: found as
+the `smt` on PATH, else the one beside smtmigrate's Python, and asked in a process of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Refused
+from .locations import Store
+
+DRIVERS = {"postgresql": ("psycopg2", "postgres"), "mariadb": ("MySQLdb", "mysql")}
+
+_PROBE = """
+import importlib, json, sys
+found = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        found[name] = f"{type(exc).__name__}: {exc}"
+try:
+    from importlib.metadata import version
+    found["sumatra version"] = version("sumatra")
+except Exception:
+    pass
+print(json.dumps(found))
+"""
+
+
+@dataclass
+class SmtPython:
+    smt: Path
+    python: list[str]  # the interpreter its first line names (with its arguments)
+
+
+def project_smt() -> SmtPython | None:
+    """The `smt` the project's runs use, and its Python; None when there is none to find."""
+    found = shutil.which("smt")
+    smt = Path(found) if found else Path(sys.executable).parent / "smt"
+    try:
+        first = smt.read_bytes()[:512].split(b"\n", 1)[0].decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not first.startswith("#!"):
+        return None
+    python = shlex.split(first[2:])
+    if python and Path(python[0]).name == "env" and len(python) > 1:
+        python = python[1:]
+    if not python or not Path(python[0]).name.startswith("python"):
+        return None  # a wrapper (a pyenv shim, a shell script): not ours to second-guess
+    return SmtPython(smt, python)
+
+
+def check_smt_opens(target: Store) -> None:
+    """Refuse (before anything is changed) when the project's smt cannot open `target`:
+    Django or the driver does not import in its Python. Says what to install there."""
+    if target.kind not in DRIVERS:
+        return
+    found = project_smt()
+    if found is None:
+        return
+    driver, extra = DRIVERS[target.kind]
+    try:
+        probe = subprocess.run(
+            [*found.python, "-c", _PROBE, "django", driver],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        answer = json.loads(probe.stdout or "{}")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return  # an smt we cannot ask: its first run will say
+    missing = {name: why for name, why in answer.items() if name in ("django", driver)}
+    if not missing:
+        return
+    version = answer.get("sumatra version")
+    package = f"sumatra[web,{extra}]" + (f"=={version}" if version else "")
+    python = shlex.join(found.python)
+    why = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
+    raise Refused(
+        f"the project's smt ({found.smt}) cannot open {target.display}: its Python lacks "
+        f"{' and '.join(missing)} ({why}); install them there with "
+        f"`{python} -m pip install '{package}'`, then run move again; nothing was changed"
+    )
