@@ -460,7 +460,7 @@ def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: Ste
     if options.pooler:  # last: the project then names the pooler, its direct URL kept
         plan.target.close()
         result.pooler = start_pooler(plan.directory, options.pooler)
-        result.changed.append(f"started PgBouncer on {options.pooler} and pointed the project at it")
+        result.changed.append(f"started PgBouncer on {options.pooler}, the project names it")
         done("pooler")
 
 

@@ -15,8 +15,8 @@ from ...render import (
     render_headroom,
     render_move_plan,
     render_move_result,
-    render_pooler_started,
     render_move_step,
+    render_pooler_started,
     write_json,
 )
 from ..base import (
