@@ -29,6 +29,7 @@ from .engines import engine_for
 from .engines.mariadb import database_tables, server_url
 from .engines.mariadb_admin import create_database
 from .engines.mariadb_findings import COLLATION
+from .engines.sqlite_damage import COPY_READABLE, REFUSE
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import write_private
 from .locations import Store, resolve, same_store
@@ -57,6 +58,7 @@ class MoveOptions:
     create_role: bool = False
     password: str | None = None  # the new role's, from --password-env
     admin: str | None = None
+    copy_readable: bool = False  # a damaged SQLite store: copy what can be read (copy's)
 
 
 @dataclass
@@ -205,7 +207,8 @@ def plan_move(
 
 def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     source, target, options = plan.source, plan.target, plan.options
-    snapshot = stack.enter_context(source_snapshot(source))
+    damaged = COPY_READABLE if options.copy_readable else REFUSE
+    snapshot = stack.enter_context(source_snapshot(source, damaged=damaged))
     if target.kind == "mariadb":
         tables = database_tables(target)
         plan.create_database = tables is None

@@ -192,7 +192,7 @@ def _sqlite_snapshot(store: Store, damaged: str) -> Iterator[Snapshot]:
             raise _refusal(store.display, store.path, check.damage)
         if check.damage is not None and damaged == COPY_READABLE:
             readable = directory / f"readable-{SNAPSHOT_FILE}"
-            _copy_readable(path, readable, check.damage)
+            _copy_readable(store.display, path, readable, check.damage)
             path.unlink()
             snapshot_store.settings, snapshot_store.path = sqlite_settings(readable), readable
         snapshot = Snapshot(snapshot_store, store, taken_at, seconds, check=check)

@@ -53,7 +53,7 @@ class Owner:
     @property
     def described(self) -> str:
         if self.type == "index":
-            return f"index {self.name} (of table {self.table})"
+            return f"index {self.name} of table {self.table}"
         return f"table {self.name}"
 
 
@@ -171,8 +171,9 @@ def refusal(display: str, live: Path | str, damage: Damage) -> StoreDamaged:
     """The one line a command that will not read a damaged store ends with."""
     return StoreDamaged(
         f"{display} is damaged: SQLite's {damage.check} says: {damage.said} "
-        f"[{damage.where}]; nothing was written. {_capital(damage.repair_hint(live))}, "
-        "then use the new file; or copy what can be read with --copy-readable"
+        f"[{damage.where}]; nothing was read from it. {_capital(damage.repair_hint(live))}, "
+        "then use the new file (copy, move and merge can copy what can be read: "
+        "--copy-readable)"
     )
 
 
@@ -240,7 +241,7 @@ def _owners(connection: sqlite3.Connection, messages: list[str]) -> list[Owner]:
 # --------------------------------------------------------------------------- readable copy
 
 
-def copy_readable(damaged: Path, path: Path, damage: Damage) -> None:
+def copy_readable(display: str, damaged: Path, path: Path, damage: Damage) -> None:
     """Every row of `damaged` SQLite can still read, into the new file `path`, with the same
     schema; indexes are built anew from those rows. A table whose scan stops at a damaged
     page is read from both ends (rowid ascending, then descending up to the damage); what
@@ -257,7 +258,8 @@ def copy_readable(damaged: Path, path: Path, damage: Damage) -> None:
             ).fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreDamaged(
-                f"{damaged.name}: not even its schema can be read ({exc}): nothing to copy"
+                f"{display} is damaged beyond --copy-readable: not even its schema can be read "
+                f"({exc}); nothing was written"
             ) from exc
         target.execute("PRAGMA journal_mode = OFF")
         target.execute("PRAGMA synchronous = OFF")
