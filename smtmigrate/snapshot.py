@@ -121,8 +121,9 @@ class Snapshot:
 
     def check_changes(self) -> Changes | None:
         """Count records added to / removed from the live store since the snapshot, with
-        one query on a fresh connection (the snapshot's own would see the snapshot)."""
-        if not self.sumatra:
+        one query on a fresh connection (the snapshot's own would see the snapshot).
+        Not for a damaged store: the live file may not count, nor match what was read."""
+        if not self.sumatra or self.damage is not None:
             return None
         live = Store(self.live.kind, self.live.display, self.live.settings, path=self.live.path)
         limit = self.max_record_id if self.max_record_id is not None else 0

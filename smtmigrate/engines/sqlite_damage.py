@@ -83,6 +83,8 @@ class Damage:
     owners: list[Owner]
     seconds: float
     unreadable: list[Unreadable] = field(default_factory=list)  # set by copy_readable
+    # Rows left out because they refer to rows that could not be read: per table.
+    orphans: dict[str, int] = field(default_factory=dict)
     readable: bool = False  # the snapshot now holds what could be read (copy_readable)
 
     @property
@@ -121,6 +123,7 @@ class Damage:
             "only_indexes": self.only_indexes,
             "readable_copy": self.readable,
             "unreadable": [asdict(u) for u in self.unreadable],
+            "orphans_left_out": self.orphans,
         }
 
 
@@ -273,6 +276,7 @@ def copy_readable(display: str, damaged: Path, path: Path, damage: Damage) -> No
             lost = _copy_table(source, target, name)
             if lost is not None:
                 damage.unreadable.append(lost)
+        damage.orphans = _drop_orphans(target, {u.table for u in damage.unreadable})
         for kind, _, sql in schema:
             if kind != "table":
                 target.execute(sql)  # indexes built from the rows read, views, triggers
@@ -281,6 +285,24 @@ def copy_readable(display: str, damaged: Path, path: Path, damage: Damage) -> No
         source.close()
         target.close()
     damage.readable = True
+
+
+def _drop_orphans(connection: sqlite3.Connection, lost: set[str]) -> dict[str, int]:
+    """Rows that refer to rows of `lost` tables that could not be read, removed (and, in
+    turn, those that refer to them), so the copy holds no reference to nothing. Dangling
+    references the store had already are kept: the audit reports them as it always does."""
+    dropped: dict[str, int] = {}
+    while lost:
+        orphans: dict[str, list[int]] = {}
+        for table, rowid, parent, _ in connection.execute("PRAGMA foreign_key_check"):
+            if parent in lost and rowid is not None:
+                orphans.setdefault(table, []).append(rowid)
+        for table, rowids in orphans.items():
+            quoted = '"' + table.replace('"', '""') + '"'
+            connection.executemany(f"DELETE FROM {quoted} WHERE rowid = ?", [[r] for r in rowids])
+            dropped[table] = dropped.get(table, 0) + len(rowids)
+        lost = set(orphans)
+    return dropped
 
 
 def _has(connection: sqlite3.Connection, table: str) -> bool:

@@ -94,6 +94,8 @@ def render_readable(snapshot: Snapshot, out: Console) -> None:
         say(out, "Every row of every table was read: only indexes were damaged.", "bold")
     for lost in damage.unreadable:
         say(out, f"NOT READ: {lost.described}", "bold red")
+    for table, rows in damage.orphans.items():
+        say(out, f"LEFT OUT: {table}: {rows:,} rows that refer to rows not read", "bold red")
 
 
 def render_snapshot(
