@@ -319,12 +319,11 @@ def _copy_table(
         columns = [row[1] for row in source.execute(f"PRAGMA table_info({quoted})")]
     except sqlite3.DatabaseError as exc:
         return Unreadable(table, 0, None, str(exc))
-    insert = f"INSERT INTO {quoted} VALUES ({', '.join('?' * len(columns))})"
-    select = f"SELECT * FROM {quoted} ORDER BY rowid"
-    _, error = _rows(source, target, select, insert)
+    insert = f"INSERT OR IGNORE INTO {quoted} VALUES ({', '.join('?' * len(columns))})"
+    _, error = _scan(source, target, quoted, insert, descending=False)
     if error is None:
         return None
-    _rows(source, target, f"{select} DESC", insert)  # the rows after the damage
+    _scan(source, target, quoted, insert, descending=True)  # the rows after the damage
     read = target.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]
     try:
         expected = source.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]
@@ -333,21 +332,43 @@ def _copy_table(
     return Unreadable(table, read, expected, error)
 
 
-def _rows(
-    source: sqlite3.Connection, target: sqlite3.Connection, select: str, insert: str
+def _scan(
+    source: sqlite3.Connection,
+    target: sqlite3.Connection,
+    quoted: str,
+    insert: str,
+    *,
+    descending: bool,
 ) -> tuple[int, str | None]:
-    """Rows of `select` into `insert` until the scan fails: how many, and the error."""
-    count, batch = 0, []
-    insert = insert.replace("INSERT", "INSERT OR IGNORE", 1)  # the second scan's overlap
+    """A table's rows in rowid order into `insert` until the scan meets a damaged page: how
+    many, and the error (None: it read them all).
+
+    Python's sqlite3 steps to the next row before it hands out the current one: a scan
+    that fails drops the last good row. From there, rows are fetched one query each
+    (`LIMIT 1` stops without stepping on) until that fails too."""
+    order, after = ("DESC", "<") if descending else ("ASC", ">")
+    select = f"SELECT rowid, * FROM {quoted}"
+    count, last, batch = 0, None, []
     try:
-        for row in source.execute(select):  # row by row: a failing row keeps the ones before
-            batch.append(row)
+        for row in source.execute(f"{select} ORDER BY rowid {order}"):
+            batch.append(row[1:])
+            last = row[0]
             if len(batch) == 2_000:
                 target.executemany(insert, batch)
                 count, batch = count + len(batch), []
+        target.executemany(insert, batch)
+        return count + len(batch), None
     except sqlite3.DatabaseError as exc:
-        error: str | None = str(exc)
-    else:
-        error = None
+        error = str(exc)
     target.executemany(insert, batch)
-    return count + len(batch), error
+    count += len(batch)
+    one = f"{select} WHERE ? IS NULL OR rowid {after} ? ORDER BY rowid {order} LIMIT 1"
+    while True:
+        try:
+            row = source.execute(one, [last, last]).fetchone()
+        except sqlite3.DatabaseError:
+            return count, error
+        if row is None:
+            return count, error
+        target.execute(insert, row[1:])
+        count, last = count + 1, row[0]
