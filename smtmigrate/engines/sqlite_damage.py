@@ -141,13 +141,14 @@ class CheckResult:
 def check_file(path: Path) -> CheckResult:
     """SQLite's `CHECK` of the file at `path` (a snapshot: only this process reads it)."""
     started = time.perf_counter()
-    messages = _truncation(path)
+    messages, missing = _truncation(path)
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         messages += _said(connection)
         if not messages:
             return CheckResult(time.perf_counter() - started, None)
-        owners = _owners(connection, messages)
+        _past_the_end(connection)
+        owners = _owners(connection, messages, missing)
     finally:
         connection.close()
     seconds = time.perf_counter() - started
@@ -184,25 +185,35 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _truncation(path: Path) -> list[str]:
-    """A file shorter than the page count its header gives (a copy cut short, a full disk)."""
+def _truncation(path: Path) -> tuple[list[str], range]:
+    """A file shorter than the page count its header gives (a copy cut short, a full disk):
+    what to say, and the pages missing."""
     with path.open("rb") as fh:
         header = fh.read(100)
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        return []
+        return [], range(0)
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     size = path.stat().st_size
-    if pages and size < pages * page_size:
-        return [
-            f"the file is truncated: {size:,} bytes, its header counts {pages:,} pages of "
-            f"{page_size:,} bytes ({pages * page_size:,} bytes)"
-        ]
-    return []
+    if not pages or size >= pages * page_size:
+        return [], range(0)
+    message = (
+        f"the file is truncated: {size:,} bytes, its header counts {pages:,} pages of "
+        f"{page_size:,} bytes ({pages * page_size:,} bytes)"
+    )
+    return [message], range(size // page_size + 1, pages + 1)
 
 
-def _owners(connection: sqlite3.Connection, messages: list[str]) -> list[Owner]:
+def _past_the_end(connection: sqlite3.Connection) -> None:
+    """Let `connection` read a truncated file as far as it goes. SQLite refuses a file
+    shorter than its header says at the first read; `writable_schema` skips that check
+    (and nothing else: the connection is read-only), and pages past the end read as zeros,
+    i.e. as damaged pages."""
+    connection.execute("PRAGMA writable_schema = ON")
+
+
+def _owners(connection: sqlite3.Connection, messages: list[str], missing: range) -> list[Owner]:
     """The tables and indexes the messages point at: pages looked up in the `dbstat`
     virtual table (it walks every b-tree), else the root pages in `sqlite_master`."""
     try:
@@ -214,7 +225,7 @@ def _owners(connection: sqlite3.Connection, messages: list[str]) -> list[Owner]:
         return []
     by_name = {name: Owner(name, kind, table) for name, kind, table, _ in schema}
     by_root = {root: by_name[name] for name, _, _, root in schema if root}
-    pages: set[int] = set()
+    pages: set[int] = set(missing)
     found: dict[str, Owner] = {}
     for message in messages:
         named = _INDEX_NAMED.search(message)  # "row 5 missing from index X", …
@@ -252,6 +263,7 @@ def copy_readable(display: str, damaged: Path, path: Path, damage: Damage) -> No
     schema can be read."""
     source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
     target = sqlite3.connect(path, isolation_level=None)
+    _past_the_end(source)
     try:
         try:
             schema = source.execute(
