@@ -142,11 +142,12 @@ def check_file(path: Path) -> CheckResult:
     """SQLite's `CHECK` of the file at `path` (a snapshot: only this process reads it)."""
     started = time.perf_counter()
     messages, missing = _truncation(path)
+    said = _said(path)
+    if said is None:
+        return CheckResult(time.perf_counter() - started, None)
+    messages += said
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        messages += _said(connection)
-        if not messages:
-            return CheckResult(time.perf_counter() - started, None)
         _past_the_end(connection)
         owners = _owners(connection, messages, missing)
     finally:
@@ -155,19 +156,24 @@ def check_file(path: Path) -> CheckResult:
     return CheckResult(seconds, Damage(CHECK, messages, owners, seconds))
 
 
-def _said(connection: sqlite3.Connection) -> list[str]:
-    """The check's messages (none: "ok"). On some damage the check itself fails with
-    "database disk image is malformed" on one run and lists the damage on the next (seen
-    with 3.40.1, on fresh connections): a damaged store is asked again for the details."""
+def _said(path: Path) -> list[str] | None:
+    """The check's messages (None: "ok"). On some damage the check itself fails with
+    "database disk image is malformed" in one process and lists the damage in the next
+    (seen with 3.40.1): a damaged store is asked again, on new connections, for details."""
     error = None
     for _ in range(3):
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             rows = connection.execute(f"PRAGMA {CHECK}({MAX_MESSAGES})").fetchall()
         except sqlite3.DatabaseError as exc:  # e.g. the schema itself cannot be read
             error = str(exc)
             continue
+        finally:
+            connection.close()
         lines = [line for (text,) in rows for line in str(text).splitlines()]
-        return [line for line in lines if line != "ok" and not line.startswith("*** in database")]
+        if lines == ["ok"]:
+            return None
+        return [line for line in lines if not line.startswith("*** in database")]
     return [error or "the check failed"]
 
 
