@@ -323,7 +323,12 @@ def run_move(plan: MovePlan, events: CopyEvents) -> MoveResult:
         set_label_generator(plan.directory, fix)
     result.label_fixed = fix
     if plan.old is not None:
-        result.late = fold_late_records(plan.old, plan.target, after_id=plan.after_id)
+        result.late = fold_late_records(
+            plan.old,
+            plan.target,
+            after_id=plan.after_id,
+            damaged=COPY_READABLE if options.copy_readable else REFUSE,
+        )
     return result
 
 
