@@ -562,14 +562,17 @@ def audit_snapshot(snapshot, *, near: float = 0.8) -> AuditReport:
     damage comes first, as failing findings; then what the scans could read (none of it
     when a scan stopped at a damaged page)."""
     damage = snapshot.damage
+    layout = "unknown"
     try:
-        report = audit(inspect_store(snapshot.store), near=near)
+        inspection = inspect_store(snapshot.store)
+        layout = inspection.layout
+        report = audit(inspection, near=near)
     except UnknownLayout as exc:  # a finding: the copy could not carry this store
         report = unknown_layout_report(snapshot.live, exc, near)
     except StoreConnectionError:
         if damage is None:
             raise
-        report = AuditReport(snapshot.live.display, "unknown", "sqlite", near, [], {}, 0.0)
+        report = AuditReport(snapshot.live.display, layout, "sqlite", near, [], {}, 0.0)
     if damage is not None:
         if not damage.owners:
             report.findings.insert(0, Finding("", None, "damaged", detail=damage.said))

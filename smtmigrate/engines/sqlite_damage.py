@@ -107,12 +107,19 @@ class Damage:
         return ", ".join(o.described for o in self.owners)
 
     def repair_hint(self, store: Path | str) -> str:
+        """How to repair the store, and the option that copies it anyway."""
         if self.only_indexes:
             return (
-                f"only indexes are damaged: rebuild them into a new file with "
-                f"`sqlite3 {store} \"VACUUM INTO 'NEW'\"` (or `REINDEX` in place)"
+                f"Only indexes are damaged: rebuild them into a new file "
+                f"(`sqlite3 {store} \"VACUUM INTO 'NEW'\"`: REINDEX in place fails on the "
+                "damaged pages) and use that; or copy it with --copy-readable (copy, move, "
+                "merge), which rebuilds them"
             )
-        return f"repair it into a new file with `sqlite3 {store} .recover | sqlite3 NEW`"
+        return (
+            f"Repair it into a new file (`sqlite3 {store} .recover | sqlite3 NEW`, with a "
+            f"shell built with .recover, or `smtmigrate copy {store} NEW --copy-readable`) "
+            "and use that; or copy what can be read with --copy-readable (copy, move, merge)"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -181,14 +188,8 @@ def refusal(display: str, live: Path | str, damage: Damage) -> StoreDamaged:
     """The one line a command that will not read a damaged store ends with."""
     return StoreDamaged(
         f"{display} is damaged: SQLite's {damage.check} says: {damage.said} "
-        f"[{damage.where}]; nothing was read from it. {_capital(damage.repair_hint(live))}, "
-        "then use the new file (copy, move and merge can copy what can be read: "
-        "--copy-readable)"
+        f"[{damage.where}]; nothing was written. {damage.repair_hint(live)}"
     )
-
-
-def _capital(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 def _truncation(path: Path) -> tuple[list[str], range]:
