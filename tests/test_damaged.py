@@ -105,7 +105,7 @@ def test_audit_reports_the_damage_as_a_finding(cli, damaged):
     assert report["summary"]["counts"]["damaged"] == 1
     table = cli("audit", project)
     assert table.code == 1
-    assert "finding(s) name damage SQLite's own check found" in table.out
+    assert "finding(s): the store is damaged (SQLite's own check fails)" in table.out
     assert "--copy-readable" in table.out
 
 

@@ -41,9 +41,11 @@ def audit_verdict(report: AuditReport) -> str:
         if counts["duplicate"]:
             what += " or break Sumatra's lookups"
         if counts["damaged"]:  # SQLite's own check fails: before anything PostgreSQL says
-            what = "name damage SQLite's own check found" + (
-                f" or {what}" if len(report.failing) > counts["damaged"] else ""
+            others = len(report.failing) - counts["damaged"]
+            what = "the store is damaged (SQLite's own check fails)" + (
+                f"; {others} {what}" if others else ""
             )
+            return f"FAIL: {len(report.failing)} finding(s): {what} ({parts})."
         return f"FAIL: {len(report.failing)} finding(s) {what} ({parts})."
     warnings = ", ".join(f"{counts[k]} {k}" for k in KINDS if k not in FAILING_KINDS and counts[k])
     return "OK: nothing would fail on PostgreSQL" + (f" ({warnings})." if warnings else ".")
