@@ -280,3 +280,18 @@ def test_once_rolled_back_the_store_copies_its_committed_state(cli, hot, tmp_pat
     assert sqlite_rows(
         target, "SELECT count(*) FROM django_store_datakey WHERE path LIKE '%.half'"
     ) == [(0,)]
+
+
+def test_a_damaged_wal_store_copied_page_by_page_keeps_its_damage(cli, store08, tmp_path):
+    """A WAL store's snapshot is made by SQLite's backup API, which copies pages without
+    reading them: the damage reaches the snapshot, and its check."""
+    path = damage(store08, "index")
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA journal_mode = WAL").fetchone() == ("wal",)
+    connection.close()
+    result = cli("audit", store08, "--format", "json")
+    assert result.code == 1, result
+    assert [f["table"] for f in json.loads(result.out)["findings"] if f["kind"] == "damaged"] == [
+        "django_store_taggeditem"
+    ]
+    one_error_line(cli("copy", store08, tmp_path / "c.sqlite"), "copy", 2, "is damaged: ")
