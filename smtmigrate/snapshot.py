@@ -219,8 +219,8 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
             path,
             timeout=locations.SQLITE_LOCK_TIMEOUT,  # the one bound every reader keeps
         )
-    except sqlite3.DatabaseError as exc:
-        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:
+    except sqlite3.Error as exc:
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_CORRUPT:
             # Not even the schema reads (e.g. a truncated file): no reader can read it, so
             # no lock protects anything; its bytes are copied for the check to name.
             shutil.copyfile(store.path, path)
