@@ -21,7 +21,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of
 from .engines import Engine, engine_for
-from .errors import UnknownLayout
+from .errors import StoreConnectionError, UnknownLayout
 from .schema import (
     OUTPUT_LINKS,
     RECORD_TABLE,
@@ -30,6 +30,7 @@ from .schema import (
     ModelColumn,
     StoreColumn,
     StoreTable,
+    inspect_store,
     model_db_type,
 )
 from .snapshot import on_own_connection, threads_read
@@ -39,6 +40,7 @@ _PYTHON_PER_ROW = threading.Lock()  # held by the scan that calls Python for eve
 
 # Severity order: the first three make a copy fail, the others are warnings.
 KINDS = (
+    "damaged",  # SQLite's own check fails (engines/sqlite_damage.py)
     "invalid",
     "overflow",
     "duplicate",
@@ -50,7 +52,7 @@ KINDS = (
     "drift",
     "risk",
 )
-FAILING_KINDS = frozenset({"invalid", "overflow", "duplicate"})
+FAILING_KINDS = frozenset({"damaged", "invalid", "overflow", "duplicate"})
 EXAMPLES = 3
 PREVIEW_CHARS = 40
 
@@ -553,6 +555,34 @@ def _output_link_findings(cursor, engine: Engine) -> list[Finding]:
             "DataKey.output_from_record",
         )
     return findings
+
+
+def audit_snapshot(snapshot, *, near: float = 0.8) -> AuditReport:
+    """The audit of a command's snapshot (snapshot.Snapshot). A damaged SQLite store's
+    damage comes first, as failing findings; then what the scans could read (none of it
+    when a scan stopped at a damaged page)."""
+    damage = snapshot.damage
+    layout = "unknown"
+    try:
+        inspection = inspect_store(snapshot.store)
+        layout = inspection.layout
+        report = audit(inspection, near=near)
+    except UnknownLayout as exc:  # a finding: the copy could not carry this store
+        report = unknown_layout_report(snapshot.live, exc, near)
+    except StoreConnectionError:
+        if damage is None:
+            raise
+        report = AuditReport(snapshot.live.display, layout, "sqlite", near, [], {}, 0.0)
+    if damage is not None:
+        if not damage.owners:
+            report.findings.insert(0, Finding("", None, "damaged", detail=damage.said))
+        for owner in reversed(damage.owners):
+            what = f"index {owner.name}: " if owner.type == "index" else ""
+            report.findings.insert(
+                0, Finding(owner.table, None, "damaged", detail=what + damage.said)
+            )
+    report.snapshot = snapshot
+    return report
 
 
 def unknown_layout_report(store, error: UnknownLayout, near: float) -> AuditReport:

@@ -226,17 +226,18 @@ def _check_saved(target: Inspection, saved: dict[int, tuple[str, str, dict]]) ->
 
 
 def fold_late_records(
-    source: Store, target: Store, *, after_id: int, rounds: int = 5
+    source: Store, target: Store, *, after_id: int, rounds: int = 5, damaged: str = "refuse"
 ) -> CarryResult:
     """Carry late records until a round finds none (jobs may still be saving). Each round
-    reads one snapshot of the old store: a record a job is saving is read whole or not yet."""
+    reads one snapshot of the old store: a record a job is saving is read whole or not yet.
+    `damaged`: as the copy read a damaged SQLite store (snapshot.source_snapshot's)."""
     from .schema import inspect_store
     from .snapshot import source_snapshot
 
     total = CarryResult()
     target_inspection = inspect_store(target)
     for _ in range(rounds):
-        with source_snapshot(source) as snapshot:
+        with source_snapshot(source, damaged=damaged) as snapshot:
             source_inspection = inspect_store(snapshot.store)
             late = late_records(source_inspection, target_inspection, after_id=after_id)
             if not late:

@@ -68,3 +68,8 @@ MARIADB_SUPPORTED = (
     "audit, verify, switch, createdb, drop-recreate, move, stress, widen, "
     "copy from SQLite or PostgreSQL into MariaDB and out of MariaDB"
 )
+
+
+class StoreDamaged(SmtmigrateError):
+    """An SQLite store fails SQLite's own check: a command that copies it refuses (the audit
+    reports the damage as a finding instead)."""

@@ -37,6 +37,7 @@ from .engines.mariadb import database_tables, server_url
 from .engines.mariadb_admin import create_database
 from .engines.mariadb_admin import drop_database as drop_mariadb_database
 from .engines.mariadb_findings import COLLATION
+from .engines.sqlite_damage import COPY_READABLE, REFUSE
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import write_private
 from .locations import Store, resolve, same_store
@@ -71,6 +72,7 @@ class MoveOptions:
     password: str | None = None  # the new role's, from --password-env
     admin: str | None = None
     pooler: str | None = None  # HOST:PORT: start a PgBouncer there as the last step
+    copy_readable: bool = False  # a damaged SQLite store: copy what can be read (copy's)
 
 
 @dataclass
@@ -265,7 +267,8 @@ def plan_move(
 
 def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     source, target, options = plan.source, plan.target, plan.options
-    snapshot = stack.enter_context(source_snapshot(source))
+    damaged = COPY_READABLE if options.copy_readable else REFUSE
+    snapshot = stack.enter_context(source_snapshot(source, damaged=damaged))
     if target.kind == "mariadb":
         tables = database_tables(target)
         plan.create_database = tables is None
@@ -453,7 +456,12 @@ def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: Ste
     result.label_fixed = fix
     done("labels")
     if plan.old is not None:
-        result.late = fold_late_records(plan.old, plan.target, after_id=plan.after_id)
+        result.late = fold_late_records(
+            plan.old,
+            plan.target,
+            after_id=plan.after_id,
+            damaged=COPY_READABLE if options.copy_readable else REFUSE,
+        )
         if result.late.carried:
             result.changed.append(f"carried {len(result.late.carried)} late record(s)")
         done("late records")

@@ -20,6 +20,11 @@ reader reads that:
   * MariaDB: one `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` (repeatable
     read) on the store's connection; no other process can join it.
 
+An SQLite snapshot is checked with SQLite's own `quick_check` as soon as it is taken
+(engines/sqlite_damage.py): a damaged store is refused (`StoreDamaged`) unless the command
+asks to see the damage (`damaged=REPORT`: the audit) or to read what can be read
+(`damaged=COPY_READABLE`: every readable row into a second private file, read instead).
+
 The snapshot knows when it was taken and how many records it holds; `check_changes()`
 re-reads the live store (one cheap query) to tell how many records were added or removed
 since, which the commands report instead of staying silent.
@@ -44,6 +49,9 @@ from django.db import DatabaseError, connections, transaction
 
 from . import locations
 from .engines import engine_for
+from .engines.sqlite_damage import COPY_READABLE, REFUSE, CheckResult, check_file
+from .engines.sqlite_damage import copy_readable as _copy_readable
+from .engines.sqlite_damage import refusal as _refusal
 from .errors import StoreConnectionError
 from .locations import Store, sqlite_settings
 from .schema import RECORD_TABLE
@@ -95,10 +103,15 @@ class Snapshot:
     max_record_id: int | None = None
     sumatra: bool = False  # it has a record table (else the counts mean nothing)
     changes: Changes | None = None  # set by check_changes()
+    check: CheckResult | None = None  # SQLite: SQLite's own check of the snapshot file
 
     @property
     def total(self) -> int:
         return sum(self.records.values())
+
+    @property
+    def damage(self):  # -> sqlite_damage.Damage | None
+        return self.check.damage if self.check else None
 
     @property
     def summary(self) -> str:
@@ -108,8 +121,9 @@ class Snapshot:
 
     def check_changes(self) -> Changes | None:
         """Count records added to / removed from the live store since the snapshot, with
-        one query on a fresh connection (the snapshot's own would see the snapshot)."""
-        if not self.sumatra:
+        one query on a fresh connection (the snapshot's own would see the snapshot).
+        Not for a damaged store: the live file may not count, nor match what was read."""
+        if not self.sumatra or self.damage is not None:
             return None
         live = Store(self.live.kind, self.live.display, self.live.settings, path=self.live.path)
         limit = self.max_record_id if self.max_record_id is not None else 0
@@ -136,17 +150,20 @@ class Snapshot:
             "records_per_project": {k or "": v for k, v in sorted(self.records.items(), key=str)},
             "max_record_id": self.max_record_id,
             "changed_since": None if self.changes is None else self.changes.to_dict(),
+            "check": None if self.check is None else self.check.to_dict(),
+            "damage": None if self.damage is None else self.damage.to_dict(),
         }
 
 
 @contextmanager
-def source_snapshot(store: Store) -> Iterator[Snapshot]:
-    """Fix one state of `store` for as long as the block runs; read `snapshot.store`."""
+def source_snapshot(store: Store, *, damaged: str = REFUSE) -> Iterator[Snapshot]:
+    """Fix one state of `store` for as long as the block runs; read `snapshot.store`.
+    `damaged`: what a damaged SQLite store gets (REFUSE, REPORT, COPY_READABLE)."""
     if store.kind in ("postgresql", "mariadb"):
         with _server_snapshot(store) as snapshot:
             yield snapshot
     else:
-        with _sqlite_snapshot(store) as snapshot:
+        with _sqlite_snapshot(store, damaged) as snapshot:
             yield snapshot
 
 
@@ -154,7 +171,7 @@ def source_snapshot(store: Store) -> Iterator[Snapshot]:
 
 
 @contextmanager
-def _sqlite_snapshot(store: Store) -> Iterator[Snapshot]:
+def _sqlite_snapshot(store: Store, damaged: str) -> Iterator[Snapshot]:
     assert store.path is not None
     remove_stale_snapshots()
     directory = Path(tempfile.mkdtemp(prefix=f"{SNAPSHOT_PREFIX}{os.getpid()}-"))  # 0700
@@ -171,8 +188,20 @@ def _sqlite_snapshot(store: Store) -> Iterator[Snapshot]:
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         taken_at, seconds = _backup(store, path)
-        snapshot = Snapshot(snapshot_store, store, taken_at, seconds)
-        _count_records(snapshot)
+        check = check_file(path)  # the file every reader reads, as it reads it
+        if check.damage is not None and damaged == REFUSE:
+            raise _refusal(store.display, store.path, check.damage)
+        if check.damage is not None and damaged == COPY_READABLE:
+            readable = directory / f"readable-{SNAPSHOT_FILE}"
+            _copy_readable(store.display, path, readable, check.damage)
+            path.unlink()
+            snapshot_store.settings, snapshot_store.path = sqlite_settings(readable), readable
+        snapshot = Snapshot(snapshot_store, store, taken_at, seconds, check=check)
+        try:
+            _count_records(snapshot)
+        except StoreConnectionError:
+            if check.damage is None:
+                raise  # else the audit reports the damage that stopped it
         yield snapshot
     finally:
         snapshot_store.close()
@@ -191,6 +220,11 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
             timeout=locations.SQLITE_LOCK_TIMEOUT,  # the one bound every reader keeps
         )
     except sqlite3.Error as exc:
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_CORRUPT:
+            # Not even the schema reads (e.g. a truncated file): no reader can read it, so
+            # no lock protects anything; its bytes are copied for the check to name.
+            shutil.copyfile(store.path, path)
+            return taken_at, time.perf_counter() - started
         if "disk is full" in str(exc) or "disk I/O" in str(exc):
             size = store.path.stat().st_size / 1e6
             raise StoreConnectionError(

@@ -140,8 +140,9 @@ usage: smtmigrate audit [-h] [--format {table,json}] [--near NEAR] [--all]
 
 Report what in a Sumatra store would fail, or is bound to fail, on PostgreSQL.
 Given a project directory, also checks its label generator (concurrent `smt
-run`s that would share a label); that never changes the exit code. Exit 0:
-nothing would fail; 1: overflow or invalid values; 2: usage or I/O error.
+run`s that would share a label); that never changes the exit code. A damaged
+SQLite store (SQLite's own quick_check fails) is a finding. Exit 0: nothing
+would fail; 1: damage, overflow or invalid values; 2: usage or I/O error.
 
 positional arguments:
   location              Sumatra project directory, SQLite file, postgresql://

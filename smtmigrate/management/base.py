@@ -154,6 +154,7 @@ def add_copy_options(parser: argparse.ArgumentParser) -> None:
         "repositories, launch modes, datastores, parameter sets, dependencies, platforms) "
         "into the lowest id, re-pointing every reference; without it such a store is refused",
     )
+    add_copy_readable_option(parser)
     parser.add_argument(
         "--verify",
         choices=LEVELS,
@@ -173,6 +174,17 @@ def add_expect_jobs_option(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="the smt runs you will start at once: warns when the server's free connections "
         "(each run holds one) do not fit them",
+    )
+
+
+def add_copy_readable_option(parser: argparse.ArgumentParser) -> None:
+    """What a command that copies does with an SQLite store that fails SQLite's own check."""
+    parser.add_argument(
+        "--copy-readable",
+        action="store_true",
+        help="copy an SQLite store that fails SQLite's own check (quick_check) anyway: every "
+        "row that can still be read, indexes rebuilt; the tables that could not be read "
+        "whole are reported. Without it such a store is refused (exit 2)",
     )
 
 

@@ -34,6 +34,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, transaction
 
 from ..engines import engine_for
+from ..engines.sqlite_damage import COPY_READABLE, REFUSE
 from ..errors import NotASumatraStore, Refused, SmtmigrateError
 from ..locations import Store, same_store, sqlite_settings
 from ..schema import LAYOUT_08, inspect_store
@@ -73,6 +74,7 @@ class MergeResult:
     # (groups, rows) in the target after the merge: see docs/commands/merge.md, "Data keys".
     datakey_twins: tuple[int, int] = (0, 0)
     seconds: dict[str, float] = field(default_factory=dict)
+    snapshots: list[Any] = field(default_factory=list, repr=False)  # the sources'
 
     @property
     def refused(self) -> bool:
@@ -122,10 +124,12 @@ def merge_stores(
     policy: str = "refuse",
     dry_run: bool = False,
     verify: str = "full",
+    copy_readable: bool = False,
 ) -> MergeResult:
     """Merge `sources` into `target` (see the module docstring); returns what was done.
     `verify`: full (inserted records read back through Sumatra), rows (their stored
     content compared in SQL by fingerprint), none.
+    `copy_readable`: a damaged SQLite source is read as far as it can be (else refused).
     Conflicts under `refuse` and failed checks roll back and are in the result (exit 1);
     errors raise SmtmigrateError (exit 2)."""
     if verify not in VERIFY:
@@ -142,7 +146,8 @@ def merge_stores(
             raise SmtmigrateError(f"{source.display} is named twice")
     started = time.perf_counter()
     with ExitStack() as stack:
-        snapshots = [stack.enter_context(source_snapshot(s)) for s in sources]
+        damaged = COPY_READABLE if copy_readable else REFUSE
+        snapshots = [stack.enter_context(source_snapshot(s, damaged=damaged)) for s in sources]
         inspections = [inspect_store(s.store) for s in snapshots]
         for inspection in inspections:
             if inspection.vendor not in ("sqlite", "postgresql"):
@@ -152,7 +157,12 @@ def merge_stores(
                 )
         result = MergeResult(
             [
-                {"store": s.live.display, "layout": i.layout, "records": s.total}
+                {
+                    "store": s.live.display,
+                    "layout": i.layout,
+                    "records": s.total,
+                    "damage": s.damage and s.damage.to_dict(),
+                }
                 for s, i in zip(snapshots, inspections, strict=True)
             ],
             target.display,
@@ -160,6 +170,7 @@ def merge_stores(
             dry_run,
             incoming=sum(s.total for s in snapshots),
             seconds={"snapshots": time.perf_counter() - started},
+            snapshots=snapshots,
         )
         created = target.kind == "sqlite" and target.path is not None and not target.path.exists()
         try:

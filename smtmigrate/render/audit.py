@@ -16,6 +16,7 @@ from ..widen_apply import ApplyResult
 from .console import bold_then, number, render_snapshot, say, table, write_lines
 
 KIND_STYLES = {
+    "damaged": "bold red",
     "invalid": "bold red",
     "overflow": "bold red",
     "duplicate": "bold red",
@@ -34,11 +35,17 @@ def audit_verdict(report: AuditReport) -> str:
     """The audit's answer in one line: FAIL with what fails, or OK with what to watch."""
     counts = report.counts()
     if report.failing:
-        kinds = ("overflow", "invalid", "duplicate")
+        kinds = ("damaged", "overflow", "invalid", "duplicate")
         parts = ", ".join(f"{counts[k]} {k}" for k in kinds if counts[k])
         what = "would be rejected by PostgreSQL"
         if counts["duplicate"]:
             what += " or break Sumatra's lookups"
+        if counts["damaged"]:  # SQLite's own check fails: before anything PostgreSQL says
+            others = len(report.failing) - counts["damaged"]
+            what = "the store is damaged (SQLite's own check fails)" + (
+                f"; {others} {what}" if others else ""
+            )
+            return f"FAIL: {len(report.failing)} finding(s): {what} ({parts})."
         return f"FAIL: {len(report.failing)} finding(s) {what} ({parts})."
     warnings = ", ".join(f"{counts[k]} {k}" for k in KINDS if k not in FAILING_KINDS and counts[k])
     return "OK: nothing would fail on PostgreSQL" + (f" ({warnings})." if warnings else ".")
@@ -147,6 +154,12 @@ def _detail(finding: Finding) -> str:
 def _advice(failing: list[Finding]) -> str:
     kinds = {f.kind for f in failing} & FAILING_KINDS
     advice = []
+    if "damaged" in kinds:
+        advice.append(
+            "repair the damaged file first (`sqlite3 STORE .recover | sqlite3 NEW`, or "
+            "`VACUUM INTO` when only indexes are damaged), or copy what can be read "
+            "(smtmigrate copy … --copy-readable)"
+        )
     if "overflow" in kinds:
         advice.append("widen the columns (smtmigrate widen, or smtmigrate copy … --widen)")
     if "invalid" in kinds:

@@ -79,12 +79,32 @@ def write_lines(out: Console, lines: list[str]) -> None:
     out.file.flush()
 
 
+def render_readable(snapshot: Snapshot, out: Console) -> None:
+    """A damaged store read with --copy-readable: what was read, and what could not be."""
+    damage = snapshot.damage
+    if damage is None or not damage.readable:
+        return
+    say(
+        out,
+        f"WARNING: {snapshot.live.display} is damaged ({damage.where}): only what SQLite "
+        "could read of it was read (--copy-readable), indexes rebuilt from those rows.",
+        "bold yellow reverse",
+    )
+    if not damage.unreadable:
+        say(out, "Every row of every table was read: only indexes were damaged.", "bold")
+    for lost in damage.unreadable:
+        say(out, f"NOT READ: {lost.described}", "bold red")
+    for table, rows in damage.orphans.items():
+        say(out, f"LEFT OUT: {table}: {rows:,} rows that refer to rows not read", "bold red")
+
+
 def render_snapshot(
     snapshot: Snapshot, out: Console, *, role: str, added: str, removed: str
 ) -> None:
     """`Source as of … UTC: N records`, and, when the live store has changed since, lines
     no one can miss: `added`/`removed` say what that means for the command at hand."""
     say(out, f"{role} {snapshot.summary}", "bold")
+    render_readable(snapshot, out)
     changes = snapshot.changes
     if changes is None or not changes.changed:
         return

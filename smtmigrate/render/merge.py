@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from ..merge import MergeResult
-from .console import say, table
+from .console import render_readable, say, table
 
 CONFLICTS_SHOWN = 50
 CHECKED_HOW = {
@@ -19,6 +19,8 @@ def render_merge(result: MergeResult, out: Console) -> None:
     """The sources, what happened to their records, conflicts, new rows and the check."""
     for source in result.sources:
         say(out, f"source {source['store']} ({source['layout']}): {source['records']:,} records")
+    for snapshot in result.snapshots:
+        render_readable(snapshot, out)
     data = result.to_dict()["records"]
     if result.refused:
         say(

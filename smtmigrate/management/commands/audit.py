@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from argparse import ArgumentTypeError
 
-from ...audit import audit, unknown_layout_report
-from ...errors import UnknownLayout
+from ...audit import audit_snapshot
+from ...engines.sqlite_damage import REPORT
 from ...locations import resolve
 from ...project import read_label_generator
 from ...render import audit_json, render_audit, write_json
-from ...schema import inspect_store
 from ...snapshot import source_snapshot
 from ..base import SmtmigrateCommand, add_format_option, add_location_argument
 
@@ -24,7 +23,9 @@ class Command(SmtmigrateCommand):
         "Report what in a Sumatra store would fail, or is bound to fail, on PostgreSQL. "
         "Given a project directory, also checks its label generator (concurrent `smt run`s that "
         "would share a label); that never changes the exit code. "
-        "Exit 0: nothing would fail; 1: overflow or invalid values; 2: usage or I/O error."
+        "A damaged SQLite store (SQLite's own quick_check fails) is a finding. "
+        "Exit 0: nothing would fail; 1: damage, overflow or invalid values; 2: usage or I/O "
+        "error."
     )
 
     def add_arguments(self, parser):
@@ -46,12 +47,11 @@ class Command(SmtmigrateCommand):
         )
 
     def handle(self, location, format, near, show_all, **options):
-        with resolve(location, mariadb=True) as store, source_snapshot(store) as snapshot:
-            try:
-                report = audit(inspect_store(snapshot.store), near=near)
-            except UnknownLayout as exc:  # a finding: the copy could not carry this store
-                report = unknown_layout_report(store, exc, near)
-            report.snapshot = snapshot
+        with (
+            resolve(location, mariadb=True) as store,
+            source_snapshot(store, damaged=REPORT) as snapshot,
+        ):
+            report = audit_snapshot(snapshot, near=near)
             snapshot.check_changes()
         self.exit_code = report.exit_code  # also when the reader stops early (`| head`)
         directory = store.project_dir

@@ -3,6 +3,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from ...copy import VerificationFailed, copy_store, plan_copy
+from ...engines.sqlite_damage import COPY_READABLE, REFUSE
 from ...errors import Refused, StoreConnectionError
 from ...locations import Store, resolve, resolve_target, same_store
 from ...project import check_switch, project_directory, store_url, verify_and_switch
@@ -17,6 +18,7 @@ from ...render import (
     render_verification,
     write_json,
 )
+from ...render.console import render_readable
 from ...snapshot import source_snapshot
 from ..base import SmtmigrateCommand, add_copy_options, add_format_option
 
@@ -52,7 +54,18 @@ class Command(SmtmigrateCommand):
         add_format_option(parser)
 
     def handle(
-        self, source, target, widen, dedupe, dry_run, verify, switch, quiet, format, **options
+        self,
+        source,
+        target,
+        widen,
+        dedupe,
+        dry_run,
+        verify,
+        switch,
+        quiet,
+        format,
+        copy_readable,
+        **options,
     ):
         out = self.console()
         as_json = format == "json"
@@ -71,7 +84,8 @@ class Command(SmtmigrateCommand):
                         "`smtmigrate switch`); nothing was written"
                     )
             # Everything below reads this one state of the source (snapshot.py).
-            snapshot = stack.enter_context(source_snapshot(source_store))
+            damaged = COPY_READABLE if copy_readable else REFUSE
+            snapshot = stack.enter_context(source_snapshot(source_store, damaged=damaged))
             try:
                 plan = plan_copy(snapshot, target_store, widen=widen, dedupe=dedupe)
             except StoreConnectionError as exc:
@@ -108,6 +122,8 @@ class Command(SmtmigrateCommand):
                 write_json(copy_json(plan, result), out)
             elif not quiet:
                 render_copy_result(result, out)
+            else:  # rows not copied are never silent
+                render_readable(snapshot, self.console(stderr=True))
             if current is not None:  # the project's store is SOURCE: checked above
                 # The verification is of the snapshot: if the source moved on, check again.
                 moved_on = bool(snapshot.changes and snapshot.changes.changed)

@@ -6,7 +6,7 @@ from ...errors import SmtmigrateError
 from ...locations import resolve, resolve_target
 from ...merge import POLICIES, VERIFY, merge_stores
 from ...render import render_merge, write_json
-from ..base import SmtmigrateCommand, add_format_option
+from ..base import SmtmigrateCommand, add_copy_readable_option, add_format_option
 
 
 class Command(SmtmigrateCommand):
@@ -37,6 +37,7 @@ class Command(SmtmigrateCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="do everything, report, then roll back"
         )
+        add_copy_readable_option(parser)
         parser.add_argument(
             "--verify",
             choices=VERIFY,
@@ -54,7 +55,12 @@ class Command(SmtmigrateCommand):
             sources = [stack.enter_context(resolve(s)) for s in stores[:-1]]
             target = stack.enter_context(resolve_target(stores[-1]))
             result = merge_stores(
-                sources, target, policy=on_conflict, dry_run=dry_run, verify=verify
+                sources,
+                target,
+                policy=on_conflict,
+                dry_run=dry_run,
+                verify=verify,
+                copy_readable=options["copy_readable"],
             )
         if format == "json":
             write_json(result.to_dict(), self.console())

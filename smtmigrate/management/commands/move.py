@@ -73,6 +73,7 @@ class Command(SmtmigrateCommand):
             label_generator=None if label_generator == "keep" else label_generator,
             level=verify,
             dedupe=options["dedupe"],
+            copy_readable=options["copy_readable"],
             create_role=options["create_role"],
             password=password,
             admin=options["admin"],
