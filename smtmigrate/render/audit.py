@@ -23,6 +23,7 @@ KIND_STYLES = {
     "collision": "yellow",
     "charset": "yellow",
     "server": "yellow",
+    "unprotected": "yellow",
     "near-limit": "yellow",
     "drift": "magenta",
     "risk": "cyan",
