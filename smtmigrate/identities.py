@@ -19,7 +19,8 @@ nullable, so neither engine can put a plain UNIQUE on them:
   '-infinity')`. Built `CONCURRENTLY` on a live store; inside a copy's transaction
   plainly, after the load.
 - MariaDB: a generated column `smtmigrate_identity` = md5 of the columns' md5s
-  (`'-'` for NULL) with a unique key on it. `=` agrees with md5 only under a binary,
+  (`'-'` for NULL; a CHAR column as `rtrim(col)`, its value as read) with a unique key
+  on it: VIRTUAL (added instantly, its key built online), STORED if the server refuses. `=` agrees with md5 only under a binary,
   NO PAD collation (what smtmigrate's MariaDB tables have: mariadb_findings.COLLATION);
   a table under another collation gets no identity and a finding instead.
 """
@@ -119,7 +120,14 @@ def mariadb_hash(table: StoreTable) -> str:
     from .engines import ENGINES
 
     q = ENGINES["mariadb"].quote_name
-    parts = [f"coalesce(md5({q(c)}), '-')" for c in identity_columns(table) or ()]
+    parts = []
+    for column in identity_columns(table) or ():
+        value = q(column)
+        if table.columns[column].declared.lower().startswith("char"):
+            # a CHAR (ip_addr) in an indexed generated column must not depend on
+            # PAD_CHAR_TO_FULL_LENGTH (error 1901): its value as read, trailing spaces off
+            value = f"rtrim({value})"
+        parts.append(f"coalesce(md5({value}), '-')")
     return f"md5(concat({', '.join(parts)}))"
 
 
@@ -128,7 +136,7 @@ def mariadb_column(table: StoreTable, kind: str = "VIRTUAL") -> str:
 
     q = ENGINES["mariadb"].quote_name
     return (
-        f"ALTER TABLE {q(table.name)} ADD COLUMN {q(COLUMN)} CHAR(32) CHARACTER SET ascii "
+        f"ALTER TABLE {q(table.name)} ADD COLUMN {q(COLUMN)} CHAR(32) CHARACTER SET ascii COLLATE ascii_bin "
         f"AS ({mariadb_hash(table)}) {kind}"
     )
 

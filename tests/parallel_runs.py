@@ -38,9 +38,11 @@ def _run(args: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{args}: {done.stdout[-1000:]} {done.stderr[-2000:]}")
 
 
-def make_project(directory: Path, store_url: str, name: str = "parallel") -> Path:
+def make_project(directory: Path, store_url: str | None, name: str = "parallel") -> Path:
     """A git repository with the main file and the shared input, a Sumatra project on
-    `store_url` with uuid labels (so runs started together do not share a label)."""
+    `store_url` (None: Sumatra's default SQLite store) with uuid labels (so runs started
+    together do not share a label)."""
+    store = ["-s", store_url] if store_url else []
     project = directory / name
     (project / "Data").mkdir(parents=True)
     (project / "main.py").write_text(MAIN_PROGRAM, encoding="utf-8")
@@ -49,7 +51,7 @@ def make_project(directory: Path, store_url: str, name: str = "parallel") -> Pat
         ["git", "init", "-q"],
         ["git", "add", "main.py", INPUT_FILE],
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "main"],
-        [SMT, "init", "-s", store_url, "-d", "Data", "-i", ".", name],
+        [SMT, "init", *store, "-d", "Data", "-i", ".", name],
         [SMT, "configure", "-g", "uuid", "-e", "python", "-m", "main.py"],
     ):
         _run(args, project)
