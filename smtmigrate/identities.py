@@ -20,9 +20,10 @@ nullable, so neither engine can put a plain UNIQUE on them:
   plainly, after the load.
 - MariaDB: a generated column `smtmigrate_identity` = md5 of the columns' md5s
   (`'-'` for NULL; a CHAR column as `rtrim(col)`, its value as read) with a unique key
-  on it: VIRTUAL (added instantly, its key built online), STORED if the server refuses. `=` agrees with md5 only under a binary,
-  NO PAD collation (what smtmigrate's MariaDB tables have: mariadb_findings.COLLATION);
-  a table under another collation gets no identity and a finding instead.
+  on it: VIRTUAL (added instantly, its key built online), STORED if the server refuses.
+  `=` agrees with md5 only under a binary, NO PAD collation (what smtmigrate's MariaDB
+  tables have: mariadb_findings.COLLATION); a table under another collation gets no
+  identity and a finding instead.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ def mariadb_column(table: StoreTable, kind: str = "VIRTUAL") -> str:
 
     q = ENGINES["mariadb"].quote_name
     return (
-        f"ALTER TABLE {q(table.name)} ADD COLUMN {q(COLUMN)} CHAR(32) CHARACTER SET ascii COLLATE ascii_bin "
+        f"ALTER TABLE {q(table.name)} ADD COLUMN {q(COLUMN)} "
+        "CHAR(32) CHARACTER SET ascii COLLATE ascii_bin "
         f"AS ({mariadb_hash(table)}) {kind}"
     )
 

@@ -35,6 +35,7 @@ from .copy import (
     verification_summary,
 )
 from .merge import render_conflicts, render_merge
+from .protect import render_protect
 from .stores import (
     move_json,
     move_plan_json,
@@ -93,6 +94,7 @@ __all__ = [
     "render_move_result",
     "render_plan",
     "render_project",
+    "render_protect",
     "render_quiet_refusal",
     "render_ready",
     "render_recreated",
