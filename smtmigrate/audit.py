@@ -23,7 +23,7 @@ from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of, output_column
 from .engines import Engine, engine_for
 from .errors import UnknownLayout
 from .identities import COLUMN as IDENTITY_COLUMN
-from .identities import identity_state
+from .identities import applies_sql, identity_state
 from .schema import (
     OUTPUT_LINKS,
     RECORD_TABLE,
@@ -428,7 +428,13 @@ def _duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Findi
     if not identity:
         return []
     groups = duplicate_groups(
-        cursor, table.name, table.model.primary_key, identity, engine, output_column(table)
+        cursor,
+        table.name,
+        table.model.primary_key,
+        identity,
+        engine,
+        output_column(table),
+        applies_sql(table, engine.quote_name) if table.model.name != RECORD_TABLE else None,
     )
     if not groups:
         return []

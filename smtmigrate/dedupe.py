@@ -34,6 +34,7 @@ records); they are reported (`smt` lookups of that label fail) and copied as the
   datakey                 path, digest, creation, metadata   _get_db_obj('DataKey'), for
                                                              input_data and output_data
 
+Of DataKey only the rows with a `creation` are compared (identities.REQUIRED says why).
 DataKey rows also carry `output_from_record_id`, set after the lookup (Sumatra saves the
 key, then points it at the record whose output it is): equal keys are the same key for
 Sumatra (its `get` returns both), and of a group the kept row is the output with the
@@ -60,7 +61,7 @@ from django.db import DatabaseError
 
 from .engines import Engine, engine_for
 from .errors import Refused
-from .identities import IDENTITY
+from .identities import IDENTITY, applies_sql
 from .schema import Inspection, StoreTable, sumatra_tables
 
 if TYPE_CHECKING:
@@ -117,9 +118,11 @@ def duplicate_groups(
     columns: Iterable[str],
     engine: Engine,
     output: str | None = None,
+    where: str | None = None,
 ) -> list[Group]:
     """Every group of rows equal in `columns` (NULL equal to NULL): one GROUP BY.
-    `output`: DataKey's `output_from_record_id` (the kept row is the last output)."""
+    `output`: DataKey's `output_from_record_id` (the kept row is the last output);
+    `where`: the rows the identity covers (identities.applies_sql)."""
     columns = tuple(columns)
     if not columns:
         return []
@@ -135,7 +138,8 @@ def duplicate_groups(
     grouped = ", ".join(quote(c) for c in columns)
     cursor.execute(
         f"SELECT {ids}, {outputs}, {', '.join(previews)} FROM {quote(table)} "
-        f"GROUP BY {grouped} HAVING count(*) > 1"
+        + (f"WHERE {where} " if where else "")
+        + f"GROUP BY {grouped} HAVING count(*) > 1"
     )
     groups = []
     for id_list, last_output, records, *values in cursor.fetchall():
@@ -224,6 +228,7 @@ def find_duplicates(inspection: Inspection) -> dict[str, list[Group]]:
                     identity_of(table) or (),
                     engine_for(connection),
                     output_column(table),
+                    applies_sql(table, engine_for(connection).quote_name),
                 )
                 if groups:
                     found[name] = groups

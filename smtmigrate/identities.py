@@ -63,6 +63,12 @@ IDENTITY: dict[str, tuple[str, ...]] = {
     # output_from_record_id is set after the lookup (Sumatra's save), so it is no part of it
     "django_store_datakey": ("path", "digest", "creation", "metadata"),
 }
+# Columns a row must have (NOT NULL) for the identity to apply to it. Every datastore of
+# Sumatra 0.7+ sets a DataKey's `creation` (the file's ctime), so no run looks a key up
+# with creation NULL; stores of Sumatra 0.4-0.6 have no such column, and a copy gives
+# each record its own row of an output they shared (generations.py): equal keys, NULL
+# creation, different records, which no identity may forbid.
+REQUIRED: dict[str, tuple[str, ...]] = {"django_store_datakey": ("creation",)}
 INDEX_PREFIX = "smtmigrate_identity_"
 COLUMN = "smtmigrate_identity"  # MariaDB's generated hash column
 MAX_NAME = 63  # PostgreSQL's NAMEDATALEN - 1 (MariaDB allows 64)
@@ -96,6 +102,17 @@ def is_timestamp(table: StoreTable, column: str) -> bool:
     return table.model.columns[column].internal_type == "DateTimeField"
 
 
+def required_columns(table: StoreTable) -> tuple[str, ...]:
+    """The columns whose NULL puts a row outside the identity (REQUIRED)."""
+    return REQUIRED.get(table.model.name, ())
+
+
+def applies_sql(table: StoreTable, quote) -> str | None:
+    """The condition of the rows the identity covers, or None for all rows."""
+    required = required_columns(table)
+    return " AND ".join(f"{quote(c)} IS NOT NULL" for c in required) or None
+
+
 # -- the SQL ---------------------------------------------------------------------------------
 
 
@@ -105,15 +122,19 @@ def postgres_index(table: StoreTable, *, concurrently: bool) -> str:
 
     q = ENGINES["postgresql"].quote_name
     parts = []
+    required = required_columns(table)
     for column in identity_columns(table) or ():
-        if is_timestamp(table, column):
+        if column in required:
+            parts.append(q(column))
+        elif is_timestamp(table, column):
             parts += [f"({q(column)} IS NULL)", f"coalesce({q(column)}, '-infinity')"]
         else:  # ::text: an inet ip_addr, or a column widened to text, hash as their text
             parts.append(f"coalesce(md5({q(column)}::text), '')")
     how = " CONCURRENTLY" if concurrently else ""
+    where = applies_sql(table, q)
     return (
         f"CREATE UNIQUE INDEX{how} {q(index_name(table.name))} ON {q(table.name)} "
-        f"({', '.join(parts)})"
+        f"({', '.join(parts)})" + (f" WHERE {where}" if where else "")
     )
 
 
@@ -129,7 +150,9 @@ def mariadb_hash(table: StoreTable) -> str:
             # PAD_CHAR_TO_FULL_LENGTH (error 1901): its value as read, trailing spaces off
             value = f"rtrim({value})"
         parts.append(f"coalesce(md5({value}), '-')")
-    return f"md5(concat({', '.join(parts)}))"
+    digest = f"md5(concat({', '.join(parts)}))"
+    where = applies_sql(table, q)
+    return f"IF({where}, {digest}, NULL)" if where else digest  # NULLs never collide
 
 
 def mariadb_column(table: StoreTable, kind: str = "VIRTUAL") -> str:
