@@ -159,14 +159,6 @@ def test_a_racing_insert_gets_the_winners_row(copied):
 
     server = copied
     path, digest, creation, metadata = KEY
-    winner = server.connect()
-    with winner.cursor() as cursor:
-        value = creation.replace(tzinfo=None) if server.kind == "mariadb" else creation
-        cursor.execute(
-            "INSERT INTO django_store_datakey (path, digest, creation, metadata) "
-            "VALUES (%s, %s, %s, %s)",
-            (path, digest, value, metadata),
-        )
     outcome: dict = {}
 
     def lookup() -> None:
@@ -178,13 +170,24 @@ def test_a_racing_insert_gets_the_winners_row(copied):
         except Exception as exc:  # reported by the asserts below
             outcome["error"] = exc
 
-    racer = threading.Thread(target=lookup)
-    racer.start()
-    time.sleep(1.5)
-    assert racer.is_alive(), f"the racing insert did not wait on the identity: {outcome}"
-    winner.commit()
-    winner.close()
+    winner = server.connect()
+    try:  # an open transaction left behind would hold the database's locks
+        with winner.cursor() as cursor:
+            value = creation.replace(tzinfo=None) if server.kind == "mariadb" else creation
+            cursor.execute(
+                "INSERT INTO django_store_datakey (path, digest, creation, metadata) "
+                "VALUES (%s, %s, %s, %s)",
+                (path, digest, value, metadata),
+            )
+        racer = threading.Thread(target=lookup)
+        racer.start()
+        time.sleep(1.5)
+        waited = racer.is_alive()
+        winner.commit()
+    finally:
+        winner.close()
     racer.join(30)
+    assert waited, f"the racing insert did not wait on the identity: {outcome}"
     assert "error" not in outcome, outcome
     row, created = outcome["got"]
     assert created is False
