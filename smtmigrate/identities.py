@@ -329,10 +329,13 @@ class _LockBusy(Exception):
     pass
 
 
-def _tables(inspection: Inspection, tables: Iterable[str] | None) -> list[str]:
-    if tables is not None:
-        return list(tables)
+def identity_tables(inspection: Inspection) -> list[str]:
+    """The store's tables that can have an identity."""
     return sorted(n for n, t in inspection.tables.items() if identity_columns(t) is not None)
+
+
+def _tables(inspection: Inspection, tables: Iterable[str] | None) -> list[str]:
+    return list(tables) if tables is not None else identity_tables(inspection)
 
 
 def _code(exc: BaseException) -> Any:

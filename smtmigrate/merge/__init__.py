@@ -35,6 +35,7 @@ from django.db import DatabaseError, transaction
 
 from ..engines import engine_for
 from ..errors import NotASumatraStore, Refused, SmtmigrateError
+from ..identities import DuplicatesAppeared, build_in_transaction, identity_tables
 from ..locations import Store, same_store, sqlite_settings
 from ..schema import LAYOUT_08, inspect_store
 from ..snapshot import source_snapshot
@@ -72,6 +73,7 @@ class MergeResult:
     # Data keys equal in content but output of different records, left as separate rows
     # (groups, rows) in the target after the merge: see README "Data keys" for why.
     datakey_twins: tuple[int, int] = (0, 0)
+    identities: list[str] = field(default_factory=list)  # built on a new target (identities.py)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -103,6 +105,7 @@ class MergeResult:
             },
             "conflicts": [c.to_dict() for c in self.conflicts],
             "datakey_twins": {"groups": self.datakey_twins[0], "rows": self.datakey_twins[1]},
+            "identities": self.identities,
             "projects": self.projects,
             "new_rows": self.rows,
             "check": None if self.check is None else self.check.to_dict(),
@@ -211,6 +214,19 @@ def _target_state(target: Store) -> bool:
     if layout != LAYOUT_08:
         raise Refused(f"{target.display} holds a {layout} store; merge writes into 0.8 stores")
     return False
+
+
+def _build_identities(inspection) -> list[str]:
+    """The identities of a target the merge built, each in a savepoint: equal data keys of
+    different records (`datakey_twins`, kept by the merge) leave DataKey without one."""
+    built = []
+    for name in identity_tables(inspection):
+        try:
+            with transaction.atomic(using=inspection.store.alias):
+                built += build_in_transaction(inspection, [name]).tables
+        except DuplicatesAppeared:
+            continue
+    return built
 
 
 def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
@@ -326,6 +342,8 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
         )
         groups, rows = cursor.fetchone()
         result.datakey_twins = (groups, rows)
+        if result.built_schema and not sql.sqlite():  # a new server store: its identities
+            result.identities = _build_identities(inspection)
         step = time.perf_counter()
         if verify == "full":
             check = check_inserted(cursor, q, sources, inspection)
