@@ -220,6 +220,10 @@ def _build_identities(inspection) -> list[str]:
     """The identities of a target the merge built, each in a savepoint: equal data keys of
     different records (`datakey_twins`, kept by the merge) leave DataKey without one."""
     built = []
+    with inspection.store.connection.cursor() as cursor:
+        # PostgreSQL builds no index on a table with pending (deferred) FK checks: run
+        # them now rather than at commit
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     for name in identity_tables(inspection):
         try:
             with transaction.atomic(using=inspection.store.alias):
