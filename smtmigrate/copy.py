@@ -28,7 +28,7 @@ from .engines.base import CopyTarget
 from .engines.sqlite import remove_stale_partials  # noqa: F401 (drop_recreate's import)
 from .errors import NotASumatraStore, Refused, SmtmigrateError
 from .generations import FOLDED_TABLES
-from .identities import build_in_transaction
+from .identities import build_in_transaction, identity_state
 from .locations import Store
 from .remaps import Remaps, content_type_remap, merge_remaps
 from .schema import (
@@ -375,7 +375,8 @@ def copy_store(
         tables, checksums = target.load(plan, remaps, events)
         if prepared.vendor != "sqlite":  # parallel `smt run`s cannot duplicate shared rows
             with phase("identities"):
-                build_in_transaction(prepared)
+                # an empty store createdb made has them already
+                build_in_transaction(prepared, identity_state(prepared).missing)
         verification = _verify(plan, target, prepared, checksums, level, phase, sample)
     return _report(plan, tables, verification, phase, started)
 
