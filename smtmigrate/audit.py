@@ -19,9 +19,11 @@ from typing import Any
 from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of
+from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of, output_column
 from .engines import Engine, engine_for
 from .errors import StoreConnectionError, UnknownLayout
+from .identities import COLUMN as IDENTITY_COLUMN
+from .identities import applies_sql, identity_state
 from .schema import (
     OUTPUT_LINKS,
     RECORD_TABLE,
@@ -48,6 +50,7 @@ KINDS = (
     "collision",  # MariaDB: values a collation makes equal
     "charset",  # MariaDB: utf8mb3 columns
     "server",  # MariaDB: a server whose default sessions are not strict
+    "unprotected",  # a server store's get_or_create table without its identity (identities.py)
     "near-limit",
     "drift",
     "risk",
@@ -170,6 +173,7 @@ def audit(
             if inspection.views and OUTPUT_LINKS in inspection.table_names:
                 findings += _output_link_findings(cursor, engine)
             findings += engine.store_findings(inspection, cursor)
+        findings += _identity_findings(inspection)
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     findings.sort(key=lambda f: (f.severity, f.table, f.column or ""))
@@ -425,7 +429,15 @@ def _duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Findi
         )
     if not identity:
         return []
-    groups = duplicate_groups(cursor, table.name, table.model.primary_key, identity, engine)
+    groups = duplicate_groups(
+        cursor,
+        table.name,
+        table.model.primary_key,
+        identity,
+        engine,
+        output_column(table),
+        applies_sql(table, engine.quote_name) if table.model.name != RECORD_TABLE else None,
+    )
     if not groups:
         return []
     return [
@@ -438,6 +450,35 @@ def _duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Findi
             detail=f"{len(groups)} group(s) of {detail}",
         )
     ]
+
+
+def _identity_findings(inspection: Inspection) -> list[Finding]:
+    """A server store's get_or_create tables without their unique identity: parallel
+    `smt run`s can create their rows twice (a warning: `smtmigrate protect` adds them)."""
+    if inspection.vendor not in ("postgresql", "mysql"):
+        return []
+    state = identity_state(inspection)
+    findings = [
+        Finding(
+            table,
+            None,
+            "unprotected",
+            detail="no unique identity: parallel `smt run`s can create the same row twice "
+            "(MultipleObjectsReturned); `smtmigrate protect` adds it",
+        )
+        for table in state.missing
+    ]
+    findings += [
+        Finding(
+            table,
+            None,
+            "unprotected",
+            detail=f"collation {', '.join(collations)} is not byte-exact: no identity can "
+            "agree with Sumatra's `=` (a copy into MariaDB makes binary no-pad tables)",
+        )
+        for table, collations in state.unsupported.items()
+    ]
+    return findings
 
 
 def _ip_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]:
@@ -522,7 +563,7 @@ def _structure_findings(
                 detail=f"declared {declared}, today's model {expected}",
             )
         )
-    for name in table.columns.keys() - table.model.columns.keys():
+    for name in table.columns.keys() - table.model.columns.keys() - {IDENTITY_COLUMN}:
         findings.append(Finding(table.name, name, "drift", detail="column not in today's model"))
     if inspection.layout in TAGGING_LAYOUTS and table.name != table.model.name:
         findings.append(

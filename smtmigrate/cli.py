@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "createdb": "Create a role and a UTF8 database with Sumatra's widened schema.",
     "drop-recreate": "Back up, drop and recreate a PostgreSQL store, safely.",
     "switch": "Point a Sumatra project at another store (and back).",
+    "protect": "Give a live server store the unique identities parallel runs need.",
     "stress": "Prove a store takes many concurrent `smt run`s without losing one.",
     "pooler": "Run a PgBouncer in front of a project's store: more jobs, server restarts.",
 }

@@ -28,6 +28,7 @@ from .engines.base import CopyTarget
 from .engines.sqlite import remove_stale_partials  # noqa: F401 (drop_recreate's import)
 from .errors import NotASumatraStore, Refused, SmtmigrateError
 from .generations import FOLDED_TABLES
+from .identities import build_in_transaction, identity_state
 from .locations import Store
 from .remaps import Remaps, content_type_remap, merge_remaps
 from .schema import (
@@ -240,7 +241,7 @@ def plan_copy(
     merge = None
     if dedupe:
         groups = {
-            f.table: [Group(tuple(g["ids"]), g["values"]) for g in f.examples]
+            f.table: [Group.from_dict(g) for g in f.examples]
             for f in report.findings
             if f.kind == "duplicate"
         }
@@ -372,6 +373,10 @@ def copy_store(
         prepared, remaps = _prepare_target(plan, target, phase)
         sample = _sample_ahead(plan, target, level)
         tables, checksums = target.load(plan, remaps, events)
+        if prepared.vendor != "sqlite":  # parallel `smt run`s cannot duplicate shared rows
+            with phase("identities"):
+                # an empty store createdb made has them already
+                build_in_transaction(prepared, identity_state(prepared).missing)
         verification = _verify(plan, target, prepared, checksums, level, phase, sample)
     return _report(plan, tables, verification, phase, started)
 

@@ -31,12 +31,20 @@ value a record reads from them: re-pointing a record's foreign key from one to a
 not change the record. Records that share a label are not merged (they are different
 records); they are reported (`smt` lookups of that label fail) and copied as they are.
 
-Not covered: `django_store_datakey` is looked up the same way (path, digest, creation,
-metadata), but its rows also carry `output_from_record_id`, set after the lookup, so two
-equal keys may belong to different records' outputs; merging them would change records.
+  datakey                 path, digest, creation, metadata   _get_db_obj('DataKey'), for
+                                                             input_data and output_data
+
+Of DataKey only the rows with a `creation` are compared (identities.REQUIRED says why).
+DataKey rows also carry `output_from_record_id`, set after the lookup (Sumatra saves the
+key, then points it at the record whose output it is): equal keys are the same key for
+Sumatra (its `get` returns both), and of a group the kept row is the output with the
+highest id (the last save: what Sumatra's own sequential saves would have left), else the
+lowest id. Records whose output row is merged into another record's lose that output, as
+with sequential saves; a copy refuses such groups (its record check would see the record
+change), `protect --dedupe` merges them in place and counts those records.
 `django_store_tag`/`taggeditem` have unique constraints (the audit's `invalid` check).
 
-A copy with `--dedupe` keeps the lowest id of each group, re-points every foreign key to
+A copy with `--dedupe` keeps one row of each group (`Group.kept`), re-points every foreign key to
 the others (the same CASE remaps as content-type ids), does not copy them, and drops
 many-to-many links that become equal after re-pointing (a record linked to two equal
 dependencies keeps one link: what Sumatra itself writes, `add()` of an existing link being
@@ -52,45 +60,47 @@ from typing import TYPE_CHECKING, Any
 from django.db import DatabaseError
 
 from .engines import Engine, engine_for
+from .errors import Refused
+from .identities import IDENTITY, applies_sql
 from .schema import Inspection, StoreTable, sumatra_tables
 
 if TYPE_CHECKING:
     from .remaps import Remaps
 
-# Today's table → the columns Sumatra's get_or_create compares (see the module docstring).
-IDENTITY: dict[str, tuple[str, ...]] = {
-    "django_store_executable": ("path", "name", "version", "options"),
-    "django_store_repository": ("type", "url", "upstream"),
-    "django_store_launchmode": ("type", "parameters"),
-    "django_store_datastore": ("type", "parameters"),
-    "django_store_parameterset": ("type", "content"),
-    "django_store_dependency": ("name", "path", "version", "diff", "source", "module"),
-    "django_store_platforminformation": (
-        "architecture_bits",
-        "architecture_linkage",
-        "machine",
-        "network_name",
-        "ip_addr",
-        "processor",
-        "release",
-        "system_name",
-        "version",
-    ),
-}
 LABEL_IDENTITY = ("project_id", "label")
 PREVIEW_CHARS = 40
 
 
 @dataclass(frozen=True)
 class Group:
-    """Rows one lookup cannot tell apart: their ids (ascending; the first is kept) and the
-    first characters of the values they share."""
+    """Rows one lookup cannot tell apart: their ids (ascending), the first characters of
+    the values they share, the id kept (the lowest; DataKey: see the module docstring)
+    and, for DataKey, how many records' outputs are merged into another record's."""
 
     ids: tuple[int, ...]
     values: dict[str, str | None]
+    kept: int = -1  # -1: the lowest id
+    moved_outputs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kept == -1:
+            object.__setattr__(self, "kept", self.ids[0])
+
+    @property
+    def merged(self) -> tuple[int, ...]:
+        return tuple(i for i in self.ids if i != self.kept)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ids": list(self.ids), "values": self.values}
+        data: dict[str, Any] = {"ids": list(self.ids), "kept": self.kept, "values": self.values}
+        if self.moved_outputs:
+            data["moved_outputs"] = self.moved_outputs
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Group:
+        return cls(
+            tuple(data["ids"]), data["values"], data.get("kept", -1), data.get("moved_outputs", 0)
+        )
 
 
 def identity_of(table: StoreTable) -> tuple[str, ...] | None:
@@ -102,25 +112,56 @@ def identity_of(table: StoreTable) -> tuple[str, ...] | None:
 
 
 def duplicate_groups(
-    cursor, table: str, pk: str, columns: Iterable[str], engine: Engine
+    cursor,
+    table: str,
+    pk: str,
+    columns: Iterable[str],
+    engine: Engine,
+    output: str | None = None,
+    where: str | None = None,
 ) -> list[Group]:
-    """Every group of rows equal in `columns` (NULL equal to NULL): one GROUP BY."""
+    """Every group of rows equal in `columns` (NULL equal to NULL): one GROUP BY.
+    `output`: DataKey's `output_from_record_id` (the kept row is the last output);
+    `where`: the rows the identity covers (identities.applies_sql)."""
     columns = tuple(columns)
     if not columns:
         return []
     quote = engine.quote_name
     ids = engine.id_list(pk)
     previews = [engine.preview(c, PREVIEW_CHARS + 1) for c in columns]
+    outputs = "NULL, 0"
+    if output is not None:
+        outputs = (
+            f"max(CASE WHEN {quote(output)} IS NOT NULL THEN {quote(pk)} END), "
+            f"count(DISTINCT {quote(output)})"
+        )
     grouped = ", ".join(quote(c) for c in columns)
     cursor.execute(
-        f"SELECT {ids}, {', '.join(previews)} FROM {quote(table)} "
-        f"GROUP BY {grouped} HAVING count(*) > 1"
+        f"SELECT {ids}, {outputs}, {', '.join(previews)} FROM {quote(table)} "
+        + (f"WHERE {where} " if where else "")
+        + f"GROUP BY {grouped} HAVING count(*) > 1"
     )
     groups = []
-    for id_list, *values in cursor.fetchall():
+    for id_list, last_output, records, *values in cursor.fetchall():
         group_ids = tuple(sorted(int(i) for i in str(id_list).split(",")))
-        groups.append(Group(group_ids, dict(zip(columns, map(_preview, values), strict=True))))
+        kept = int(last_output) if last_output is not None else group_ids[0]
+        groups.append(
+            Group(
+                group_ids,
+                dict(zip(columns, map(_preview, values), strict=True)),
+                kept,
+                max(int(records) - 1, 0),
+            )
+        )
     return sorted(groups, key=lambda g: g.ids)
+
+
+OUTPUT_COLUMN = "output_from_record_id"
+
+
+def output_column(table: StoreTable) -> str | None:
+    """DataKey's `output_from_record_id`, which decides the row a group keeps."""
+    return OUTPUT_COLUMN if OUTPUT_COLUMN in table.columns else None
 
 
 def _preview(value: Any) -> str | None:
@@ -146,6 +187,11 @@ class DedupePlan:
         """Rows merged away, per table."""
         return {t: sum(len(g.ids) - 1 for g in groups) for t, groups in self.groups.items()}
 
+    @property
+    def moved_outputs(self) -> int:
+        """Records whose output row is merged into another record's (DataKey)."""
+        return sum(g.moved_outputs for groups in self.groups.values() for g in groups)
+
     def __bool__(self) -> bool:
         return bool(self.groups)
 
@@ -154,7 +200,7 @@ class DedupePlan:
         parts = [f"{n:,} {table}" for table, n in self.merged.items()]
         if not parts:
             return "no duplicate rows"
-        text = f"merged {', '.join(parts)} row(s) into the lowest id of their group"
+        text = f"merged {', '.join(parts)} row(s) into one row of their group"
         if self.collapsed:
             links = ", ".join(f"{n:,} {table}" for table, n in self.collapsed.items())
             text += f"; dropped {links} link(s) that became equal"
@@ -181,6 +227,8 @@ def find_duplicates(inspection: Inspection) -> dict[str, list[Group]]:
                     table.model.primary_key,
                     identity_of(table) or (),
                     engine_for(connection),
+                    output_column(table),
+                    applies_sql(table, engine_for(connection).quote_name),
                 )
                 if groups:
                     found[name] = groups
@@ -189,15 +237,25 @@ def find_duplicates(inspection: Inspection) -> dict[str, list[Group]]:
     return found
 
 
-def plan_dedupe(inspection: Inspection, groups: Mapping[str, list[Group]]) -> DedupePlan:
+def plan_dedupe(
+    inspection: Inspection, groups: Mapping[str, list[Group]], *, move_outputs: bool = False
+) -> DedupePlan:
     """The remaps and skipped rows that merge `groups` (stored table → groups), with the
-    many-to-many links that become equal once re-pointed (one query per link table)."""
+    many-to-many links that become equal once re-pointed (one query per link table).
+    Groups of DataKeys that are several records' outputs are refused unless
+    `move_outputs` (merging them changes those records: `protect --dedupe` does it)."""
     by_model = {
         inspection.tables[name].model.name: list(found) for name, found in groups.items() if found
     }
+    moving = sum(g.moved_outputs for found in by_model.values() for g in found)
+    if moving and not move_outputs:
+        raise Refused(
+            f"{inspection.store.display}: {moving} record(s)' output DataKeys equal another "
+            "record's: merging them changes those records, so a copy does not; merge them in "
+            "place first (`smtmigrate protect --dedupe` on a server store)"
+        )
     kept = {
-        table: {old: g.ids[0] for g in found for old in g.ids[1:]}
-        for table, found in by_model.items()
+        table: {old: g.kept for g in found for old in g.merged} for table, found in by_model.items()
     }
     remaps: Remaps = {}
     skip: dict[str, set[int]] = {t: set(m) for t, m in kept.items()}

@@ -65,7 +65,7 @@ class MariadbNotYet(UnsupportedStore):
 
 
 MARIADB_SUPPORTED = (
-    "audit, verify, switch, createdb, drop-recreate, move, stress, widen, "
+    "audit, verify, switch, createdb, drop-recreate, move, protect, stress, widen, "
     "copy from SQLite or PostgreSQL into MariaDB and out of MariaDB"
 )
 

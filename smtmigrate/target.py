@@ -25,6 +25,7 @@ from .errors import (
     StoreConnectionError,
     UnknownLayout,
 )
+from .identities import build_in_transaction
 from .locations import (
     POSTGRES_SCHEMES,
     URL_RE,
@@ -300,6 +301,7 @@ def build_schema(store: Store, *, owner: str | None = None, widen: bool = True) 
             if widen:
                 target = inspect_store(store)
                 apply_widening(plan_widening("text", target=target), target)
+            build_in_transaction(inspect_store(store))  # parallel first runs: one row each
     except DatabaseError as exc:
         raise SmtmigrateError(
             f"building Sumatra's schema in {store.display} failed: {store.describe_error(exc)}"

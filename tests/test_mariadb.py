@@ -244,6 +244,9 @@ def test_a_copy_has_the_keys_sumatra_migrations_make(
         drop_mariadb_database(reference)
     assert cli("copy", store08, mariadb_url_for(mariadb_name), "--widen").code == 0
     copied = _keys(mariadb_name)
+    identities = [row for row in copied["indexes"] if row[1].startswith("smtmigrate_identity_")]
+    assert len(identities) == 8  # the copy's own, on top (identities.py)
+    copied["indexes"] = [row for row in copied["indexes"] if row not in identities]
     assert any(row[1] == "PRIMARY" for row in expected["indexes"])
     assert any(not row[2] for row in expected["indexes"] if row[1] != "PRIMARY")  # a unique
     assert expected["foreign keys"]

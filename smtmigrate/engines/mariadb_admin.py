@@ -204,6 +204,7 @@ def build_schema(store: Store) -> None:
     database is left empty or part-built, and drop-recreate can be run again."""
     from django.core.management import call_command
 
+    from ..identities import build_in_transaction
     from ..locations import Store as StoreClass
     from ..schema import inspect_store
     from ..widen import plan_widening
@@ -215,6 +216,7 @@ def build_schema(store: Store) -> None:
             target = inspect_store(fresh)
             plan = MariadbEngine().widening_plan(plan_widening("text", target=target))
             apply_widening(plan, target)
+            build_in_transaction(inspect_store(fresh))  # a new, empty store: at once
         except DatabaseError as exc:
             raise SmtmigrateError(
                 f"building Sumatra's schema in {store.display} failed: {fresh.describe_error(exc)}"

@@ -151,8 +151,9 @@ def add_copy_options(parser: argparse.ArgumentParser) -> None:
         "--dedupe",
         action="store_true",
         help="merge rows Sumatra's get_or_create cannot tell apart (duplicate executables, "
-        "repositories, launch modes, datastores, parameter sets, dependencies, platforms) "
-        "into the lowest id, re-pointing every reference; without it such a store is refused",
+        "repositories, launch modes, datastores, parameter sets, dependencies, platforms, "
+        "data keys) into one row (the lowest id; a data key: its last output), re-pointing "
+        "every reference; without it such a store is refused",
     )
     add_copy_readable_option(parser)
     parser.add_argument(

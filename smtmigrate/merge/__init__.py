@@ -36,6 +36,7 @@ from django.db import DatabaseError, transaction
 from ..engines import engine_for
 from ..engines.sqlite_damage import COPY_READABLE, REFUSE
 from ..errors import NotASumatraStore, Refused, SmtmigrateError
+from ..identities import DuplicatesAppeared, build_in_transaction, identity_tables
 from ..locations import Store, same_store, sqlite_settings
 from ..schema import LAYOUT_08, inspect_store
 from ..snapshot import source_snapshot
@@ -73,6 +74,7 @@ class MergeResult:
     # Data keys equal in content but output of different records, left as separate rows
     # (groups, rows) in the target after the merge: see docs/commands/merge.md, "Data keys".
     datakey_twins: tuple[int, int] = (0, 0)
+    identities: list[str] = field(default_factory=list)  # built on a new target (identities.py)
     seconds: dict[str, float] = field(default_factory=dict)
     snapshots: list[Any] = field(default_factory=list, repr=False)  # the sources'
 
@@ -105,6 +107,7 @@ class MergeResult:
             },
             "conflicts": [c.to_dict() for c in self.conflicts],
             "datakey_twins": {"groups": self.datakey_twins[0], "rows": self.datakey_twins[1]},
+            "identities": self.identities,
             "projects": self.projects,
             "new_rows": self.rows,
             "check": None if self.check is None else self.check.to_dict(),
@@ -224,6 +227,23 @@ def _target_state(target: Store) -> bool:
     return False
 
 
+def _build_identities(inspection) -> list[str]:
+    """The identities of a target the merge built, each in a savepoint: equal data keys of
+    different records (`datakey_twins`, kept by the merge) leave DataKey without one."""
+    built = []
+    with inspection.store.connection.cursor() as cursor:
+        # PostgreSQL builds no index on a table with pending (deferred) FK checks: run
+        # them now rather than at commit
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    for name in identity_tables(inspection):
+        try:
+            with transaction.atomic(using=inspection.store.alias):
+                built += build_in_transaction(inspection, [name]).tables
+        except DuplicatesAppeared:
+            continue
+    return built
+
+
 def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
     connection = target.connection
     engine = engine_for(target)
@@ -337,6 +357,8 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
         )
         groups, rows = cursor.fetchone()
         result.datakey_twins = (groups, rows)
+        if result.built_schema and not sql.sqlite():  # a new server store: its identities
+            result.identities = _build_identities(inspection)
         step = time.perf_counter()
         if verify == "full":
             check = check_inserted(cursor, q, sources, inspection)

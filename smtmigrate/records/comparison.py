@@ -29,7 +29,7 @@ _ITEM_NAMES = {"dependencies": "name", "input_data": "path", "output_data": "pat
 # Fields compared as a whole (a difference in one element names the whole list).
 _ATOMIC = frozenset({"tags"})
 # Many-to-many fields whose equal items a copy with --dedupe writes as one link (dedupe.py).
-_COLLAPSIBLE = ("dependencies", "platforms")
+_COLLAPSIBLE = ("dependencies", "platforms", "input_data")
 _MISSING = object()  # a key one side's dict lacks
 
 

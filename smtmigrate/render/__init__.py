@@ -44,6 +44,7 @@ from .pooler import (
     render_pooler_status,
     render_pooler_stopped,
 )
+from .protect import render_protect
 from .stores import (
     move_json,
     move_plan_json,
@@ -110,6 +111,7 @@ __all__ = [
     "render_pooler_status",
     "render_pooler_stopped",
     "render_project",
+    "render_protect",
     "render_quiet_refusal",
     "render_ready",
     "render_recreated",

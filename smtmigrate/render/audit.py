@@ -24,6 +24,7 @@ KIND_STYLES = {
     "collision": "yellow",
     "charset": "yellow",
     "server": "yellow",
+    "unprotected": "yellow",
     "near-limit": "yellow",
     "drift": "magenta",
     "risk": "cyan",
@@ -165,7 +166,10 @@ def _advice(failing: list[Finding]) -> str:
     if "invalid" in kinds:
         advice.append("fix or remove the invalid values in the source store")
     if "duplicate" in kinds:
-        advice.append("merge the duplicate rows (smtmigrate copy … --dedupe)")
+        advice.append(
+            "merge the duplicate rows (smtmigrate copy … --dedupe; a server store in "
+            "place: smtmigrate protect --dedupe STORE)"
+        )
     return "To move this store: " + "; ".join(advice) + "."
 
 

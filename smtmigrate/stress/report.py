@@ -105,6 +105,14 @@ def classify(error: BaseException | tuple[str, str]) -> str:
     return OTHER
 
 
+def duplicate_table(name: str) -> str | None:
+    """The table of a `<Model>.MultipleObjectsReturned` (Sumatra's django_store models)."""
+    parts = name.split(".")
+    if len(parts) < 2 or parts[-1] != "MultipleObjectsReturned":
+        return None
+    return f"django_store_{parts[-2].lower()}"
+
+
 def first_line(error: BaseException) -> str:
     text = " ".join(str(error).split("\n", 1)[0].split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -157,6 +165,7 @@ class StressReport:
     mode: str = "api"
     crashed: Counter = field(default_factory=Counter)  # Sumatra's last error line → runs
     duplicate_labels: dict[str, int] = field(default_factory=dict)  # label → records
+    duplicate_tables: Counter = field(default_factory=Counter)  # table → runs it ended
     label_generator: dict[str, Any] | None = None  # project.LabelGenerator.to_dict()
 
     @property
@@ -243,6 +252,7 @@ class StressReport:
                 "mode": self.mode,
                 "crashed": dict(self.crashed.most_common()),
                 "duplicate_labels": self.duplicate_labels,
+                "duplicate_tables": dict(self.duplicate_tables.most_common()),
                 "store_errors": dict(ordered_counts(self.store_errors)),
                 "label_generator": self.label_generator,
             }

@@ -4,12 +4,14 @@ The scratch project is a copy of the project's `.smt/project` (Sumatra's `smt in
 when the store was named without a project): its executable (when it is a Python that
 exists), main file name, label generator and timestamp format, data label, `on_changed`,
 parameter handling. It gets its own name (the scratch project of the store), a scratch git
-repository holding a main file that reads its parameter file and exits, one parameter file
-(`stress.param`), and the store's URL. Each job is a bare Python launcher that waits on the
-shared pipe and then runs `smt run --reason '<scratch> run J-I' stress.param` in the scratch
-project (all jobs share it, as the runs of one project share its directory), one run after
-the other, writing one JSON line per run. The reason ties a record to its run, whatever
-label Sumatra gave it.
+repository holding a main file that reads its parameter file and a shared input file
+(`shared_input.dat`, one input DataKey every run links) and writes one output file of its
+own (`Data/output_<n>.dat`, an output DataKey per run), as users' runs do; one parameter
+file (`stress.param`), and the store's URL. Each job is a bare Python launcher that waits
+on the shared pipe and then runs `smt run --reason '<scratch> run J-I' stress.param
+shared_input.dat` in the scratch project (all jobs share it, as the runs of one project
+share its directory), one run after the other, writing one JSON line per run. The reason
+ties a record to its run, whatever label Sumatra gave it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from .report import (
     WARM_UP_LABEL,
     StressReport,
     classify,
+    duplicate_table,
     events,
     last_line,
 )
@@ -53,20 +56,26 @@ if TYPE_CHECKING:
     from .run import Job
 
 PARAMETER_FILE = "stress.param"
+SHARED_INPUT = "shared_input.dat"  # read by every run: one input DataKey they all share
 DEFAULT_MAIN_FILE = "main.py"
 PYTHON_EXECUTABLE = "sumatra.programs.PythonExecutable"
 SERIAL_LAUNCH_MODE = "sumatra.launch.SerialLaunchMode"
 FILE_SYSTEM_DATA_STORE = "sumatra.datastore.filesystem.FileSystemDataStore"
 GIT_REPOSITORY = "sumatra.versioncontrol._git.GitRepository"
-# The program every run runs: reads its parameter file, as a simulation does, and ends.
+# The program every run runs, as a simulation does: reads its parameter file and the
+# shared input, writes one output file of its own (an output DataKey per run), and ends.
 MAIN_PROGRAM = (
-    '"""smtmigrate stress: a run that reads its parameters and ends."""\n'
+    '"""smtmigrate stress: a run that reads its inputs and writes an output."""\n'
+    "import os\n"
     "import sys\n"
     "import time\n\n"
-    "if len(sys.argv) > 1:\n"
-    "    with open(sys.argv[1]) as parameters:\n"
-    "        parameters.read()\n"
+    "for name in sys.argv[1:3]:\n"
+    "    with open(name) as given:\n"
+    "        given.read()\n"
     "time.sleep(0.1)\n"
+    'n = f"{os.getpid()}_{time.time_ns()}"\n'
+    'with open(os.path.join("Data", f"output_{n}.dat"), "w") as output:\n'
+    '    output.write(f"run {n}\\n")\n'
 )
 # The job process: a bare Python (no smtmigrate, no Django) that waits on the shared pipe,
 # then runs its `smt run`s one after the other. argv: project dir, runs, job number, log
@@ -187,6 +196,7 @@ def build_project(directory: Path, configuration: dict[str, Any], env: dict[str,
         f'stress_project = "{configuration["name"]}"\nsteps = 100\nrate = 2.5\n',
         encoding="utf-8",
     )
+    (directory / SHARED_INPUT).write_text("shared input of every run\n", encoding="utf-8")
     (directory / ".gitignore").write_text(".smt/\nData/\n", encoding="utf-8")
     (directory / "Data").mkdir()
     git = [
@@ -243,7 +253,7 @@ class SmtMode:
         """One `smt run`, alone, labelled `warm-up`."""
         log = self.logs / "warm-up.log"
         command = [str(self.smt), "run", "--label", WARM_UP_LABEL, "--reason"]
-        command += [f"{self.reason_prefix} warm-up", PARAMETER_FILE]
+        command += [f"{self.reason_prefix} warm-up", PARAMETER_FILE, SHARED_INPUT]
         try:
             with log.open("wb") as out:
                 code = subprocess.run(
@@ -275,6 +285,7 @@ class SmtMode:
             str(self.smt),
             "run",
             PARAMETER_FILE,
+            SHARED_INPUT,
         ]
 
     def collect(self, job: Job, finished: list[float], *, released: bool) -> None:
@@ -305,6 +316,9 @@ class SmtMode:
             line = last_line(text) or f"exit status {event.get('code')}"
             kind = _kind(line)
             report.errors[kind] += 1
+            table = duplicate_table(line.partition(": ")[0]) if kind == DUPLICATE_ROWS else None
+            if table:
+                report.duplicate_tables[table] += 1
             report.crashed[_LABELISH.sub("N", line)] += 1
             report.examples.setdefault(kind, line)
         unaccounted = report.records_per_job - seen
@@ -364,12 +378,13 @@ class SmtMode:
                 "label then fail with MultipleObjectsReturned."
             )
         if report.errors[DUPLICATE_ROWS]:
+            tables = ", ".join(f"{t} ({n} run(s))" for t, n in report.duplicate_tables.items())
             report.notes.append(
-                "duplicate rows: concurrent runs each create the executable, repository, "
-                "launch mode, data store, platform or parameter-set row they share (Sumatra's "
-                "get_or_create, no unique constraint: the first runs of a project, or runs "
-                "whose parameters are identical, e.g. with the label in them); later runs then "
-                "fail with MultipleObjectsReturned until the duplicates are removed."
+                f"duplicate rows{' in ' + tables if tables else ''}: concurrent runs each "
+                "create a row they share (executable, repository, launch mode, data store, "
+                "platform, parameter set, input or output data key: Sumatra's get_or_create, "
+                "no unique constraint); later runs then fail with MultipleObjectsReturned. "
+                "`smtmigrate protect --dedupe STORE` merges them and adds the identities."
             )
 
 
