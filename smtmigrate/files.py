@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+from .errors import SmtmigrateError
 
 
 def write_private(path: Path, text: str, *, mode: int) -> None:
@@ -33,3 +36,14 @@ def check_writable(path: Path) -> None:
     probe.unlink()
     if path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+
+
+def read_json_state(path: Path, hint: str = "") -> dict | None:
+    """A state file smtmigrate wrote (move's, the pooler's), or None when there is none;
+    one line naming the file when it cannot be read (`hint`: what to do then)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SmtmigrateError(f"{path}: not readable ({exc}){hint}") from exc

@@ -39,7 +39,7 @@ from .engines.mariadb_admin import drop_database as drop_mariadb_database
 from .engines.mariadb_findings import COLLATION
 from .engines.sqlite_damage import COPY_READABLE, REFUSE
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
-from .files import write_private
+from .files import read_json_state, write_private
 from .locations import Store, resolve, same_store
 from .pooler import PoolerStarted, check_pooler, start_pooler
 from .project import (
@@ -193,13 +193,7 @@ def _same(a: Store | None, b: Store | None) -> bool:
 
 
 def read_state(directory: Path) -> dict | None:
-    path = directory / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise SmtmigrateError(f"{path}: not readable ({exc}); remove it to start over") from exc
+    return read_json_state(directory / STATE_FILE, "; remove it to start over")
 
 
 def plan_move(

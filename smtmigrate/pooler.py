@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
-from .files import write_private
+from .files import read_json_state, write_private
 from .headroom import Headroom, read_headroom
 from .locations import Store, one_line, resolve, same_store
 from .project import check_switch, project_file, store_url, switch_project
@@ -131,13 +131,7 @@ def config_dir(directory: Path) -> Path:
 
 
 def read_pooler_state(directory: Path) -> dict | None:
-    path = config_dir(directory) / STATE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise SmtmigrateError(f"{path}: not readable ({exc})") from exc
+    return read_json_state(config_dir(directory) / STATE)
 
 
 def _run_as() -> str | None:
