@@ -20,6 +20,7 @@ from psycopg2 import sql
 
 from smtmigrate import interrupts
 from smtmigrate.copy import SilentEvents, copy_store, plan_copy
+from smtmigrate.identities import IDENTITY, INDEX_PREFIX
 from smtmigrate.locations import resolve, resolve_target
 from smtmigrate.snapshot import source_snapshot
 
@@ -404,6 +405,10 @@ def test_copy_widen_builds_the_schema_of_the_widened_models(
     assert cli("copy", store08, pg_database, "--widen", "--verify", "rows").code == 0
     schema = sumatra_schema(pg_database)
     assert "django_store_record_project_id_8a4ecf6c_like" in str(schema["indexes"])
+    # copy also builds the get_or_create identities (identities.py), which the models lack
+    identities = {row[0] for row in schema["indexes"] if row[1].startswith(INDEX_PREFIX)}
+    schema["indexes"] = [row for row in schema["indexes"] if not row[1].startswith(INDEX_PREFIX)]
+    assert identities == set(IDENTITY)
     assert schema == widened_reference
 
 
