@@ -19,11 +19,14 @@ from smtmigrate.pooler import AUTH, _auth_line, _read_auth, parse_listen
 
 from .conftest import mariadb_execute, mariadb_url_for
 from .private_cluster import (
+    GATE,
+    complete_records,
     first_run,
     free_port,
     parallel_runs,
     private_cluster,
     project_url,
+    recorded_outputs,
     records,
     sleeping_project,
 )
@@ -48,9 +51,11 @@ def smtmigrate(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def moved_project(tmp_path: Path, cluster, database: str, *more: str, seconds: float = 6):
+def moved_project(
+    tmp_path: Path, cluster, database: str, *more: str, seconds: float = 6, gated: bool = False
+):
     """A sleeping project, one record, moved into `database` of the cluster by `move`."""
-    project = sleeping_project(tmp_path, seconds)
+    project = sleeping_project(tmp_path, seconds, gated=gated)
     first_run(project)
     admin = cluster.url("postgres")
     done = smtmigrate("move", str(project), cluster.url(database), "--yes", "--admin", admin, *more)
@@ -141,6 +146,56 @@ def test_a_paused_pooler_holds_running_jobs_through_a_server_restart(tmp_path, c
     assert runs.crashed == 0, [out[-800:] for out in runs.outputs]
     assert complete(cluster, "restarted") == 7
     assert smtmigrate("pooler", str(project), "--stop").returncode == 0
+
+
+UNPLANNED_JOBS = 20
+OUTAGE = 3.0  # seconds the server stays down: every run's last saves arrive meanwhile
+
+
+@needs_pgbouncer
+@pytest.mark.solo
+def test_the_pooler_holds_running_jobs_through_an_unplanned_server_restart(tmp_path, cluster):
+    """No --pause: 20 runs (6 s each, then waiting at a gate) are past their first save when
+    the server stops (`-m fast`); the gate opens, so all their last saves (duration, outputs,
+    status) arrive while it is down; it starts again OUTAGE s later. The watcher paused
+    PgBouncer when the server went, so those statements waited instead of failing (without
+    it PgBouncer 1.18 fails them at once and the runs crash, records left `_running_`)."""
+    port = free_port()
+    project, _ = moved_project(
+        tmp_path, cluster, "unplanned", "--pooler", f"127.0.0.1:{port}", gated=True
+    )
+    status = json.loads(smtmigrate("pooler", str(project), "--status", "--format", "json").stdout)
+    assert status["watcher"] and status["server"] == "up"
+    timeline = {}
+
+    def restart() -> None:
+        waiting = project / "waiting"
+        deadline = time.monotonic() + 400
+        while len(list(waiting.glob("job*"))) < UNPLANNED_JOBS:
+            assert time.monotonic() < deadline, "the runs did not all start"
+            time.sleep(0.2)
+        cluster.ctl("stop", "-m", "fast")
+        (project / GATE).touch()
+        time.sleep(OUTAGE / 2)
+        timeline["during"] = json.loads(
+            smtmigrate("pooler", str(project), "--status", "--format", "json").stdout
+        )
+        time.sleep(OUTAGE / 2)
+        cluster.ctl("start")
+
+    runs = parallel_runs(project, UNPLANNED_JOBS, during=restart)
+    during = timeline["during"]
+    assert during["server"] == "down" and during["paused"] == "watcher", during
+    assert runs.crashed == 0, [out[-600:] for out in runs.outputs if "Traceback" in out][:3]
+    saved = complete_records(cluster, "unplanned")
+    assert saved == [("_finished_", True)] * (1 + UNPLANNED_JOBS), saved
+    outputs = {f"output_job{i}.dat" for i in range(UNPLANNED_JOBS)}
+    assert outputs <= recorded_outputs(cluster, "unplanned")  # the runs' last saves landed
+    after = json.loads(smtmigrate("pooler", str(project), "--status", "--format", "json").stdout)
+    assert after["server"] == "up" and after["paused"] is None
+    stopped = smtmigrate("pooler", str(project), "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (project / ".smt" / "pgbouncer" / "watch.pid").exists()
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,21 @@ def _status_lines(status: PoolerStatus) -> list[str]:
         )
     if status.clients is not None:
         lines.append(f"  {status.clients} client(s) connected")
+    if status.running and status.watcher is None:
+        lines.append(
+            "  no watcher: an unplanned server restart fails the statements that arrive "
+            "meanwhile (run `pooler --listen` again to start it)"
+        )
+    elif status.watcher is not None:
+        if status.server == "down":
+            seen = f"the server does not answer (since {status.down_since})"
+        else:
+            seen = "the server answers"
+        lines.append(f"  watcher (pid {status.watcher}): {seen}")
+    if status.paused == "watcher":
+        lines.append("  paused by the watcher: the jobs' statements wait for the server")
+    elif status.paused == "user":
+        lines.append("  paused (--pause): the jobs' statements wait for --resume")
     return lines
 
 
@@ -132,7 +147,14 @@ def render_pooler_stopped(stopped: PoolerStopped, out: Console) -> None:
 
 
 def render_pooler_paused(status: PoolerStatus, resumed: bool, out: Console) -> None:
-    if resumed:
+    if resumed and status.server == "down":
+        say(
+            out,
+            f"the server does not answer: the watcher keeps PgBouncer on {status.listen} "
+            "paused and resumes it when the server lets it in",
+            "bold yellow",
+        )
+    elif resumed:
         say(out, f"resumed PgBouncer on {status.listen}: held statements go on", "bold green")
     else:
         say(
