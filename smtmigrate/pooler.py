@@ -83,6 +83,7 @@ class PoolerStatus:
     direct: str | None = None  # the store's own URL, to go back to
     project_names: str | None = None  # what .smt/project names now
     pool_size: int | None = None
+    hold: int | None = None  # query_wait_timeout: how long a statement waits for a server
     pools: list[dict] = field(default_factory=list)  # SHOW POOLS rows
     clients: int | None = None  # client connections on the store's database
     runtime: Path | None = None  # where PgBouncer writes its pid file and log
@@ -268,7 +269,7 @@ def _ini(
         f"max_client_conn = {sizes['max_clients']}",
         "ignore_startup_parameters = extra_float_digits,options",
         f"server_login_retry = {SERVER_LOGIN_RETRY}",
-        f"query_wait_timeout = {QUERY_WAIT_TIMEOUT}",
+        f"query_wait_timeout = {sizes['hold']}",
         "server_reset_query =",
         f"logfile = {runtime_dir(folder) / LOG}",
         f"pidfile = {runtime_dir(folder) / PID}",
@@ -299,6 +300,7 @@ def start_pooler(
     *,
     pool_size: int | None = None,
     max_clients: int = DEFAULT_MAX_CLIENTS,
+    hold: int = QUERY_WAIT_TIMEOUT,
 ) -> PoolerStarted:
     """Start PgBouncer in front of the project's PostgreSQL store and switch the project
     to it. Run again, it starts a stopped PgBouncer of the same project again and points the
@@ -336,6 +338,7 @@ def start_pooler(
         running = _pid(folder)
         if running is not None and state is not None and state["listen"] == listen_text:
             size = int(state["pool_size"])
+            hold = int(state.get("hold", QUERY_WAIT_TIMEOUT))  # what it was started with
         else:
             if running is not None:
                 raise Refused(
@@ -356,7 +359,9 @@ def start_pooler(
         try:
             check_switch(directory, pooled)
             if running is None:
-                _write_config(folder, direct, role, password, reached, listen, size, max_clients)
+                _write_config(
+                    folder, direct, role, password, reached, listen, size, max_clients, hold
+                )
                 try:
                     running = _launch(binary, folder)
                 except PoolerError:
@@ -385,6 +390,7 @@ def start_pooler(
                         "listen": listen_text,
                         "pool_size": size,
                         "max_clients": max_clients,
+                        "hold": hold,
                     },
                     indent=2,
                 )
@@ -408,6 +414,7 @@ def _write_config(
     listen: tuple[str, int],
     size: int,
     max_clients: int,
+    hold: int,
 ) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
@@ -419,6 +426,7 @@ def _write_config(
         folder.resolve(),
         pool_size=size,
         max_clients=max_clients,
+        hold=hold,
         with_password=bool(password),
     )
     write_private(folder / INI, ini, mode=0o600)
@@ -582,6 +590,7 @@ def pooler_status(directory: Path) -> PoolerStatus:
         return status
     status.listen, status.url, status.direct = state["listen"], state["url"], state["direct"]
     status.pool_size = state.get("pool_size")
+    status.hold = state.get("hold", QUERY_WAIT_TIMEOUT)
     status.pid = _pid(folder)
     status.running = status.pid is not None
     status.watcher = watcher_pid(folder)

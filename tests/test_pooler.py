@@ -198,6 +198,55 @@ def test_the_pooler_holds_running_jobs_through_an_unplanned_server_restart(tmp_p
     assert not (project / ".smt" / "pgbouncer" / "watch.pid").exists()
 
 
+def pooled_select(port: int, database: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        ["psql", "-XAtq", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", database,
+         "-c", "SELECT 1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return done, time.monotonic() - started
+
+
+def wait_for_server(project: Path, state: str) -> dict:
+    deadline = time.monotonic() + 30
+    while True:
+        status = json.loads(
+            smtmigrate("pooler", str(project), "--status", "--format", "json").stdout
+        )
+        if status["server"] == state or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)
+
+
+@needs_pgbouncer
+@pytest.mark.solo
+def test_a_statement_held_past_hold_fails_with_query_wait_timeout(tmp_path, cluster):
+    """The hold is bounded: with the server down longer than --hold, a statement fails with
+    PgBouncer's query_wait_timeout after --hold seconds; --resume does not let PgBouncer
+    fail statements while the server is down; once it is back, statements go through."""
+    port = free_port()
+    project, _ = moved_project(tmp_path, cluster, "held")
+    started = smtmigrate("pooler", str(project), "--listen", f"127.0.0.1:{port}", "--hold", "3")
+    assert started.returncode == 0, started.stderr
+    assert "statements held up to 3 s" in smtmigrate("pooler", str(project), "--status").stdout
+    cluster.ctl("stop", "-m", "fast")
+    try:
+        down = wait_for_server(project, "down")
+        assert down["server"] == "down" and down["paused"] == "watcher", down
+        failed, took = pooled_select(port, "held")
+        assert failed.returncode != 0 and "query_wait_timeout" in failed.stderr, failed
+        assert 3 <= took < 30
+        resumed = smtmigrate("pooler", str(project), "--resume")
+        assert resumed.returncode == 0 and "the server does not answer" in resumed.stdout
+    finally:
+        cluster.ctl("start")
+    assert wait_for_server(project, "up")["paused"] is None
+    done, _ = pooled_select(port, "held")
+    assert done.returncode == 0 and done.stdout.strip() == "1", done
+    assert smtmigrate("pooler", str(project), "--stop").returncode == 0
+
+
 @pytest.mark.parametrize(
     ("role", "password"), [("postgres", ""), ("r", "S3cret-pw"), ('a"b', 'x" "y')]
 )

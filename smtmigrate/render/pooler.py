@@ -54,7 +54,7 @@ def _status_lines(status: PoolerStatus) -> list[str]:
     state = f"running (pid {status.pid})" if status.running else "not running"
     lines = [
         f"PgBouncer on {status.listen}: {state}, transaction pooling, pool of "
-        f"{status.pool_size} server connection(s)"
+        f"{status.pool_size} server connection(s), statements held up to {status.hold} s"
     ]
     lines.append(f"  pooler URL {status.url}; direct URL {status.direct}")
     if status.switched:
