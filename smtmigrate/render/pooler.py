@@ -121,6 +121,13 @@ def render_pooler_started(started: PoolerStarted, out: Console) -> None:
             f"started PgBouncer (pid {status.pid}) on {status.listen} in front of "
             f"{status.direct}: transaction pooling, {status.pool_size} server connection(s)",
         )
+    if status.watcher is not None:
+        say(
+            out,
+            f"watcher (pid {status.watcher}): pauses PgBouncer while the server does not "
+            f"answer, so the jobs' statements wait (up to {status.hold} s, --hold) instead of "
+            "failing",
+        )
     say(
         out,
         f"role {started.timezone_set}: its sessions in the store's database start in UTC "
