@@ -2,7 +2,7 @@
 `smtmigrate pooler` and directly; optionally across a server restart.
 
     python bench/concurrency/pooler.py [--runs 60] [--seconds 6] [--max-connections 20]
-        [--restart-at SECONDS [--pause]] [--direct]
+        [--restart-at SECONDS [--pause] | --restart-at-end] [--direct]
     python bench/concurrency/pooler.py --compare [--runs 60] [--seconds 20]
 
 Makes its own clusters (pg_createcluster on a free port, trust auth) and drops them after;
@@ -12,6 +12,8 @@ output file is moved onto it (`smtmigrate move … --pooler`, or without the poo
 each run's time, Sumatra's retries (its "Failed to save record" lines), crashed runs,
 complete records (duration set, `_finished_`), and the CPU the runs took.
 
+`--restart-at-end`: the runs (each `--seconds`, then waiting at a gate file) all end during
+a `restart -m fast`: it starts once every run waits, and the gate opens 0.2 s later.
 `--restart-at S` restarts the cluster (`pg_ctlcluster … restart -m fast`) S seconds after
 the runs start: unplanned (the pooler's watcher pauses PgBouncer while the server is down),
 or with `--pause` around it (`pooler --pause` / `--resume`, planned).
@@ -26,6 +28,7 @@ ratios: wall / one run, pooled / floor.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -38,6 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.private_cluster import (
+    GATE,
+    PG_VERSION,
     Cluster,
     first_run,
     free_port,
@@ -62,19 +67,31 @@ class Outcome:
     complete: int
     cpu: float
     load: float
+    pgbouncer_cpu: float | None = None
 
     def line(self) -> str:
         return (
             f"{self.what}: {self.runs} runs, {self.wall:.1f} s wall (each {self.fastest:.1f}-"
             f"{self.slowest:.1f} s), retries {self.retries}, crashed {self.crashed}, "
             f"complete {self.complete}; CPU of the runs {self.cpu:.0f} s on "
-            f"{os.cpu_count()} cores, load {self.load:.1f}"
+            f"{os.cpu_count()} cores"
+            + ("" if self.pgbouncer_cpu is None else f", PgBouncer's {self.pgbouncer_cpu:.1f} s")
+            + f", load {self.load:.1f}"
         )
 
 
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int) -> float | None:
+    """user + system seconds of a process that is not our child (PgBouncer runs with -d)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
@@ -87,11 +104,12 @@ def measure(
     pooled: bool,
     restart_at: float | None = None,
     pause: bool = False,
+    at_end: bool = False,
 ) -> Outcome:
     """A new project moved into `database` (through a new pooler when `pooled`), then
     `count` runs together; the pooler stopped after."""
     with tempfile.TemporaryDirectory() as tmp:
-        project = sleeping_project(Path(tmp), seconds)
+        project = sleeping_project(Path(tmp), seconds, gated=at_end)
         first_run(project)
         pooler = ["--pooler", f"127.0.0.1:{free_port()}"] if pooled else []
         subprocess.run(
@@ -101,6 +119,19 @@ def measure(
         )  # fmt: skip
 
         def restart() -> None:
+            if at_end:  # every run waits at the gate: restart, and let them end meanwhile
+                while len(list((project / "waiting").glob("job*"))) < count:
+                    time.sleep(0.2)
+                started = time.monotonic()
+                restarting = subprocess.Popen(
+                    ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, cluster.name,
+                     "restart", "-m", "fast"],
+                )  # fmt: skip
+                time.sleep(0.2)
+                (project / GATE).touch()
+                restarting.wait(timeout=300)
+                print(f"restarted in {time.monotonic() - started:.1f} s", flush=True)
+                return
             if restart_at is None:
                 return
             time.sleep(restart_at)
@@ -113,9 +144,28 @@ def measure(
                 subprocess.run([*SMTMIGRATE, "pooler", str(project), "--resume"], check=True)
 
         cpu = _cpu()
+        pgbouncer = None
+        if pooled:
+            status = subprocess.run(
+                [*SMTMIGRATE, "pooler", str(project), "--status", "--format", "json"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            pgbouncer = json.loads(status.stdout)["pid"]
+            pgbouncer_before = _process_cpu(pgbouncer)
         try:
             runs = parallel_runs(project, count, during=restart)
+            pgbouncer_cpu = None
+            if pgbouncer is not None and pgbouncer_before is not None:
+                after = _process_cpu(pgbouncer)
+                pgbouncer_cpu = None if after is None else after - pgbouncer_before
         finally:
+            log = project / ".smt" / "pgbouncer" / "watch.log"
+            if (
+                restart_at is not None or at_end
+            ) and log.exists():  # what the watcher did meanwhile
+                for line in log.read_text().splitlines():
+                    if "PAUSE" in line or "RESUME" in line:
+                        print(f"  watcher: {line}", flush=True)
             if pooled:  # PgBouncer outlives no cluster of ours
                 subprocess.run(
                     [*SMTMIGRATE, "pooler", str(project), "--stop", "--force"],
@@ -126,7 +176,7 @@ def measure(
     complete = sum(1 for _, tags, duration in saved if "_finished_" in tags and duration)
     return Outcome(
         what, count, runs.seconds, min(runs.each), max(runs.each), runs.retries, runs.crashed,
-        complete, cpu, os.getloadavg()[0],
+        complete, cpu, os.getloadavg()[0], pgbouncer_cpu,
     )  # fmt: skip
 
 
@@ -167,6 +217,11 @@ def main() -> None:
     parser.add_argument("--restart-at", type=float, help="restart the cluster (-m fast) then")
     parser.add_argument("--pause", action="store_true", help="pooler --pause/--resume around it")
     parser.add_argument("--direct", action="store_true", help="no pooler")
+    parser.add_argument(
+        "--restart-at-end",
+        action="store_true",
+        help="restart (-m fast) once every run waits to end, and let them end meanwhile",
+    )
     parser.add_argument("--compare", action="store_true", help="pooler, direct, floor")
     args = parser.parse_args()
     if args.compare:
@@ -177,6 +232,7 @@ def main() -> None:
         outcome = measure(
             cluster, "bench", f"{how}, max_connections {args.max_connections}", args.runs,
             args.seconds, pooled=not args.direct, restart_at=args.restart_at, pause=args.pause,
+            at_end=args.restart_at_end,
         )  # fmt: skip
         print(outcome.line())
 
