@@ -14,6 +14,8 @@ complete records (duration set, `_finished_`), and the CPU the runs took.
 
 `--restart-at-end`: the runs (each `--seconds`, then waiting at a gate file) all end during
 a `restart -m fast`: it starts once every run waits, and the gate opens 0.2 s later.
+With `--direct` keep `--runs` within the connections the server has free (e.g.
+`--max-connections 40`): the runs that wait hold theirs, so the others would never start.
 `--restart-at S` restarts the cluster (`pg_ctlcluster … restart -m fast`) S seconds after
 the runs start: unplanned (the pooler's watcher pauses PgBouncer while the server is down),
 or with `--pause` around it (`pooler --pause` / `--resume`, planned).
