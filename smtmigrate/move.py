@@ -410,6 +410,8 @@ def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: Ste
             password=options.password,
             admin=options.admin,
             schema=False,  # the copy builds it, in its own transaction
+            # as the URL's user, whose login the plan checked (not the OS user's role)
+            as_target_user=not options.create_role,
         )
         result.created_here = True
         role = f"role {result.created.owner} and " if result.created.role_created else ""

@@ -18,10 +18,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from smtmigrate.move import SIGNAL_AFTER_STEP
+from smtmigrate.move import SIGNAL_AFTER_STEP, STATE_FILE
 
 from .conftest import (
     drop_database,
@@ -35,6 +36,7 @@ from .conftest import (
     run_sumatra,
     sqlite_rows,
 )
+from .private_cluster import Cluster, private_cluster
 from .test_move import SMT, SMTMIGRATE, new_project, project_json, smt, start_smt_run
 
 
@@ -209,6 +211,117 @@ def test_interrupted_after_each_step_then_run_again(
         assert len(rows) == 2 and all(duration is not None for *_, duration in rows), rows
         assert smt(project, "list").stdout.split()[0] == "job"
         drop_database(database) if kind == "pg" else drop_mariadb_database(database)
+
+
+# -- passwords: checked before anything is created, never written anywhere -----------------
+
+MOVER = "smtm_mover"
+RIGHT = "Right/pass@word-27"  # characters a URL must percent-encode
+WRONG = "Wr0ng/pass@word-27"
+
+
+@pytest.fixture(scope="module")
+def password_cluster() -> Iterator[Cluster]:
+    """A private cluster where MOVER (may create databases) must give its password over TCP
+    (scram-sha-256, as on a real server); the postgres superuser stays trusted, for checks."""
+    with private_cluster() as cluster:
+        cluster.psql(f"CREATE ROLE {MOVER} LOGIN CREATEDB PASSWORD '{RIGHT}'")
+        hba = Path(cluster.psql("SHOW hba_file"))
+        hba.write_text(
+            "local all all trust\n"
+            f"host all {MOVER} 127.0.0.1/32 scram-sha-256\n"
+            "host all all 127.0.0.1/32 trust\n"
+        )
+        cluster.psql("SELECT pg_reload_conf()")
+        yield cluster
+
+
+def _pgpass(home: Path, cluster: Cluster, password: str) -> Path:
+    path = home / ".pgpass"
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    path.write_text(f"127.0.0.1:{cluster.port}:*:{MOVER}:{escaped}\n")
+    path.chmod(0o600)
+    return path
+
+
+def _files_holding(root: Path, secret: str) -> list[Path]:
+    encoded = quote(secret, safe="")
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and any(s.encode() in path.read_bytes() for s in (secret, encoded))
+    ]
+
+
+@pytest.mark.parametrize("how", ["url", "PGPASSWORD", "pgpass", "url-with-admin"])
+def test_a_wrong_password_changes_nothing(home, store08, password_cluster, how):
+    """Refused in one line before anything is created (issue 27, item 3), however libpq got
+    the password; the password itself is shown nowhere."""
+    cluster, database = password_cluster, f"smtm_pw_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://{MOVER}@127.0.0.1:{cluster.port}/{database}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["HOME"] = str(home)
+    args = []
+    if how.startswith("url"):
+        url = url.replace(f"{MOVER}@", f"{MOVER}:{quote(WRONG, safe='')}@")
+    if how == "url-with-admin":  # the superuser could create it: the URL's own login fails
+        args = ["--admin", cluster.url("postgres")]
+    if how == "PGPASSWORD":
+        env["PGPASSWORD"] = WRONG
+    if how == "pgpass":
+        _pgpass(home, cluster, WRONG)
+    project_file = store08 / ".smt" / "project"
+    before = project_file.read_bytes()
+    home_before = sorted(p.name for p in home.iterdir())
+    refused = subprocess.run(
+        [*SMTMIGRATE, "move", str(store08), url, "--yes", *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert lines[0].startswith("smtmigrate move: error: "), lines
+    assert f'password authentication failed for user "{MOVER}"' in lines[0]
+    assert "Traceback" not in refused.stderr
+    for secret in (WRONG, quote(WRONG, safe="")):
+        assert secret not in refused.stdout + refused.stderr
+    assert cluster.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{database}'") == "0"
+    assert project_file.read_bytes() == before
+    assert not (store08 / STATE_FILE).exists()
+    assert sorted(p.name for p in home.iterdir()) == home_before  # no ~/.pgpass written
+
+
+def test_the_right_password_from_pgpass_only_is_written_nowhere(home, store08, password_cluster):
+    """The control: with the right password in ~/.pgpass and nowhere else, the move
+    succeeds; the project's own `smt` gets in the same way; no file gains the password."""
+    cluster, database = password_cluster, f"smtm_pw_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://{MOVER}@127.0.0.1:{cluster.port}/{database}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["HOME"] = str(home)
+    pgpass = _pgpass(home, cluster, RIGHT)
+    written = pgpass.read_bytes()
+    try:
+        moved = subprocess.run(
+            [*SMTMIGRATE, "move", str(store08), url, "--yes"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+        assert RIGHT not in moved.stdout + moved.stderr
+        assert quote(RIGHT, safe="") not in moved.stdout + moved.stderr
+        assert project_json(store08)["record_store"]["db_file"] == url
+        assert pgpass.read_bytes() == written
+        assert _files_holding(store08, RIGHT) == []
+        assert _files_holding(home, RIGHT) == [pgpass]
+        count = "SELECT count(*) FROM django_store_record"
+        assert cluster.psql(count, database) == "7"
+        listed = subprocess.run(
+            [SMT, "list"], cwd=store08, capture_output=True, text=True, timeout=180,
+            env={k: v for k, v in env.items() if k != "DJANGO_SETTINGS_MODULE"},
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        assert len(listed.stdout.split()) == 7, listed.stdout
+    finally:
+        cluster.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def test_a_second_move_of_the_project_refuses_naming_the_first(
