@@ -447,6 +447,50 @@ def test_a_url_short_of_its_slashes_is_named_as_a_typo(cli, home, store08, typed
     assert "secret" not in result.err
 
 
+@pytest.mark.parametrize(
+    ("target", "admin", "named"),
+    [
+        (
+            "postgresql://127.0.0.1/smtm_never_made",
+            "postgresql://adm:s3cret@127.0.0.1:1/postgres",
+            "postgresql://adm:***@127.0.0.1:1/postgres",
+        ),
+        pytest.param(
+            "mysql://root@localhost/smtm_never_made",
+            "mysql://adm:s3cret@127.0.0.1:1/",
+            "mysql://adm:***@127.0.0.1:1/",
+            marks=pytest.mark.mariadb,
+        ),
+    ],
+    ids=["pg", "mariadb"],
+)
+def test_an_admin_connection_failure_names_the_admin_url(cli, home, store08, target, admin, named):
+    """Not the target's URL: that one was never tried (issue 27, item 5)."""
+    before = (store08 / ".smt" / "project").read_bytes()
+    result = cli("move", store08, target, "--yes", "--admin", admin)
+    assert result.code == 2, result
+    line = result.err.strip()
+    assert line.startswith(f"smtmigrate move: error: cannot connect to {named}"), line
+    assert "s3cret" not in result.out + result.err and len(line.splitlines()) == 1
+    assert (store08 / ".smt" / "project").read_bytes() == before
+
+
+def test_a_shelve_project_is_refused_naming_every_engine_and_why(cli, home, tmp_path):
+    """A project `smt init` made without Django (sumatra[git] alone) has a shelve store: the
+    refusal names MariaDB among the stores moved, and what to install."""
+    project = tmp_path / "shelved"
+    (project / ".smt").mkdir(parents=True)
+    store = {"type": "sumatra.recordstore.shelve_store.ShelveRecordStore", "shelf_name": "r"}
+    (project / ".smt" / "project").write_text(json.dumps({"name": "p", "record_store": store}))
+    refused = cli("move", project, "postgresql://127.0.0.1/smtm_never_made", "--yes")
+    assert refused.code == 2, refused
+    assert refused.err.strip() == (
+        f"smtmigrate move: error: {project}: the project uses a ShelveRecordStore; smtmigrate "
+        "moves Django record stores (SQLite, PostgreSQL or MariaDB) only; Sumatra makes one "
+        "when Django is missing from the Python its `smt` runs in (install 'sumatra[web]' there)"
+    )
+
+
 # Every command that takes a mysql:// store; where its help names MariaDB.
 MARIADB_IN_HELP = {
     "audit": "a PostgreSQL or MariaDB store on its own server",
