@@ -113,8 +113,8 @@ class AuditReport:
                 {k: v for k, v in asdict(f).items() if k != "severity"} for f in self.findings
             ],
             "summary": {
-                "judged_by": self.judged_by,
                 "exit_code": self.exit_code,
+                "judged_by": self.judged_by,
                 "counts": self.counts(),
                 "tables": len(self.row_counts),
                 "rows": sum(self.row_counts.values()),
