@@ -100,6 +100,7 @@ class MovePlan:
     stage: str = FRESH
     copy: CopyPlan | None = None  # None when no copy is to be made
     create_database: bool = False
+    create_as_target_user: bool = False  # PostgreSQL: the URL's role may create it itself
     old: Store | None = None  # where late records come from
     after_id: int = 0  # late records: ids past this one (known once the copy is)
 
@@ -269,6 +270,14 @@ def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     else:
         with Admin(target, options.admin, as_target_user=not options.create_role) as server:
             plan.create_database = not server.exists()
+            if plan.create_database and not (options.admin or options.create_role):
+                # Created as the URL's role when it may (its login is what libpq was given),
+                # else as libpq's default user, as createdb does (checked when creating).
+                try:
+                    server.check_privileges(target.settings.get("USER") or server.user, drop=False)
+                    plan.create_as_target_user = True
+                except Refused:
+                    pass
         if plan.create_database and options.admin and not options.create_role:
             with Admin(target):  # the URL's own credentials work, before anything is created
                 pass
@@ -410,6 +419,7 @@ def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: Ste
             password=options.password,
             admin=options.admin,
             schema=False,  # the copy builds it, in its own transaction
+            as_target_user=plan.create_as_target_user,
         )
         result.created_here = True
         role = f"role {result.created.owner} and " if result.created.role_created else ""
