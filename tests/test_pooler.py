@@ -45,6 +45,16 @@ def cluster():
         yield made
 
 
+@pytest.fixture
+def pooled_projects():
+    """Projects whose pooler a test started: stopped after it, even when it failed (a
+    PgBouncer and its watcher outlive no test)."""
+    projects: list[Path] = []
+    yield projects
+    for project in projects:
+        smtmigrate("pooler", str(project), "--stop", "--force")  # refused if stopped already
+
+
 def smtmigrate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*SMTMIGRATE, *args], capture_output=True, text=True, timeout=300, check=False
@@ -102,13 +112,16 @@ def test_move_warns_before_it_starts_when_the_expected_jobs_do_not_fit(tmp_path,
 
 @needs_pgbouncer
 @pytest.mark.solo
-def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(tmp_path, cluster):
+def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(
+    tmp_path, cluster, pooled_projects
+):
     """Through the pooler, twice as many 6 s runs as the server has connections all save
     their record at once (0 retries); `--stop` points the project at the store again."""
     port = free_port()
     project, out = moved_project(
         tmp_path, cluster, "pooled", "--pooler", f"127.0.0.1:{port}", "--expect-jobs", "16"
     )
+    pooled_projects.append(project)
     assert "WARNING" not in out  # the jobs go through the pooler
     direct = cluster.url("pooled")
     assert project_url(project) == f"postgresql://postgres@127.0.0.1:{port}/pooled"
@@ -128,11 +141,14 @@ def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(tmp_p
 
 @needs_pgbouncer
 @pytest.mark.solo
-def test_a_paused_pooler_holds_running_jobs_through_a_server_restart(tmp_path, cluster):
+def test_a_paused_pooler_holds_running_jobs_through_a_server_restart(
+    tmp_path, cluster, pooled_projects
+):
     """--pause, `pg_ctlcluster restart -m fast`, --resume while 6 runs sleep and save: every
     record complete, no run crashed."""
     port = free_port()
     project, _ = moved_project(tmp_path, cluster, "restarted", "--pooler", f"127.0.0.1:{port}")
+    pooled_projects.append(project)
 
     def restart() -> None:
         time.sleep(2)  # the runs have started
@@ -154,7 +170,9 @@ OUTAGE = 3.0  # seconds the server stays down: every run's last saves arrive mea
 
 @needs_pgbouncer
 @pytest.mark.solo
-def test_the_pooler_holds_running_jobs_through_an_unplanned_server_restart(tmp_path, cluster):
+def test_the_pooler_holds_running_jobs_through_an_unplanned_server_restart(
+    tmp_path, cluster, pooled_projects
+):
     """No --pause: 20 runs (6 s each, then waiting at a gate) are past their first save when
     the server stops (`-m fast`); the gate opens, so all their last saves (duration, outputs,
     status) arrive while it is down; it starts again OUTAGE s later. The watcher paused
@@ -164,6 +182,7 @@ def test_the_pooler_holds_running_jobs_through_an_unplanned_server_restart(tmp_p
     project, _ = moved_project(
         tmp_path, cluster, "unplanned", "--pooler", f"127.0.0.1:{port}", gated=True
     )
+    pooled_projects.append(project)
     status = json.loads(smtmigrate("pooler", str(project), "--status", "--format", "json").stdout)
     assert status["watcher"] and status["server"] == "up"
     timeline = {}
@@ -221,12 +240,15 @@ def wait_for_server(project: Path, state: str) -> dict:
 
 @needs_pgbouncer
 @pytest.mark.solo
-def test_a_statement_held_past_hold_fails_with_query_wait_timeout(tmp_path, cluster):
+def test_a_statement_held_past_hold_fails_with_query_wait_timeout(
+    tmp_path, cluster, pooled_projects
+):
     """The hold is bounded: with the server down longer than --hold, a statement fails with
     PgBouncer's query_wait_timeout after --hold seconds; --resume does not let PgBouncer
     fail statements while the server is down; once it is back, statements go through."""
     port = free_port()
     project, _ = moved_project(tmp_path, cluster, "held")
+    pooled_projects.append(project)
     started = smtmigrate("pooler", str(project), "--listen", f"127.0.0.1:{port}", "--hold", "3")
     assert started.returncode == 0, started.stderr
     assert "statements held up to 3 s" in smtmigrate("pooler", str(project), "--status").stdout
