@@ -1,0 +1,307 @@
+"""`smtmigrate audit` on real Sumatra stores: every finding kind, exact lengths and counts.
+
+The expected findings are computed independently: rows are read with Python's sqlite3 and
+measured with `len()`, then compared with what the fused SQL scans report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connections
+
+from smtmigrate.audit import audit
+from smtmigrate.locations import resolve
+from smtmigrate.schema import LAYOUT_07, LAYOUT_08, LEGACY_TABLES, inspect_store, sumatra_tables
+
+from ..conftest import records_file, sqlite_exec, sqlite_rows
+
+
+def run_audit(location, **kwargs):
+    with resolve(str(location)) as store:
+        return audit(inspect_store(store), **kwargs)
+
+
+def expected_overflows(db: Path, legacy: bool) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(table, column) → (limit, longest, rows over) for every text column, via Python."""
+    stored_names = {v: k for k, v in LEGACY_TABLES.items()} if legacy else {}
+    expected = {}
+    for model_table, table in sumatra_tables().items():
+        stored = stored_names.get(model_table, model_table)
+        for name, column in table.columns.items():
+            if not column.is_text or column.max_length is None:
+                continue
+            values = [v for (v,) in sqlite_rows(db, f'SELECT "{name}" FROM "{stored}"') if v]
+            over = [v for v in values if len(v) > column.max_length]
+            if over:
+                expected[(stored, name)] = (
+                    column.max_length,
+                    max(len(v) for v in values),
+                    len(over),
+                )
+    return expected
+
+
+def by_kind(report, kind):
+    return {(f.table, f.column): f for f in report.findings if f.kind == kind}
+
+
+@pytest.mark.parametrize(("generation", "layout"), [("0.8", LAYOUT_08), ("0.7", LAYOUT_07)])
+def test_every_overlong_value_is_reported_exactly(request, generation, layout):
+    project = request.getfixturevalue(f"store{generation.replace('.', '')}")
+    expected = expected_overflows(records_file(project), legacy=layout == LAYOUT_07)
+    tag_table = "tagging_tag" if layout == LAYOUT_07 else "django_store_tag"
+    # The fixtures were built to hold these: a test of nothing would prove nothing.
+    assert {
+        ("django_store_record", "label"),
+        ("django_store_record", "main_file"),
+        (tag_table, "name"),
+    } <= expected.keys()
+
+    report = run_audit(project)
+    assert report.layout == layout
+    found = {key: (f.limit, f.max_length, f.rows) for key, f in by_kind(report, "overflow").items()}
+    assert found == expected
+    assert report.exit_code == 1
+    label = by_kind(report, "overflow")[("django_store_record", "label")]
+    assert 1 <= len(label.examples) <= 3
+    assert all(e["length"] > 100 for e in label.examples)
+
+
+def test_legacy_store_is_judged_against_todays_models(store07):
+    db = records_file(store07)
+    report = run_audit(store07)
+    shas = sqlite_rows(db, "SELECT version FROM django_store_dependency WHERE length(version) = 40")
+    assert shas, "the 0.7 fixture records a git SHA as a dependency version"
+    assert ("django_store_dependency", "version") not in by_kind(report, "overflow")
+    drift = by_kind(report, "drift")
+    assert "varchar(20)" in drift[("django_store_dependency", "version")].detail
+    assert "varchar(100)" in drift[("django_store_platforminformation", "version")].detail
+    assert ("tagging_tag", None) in drift
+    assert not any(t.startswith("django_store_tag") for t, _ in by_kind(report, "overflow"))
+
+
+def test_json_output_shape(cli, store08):
+    result = cli("audit", store08, "--format", "json")
+    assert result.code == 1
+    data = json.loads(result.out)
+    assert data["location"] == str(records_file(store08).resolve())
+    assert data["layout"] == "sumatra-0.8"
+    assert data["findings"]
+    for finding in data["findings"]:
+        assert set(finding) == {
+            "table",
+            "column",
+            "kind",
+            "limit",
+            "max_length",
+            "rows",
+            "examples",
+            "detail",
+        }
+    assert data["summary"]["exit_code"] == 1
+    assert data["summary"]["counts"]["overflow"] == sum(
+        f["kind"] == "overflow" for f in data["findings"]
+    )
+    assert data["summary"]["rows"] == sum(
+        n for (n,) in _row_counts(records_file(store08), data["summary"]["row_counts"])
+    )
+
+
+def _row_counts(db, tables):
+    return [sqlite_rows(db, f'SELECT count(*) FROM "{t}"')[0] for t in tables]
+
+
+def test_table_output_and_exit_codes(cli, store08):
+    result = cli("audit", store08)
+    assert result.code == 1
+    assert "overflow" in result.out
+    assert result.out.strip().splitlines()[-2].startswith("FAIL:")
+
+    # Trim every over-long value: the same store then passes.
+    db = records_file(store08)
+    statements = []
+    for (table, column), (limit, _, _) in expected_overflows(db, legacy=False).items():
+        statements.append(
+            f'UPDATE "{table}" SET "{column}" = substr("{column}", 1, {limit}) '
+            f'WHERE length("{column}") > {limit}'
+        )
+    sqlite_exec(db, *statements)
+    clean = cli("audit", store08)
+    assert clean.code == 0, clean
+    assert "OK: nothing would fail on PostgreSQL" in clean.out
+
+
+def test_near_limit_follows_the_near_option(store08):
+    default = by_kind(run_audit(store08), "near-limit")
+    wide = by_kind(run_audit(store08, near=0.3), "near-limit")
+    assert len(wide) > len(default)
+    for finding in wide.values():
+        assert finding.max_length >= 0.3 * finding.limit
+        assert finding.max_length <= finding.limit
+
+
+def test_risk_names_columns_unbounded_by_nature(store08):
+    report = run_audit(store08)
+    risk = by_kind(report, "risk")
+    overflow = by_kind(report, "overflow")
+    assert ("django_store_record", "repeats") in risk
+    assert "unbounded by nature" in risk[("django_store_record", "repeats")].detail
+    assert not (risk.keys() & overflow.keys())  # the stronger finding wins
+    for table, column in risk:
+        assert sumatra_tables()[table].columns[column].unbounded_reason
+    assert ("django_store_datakey", "digest") not in risk  # a SHA-1 is bounded
+
+
+CORRUPTIONS = {
+    "nul": (
+        "UPDATE django_store_record SET reason = 'a' || char(0) || 'b' "
+        "WHERE db_id = (SELECT min(db_id) FROM django_store_record)",
+        ("django_store_record", "reason"),
+        "NUL",
+    ),
+    "blob": (
+        "UPDATE django_store_record SET outcome = x'00ff' "
+        "WHERE db_id = (SELECT max(db_id) FROM django_store_record)",
+        ("django_store_record", "outcome"),
+        "binary",
+    ),
+    "ip": (
+        "UPDATE django_store_platforminformation SET ip_addr = 'not-an-ip'",
+        ("django_store_platforminformation", "ip_addr"),
+        "not an IP address",
+    ),
+    "ip-zone": (  # Python's ipaddress takes an IPv6 zone; PostgreSQL's inet does not
+        "UPDATE django_store_platforminformation SET ip_addr = 'fe80::1%eth0'",
+        ("django_store_platforminformation", "ip_addr"),
+        "not an IP address",
+    ),
+    "ip-not-utf8": (
+        "UPDATE django_store_platforminformation SET ip_addr = CAST(x'31ff' AS TEXT)",
+        ("django_store_platforminformation", "ip_addr"),
+        "not an IP address",
+    ),
+    "datetime": (
+        "UPDATE django_store_record SET timestamp = 'the day before yesterday' "
+        "WHERE db_id = (SELECT min(db_id) FROM django_store_record)",
+        ("django_store_record", "timestamp"),
+        "date/time",
+    ),
+    "float": (
+        "UPDATE django_store_record SET duration = 'fast' "
+        "WHERE db_id = (SELECT min(db_id) FROM django_store_record)",
+        ("django_store_record", "duration"),
+        "not a number",
+    ),
+    "orphan": (
+        "UPDATE django_store_record_dependencies SET dependency_id = 999999 "
+        "WHERE id = (SELECT min(id) FROM django_store_record_dependencies)",
+        ("django_store_record_dependencies", "dependency_id"),
+        "foreign key to a missing row of django_store_dependency",
+    ),
+    "negative": (
+        "UPDATE django_store_taggeditem SET object_id = -1 "
+        "WHERE id = (SELECT min(id) FROM django_store_taggeditem)",
+        ("django_store_taggeditem", "object_id"),
+        "negative",
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_invalid_values(store08, corruption):
+    statement, key, detail = CORRUPTIONS[corruption]
+    db = records_file(store08)
+    before = by_kind(run_audit(store08), "invalid")
+    assert key not in before
+    # as in stores written without the constraints SQLite would otherwise enforce
+    sqlite_exec(db, "PRAGMA foreign_keys = OFF", "PRAGMA ignore_check_constraints = ON", statement)
+    finding = by_kind(run_audit(store08), "invalid")[key]
+    assert detail in finding.detail
+    assert finding.rows >= 1
+    assert finding.examples
+
+
+def test_duplicates_against_a_unique_constraint(store08):
+    db = records_file(store08)
+    (index,) = [
+        name
+        for (name,) in sqlite_rows(
+            db,
+            "SELECT name FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'django_store_record_dependencies' AND sql LIKE 'CREATE UNIQUE%'",
+        )
+    ]
+    sqlite_exec(
+        db,
+        f'DROP INDEX "{index}"',
+        "INSERT INTO django_store_record_dependencies (record_id, dependency_id) "
+        "SELECT record_id, dependency_id FROM django_store_record_dependencies LIMIT 2",
+    )
+    finding = by_kind(run_audit(store08), "invalid")[
+        ("django_store_record_dependencies", "record_id, dependency_id")
+    ]
+    assert finding.rows == 2
+    assert "UNIQUE" in finding.detail
+
+
+def test_scans_each_table_once(store08):
+    """The fused design: one aggregate scan per table, not one per check."""
+    with resolve(str(store08)) as store:
+        inspection = inspect_store(store)
+        queries: list[str] = []
+
+        def record(execute, sql, params, many, context):
+            queries.append(sql)
+            return execute(sql, params, many, context)
+
+        with store.connection.execute_wrapper(record):
+            audit(inspection)
+    scans = [q for q in queries if q.startswith("SELECT count(*), ")]
+    assert len(scans) == len(inspection.tables)
+
+
+@pytest.fixture
+def pg_store(pg_database):
+    """A PostgreSQL store built by Sumatra's own migrations."""
+    with resolve(pg_database) as store:
+        call_command("migrate", database=store.alias, run_syncdb=True, verbosity=0)
+        yield store
+
+
+def test_postgres_store_drift_and_near_limit(pg_store):
+    with connections[pg_store.alias].cursor() as cursor:
+        cursor.execute("ALTER TABLE django_store_dependency ALTER COLUMN version TYPE varchar(20)")
+        cursor.execute("ALTER TABLE django_store_record ALTER COLUMN label TYPE text")
+        cursor.execute("INSERT INTO django_store_tag (name) VALUES (%s)", ["t" * 45])
+    report = audit(inspect_store(pg_store))
+    assert report.layout == LAYOUT_08
+    assert report.vendor == "postgresql"
+    drift = by_kind(report, "drift")
+    assert drift[("django_store_dependency", "version")].detail == (
+        "declared varchar(20), today's model varchar(40)"
+    )
+    assert ("django_store_record", "label") not in drift  # widened on purpose
+    assert ("django_store_record", "label") not in by_kind(report, "risk")
+    near = by_kind(report, "near-limit")[("django_store_tag", "name")]
+    assert (near.limit, near.max_length) == (50, 45)
+    # the narrowed column is judged by its real size
+    assert by_kind(report, "risk")[("django_store_dependency", "version")].limit == 20
+    assert report.exit_code == 0
+
+
+def test_postgres_connection_errors_are_one_line(cli, pg_database):
+    base = pg_database.rsplit("/", 1)[0]
+    missing = cli("audit", f"{base}/smtm_no_such_database")
+    assert missing.code == 2
+    assert 'database "smtm_no_such_database" does not exist' in missing.err
+    closed = cli("audit", "postgresql://secretuser:secretpw@127.0.0.1:1/db")
+    assert closed.code == 2
+    assert len(closed.err.strip().splitlines()) == 1
+    assert "secretpw" not in closed.err
+    not_sumatra = cli("audit", pg_database)
+    assert not_sumatra.code == 2
+    assert "not a Sumatra record store" in not_sumatra.err
