@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import pwd
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,23 @@ def test_of_parallel_table_loads_the_failure_that_stopped_the_others_is_told():
     assert _first_cause([cause, interrupted]) is interrupted
     only = _Stopped("a")
     assert _first_cause([None, only]) is only
+
+
+def test_sqlite_memory_statistics_go_off_only_while_nothing_is_open():
+    """Turned off in a fresh process (as a command does first), SQLite stops counting;
+    with a connection open it is left as it is."""
+    probe = """
+import ctypes, sqlite3, sys, _sqlite3
+from smtmigrate.engines.sqlite import turn_memory_statistics_off
+used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+used.restype = ctypes.c_int64
+held = sqlite3.connect(":memory:") if sys.argv[1] == "open" else None
+turned_off = turn_memory_statistics_off()
+other = sqlite3.connect(":memory:")
+print(turned_off, used() > 0)
+"""
+    for state, expected in (("closed", "True False"), ("open", "False True")):
+        run = subprocess.run(
+            [sys.executable, "-c", probe, state], capture_output=True, text=True, check=True
+        )
+        assert run.stdout.split() == expected.split(), (state, run.stderr)

@@ -8,8 +8,18 @@ import time
 
 import pytest
 
-from smtmigrate.errors import LocationError, NotASumatraStore, UnsupportedStore
-from smtmigrate.locations import postgres_settings, redact_url, resolve
+from smtmigrate.errors import (
+    LocationError,
+    NotASumatraStore,
+    UnsupportedStore,
+)
+from smtmigrate.locations import (
+    DEFAULT_CONNECT_TIMEOUT,
+    postgres_settings,
+    redact_text,
+    redact_url,
+    resolve,
+)
 
 
 @pytest.mark.parametrize(
@@ -210,3 +220,37 @@ def test_a_store_locked_by_a_writer_ends_in_one_line_after_a_bounded_wait(
         "have finished"
     )
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_postgres_host_and_port_from_the_query_string_win(monkeypatch):
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    settings = postgres_settings("postgresql://bob@ignored:1/db?host=%2Frun%2Fpg&port=5433")
+    assert settings["HOST"] == "/run/pg"
+    assert settings["PORT"] == "5433"
+    assert settings["USER"] == "bob"
+    assert settings["PASSWORD"] == ""
+    assert settings["OPTIONS"] == {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u:pw@h:5x/db", "postgresql://u:***@h:5x/db: port '5x' is not a number"),
+        ("postgresql://u:pw@[::1/db", "postgresql://u:***@[::1/db: malformed IPv6 address"),
+    ],
+)
+def test_bad_postgres_urls_say_why_without_the_password(url, message):
+    with pytest.raises(LocationError) as caught:
+        postgres_settings(url)
+    assert str(caught.value) == message
+
+
+def test_mysql_urls_are_refused_by_name():
+    with pytest.raises(UnsupportedStore, match=r"^mysql://u:\*\*\*@h/db: MySQL/MariaDB stores"):
+        resolve("mysql://u:pw@h/db")
+
+
+def test_redaction():
+    assert redact_url("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
+    assert redact_text("failed for p@ss and p%40ss", "p@ss") == "failed for *** and ***"
+    assert redact_text("nothing to hide", "") == "nothing to hide"
