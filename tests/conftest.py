@@ -25,19 +25,27 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 from psycopg2 import sql
 
 from smtmigrate.cli import main
+from smtmigrate.locations import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -252,8 +260,6 @@ def sumatra_pg(pg_database) -> str:
     """A PostgreSQL store built by Sumatra's own migrations (what `smt init` would make)."""
     from django.core.management import call_command
 
-    from smtmigrate.locations import resolve
-
     with resolve(pg_database) as store:
         call_command("migrate", database=store.alias, run_syncdb=True, verbosity=0)
     return pg_database
@@ -374,6 +380,8 @@ def home(tmp_path: Path, monkeypatch) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     monkeypatch.setenv("HOME", str(path))
+    monkeypatch.delenv("PGPASSFILE", raising=False)  # the ~/.pgpass of this HOME, no other
+    monkeypatch.delenv("PGPASSWORD", raising=False)
     return path
 
 
@@ -474,7 +482,6 @@ def widened_reference() -> Iterator[dict[str, list[tuple]]]:
     same models, with the widened fields)."""
     from django.core.management import call_command
 
-    from smtmigrate.locations import resolve
     from smtmigrate.widen import build_migration, plan_widening
 
     migration = build_migration(plan_widening("text"))
@@ -485,3 +492,149 @@ def widened_reference() -> Iterator[dict[str, list[tuple]]]:
             for model in state.apps.get_app_config("django_store").get_models():
                 editor.create_model(model)
         yield sumatra_schema(url)
+
+
+SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
+
+
+@contextmanager
+def immutable(path: Path) -> Iterator[Path]:
+    """`path` made immutable (chattr +i): root may not write it or into it, as no mode bit
+    could make it (root ignores those)."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        pytest.skip(f"chattr +i does not work on {path}'s file system: nothing is unwritable")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def project_text(project: Path) -> str:
+    return (project / ".smt" / "project").read_text()
+
+
+def public_tables(url: str) -> int:
+    return pg_query(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0]
+
+
+def one_error_line(result, command: str, code: int, text: str) -> None:
+    assert result.code == code, result
+    assert result.err.count("\n") == 1 and "Traceback" not in result.err, result.err
+    assert result.err.startswith(f"smtmigrate {command}: error: "), result.err
+    assert text in result.err, result.err
+
+
+@pytest.fixture(scope="session")
+def big_store(tmp_path_factory, django_db_blocker) -> Path:
+    """A clean store whose audit scans for about a second."""
+    return generated_store(tmp_path_factory, django_db_blocker, 30_000, seed=5)
+
+
+def start(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*SMTMIGRATE, *map(str, args)],
+        stderr=subprocess.PIPE,
+        text=True,
+        # a test runner may have SIGINT ignored; the command must get Ctrl-C as a user would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kwargs,
+    )
+
+
+def wait_until_open(process: subprocess.Popen, path: Path, timeout: float = 60) -> None:
+    """Until the process has `path` open (the audit is reading the store)."""
+    deadline = time.monotonic() + timeout
+    fds = Path(f"/proc/{process.pid}/fd")
+    while time.monotonic() < deadline:
+        try:
+            if any(os.readlink(fd) == str(path) for fd in fds.iterdir()):
+                return
+        except OSError:  # a descriptor closed while we looked
+            pass
+        assert process.poll() is None, "the process ended before it opened the store"
+        time.sleep(0.005)
+    pytest.fail(f"{path} not opened within {timeout} s")
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ScramServer:
+    port: int
+    password: str  # the superuser's (postgres)
+
+    def url(self, dbname: str, *, user: str = "postgres", password: str = "") -> str:
+        secret = f":{quote(password, safe='')}" if password else ""
+        return f"postgresql://{user}{secret}@127.0.0.1:{self.port}/{dbname}"
+
+
+def _pg_binary(name: str) -> str | None:
+    """A PostgreSQL server binary: on PATH, else the newest /usr/lib/postgresql/N/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+    )
+    return str(versions[-1]) if versions else None
+
+
+@pytest.fixture(scope="session")
+def scram_server() -> Iterator[ScramServer]:
+    """A throw-away cluster (initdb -A scram-sha-256) on 127.0.0.1, once per session: the
+    test server may trust everyone, and a wrong password must be seen to fail."""
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("initdb/pg_ctl not found: cannot start a password-checking PostgreSQL")
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: run it as postgres
+        import pwd
+
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root, and there is no postgres user to run initdb as")
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root, and there is no runuser to run initdb as postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="smtm-scram-"))
+    password = f"Right-{uuid.uuid4().hex[:10]}"
+    (root / "pwfile").write_text(password + "\n")
+    if as_postgres:
+        for path in (root, root / "pwfile"):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    data, port = root / "data", closed_port()
+
+    def as_postgres_run(*args: str) -> None:
+        try:
+            subprocess.run([*as_postgres, *args], check=True, capture_output=True, timeout=120)
+        except subprocess.CalledProcessError as exc:
+            pytest.fail(f"{args[0]} failed: {exc.stderr.decode(errors='replace')}")
+
+    try:
+        as_postgres_run(
+            initdb, "-D", str(data), "-A", "scram-sha-256", "-U", "postgres",
+            "--pwfile", str(root / "pwfile"), "-E", "UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='{root}' "
+            "-c fsync=off -c max_connections=20"
+        )
+        as_postgres_run(
+            pg_ctl, "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "start"
+        )
+        yield ScramServer(port, password)
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                [*as_postgres, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
+        shutil.rmtree(root, ignore_errors=True)

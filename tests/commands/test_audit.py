@@ -7,6 +7,12 @@ measured with `len()`, then compared with what the fused SQL scans report.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +23,16 @@ from smtmigrate.audit import audit
 from smtmigrate.locations import resolve
 from smtmigrate.schema import LAYOUT_07, LAYOUT_08, LEGACY_TABLES, inspect_store, sumatra_tables
 
-from ..conftest import records_file, sqlite_exec, sqlite_rows
+from ..conftest import (
+    immutable,
+    one_error_line,
+    records_file,
+    sqlite_exec,
+    sqlite_rows,
+    start,
+    wait_until_open,
+)
+from ..storegen import generate_store
 
 
 def run_audit(location, **kwargs):
@@ -305,3 +320,99 @@ def test_postgres_connection_errors_are_one_line(cli, pg_database):
     not_sumatra = cli("audit", pg_database)
     assert not_sumatra.code == 2
     assert "not a Sumatra record store" in not_sumatra.err
+
+
+def test_ctrl_c_during_an_audit_always_ends_as_interrupted(big_store):
+    """SQLite turns a KeyboardInterrupt inside the audit's Python function (the UTF-8
+    check of every row) into its own error; whenever Ctrl-C comes, the audit ends as
+    interrupted. Ctrl-C comes at 8 moments spread over the audit's reading."""
+    audit = start("audit", big_store, stdout=subprocess.DEVNULL)
+    wait_until_open(audit, big_store)
+    opened = time.monotonic()
+    _, err = audit.communicate(timeout=120)
+    assert audit.returncode == 0, err
+    reading = time.monotonic() - opened
+    for step in range(8):
+        audit = start("audit", big_store, stdout=subprocess.PIPE)
+        wait_until_open(audit, big_store)
+        time.sleep(reading * (step + 0.5) / 9)
+        if audit.poll() is not None:
+            continue  # the machine is faster now: this moment is past the end
+        audit.send_signal(signal.SIGINT)
+        out, err = audit.communicate(timeout=60)
+        if audit.returncode == -signal.SIGINT and "OK: nothing would fail" in out:
+            # The audit had answered and Python was shutting down (its handlers are gone
+            # then): the shell sees a death by SIGINT, as with any tool.
+            continue
+        assert (audit.returncode, err.strip()) == (130, "smtmigrate audit: interrupted"), step
+
+
+def test_a_closed_pipe_ends_with_the_audits_verdict(tmp_path, django_db_blocker):
+    """`smtmigrate audit STORE | head -1` on a clean store: exit 0, nothing on stderr."""
+    clean = tmp_path / "clean.sqlite"
+    with django_db_blocker.unblock():
+        generate_store(clean, 50, seed=1)
+    read, write = os.pipe()
+    audit = start("audit", clean, stdout=write)
+    os.close(write)
+    os.close(read)  # the reader is gone before the audit writes anything
+    _, err = audit.communicate(timeout=120)
+    assert (audit.returncode, err) == (0, "")
+
+
+def test_audit_dot_inside_smt(cli, store08, monkeypatch):
+    monkeypatch.chdir(store08 / ".smt")
+    result = cli("audit", ".")
+    assert result.code == 1, result  # the fixture's overflows: it was read
+    assert result.out.startswith(f"{records_file(store08).resolve()}  layout sumatra-0.8")
+
+
+def test_audit_of_a_wal_store_in_a_directory_that_cannot_be_written(cli, store08, tmp_path):
+    directory = tmp_path / "wal"
+    directory.mkdir()
+    store = directory / "records"
+    store.write_bytes(records_file(store08).read_bytes())
+    connection = sqlite3.connect(store)
+    assert connection.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    connection.close()  # the last connection removes -wal and -shm
+    assert sorted(p.name for p in directory.iterdir()) == ["records"]
+    with immutable(directory):
+        result = cli("audit", store)
+    one_error_line(result, "audit", 2, "in WAL mode and has no records-shm")
+    assert "make the directory writable" in result.err
+
+
+def test_audit_of_a_store_with_a_hot_journal(cli, store08, tmp_path):
+    """A writer killed mid-transaction leaves a hot journal that a read-only open cannot
+    roll back."""
+    store = tmp_path / "records"
+    store.write_bytes(records_file(store08).read_bytes())
+    writer = (
+        "import os, signal, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size=1')\n"
+        "c.execute('BEGIN')\n"
+        "c.execute(\"UPDATE django_store_record SET reason = reason || 'x'\")\n"
+        "c.execute(\"UPDATE django_store_datakey SET path = path || 'x'\")\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", writer, str(store)], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert (tmp_path / "records-journal").stat().st_size > 0
+    result = cli("audit", store)
+    one_error_line(result, "audit", 2, "records-journal beside it is a hot journal")
+    assert "open the store once with write access" in result.err
+
+
+def test_a_nul_finding_shows_the_whole_value(cli, store08):
+    label, *_ = sqlite_rows(records_file(store08), "SELECT label FROM django_store_record")[0]
+    sqlite_exec(
+        records_file(store08),
+        f"UPDATE django_store_record SET reason = 'a' || char(0) || 'b' WHERE label = '{label}'",
+    )
+    result = cli("audit", store08, "--format", "json")
+    (finding,) = [f for f in json.loads(result.out)["findings"] if "NUL" in (f["detail"] or "")]
+    assert finding["examples"][0]["value"] == "a\x00b"
+    assert finding["examples"][0]["length"] == 3
+    table = cli("audit", store08)
+    assert f"record '{label}': 'a\\x00b' (3 chars)" in table.out

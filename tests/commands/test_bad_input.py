@@ -9,13 +9,9 @@ that accepts connections but never says a word.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import socket
 import sqlite3
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +31,7 @@ from ..conftest import (
     PG_URL,
     CliResult,
     admin_execute,
+    closed_port,
     drop_database,
     pg_column_types,
     pg_query,
@@ -330,13 +327,6 @@ def server_url(dbname: str, *, user: str = "", password: str = "", port: int = 0
     return f"postgresql://{netloc}/{dbname}"
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (connections are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 NO_SUCH_ROLE = f"smtm_norole_{uuid.uuid4().hex[:8]}"
 NO_SUCH_DATABASE = f"smtm_nodb_{uuid.uuid4().hex[:8]}"
 REFUSALS: dict[str, str | tuple[str, ...]] = {
@@ -390,83 +380,6 @@ def test_copy_into_a_missing_database_says_how_to_make_it(run_bad):
 
 
 # -- a server that checks passwords (SCRAM) ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScramServer:
-    port: int
-    password: str  # the superuser's (postgres)
-
-    def url(self, dbname: str, *, user: str = "postgres", password: str = "") -> str:
-        secret = f":{quote(password, safe='')}" if password else ""
-        return f"postgresql://{user}{secret}@127.0.0.1:{self.port}/{dbname}"
-
-
-def _pg_binary(name: str) -> str | None:
-    """A PostgreSQL server binary: on PATH, else the newest /usr/lib/postgresql/N/bin."""
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(
-        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
-        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
-    )
-    return str(versions[-1]) if versions else None
-
-
-@pytest.fixture(scope="session")
-def scram_server() -> Iterator[ScramServer]:
-    """A throw-away cluster (initdb -A scram-sha-256) on 127.0.0.1, once per session: the
-    test server may trust everyone, and a wrong password must be seen to fail."""
-    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        pytest.skip("initdb/pg_ctl not found: cannot start a password-checking PostgreSQL")
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: run it as postgres
-        import pwd
-
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root, and there is no postgres user to run initdb as")
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root, and there is no runuser to run initdb as postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="smtm-scram-"))
-    password = f"Right-{uuid.uuid4().hex[:10]}"
-    (root / "pwfile").write_text(password + "\n")
-    if as_postgres:
-        for path in (root, root / "pwfile"):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    data, port = root / "data", closed_port()
-
-    def as_postgres_run(*args: str) -> None:
-        try:
-            subprocess.run([*as_postgres, *args], check=True, capture_output=True, timeout=120)
-        except subprocess.CalledProcessError as exc:
-            pytest.fail(f"{args[0]} failed: {exc.stderr.decode(errors='replace')}")
-
-    try:
-        as_postgres_run(
-            initdb, "-D", str(data), "-A", "scram-sha-256", "-U", "postgres",
-            "--pwfile", str(root / "pwfile"), "-E", "UTF8", "--locale=C", "--no-sync",
-        )  # fmt: skip
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='{root}' "
-            "-c fsync=off -c max_connections=20"
-        )
-        as_postgres_run(
-            pg_ctl, "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "start"
-        )
-        yield ScramServer(port, password)
-    finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                [*as_postgres, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
-                capture_output=True,
-                timeout=60,
-            )
-        shutil.rmtree(root, ignore_errors=True)
 
 
 WRONG = "Wr0ng/pass@word"  # has characters that must be percent-encoded in a URL

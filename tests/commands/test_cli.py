@@ -21,7 +21,10 @@ from smtmigrate.management.exits import ended
 from smtmigrate.render import console, render_stress, render_stress_interrupted
 from smtmigrate.stress.report import CleanupResult, StressReport
 
-from ..conftest import FIXTURES, ROOT
+from ..conftest import (
+    FIXTURES,
+    ROOT,
+)
 
 
 def test_help_lists_every_command_with_one_line(cli):
@@ -296,3 +299,28 @@ def test_json_keeps_the_summaries_rendered_from_the_data(cli, store08, tmp_path)
     assert (verified["ok"], verified["summary"]) == (True, summary)
     audited = json.loads(cli("audit", target, "--format", "json").out)
     assert list(audited["summary"])[:2] == ["verdict", "exit_code"]
+
+
+def test_manage_py_without_contenttypes_ends_with_check_e001(tmp_path):
+    (tmp_path / "no_contenttypes.py").write_text(
+        'SECRET_KEY = "x"\n'
+        'INSTALLED_APPS = ["sumatra.recordstore.django_store", "smtmigrate"]\n'
+        "DATABASES = {}\nUSE_TZ = True\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "no_contenttypes",
+    }
+    manage = Path(__file__).resolve().parents[2] / "manage.py"
+    for command in ("audit", "check"):
+        result = subprocess.run(
+            [sys.executable, str(manage), command, str(FIXTURES / "sumatra-0.8")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "(smtmigrate.E001) smtmigrate needs 'django.contrib.contenttypes'" in result.stderr

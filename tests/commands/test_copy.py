@@ -10,14 +10,20 @@ import struct
 import psycopg2
 import pytest
 
+from smtmigrate.identities import IDENTITY, INDEX_PREFIX
+
 from ..conftest import (
     FIXTURES,
+    immutable,
+    one_error_line,
     pg_column_types,
     pg_query,
+    project_text,
     records_file,
     run_sumatra,
     sqlite_exec,
     sqlite_rows,
+    sumatra_schema,
 )
 from ..storegen import generate_store
 
@@ -308,3 +314,46 @@ def test_the_default_reads_a_sample_of_records_through_sumatra_full_reads_them_a
     shown = cli("copy", generated.path, tmp_path / "again.sqlite", *arguments)
     sampled = "records identical through Sumatra (a sample of the 1,200)" in shown.out
     assert sampled == (level == "sample"), shown.out
+
+
+def test_copy_switch_of_a_project_whose_store_is_not_source(
+    cli, home, store08, store07, pg_database
+):
+    before = project_text(store08)
+    result = cli("copy", store07, pg_database, "--widen", "--switch", store08)
+    assert result.code == 1, result
+    assert "the project's store is" in result.err and "nothing was written" in result.err
+    assert public_tables(pg_database) == 0  # nothing copied: a re-run is not refused
+    assert project_text(store08) == before
+    assert cli("copy", store07, pg_database, "--widen", "--switch", store07).code == 0
+
+
+def test_copy_switch_into_a_project_whose_smt_cannot_be_written(cli, home, store08, pg_database):
+    before = project_text(store08)
+    with immutable(store08 / ".smt"):
+        result = cli("copy", store08, pg_database, "--widen", "--switch", store08)
+    one_error_line(result, "copy", 2, "cannot be written")
+    assert public_tables(pg_database) == 0
+    assert project_text(store08) == before
+
+
+def test_copy_into_a_directory_that_cannot_be_written(cli, store08, tmp_path):
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    with immutable(directory):
+        result = cli("copy", store08, directory / "copy.sqlite")
+    one_error_line(result, "copy", 2, f"{directory}: cannot write a new file here")
+    assert list(directory.iterdir()) == []
+
+
+def test_copy_widen_builds_the_schema_of_the_widened_models(
+    cli, store08, pg_database, widened_reference
+):
+    assert cli("copy", store08, pg_database, "--widen", "--verify", "rows").code == 0
+    schema = sumatra_schema(pg_database)
+    assert "django_store_record_project_id_8a4ecf6c_like" in str(schema["indexes"])
+    # copy also builds the get_or_create identities (identities.py), which the models lack
+    identities = {row[0] for row in schema["indexes"] if row[1].startswith(INDEX_PREFIX)}
+    schema["indexes"] = [row for row in schema["indexes"] if not row[1].startswith(INDEX_PREFIX)]
+    assert identities == set(IDENTITY)
+    assert schema == widened_reference

@@ -12,11 +12,24 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
 
-from ..conftest import PG_URL, generated_store, pg_query, processes_mentioning, sqlite_rows
+from smtmigrate import interrupts
+from smtmigrate.copy import SilentEvents, copy_store, plan_copy
+from smtmigrate.locations import resolve, resolve_target
+from smtmigrate.snapshot import source_snapshot
+
+from ..conftest import (
+    PG_URL,
+    generated_store,
+    pg_query,
+    processes_mentioning,
+    public_tables,
+    sqlite_rows,
+)
 
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
 RECORD_ROWS = "SELECT db_id, label, project_id, duration, timestamp FROM django_store_record"
@@ -226,3 +239,76 @@ def test_ctrl_c_during_stress_stops_the_jobs_and_cleans_up(cli, sumatra_pg):
     assert processes_mentioning(project) == []
     assert pg_query(sumatra_pg, "SELECT count(*) FROM django_store_project") == [(0,)]
     assert pg_query(sumatra_pg, "SELECT count(*) FROM django_store_record") == [(0,)]
+
+
+def test_ctrl_c_during_the_load_of_a_copy_always_ends_as_interrupted(big_store, pg_database):
+    """psycopg2 turns a KeyboardInterrupt in COPY's read() into "COPY from stdin failed:
+    error in .read()"; at three moments of the load the copy ends as interrupted, the
+    target as it was."""
+    for delay in (0.0, 0.15, 0.3):
+        copy = start("copy", big_store, pg_database, "--widen", stdout=subprocess.PIPE)
+        for line in copy.stdout:
+            if "django_store_datakey" in line:  # the first table is in, the rest streams
+                break
+        time.sleep(delay)
+        assert copy.poll() is None, "the copy ended before Ctrl-C: use a bigger store"
+        copy.send_signal(signal.SIGINT)
+        _, err = copy.communicate(timeout=60)
+        if copy.returncode == 0 and "Exception ignored" in err and "KeyboardInterrupt" in err:
+            # Known, not fixed yet: a Ctrl-C that lands while Python runs a weakref
+            # callback is printed as "Exception ignored" and lost, and the copy goes on.
+            pytest.xfail("Ctrl-C lost inside a weakref callback (open defect, issue 11)")
+        assert (copy.returncode, err.strip()) == (130, "smtmigrate copy: interrupted"), delay
+        assert public_tables(pg_database) == 0
+
+
+class _LosesACtrlC(SilentEvents):
+    """Copy events that, as the first table is done, press Ctrl-C while Python runs a weakref
+    callback: the KeyboardInterrupt is printed as "Exception ignored" and lost — the case a
+    real Ctrl-C hits now and then at random."""
+
+    lost = False
+
+    def table_done(self, result) -> None:
+        if self.lost:
+            return
+
+        def callback(_reference) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100_000):  # the handler runs here, inside the callback
+                pass
+
+        class Referent:
+            pass
+
+        referent = Referent()
+        reference = weakref.ref(referent, callback)
+        del referent  # the callback runs now; its KeyboardInterrupt goes nowhere
+        self.lost = reference() is None
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("into", ["postgresql", "sqlite"])
+def test_a_ctrl_c_whose_exception_was_lost_still_stops_the_copy(
+    into, store08, pg_database, tmp_path, django_db_blocker, capsys
+):
+    """The flag the Ctrl-C handler sets is checked before anything commits: the copy ends as
+    interrupted, the target is as it was, and Python's "Exception ignored" is not shown."""
+    target_text = pg_database if into == "postgresql" else str(tmp_path / "new.sqlite")
+    events = _LosesACtrlC()
+    with (
+        django_db_blocker.unblock(),
+        interrupts.watched(),
+        resolve(str(store08)) as source,
+        resolve_target(target_text) as target,
+        source_snapshot(source) as snapshot,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        copy_store(plan_copy(snapshot, target, widen=True), events, level="rows")
+    assert events.lost and interrupts.seen()
+    assert "Exception ignored" not in capsys.readouterr().err
+    if into == "postgresql":
+        assert public_tables(pg_database) == 0
+    else:
+        assert not (tmp_path / "new.sqlite").exists()
+        assert list(tmp_path.glob(".new.sqlite.smtmigrate-*")) == []

@@ -14,6 +14,8 @@ from ..conftest import (
     PG_URL,
     admin_execute,
     drop_database,
+    immutable,
+    one_error_line,
     pg_column_types,
     pg_query,
     pg_url_for,
@@ -216,3 +218,21 @@ def test_createdb_with_a_new_role(cli, monkeypatch):
     finally:
         drop_database(name)
         admin_execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize("where", ["--backup", "cwd"])
+def test_drop_recreate_backup_where_it_cannot_be_written(
+    cli, store08, pg_database, tmp_path, monkeypatch, where
+):
+    assert cli("copy", store08, pg_database, "--widen", "--verify", "rows").code == 0
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    args = ["drop-recreate", pg_database, "--yes"]
+    with immutable(directory):
+        if where == "--backup":
+            args += ["--backup", str(directory / "backup.sqlite")]
+        else:
+            monkeypatch.chdir(directory)
+        result = cli(*args)
+    one_error_line(result, "drop-recreate", 2, f"{directory}: cannot write a new file here")
+    assert pg_query(pg_database, "SELECT count(*) FROM django_store_record") == [(7,)]  # kept

@@ -3,15 +3,25 @@ ever lands in .smt/project, and `smt` itself sees the same records before and af
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg2
 import pytest
+from psycopg2 import sql
 
-from ..conftest import pg_query, records_file, sqlite_rows
+from ..conftest import (
+    immutable,
+    one_error_line,
+    pg_query,
+    project_text,
+    records_file,
+    sqlite_rows,
+)
 
 SMT = str(Path(sys.executable).parent / "smt")
 
@@ -112,3 +122,87 @@ def test_a_url_given_as_project_dir_is_named_as_such(cli, store08, pg_database, 
     assert pg_query(pg_database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [
         (0,)
     ]  # copy --switch stopped before copying
+
+
+def test_switch_when_smt_cannot_be_written(cli, home, store08, tmp_path):
+    copy = tmp_path / "copy.sqlite"
+    assert cli("copy", store08, copy, "--verify", "rows").code == 0
+    before = project_text(store08)
+    with immutable(store08 / ".smt"):
+        result = cli("switch", store08, copy)
+    one_error_line(result, "switch", 2, "cannot be written")
+    assert project_text(store08) == before
+
+
+def test_switch_with_a_password_when_pgpass_cannot_be_written(cli, home, store08, pg_database):
+    assert cli("copy", store08, pg_database, "--widen", "--verify", "rows").code == 0
+    before = project_text(store08)
+    with immutable(home):
+        result = cli("switch", store08, pg_database.replace("://", "://root:secret@", 1))
+    one_error_line(result, "switch", 2, "/.pgpass: cannot be written")
+    assert "secret" not in result.err
+    assert project_text(store08) == before
+    assert not (store08 / ".smt" / "project.smtmigrate-backup").exists()
+
+
+def test_the_original_project_file_survives_repeated_switches(cli, home, store08, tmp_path):
+    original = (store08 / ".smt" / "project").read_bytes()
+    copies = [tmp_path / "a.sqlite", tmp_path / "b.sqlite"]
+    for copy in copies:
+        assert cli("copy", store08, copy, "--verify", "rows").code == 0
+    for copy in copies:  # a second switch must not save a file that names the first copy
+        result = cli("switch", store08, copy)
+        assert result.code == 0, result
+    assert "kept" in result.out and "earlier switch" in result.out
+    assert json.loads(project_text(store08))["record_store"]["db_file"] == str(copies[1])
+    back = cli("switch", store08, "--back")
+    assert back.code == 0, back
+    assert (store08 / ".smt" / "project").read_bytes() == original
+
+
+def test_switch_to_the_store_the_project_names_changes_nothing(cli, home, store08):
+    original = (store08 / ".smt" / "project").read_bytes()
+    result = cli("switch", store08, records_file(store08))
+    assert result.code == 0, result
+    assert "already; nothing was changed" in result.out
+    assert (store08 / ".smt" / "project").read_bytes() == original  # db_file stays relative
+    assert not (store08 / ".smt" / "project.smtmigrate-backup").exists()
+
+
+def test_switch_refuses_query_parameters_sumatra_ignores(cli, home, store08, pg_database):
+    assert cli("copy", store08, pg_database, "--widen", "--verify", "rows").code == 0
+    before = project_text(store08)
+    result = cli("switch", store08, pg_database + "?sslmode=require", "--force")
+    assert result.code == 1, result
+    assert "Sumatra ignores the ?parameters" in result.err
+    assert project_text(store08) == before
+
+
+def test_switch_puts_the_password_where_libpq_takes_it(cli, home, store08, scram_server):
+    """A password-checking server: after the switch, libpq connects with no password
+    given, from ~/.pgpass, although an older catch-all line names another password."""
+    dbname = f"smtm_pgpass_{os.getpid()}"
+    admin = psycopg2.connect(scram_server.url("postgres", password=scram_server.password))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    try:
+        url = scram_server.url(dbname, password=scram_server.password)
+        assert cli("copy", store08, url, "--widen", "--verify", "rows").code == 0
+        (home / ".pgpass").write_text("# mine\n*:*:*:postgres:OLDPW\n")
+        os.chmod(home / ".pgpass", 0o600)
+        result = cli("switch", store08, url)
+        assert result.code == 0, result
+        assert "added the password" in result.out
+        lines = (home / ".pgpass").read_text().splitlines()
+        assert lines[0] == "# mine" and lines[2] == "*:*:*:postgres:OLDPW"  # kept, after ours
+        # libpq's own lookup, against a server that checks it
+        plain = psycopg2.connect(scram_server.url(dbname))
+        plain.close()
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
+        admin.close()

@@ -22,7 +22,14 @@ from smtmigrate.records.reader import iter_records, sample_ids
 from smtmigrate.schema import inspect_store
 from smtmigrate.snapshot import source_snapshot, threads_read
 
-from ..conftest import FIXTURES, records_file, run_sumatra, sqlite_exec, sqlite_rows
+from ..conftest import (
+    FIXTURES,
+    one_error_line,
+    records_file,
+    run_sumatra,
+    sqlite_exec,
+    sqlite_rows,
+)
 from ..storegen import generate_store
 
 RECORD_TAGS = {
@@ -426,3 +433,13 @@ def test_a_sample_read_on_two_threads_compares_both_halves(tmp_path):
 def test_a_small_store_is_sampled_whole(store08):
     result = compare_a_sample(store08, store08)
     assert (result.records, result.population, result.ok) == (7, 7, True)
+
+
+def test_verify_refuses_a_store_against_itself(cli, store08, pg_database):
+    result = cli("verify", store08, records_file(store08))
+    one_error_line(result, "verify", 2, "SOURCE and TARGET are the same store")
+    assert cli("copy", store08, pg_database, "--widen", "--switch", store08).code == 0
+    other_spelling = pg_database.replace("127.0.0.1", "localhost")
+    for pair in [(store08, pg_database), (pg_database, other_spelling)]:
+        result = cli("verify", *pair)  # the project's store is now the target
+        one_error_line(result, "verify", 2, "SOURCE and TARGET are the same store")

@@ -243,3 +243,8 @@ def test_written_migration_applies_with_migrate(cli, tmp_path, pg_database, wide
     assert sumatra_schema(pg_database) == widened_reference
     # the store that migrate built is one smtmigrate recognises as already widened
     assert "Already widened" in cli("widen", "--apply", pg_database).out
+
+
+def test_widen_apply_gives_the_schema_of_the_widened_models(cli, sumatra_pg, widened_reference):
+    assert cli("widen", "--apply", sumatra_pg).code == 0
+    assert sumatra_schema(sumatra_pg) == widened_reference

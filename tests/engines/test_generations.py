@@ -27,6 +27,7 @@ from smtmigrate.schema import (
     inspect_store,
 )
 
+from ..commands.test_copy import sumatra_export, without_microseconds
 from ..conftest import (
     FIXTURES,
     copy_fixture,
@@ -36,7 +37,6 @@ from ..conftest import (
     sqlite_exec,
     sqlite_rows,
 )
-from ..commands.test_copy import sumatra_export, without_microseconds
 
 SMT = str(Path(sys.executable).parent / "smt")
 LAYOUTS = {"0.4": LAYOUT_04, "0.5": LAYOUT_05, "0.6": LAYOUT_06, "0.7": LAYOUT_07, "0.8": LAYOUT_08}

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import pg_query, records_file, sqlite_rows
-from ..commands.test_defects import one_error_line
 from ..commands.test_move import new_database  # noqa: F401  (a fixture)
+from ..conftest import one_error_line, pg_query, records_file, sqlite_rows
 
 DAMAGES = ("index", "table", "truncated")
 MALFORMED = "database disk image is malformed"
