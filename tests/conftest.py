@@ -638,3 +638,126 @@ def scram_server() -> Iterator[ScramServer]:
                 timeout=60,
             )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def new_database() -> Iterator[str]:
+    """The URL of a database that does not exist (dropped afterwards, should a command that
+    was meant to fail have created it)."""
+    name = f"smtm_test_new_{uuid.uuid4().hex[:12]}"
+    yield pg_url_for(name)
+    drop_database(name)
+
+
+@pytest.fixture
+def make_role() -> Iterator:
+    """Login roles of their own (with a password, for servers that ask), dropped after."""
+    made: list[str] = []
+
+    def make(*attributes: str) -> tuple[str, str]:
+        name = f"smtm_bad_{uuid.uuid4().hex[:8]}"
+        password = f"pw-{uuid.uuid4().hex[:8]}"
+        admin_execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} " + " ".join(attributes)).format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
+        made.append(name)
+        return name, password
+
+    yield make
+    for name in made:
+        role = sql.Identifier(name)
+        # Its grants live in the tests' databases, which are dropped only after this.
+        databases = pg_query(
+            PG_URL,
+            "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid "
+            "JOIN pg_roles r ON r.oid = s.refobjid WHERE r.rolname = %s",
+            (name,),
+        )
+        for (database,) in databases:
+            pg_query(pg_url_for(database), sql.SQL("DROP OWNED BY {}").format(role))
+        admin_execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))  # databases
+        admin_execute(sql.SQL("DROP OWNED BY {}").format(role))
+        admin_execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+
+
+def assert_error(
+    result: CliResult,
+    command: str,
+    needle: str | tuple[str, ...],
+    *,
+    code: int = 2,
+    secrets: tuple[str, ...] = (),
+) -> str:
+    """Exit `code`, exactly one non-empty line on stderr, `smtmigrate COMMAND: error: …`
+    naming the problem (`needle`, or any of several), no traceback, no secret anywhere."""
+    assert result.code == code, result
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1, result.err
+    line = lines[0]
+    assert line.startswith(f"smtmigrate {command}: error: "), line
+    assert "Traceback" not in result.err + result.out
+    needles = (needle,) if isinstance(needle, str) else needle
+    assert any(n in line for n in needles), line
+    for secret in secrets:
+        for form in (secret, quote(secret, safe="")):
+            assert form not in result.out + result.err
+    return line
+
+
+def as_role(url: str, role: tuple[str, str]) -> str:
+    """The same database, reached as another role."""
+    return server_url(url.rsplit("/", 1)[1], user=role[0], password=role[1])
+
+
+def grant(url: str, statement: str, role: str) -> None:
+    """GRANT … TO role, in the database of `url` (as its owner)."""
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL(statement + " TO {}").format(sql.Identifier(role)))
+    finally:
+        conn.close()
+
+
+def _database_exists(url: str) -> bool:
+    name = url.rsplit("/", 1)[1]
+    return bool(pg_query(PG_URL, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
+
+
+RECORD_ROWS = "SELECT db_id, label, project_id, duration, timestamp FROM django_store_record"
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        if text in line:
+            return
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout} s"
+    pytest.fail(f"the copy ended before {text!r}: {process.stderr.read()[-500:]}")
+
+
+def start_in_its_own_group(*args: str, cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*SMTMIGRATE, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell job on a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def server_url(dbname: str, *, user: str = "", password: str = "", port: int = 0) -> str:
+    """A URL on the test server (or another port of its host) as `user`."""
+    host = quote(_SERVER.get("host") or "127.0.0.1", safe="")
+    port_text = str(port or _SERVER.get("port") or "")
+    userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    netloc = (f"{userinfo}@" if userinfo else "") + host + (f":{port_text}" if port_text else "")
+    return f"postgresql://{netloc}/{dbname}"
+
+
+_SERVER = psycopg2.extensions.parse_dsn(PG_URL)

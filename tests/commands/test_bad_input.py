@@ -18,51 +18,22 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
-import psycopg2
-import psycopg2.extensions
 import pytest
-from psycopg2 import sql
 
 from smtmigrate.locations import DEFAULT_CONNECT_TIMEOUT, postgres_settings
 
 from ..conftest import (
     PG_URL,
     CliResult,
-    admin_execute,
+    as_role,
+    assert_error,
     closed_port,
-    drop_database,
-    pg_column_types,
     pg_query,
-    pg_url_for,
+    server_url,
 )
 
 # -- the contract -------------------------------------------------------------------------
-
-
-def assert_error(
-    result: CliResult,
-    command: str,
-    needle: str | tuple[str, ...],
-    *,
-    code: int = 2,
-    secrets: tuple[str, ...] = (),
-) -> str:
-    """Exit `code`, exactly one non-empty line on stderr, `smtmigrate COMMAND: error: …`
-    naming the problem (`needle`, or any of several), no traceback, no secret anywhere."""
-    assert result.code == code, result
-    lines = [line for line in result.err.splitlines() if line.strip()]
-    assert len(lines) == 1, result.err
-    line = lines[0]
-    assert line.startswith(f"smtmigrate {command}: error: "), line
-    assert "Traceback" not in result.err + result.out
-    needles = (needle,) if isinstance(needle, str) else needle
-    assert any(n in line for n in needles), line
-    for secret in secrets:
-        for form in (secret, quote(secret, safe="")):
-            assert form not in result.out + result.err
-    return line
 
 
 # -- where the bad location goes, for every command ---------------------------------------
@@ -167,15 +138,6 @@ def run_bad(cli, store08: Path, tmp_path: Path, new_database: str):
         return result
 
     return run
-
-
-@pytest.fixture
-def new_database() -> Iterator[str]:
-    """The URL of a database that does not exist (dropped afterwards, should a command that
-    was meant to fail have created it)."""
-    name = f"smtm_test_new_{uuid.uuid4().hex[:8]}"
-    yield pg_url_for(name)
-    drop_database(name)
 
 
 @pytest.mark.parametrize("kind", PATH_ERRORS)
@@ -314,17 +276,6 @@ def test_malformed_urls(run_bad, monkeypatch, slot, kind):
 
 
 # -- servers that say no: closed port, unknown role, missing database ---------------------
-
-_SERVER = psycopg2.extensions.parse_dsn(PG_URL)
-
-
-def server_url(dbname: str, *, user: str = "", password: str = "", port: int = 0) -> str:
-    """A URL on the test server (or another port of its host) as `user`."""
-    host = quote(_SERVER.get("host") or "127.0.0.1", safe="")
-    port_text = str(port or _SERVER.get("port") or "")
-    userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
-    netloc = (f"{userinfo}@" if userinfo else "") + host + (f":{port_text}" if port_text else "")
-    return f"postgresql://{netloc}/{dbname}"
 
 
 NO_SUCH_ROLE = f"smtm_norole_{uuid.uuid4().hex[:8]}"
@@ -505,55 +456,6 @@ def test_connect_timeout_precedence(monkeypatch, query, environment, expected):
 # -- insufficient privileges --------------------------------------------------------------
 
 
-@pytest.fixture
-def make_role() -> Iterator:
-    """Login roles of their own (with a password, for servers that ask), dropped after."""
-    made: list[str] = []
-
-    def make(*attributes: str) -> tuple[str, str]:
-        name = f"smtm_bad_{uuid.uuid4().hex[:8]}"
-        password = f"pw-{uuid.uuid4().hex[:8]}"
-        admin_execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} " + " ".join(attributes)).format(
-                sql.Identifier(name), sql.Literal(password)
-            )
-        )
-        made.append(name)
-        return name, password
-
-    yield make
-    for name in made:
-        role = sql.Identifier(name)
-        # Its grants live in the tests' databases, which are dropped only after this.
-        databases = pg_query(
-            PG_URL,
-            "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid "
-            "JOIN pg_roles r ON r.oid = s.refobjid WHERE r.rolname = %s",
-            (name,),
-        )
-        for (database,) in databases:
-            pg_query(pg_url_for(database), sql.SQL("DROP OWNED BY {}").format(role))
-        admin_execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))  # databases
-        admin_execute(sql.SQL("DROP OWNED BY {}").format(role))
-        admin_execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
-
-
-def as_role(url: str, role: tuple[str, str]) -> str:
-    """The same database, reached as another role."""
-    return server_url(url.rsplit("/", 1)[1], user=role[0], password=role[1])
-
-
-def grant(url: str, statement: str, role: str) -> None:
-    """GRANT … TO role, in the database of `url` (as its owner)."""
-    conn = psycopg2.connect(url)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(sql.SQL(statement + " TO {}").format(sql.Identifier(role)))
-    finally:
-        conn.close()
-
-
 READ_SLOTS = [
     "audit",
     "widen-SOURCE",
@@ -577,138 +479,3 @@ def test_a_store_the_role_may_not_read(run_bad, sumatra_pg, make_role, slot_id):
         "permission denied for table",
         secrets=(role[1],),
     )
-
-
-def test_widen_apply_by_a_role_that_does_not_own_the_tables(cli, sumatra_pg, make_role):
-    role = make_role()
-    grant(sumatra_pg, "GRANT SELECT ON ALL TABLES IN SCHEMA public", role[0])
-    before = pg_column_types(sumatra_pg)
-    result = cli("widen", "--apply", as_role(sumatra_pg, role))
-    assert_error(result, "widen", "must be owner of table", secrets=(role[1],))
-    assert pg_column_types(sumatra_pg) == before
-
-
-def test_stress_by_a_role_that_may_only_read_fails_at_once(cli, sumatra_pg, make_role):
-    """Sumatra retries a failed save every 5 s: without the check the jobs sat out the
-    whole --timeout and reported nothing but `timeout` (exit 1)."""
-    role = make_role()
-    grant(sumatra_pg, "GRANT SELECT ON ALL TABLES IN SCHEMA public", role[0])
-    start = time.monotonic()
-    result = cli("stress", as_role(sumatra_pg, role), "--jobs", "1", "--timeout", "60")
-    assert_error(
-        result,
-        "stress",
-        f"permission denied: role '{role[0]}' lacks INSERT on django_store_",
-        secrets=(role[1],),
-    )
-    assert time.monotonic() - start < 10
-
-
-def test_stress_by_a_role_that_may_not_use_a_serial_id_sequence(cli, sumatra_pg, make_role):
-    """A store built by an older Django has serial ids: their sequences need USAGE too."""
-    role = make_role()
-    pg_query(
-        sumatra_pg,
-        "ALTER TABLE django_store_tag ALTER COLUMN id DROP IDENTITY; "
-        "CREATE SEQUENCE django_store_tag_id_seq OWNED BY django_store_tag.id; "
-        "ALTER TABLE django_store_tag ALTER COLUMN id "
-        "SET DEFAULT nextval('django_store_tag_id_seq')",
-    )
-    grant(
-        sumatra_pg, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public", role[0]
-    )
-    result = cli("stress", as_role(sumatra_pg, role), "--jobs", "1", "--timeout", "60")
-    assert_error(
-        result, "stress", f"role '{role[0]}' lacks USAGE on public.django_store_tag_id_seq"
-    )
-
-
-def test_stress_needs_no_more_than_writing_the_tables(cli, sumatra_pg, make_role):
-    """The control: identity ids need no sequence privilege, and the check lets such a role
-    through to a run in which every record is saved."""
-    role = make_role()
-    grant(
-        sumatra_pg, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public", role[0]
-    )
-    result = cli("stress", as_role(sumatra_pg, role), "--jobs", "1", "--timeout", "60")
-    assert result.code == 0, result
-
-
-def test_copy_into_a_database_whose_schema_the_role_may_not_create_in(
-    cli, store08, pg_database, make_role
-):
-    """PostgreSQL 15: only a database's owner may create in its public schema."""
-    role = make_role()
-    result = cli("copy", store08, as_role(pg_database, role), "--widen")
-    line = assert_error(result, "copy", "permission denied for schema public", secrets=(role[1],))
-    assert "LINE 1" not in line  # PostgreSQL's excerpt of our SQL is noise to the user
-    assert "GRANT CREATE ON SCHEMA public" in line  # and what to do about it
-    assert pg_query(pg_database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [
-        (0,)
-    ]
-
-
-def _database_exists(url: str) -> bool:
-    name = url.rsplit("/", 1)[1]
-    return bool(pg_query(PG_URL, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
-
-
-@pytest.mark.parametrize("how", ["--admin", "PGUSER"])
-def test_createdb_by_a_role_without_createdb(cli, new_database, make_role, monkeypatch, how):
-    """Refused (1) before anything is created."""
-    role = make_role()
-    if how == "--admin":
-        result = cli("createdb", new_database, "--admin", as_role(PG_URL, role))
-    else:  # createdb connects as libpq's default user
-        with monkeypatch.context() as env:  # undone before the role is dropped
-            env.setenv("PGUSER", role[0])
-            env.setenv("PGPASSWORD", role[1])
-            result = cli("createdb", new_database)
-    assert_error(result, "createdb", "may not create databases (no CREATEDB)", code=1)
-    assert not _database_exists(new_database)
-
-
-@pytest.mark.parametrize(
-    ("attributes", "expected"),
-    [
-        ((), "may not create databases (no CREATEDB)"),
-        (("CREATEDB",), "may not drop"),
-    ],
-)
-def test_drop_recreate_by_a_role_that_may_not(
-    cli, sumatra_pg, make_role, tmp_path, attributes, expected
-):
-    """Refused (1) before anything is dropped."""
-    role = make_role(*attributes)
-    tables = pg_query(sumatra_pg, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
-    result = cli(
-        "drop-recreate", sumatra_pg, "--yes", "--owner", role[0], "--admin", as_role(PG_URL, role)
-    )
-    assert_error(result, "drop-recreate", expected, code=1, secrets=(role[1],))
-    after = pg_query(sumatra_pg, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
-    assert after == tables
-
-
-def test_drop_recreate_never_drops_records_it_may_not_read(
-    cli, store08, pg_database, make_role, tmp_path, monkeypatch
-):
-    """A role that owns the database but may not read the tables in it (made by another
-    role) used to see "not a Sumatra store" and drop the records without a backup."""
-    role = make_role("CREATEDB")
-    name = pg_database.rsplit("/", 1)[1]
-    assert cli("copy", store08, pg_database, "--widen", "--quiet").code == 0
-    admin_execute(
-        sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-            sql.Identifier(name), sql.Identifier(role[0])
-        )
-    )
-    monkeypatch.chdir(tmp_path)
-    result = cli("drop-recreate", as_role(pg_database, role), "--yes")
-    assert_error(
-        result,
-        "drop-recreate",
-        "permission denied for table",
-        secrets=(role[1],),
-    )
-    assert "nothing was changed" in result.err
-    assert pg_query(pg_database, "SELECT count(*) FROM django_store_record") == [(7,)]

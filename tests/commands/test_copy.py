@@ -8,12 +8,15 @@ import sqlite3
 import struct
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 
 from smtmigrate.identities import IDENTITY, INDEX_PREFIX
 
 from ..conftest import (
     FIXTURES,
+    as_role,
+    assert_error,
     immutable,
     one_error_line,
     pg_column_types,
@@ -357,3 +360,17 @@ def test_copy_widen_builds_the_schema_of_the_widened_models(
     schema["indexes"] = [row for row in schema["indexes"] if not row[1].startswith(INDEX_PREFIX)]
     assert identities == set(IDENTITY)
     assert schema == widened_reference
+
+
+def test_copy_into_a_database_whose_schema_the_role_may_not_create_in(
+    cli, store08, pg_database, make_role
+):
+    """PostgreSQL 15: only a database's owner may create in its public schema."""
+    role = make_role()
+    result = cli("copy", store08, as_role(pg_database, role), "--widen")
+    line = assert_error(result, "copy", "permission denied for schema public", secrets=(role[1],))
+    assert "LINE 1" not in line  # PostgreSQL's excerpt of our SQL is noise to the user
+    assert "GRANT CREATE ON SCHEMA public" in line  # and what to do about it
+    assert pg_query(pg_database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [
+        (0,)
+    ]

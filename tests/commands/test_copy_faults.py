@@ -26,13 +26,12 @@ from ..conftest import (
     PG_URL,
     generated_store,
     pg_query,
-    processes_mentioning,
     public_tables,
-    sqlite_rows,
+    start,
+    wait_for_line,
 )
 
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
-RECORD_ROWS = "SELECT db_id, label, project_id, duration, timestamp FROM django_store_record"
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +53,6 @@ def start_copy(source: Path, target: str, *extra: str) -> subprocess.Popen:
         # a test runner may have SIGINT ignored; the copy must get Ctrl-C as a user would
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-
-
-def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    for line in process.stdout:
-        if text in line:
-            return
-        assert time.monotonic() < deadline, f"no {text!r} within {timeout} s"
-    pytest.fail(f"the copy ended before {text!r}: {process.stderr.read()[-500:]}")
 
 
 def target_is_untouched(target: str) -> None:
@@ -133,112 +123,7 @@ def test_connection_cut_by_another_session(big_source, pg_database):
 # -- drop-recreate: nothing is dropped before the backup is complete and verified ----------
 
 
-@pytest.fixture(scope="module")
-def small_source(tmp_path_factory, django_db_blocker) -> Path:
-    """3k records: a backup that takes a few seconds, enough to interrupt it."""
-    return generated_store(tmp_path_factory, django_db_blocker, 3_000, seed=5)
-
-
-@pytest.fixture
-def filled_pg(small_source, pg_database) -> str:
-    loaded = subprocess.run(
-        [*SMTMIGRATE, "copy", str(small_source), pg_database, "--widen", "--verify", "rows"],
-        capture_output=True,
-        text=True,
-    )
-    assert loaded.returncode == 0, loaded.stderr
-    return pg_database
-
-
-def start(*args: str, cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*SMTMIGRATE, *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a shell job on a terminal
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def record_count(url: str) -> int:
-    return pg_query(url, "SELECT count(*) FROM django_store_record")[0][0]
-
-
-def test_ctrl_c_during_the_backup_drops_nothing(filled_pg, tmp_path):
-    backup = tmp_path / "backup.sqlite"
-    run = start("drop-recreate", filled_pg, "--yes", "--backup", str(backup))
-    wait_for_line(run, "verify records …")
-    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C on a terminal does: the whole group
-    _out, err = run.communicate(timeout=60)
-    assert run.returncode == 130
-    assert err.strip() == "smtmigrate drop-recreate: interrupted"
-    assert record_count(filled_pg) == 3_000  # not dropped
-    assert list(tmp_path.iterdir()) == []  # no backup, no hidden partial
-    retry = subprocess.run(
-        [*SMTMIGRATE, "drop-recreate", filled_pg, "--yes", "--backup", str(backup)],
-        capture_output=True,
-        text=True,
-    )
-    assert retry.returncode == 0, retry.stderr
-    assert record_count(filled_pg) == 0
-    assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(3_000,)]
-
-
-@pytest.mark.parametrize("moment", ["load …", "dropped "])
-def test_sigkill_during_drop_recreate_loses_no_record(filled_pg, tmp_path, moment):
-    """Killed mid-backup: the database is intact, and the next run removes the partial
-    file (under the default, timestamped name). Killed right after the drop: the backup is
-    complete, and running drop-recreate again then copying the backup back restores it."""
-    before = pg_query(filled_pg, RECORD_ROWS)
-    run = start("drop-recreate", filled_pg, "--yes", cwd=tmp_path)
-    wait_for_line(run, moment)
-    run.send_signal(signal.SIGKILL)
-    run.wait(timeout=30)
-    if moment == "load …":
-        assert record_count(filled_pg) == 3_000
-        assert [p.name[0] for p in tmp_path.iterdir()] == ["."]  # a hidden partial only
-        time.sleep(1)  # the retry's backup gets another name (names hold the second)
-    again = subprocess.run(
-        [*SMTMIGRATE, "drop-recreate", filled_pg, "--yes"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert again.returncode == 0, again.stderr
-    (backup,) = tmp_path.iterdir()  # one backup, complete; no partial left
-    assert backup.name.startswith(filled_pg.rsplit("/", 1)[1] + "-backup-")
-    assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(3_000,)]
-    restored = subprocess.run(
-        [*SMTMIGRATE, "copy", str(backup), filled_pg, "--verify", "rows", "--quiet"],
-        capture_output=True,
-        text=True,
-    )
-    assert restored.returncode == 0, restored.stderr
-    after = pg_query(filled_pg, RECORD_ROWS)
-    assert sorted(after) == sorted(before)
-
-
 # -- stress: Ctrl-C stops every job and still removes the scratch project ------------------
-
-
-def test_ctrl_c_during_stress_stops_the_jobs_and_cleans_up(cli, sumatra_pg):
-    assert cli("widen", "--apply", sumatra_pg).code == 0
-    run = start("stress", sumatra_pg, "--jobs", "8", "--records-per-job", "50")
-    wait_for_line(run, "jobs ready; go")
-    scratch_project = pg_query(sumatra_pg, "SELECT id FROM django_store_project")
-    assert len(scratch_project) == 1  # the warm-up made it
-    (project,) = scratch_project[0]
-    time.sleep(1)  # records are being saved
-    os.killpg(run.pid, signal.SIGINT)
-    out, err = run.communicate(timeout=120)
-    assert run.returncode == 130, err
-    assert err.strip() == "smtmigrate stress: interrupted"
-    assert f"removed the scratch project {project}" in out
-    assert processes_mentioning(project) == []
-    assert pg_query(sumatra_pg, "SELECT count(*) FROM django_store_project") == [(0,)]
-    assert pg_query(sumatra_pg, "SELECT count(*) FROM django_store_record") == [(0,)]
 
 
 def test_ctrl_c_during_the_load_of_a_copy_always_ends_as_interrupted(big_store, pg_database):

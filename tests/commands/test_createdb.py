@@ -13,7 +13,10 @@ from psycopg2 import sql
 
 from ..conftest import (
     PG_URL,
+    _database_exists,
     admin_execute,
+    as_role,
+    assert_error,
     pg_query,
     pg_url_for,
     start,
@@ -81,3 +84,18 @@ def test_createdb_interrupted_removes_the_role_and_database_it_made(creator_admi
     assert (createdb.returncode, err.strip()) == (130, "smtmigrate createdb: interrupted"), out
     assert pg_query(PG_URL, exists, (made["database"],)) == []
     assert pg_query(PG_URL, "SELECT 1 FROM pg_roles WHERE rolname = %s", (made["role"],)) == []
+
+
+@pytest.mark.parametrize("how", ["--admin", "PGUSER"])
+def test_createdb_by_a_role_without_createdb(cli, new_database, make_role, monkeypatch, how):
+    """Refused (1) before anything is created."""
+    role = make_role()
+    if how == "--admin":
+        result = cli("createdb", new_database, "--admin", as_role(PG_URL, role))
+    else:  # createdb connects as libpq's default user
+        with monkeypatch.context() as env:  # undone before the role is dropped
+            env.setenv("PGUSER", role[0])
+            env.setenv("PGPASSWORD", role[1])
+            result = cli("createdb", new_database)
+    assert_error(result, "createdb", "may not create databases (no CREATEDB)", code=1)
+    assert not _database_exists(new_database)

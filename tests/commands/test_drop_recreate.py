@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 from psycopg2 import sql
 
 from ..conftest import (
     FIXTURES,
     PG_URL,
+    RECORD_ROWS,
+    SMTMIGRATE,
     admin_execute,
+    as_role,
+    assert_error,
     drop_database,
+    generated_store,
     immutable,
     one_error_line,
     pg_column_types,
@@ -21,6 +32,8 @@ from ..conftest import (
     pg_url_for,
     run_sumatra,
     sqlite_rows,
+    start_in_its_own_group,
+    wait_for_line,
 )
 
 
@@ -236,3 +249,124 @@ def test_drop_recreate_backup_where_it_cannot_be_written(
         result = cli(*args)
     one_error_line(result, "drop-recreate", 2, f"{directory}: cannot write a new file here")
     assert pg_query(pg_database, "SELECT count(*) FROM django_store_record") == [(7,)]  # kept
+
+
+@pytest.fixture(scope="module")
+def small_source(tmp_path_factory, django_db_blocker) -> Path:
+    """3k records: a backup that takes a few seconds, enough to interrupt it."""
+    return generated_store(tmp_path_factory, django_db_blocker, 3_000, seed=5)
+
+
+@pytest.fixture
+def filled_pg(small_source, pg_database) -> str:
+    loaded = subprocess.run(
+        [*SMTMIGRATE, "copy", str(small_source), pg_database, "--widen", "--verify", "rows"],
+        capture_output=True,
+        text=True,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    return pg_database
+
+
+def record_count(url: str) -> int:
+    return pg_query(url, "SELECT count(*) FROM django_store_record")[0][0]
+
+
+def test_ctrl_c_during_the_backup_drops_nothing(filled_pg, tmp_path):
+    backup = tmp_path / "backup.sqlite"
+    run = start_in_its_own_group("drop-recreate", filled_pg, "--yes", "--backup", str(backup))
+    wait_for_line(run, "verify records …")
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C on a terminal does: the whole group
+    _out, err = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert err.strip() == "smtmigrate drop-recreate: interrupted"
+    assert record_count(filled_pg) == 3_000  # not dropped
+    assert list(tmp_path.iterdir()) == []  # no backup, no hidden partial
+    retry = subprocess.run(
+        [*SMTMIGRATE, "drop-recreate", filled_pg, "--yes", "--backup", str(backup)],
+        capture_output=True,
+        text=True,
+    )
+    assert retry.returncode == 0, retry.stderr
+    assert record_count(filled_pg) == 0
+    assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(3_000,)]
+
+
+@pytest.mark.parametrize("moment", ["load …", "dropped "])
+def test_sigkill_during_drop_recreate_loses_no_record(filled_pg, tmp_path, moment):
+    """Killed mid-backup: the database is intact, and the next run removes the partial
+    file (under the default, timestamped name). Killed right after the drop: the backup is
+    complete, and running drop-recreate again then copying the backup back restores it."""
+    before = pg_query(filled_pg, RECORD_ROWS)
+    run = start_in_its_own_group("drop-recreate", filled_pg, "--yes", cwd=tmp_path)
+    wait_for_line(run, moment)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    if moment == "load …":
+        assert record_count(filled_pg) == 3_000
+        assert [p.name[0] for p in tmp_path.iterdir()] == ["."]  # a hidden partial only
+        time.sleep(1)  # the retry's backup gets another name (names hold the second)
+    again = subprocess.run(
+        [*SMTMIGRATE, "drop-recreate", filled_pg, "--yes"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stderr
+    (backup,) = tmp_path.iterdir()  # one backup, complete; no partial left
+    assert backup.name.startswith(filled_pg.rsplit("/", 1)[1] + "-backup-")
+    assert sqlite_rows(backup, "SELECT count(*) FROM django_store_record") == [(3_000,)]
+    restored = subprocess.run(
+        [*SMTMIGRATE, "copy", str(backup), filled_pg, "--verify", "rows", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert restored.returncode == 0, restored.stderr
+    after = pg_query(filled_pg, RECORD_ROWS)
+    assert sorted(after) == sorted(before)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ((), "may not create databases (no CREATEDB)"),
+        (("CREATEDB",), "may not drop"),
+    ],
+)
+def test_drop_recreate_by_a_role_that_may_not(
+    cli, sumatra_pg, make_role, tmp_path, attributes, expected
+):
+    """Refused (1) before anything is dropped."""
+    role = make_role(*attributes)
+    tables = pg_query(sumatra_pg, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+    result = cli(
+        "drop-recreate", sumatra_pg, "--yes", "--owner", role[0], "--admin", as_role(PG_URL, role)
+    )
+    assert_error(result, "drop-recreate", expected, code=1, secrets=(role[1],))
+    after = pg_query(sumatra_pg, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+    assert after == tables
+
+
+def test_drop_recreate_never_drops_records_it_may_not_read(
+    cli, store08, pg_database, make_role, tmp_path, monkeypatch
+):
+    """A role that owns the database but may not read the tables in it (made by another
+    role) used to see "not a Sumatra store" and drop the records without a backup."""
+    role = make_role("CREATEDB")
+    name = pg_database.rsplit("/", 1)[1]
+    assert cli("copy", store08, pg_database, "--widen", "--quiet").code == 0
+    admin_execute(
+        sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(name), sql.Identifier(role[0])
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    result = cli("drop-recreate", as_role(pg_database, role), "--yes")
+    assert_error(
+        result,
+        "drop-recreate",
+        "permission denied for table",
+        secrets=(role[1],),
+    )
+    assert "nothing was changed" in result.err
+    assert pg_query(pg_database, "SELECT count(*) FROM django_store_record") == [(7,)]

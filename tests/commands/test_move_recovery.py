@@ -37,15 +37,6 @@ from ..conftest import (
 )
 from .test_move import SMT, SMTMIGRATE, new_project, project_json, smt, start_smt_run
 
-
-@pytest.fixture
-def new_database() -> Iterator[str]:
-    """The URL of a PostgreSQL database that does not exist yet (move creates it)."""
-    name = f"smtm_move_{uuid.uuid4().hex[:12]}"
-    yield pg_url_for(name)
-    drop_database(name)
-
-
 WAITING_MAIN = "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n"
 
 

@@ -8,6 +8,8 @@ SQL on the store (psycopg2, sqlite3), never smtmigrate's own reading of it.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -15,7 +17,16 @@ import pytest
 from smtmigrate.locations import resolve
 from smtmigrate.stress import KINDS, worker_location
 
-from ..conftest import pg_query, processes_mentioning, records_file
+from ..conftest import (
+    as_role,
+    assert_error,
+    grant,
+    pg_query,
+    processes_mentioning,
+    records_file,
+    start_in_its_own_group,
+    wait_for_line,
+)
 from ..helpers_tables import SUMATRA_TABLES
 
 
@@ -196,3 +207,67 @@ def test_jobs_get_the_password_from_the_environment_never_the_command_line():
         uri, env = worker_location(s)
     assert uri == "postgresql:///sumatra"
     assert env["PGHOST"] == "/var/run/postgresql" and env["PGUSER"] == "bob"
+
+
+def test_ctrl_c_during_stress_stops_the_jobs_and_cleans_up(cli, sumatra_pg):
+    assert cli("widen", "--apply", sumatra_pg).code == 0
+    run = start_in_its_own_group("stress", sumatra_pg, "--jobs", "8", "--records-per-job", "50")
+    wait_for_line(run, "jobs ready; go")
+    scratch_project = pg_query(sumatra_pg, "SELECT id FROM django_store_project")
+    assert len(scratch_project) == 1  # the warm-up made it
+    (project,) = scratch_project[0]
+    time.sleep(1)  # records are being saved
+    os.killpg(run.pid, signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert err.strip() == "smtmigrate stress: interrupted"
+    assert f"removed the scratch project {project}" in out
+    assert processes_mentioning(project) == []
+    assert pg_query(sumatra_pg, "SELECT count(*) FROM django_store_project") == [(0,)]
+    assert pg_query(sumatra_pg, "SELECT count(*) FROM django_store_record") == [(0,)]
+
+
+def test_stress_by_a_role_that_may_only_read_fails_at_once(cli, sumatra_pg, make_role):
+    """Sumatra retries a failed save every 5 s: without the check the jobs sat out the
+    whole --timeout and reported nothing but `timeout` (exit 1)."""
+    role = make_role()
+    grant(sumatra_pg, "GRANT SELECT ON ALL TABLES IN SCHEMA public", role[0])
+    start = time.monotonic()
+    result = cli("stress", as_role(sumatra_pg, role), "--jobs", "1", "--timeout", "60")
+    assert_error(
+        result,
+        "stress",
+        f"permission denied: role '{role[0]}' lacks INSERT on django_store_",
+        secrets=(role[1],),
+    )
+    assert time.monotonic() - start < 10
+
+
+def test_stress_by_a_role_that_may_not_use_a_serial_id_sequence(cli, sumatra_pg, make_role):
+    """A store built by an older Django has serial ids: their sequences need USAGE too."""
+    role = make_role()
+    pg_query(
+        sumatra_pg,
+        "ALTER TABLE django_store_tag ALTER COLUMN id DROP IDENTITY; "
+        "CREATE SEQUENCE django_store_tag_id_seq OWNED BY django_store_tag.id; "
+        "ALTER TABLE django_store_tag ALTER COLUMN id "
+        "SET DEFAULT nextval('django_store_tag_id_seq')",
+    )
+    grant(
+        sumatra_pg, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public", role[0]
+    )
+    result = cli("stress", as_role(sumatra_pg, role), "--jobs", "1", "--timeout", "60")
+    assert_error(
+        result, "stress", f"role '{role[0]}' lacks USAGE on public.django_store_tag_id_seq"
+    )
+
+
+def test_stress_needs_no_more_than_writing_the_tables(cli, sumatra_pg, make_role):
+    """The control: identity ids need no sequence privilege, and the check lets such a role
+    through to a run in which every record is saved."""
+    role = make_role()
+    grant(
+        sumatra_pg, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public", role[0]
+    )
+    result = cli("stress", as_role(sumatra_pg, role), "--jobs", "1", "--timeout", "60")
+    assert result.code == 0, result

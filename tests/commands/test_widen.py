@@ -10,6 +10,7 @@ import threading
 import time
 
 import psycopg2
+import psycopg2.extensions
 import sqlparse
 
 from smtmigrate.audit import audit
@@ -20,6 +21,9 @@ from smtmigrate.widen import MIGRATION_NAME, plan_widening
 from ..conftest import (
     FIXTURES,
     ROOT,
+    as_role,
+    assert_error,
+    grant,
     pg_column_types,
     pg_query,
     records_file,
@@ -248,3 +252,12 @@ def test_written_migration_applies_with_migrate(cli, tmp_path, pg_database, wide
 def test_widen_apply_gives_the_schema_of_the_widened_models(cli, sumatra_pg, widened_reference):
     assert cli("widen", "--apply", sumatra_pg).code == 0
     assert sumatra_schema(sumatra_pg) == widened_reference
+
+
+def test_widen_apply_by_a_role_that_does_not_own_the_tables(cli, sumatra_pg, make_role):
+    role = make_role()
+    grant(sumatra_pg, "GRANT SELECT ON ALL TABLES IN SCHEMA public", role[0])
+    before = pg_column_types(sumatra_pg)
+    result = cli("widen", "--apply", as_role(sumatra_pg, role))
+    assert_error(result, "widen", "must be owner of table", secrets=(role[1],))
+    assert pg_column_types(sumatra_pg) == before
