@@ -20,10 +20,9 @@ keeps every other server test off the servers while a `solo` test runs.
 from __future__ import annotations
 
 import fcntl
-import inspect
 import json
+import multiprocessing.process
 import os
-import re
 import shutil
 import signal
 import socket
@@ -54,7 +53,7 @@ PG_URL = os.environ.get("SMTMIGRATE_TEST_PG", "postgresql://127.0.0.1:5432/postg
 MARIADB_URL = os.environ.get("SMTMIGRATE_TEST_MARIADB", "mysql://root@localhost")
 TESTS = Path(__file__).resolve().parent
 try:  # the optional extra smtmigrate[mariadb]; without it the MariaDB tests are skipped
-    import MySQLdb  # noqa: F401
+    import MySQLdb
 
     MARIADB_DRIVER = True
 except ImportError:
@@ -63,106 +62,67 @@ NO_DRIVER = "mysqlclient not installed (the MariaDB extra: pip install -e '.[mar
 # For the few tests that resolve a MariaDB location without talking to the server.
 needs_mariadb_driver = pytest.mark.skipif(not MARIADB_DRIVER, reason=NO_DRIVER)
 
-# Fixtures that make or need a PostgreSQL database (with everything that depends on them).
-PG_FIXTURES = frozenset({"pg_database", "sumatra_pg", "widened_reference", "scram_server"})
+# Fixtures that make or need a server database (with every fixture that depends on them, as
+# pytest resolves them): a test that uses one must be marked `pg` / `mariadb` itself.
+PG_FIXTURES = frozenset({
+    "pg_database", "sumatra_pg", "widened_reference", "scram_server", "new_database",
+    "make_role",
+})  # fmt: skip
 MARIADB_FIXTURES = frozenset({"mariadb_name", "mariadb_database"})
-# Names whose use in a test, a fixture or a tests/ function it calls means talking to the
-# server, or starting processes (checked in their source, see `_uses`).
-_PG_NAMES = re.compile(
-    r"\b(?:fresh_database|pg_database|pg_query|pg_url_for|admin_execute|drop_database"
-    r"|pg_column_types|sumatra_schema|PG_URL|psycopg2)\b"
-)
-_PROCESS_NAMES = re.compile(r"\b(?:subprocess|Popen|run_sumatra|multiprocessing)\b")
-# Modules whose tests are slow as a whole: real `smt run`s (stress with --smt), many
-# worker processes (stress), processes killed and restarted (faults, defects).
-SLOW_MODULES = frozenset({"test_stress", "test_stress_smt", "test_faults", "test_defects"})
-# Tests that need neither but take about a second or more each (measured on 2 cores: waits
-# on purpose, hypothesis, several stores read through Sumatra), kept out of the fast subset.
-SLOW_TESTS = frozenset({
-    "test_a_store_locked_by_a_writer_ends_in_one_line_after_a_bounded_wait",
-    "test_audit_names_the_default_timestamp_labels_of_both_fixtures",
-    "test_each_kind_of_non_datetime_is_reported",
-    "test_invalid_values",
-    "test_layout_is_detected_from_the_schema",
-    "test_one_changed_value_names_that_record_and_field",
-    "test_parallel_reading_gives_the_same_answer",
-    "test_shared_labels_orphan_records_and_unreadable_records_are_compared",
-    "test_shared_output_keys_become_one_key_per_record",
-})  # fmt: skip
-# Tests that need the servers to themselves: up to 100 jobs connected at once leave no
-# connection of PostgreSQL's default 100 for another test.
-SOLO_MODULES = frozenset({"test_stress", "test_stress_smt"})
-SOLO_TESTS = frozenset({
-    "test_move_then_a_hundred_concurrent_default_smt_runs_lose_nothing",
-    "test_move_onto_mariadb_then_a_hundred_concurrent_default_smt_runs_lose_nothing",
-    "test_without_the_label_fix_concurrent_runs_collide",
-    "test_move_while_runs_keep_saving_loses_no_record",
-    "test_merge_while_twenty_smt_runs_write_the_target_loses_nothing",
-})  # fmt: skip
+SERVER_MARKERS = ("pg", "mariadb")
+# Directories whose tests need no server, by the layout (docs/development.md).
+SERVERLESS_DIRS = frozenset({"unit"})
 
 
-_USES: dict[tuple[object, str], bool] = {}  # memo of `_uses`: tests share helpers
-
-
-def _uses(func: object, names: re.Pattern[str]) -> bool:
-    """Whether a test or fixture function of tests/, or a tests/ function it names
-    (transitively), mentions one of `names`; for `_PG_NAMES`, also a module-level
-    `postgresql://` string it names."""
-    func = inspect.unwrap(func)
-    code = getattr(func, "__code__", None)
-    if code is None or not code.co_filename.startswith(str(TESTS)):
-        return False
-    key = (func, names.pattern)
-    if key in _USES:
-        return _USES[key]
-    _USES[key] = False  # while looking: a recursive helper adds nothing
-    try:
-        source = inspect.getsource(func)
-    except (OSError, TypeError):
-        return False
-    found: set[str] = set()
-    codes = [code]
-    while codes:
-        current = codes.pop()
-        found.update(current.co_names)
-        codes.extend(c for c in current.co_consts if inspect.iscode(c))
-    module_globals = getattr(func, "__globals__", {})
-    values = [module_globals.get(name) for name in sorted(found)]
-    result = bool(names.search(source)) or any(
-        (names is _PG_NAMES and isinstance(value, str) and value.startswith("postgres"))
-        or (inspect.isfunction(value) and _uses(value, names))
-        for value in values
-    )
-    _USES[key] = result
-    return result
+def _undeclared(item: pytest.Item) -> list[str]:
+    """What `item` uses but does not declare (the markers are written in the test modules,
+    never guessed here: see docs/development.md, "Markers")."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    marked = {name for name in ("pg", "mariadb", "slow", "solo") if item.get_closest_marker(name)}
+    wrong = []
+    for marker, used in (("pg", fixtures & PG_FIXTURES), ("mariadb", fixtures & MARIADB_FIXTURES)):
+        if used and marker not in marked:
+            wrong.append(f"uses {', '.join(sorted(used))} but is not marked {marker}")
+    if "solo" in marked and "slow" not in marked:
+        wrong.append("is marked solo but not slow")
+    layer = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+    if layer in SERVERLESS_DIRS and marked & {"pg", "mariadb", "solo"}:
+        wrong.append(f"is in tests/{layer}/ (no server) but marked {', '.join(sorted(marked))}")
+    return wrong
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark `pg`, `mariadb` and `slow` tests (see the module docstring) for `-m`."""
+    """Check the declared markers (a test using a server fixture without its marker fails
+    the whole collection, naming it) and skip the MariaDB tests without the driver."""
+    wrong = [f"{item.nodeid} {problem}" for item in items for problem in _undeclared(item)]
+    if wrong:
+        raise pytest.UsageError("undeclared test markers:\n  " + "\n  ".join(wrong))
     for item in items:
-        functions = [getattr(item, "function", None)]
-        info = getattr(item, "_fixtureinfo", None)
-        fixtures = set(getattr(item, "fixturenames", ()))
-        for name in fixtures:
-            for definition in info.name2fixturedefs.get(name, ()) if info else ():
-                functions.append(definition.func)
-        functions = [f for f in functions if f is not None]
-        if item.get_closest_marker("pg") is None and (
-            fixtures & PG_FIXTURES or any(_uses(f, _PG_NAMES) for f in functions)
-        ):
-            item.add_marker(pytest.mark.pg)
-        if item.get_closest_marker("mariadb") is None and fixtures & MARIADB_FIXTURES:
-            item.add_marker(pytest.mark.mariadb)
         if item.get_closest_marker("mariadb") is not None and not MARIADB_DRIVER:
             item.add_marker(pytest.mark.skip(reason=NO_DRIVER))
-        if item.get_closest_marker("slow") is None and (
-            item.path.stem in SLOW_MODULES
-            or getattr(item, "originalname", item.name) in SLOW_TESTS
-            or any(_uses(f, _PROCESS_NAMES) for f in functions)
-        ):
-            item.add_marker(pytest.mark.slow)
-        if item.path.stem in SOLO_MODULES or getattr(item, "originalname", "") in SOLO_TESTS:
-            item.add_marker(pytest.mark.solo)
+
+
+def _refused(what: str, marker: str):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"this test {what} but is not marked {marker}: declare it")
+
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _declared(request, monkeypatch) -> None:
+    """At run time, what collection cannot see: a test not marked `pg` (or `mariadb`) that
+    connects to that server anyway, or one not marked `slow` that starts a process, fails."""
+    marker = request.node.get_closest_marker
+    if marker("pg") is None:
+        monkeypatch.setattr(psycopg2, "connect", _refused("connects to PostgreSQL", "pg"))
+    if marker("mariadb") is None and MARIADB_DRIVER:
+        monkeypatch.setattr(MySQLdb, "connect", _refused("connects to MariaDB", "mariadb"))
+    if marker("slow") is None:
+        monkeypatch.setattr(subprocess.Popen, "__init__", _refused("starts a process", "slow"))
+        monkeypatch.setattr(
+            multiprocessing.process.BaseProcess, "start", _refused("starts a process", "slow")
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -227,6 +227,7 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+@pytest.mark.slow
 def test_invalid_values(store08, corruption):
     statement, key, detail = CORRUPTIONS[corruption]
     db = records_file(store08)
@@ -287,6 +288,7 @@ def pg_store(pg_database):
         yield store
 
 
+@pytest.mark.pg
 def test_postgres_store_drift_and_near_limit(pg_store):
     with connections[pg_store.alias].cursor() as cursor:
         cursor.execute("ALTER TABLE django_store_dependency ALTER COLUMN version TYPE varchar(20)")
@@ -308,6 +310,7 @@ def test_postgres_store_drift_and_near_limit(pg_store):
     assert report.exit_code == 0
 
 
+@pytest.mark.pg
 def test_postgres_connection_errors_are_one_line(cli, pg_database):
     base = pg_database.rsplit("/", 1)[0]
     missing = cli("audit", f"{base}/smtm_no_such_database")
@@ -322,6 +325,7 @@ def test_postgres_connection_errors_are_one_line(cli, pg_database):
     assert "not a Sumatra record store" in not_sumatra.err
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_an_audit_always_ends_as_interrupted(big_store):
     """SQLite turns a KeyboardInterrupt inside the audit's Python function (the UTF-8
     check of every row) into its own error; whenever Ctrl-C comes, the audit ends as
@@ -347,6 +351,7 @@ def test_ctrl_c_during_an_audit_always_ends_as_interrupted(big_store):
         assert (audit.returncode, err.strip()) == (130, "smtmigrate audit: interrupted"), step
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_with_the_audits_verdict(tmp_path, django_db_blocker):
     """`smtmigrate audit STORE | head -1` on a clean store: exit 0, nothing on stderr."""
     clean = tmp_path / "clean.sqlite"
@@ -360,6 +365,7 @@ def test_a_closed_pipe_ends_with_the_audits_verdict(tmp_path, django_db_blocker)
     assert (audit.returncode, err) == (0, "")
 
 
+@pytest.mark.slow
 def test_audit_dot_inside_smt(cli, store08, monkeypatch):
     monkeypatch.chdir(store08 / ".smt")
     result = cli("audit", ".")
@@ -367,6 +373,7 @@ def test_audit_dot_inside_smt(cli, store08, monkeypatch):
     assert result.out.startswith(f"{records_file(store08).resolve()}  layout sumatra-0.8")
 
 
+@pytest.mark.slow
 def test_audit_of_a_wal_store_in_a_directory_that_cannot_be_written(cli, store08, tmp_path):
     directory = tmp_path / "wal"
     directory.mkdir()
@@ -382,6 +389,7 @@ def test_audit_of_a_wal_store_in_a_directory_that_cannot_be_written(cli, store08
     assert "make the directory writable" in result.err
 
 
+@pytest.mark.slow
 def test_audit_of_a_store_with_a_hot_journal(cli, store08, tmp_path):
     """A writer killed mid-transaction leaves a hot journal that a read-only open cannot
     roll back."""
@@ -404,6 +412,7 @@ def test_audit_of_a_store_with_a_hot_journal(cli, store08, tmp_path):
     assert "open the store once with write access" in result.err
 
 
+@pytest.mark.slow
 def test_a_nul_finding_shows_the_whole_value(cli, store08):
     label, *_ = sqlite_rows(records_file(store08), "SELECT label FROM django_store_record")[0]
     sqlite_exec(

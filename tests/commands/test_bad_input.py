@@ -142,6 +142,7 @@ def run_bad(cli, store08: Path, tmp_path: Path, new_database: str):
 
 @pytest.mark.parametrize("kind", PATH_ERRORS)
 @pytest.mark.parametrize("slot", [*STORE_SLOTS, PROJECT_SLOT], ids=lambda s: s.id)
+@pytest.mark.pg
 def test_bad_paths(run_bad, tmp_path, slot, kind):
     """Every argument that names a store, given a path that is none."""
     expected = PATH_ERROR_OVERRIDES.get((slot.id, kind), PATH_ERRORS[kind])
@@ -149,6 +150,7 @@ def test_bad_paths(run_bad, tmp_path, slot, kind):
 
 
 @pytest.mark.parametrize("kind", PATH_ERRORS)
+@pytest.mark.pg
 def test_copy_switch_to_a_bad_project_fails_before_copying(run_bad, tmp_path, kind):
     """`copy --switch DIR` used to copy first and only then find DIR was no project."""
     slot = Slot("copy-switch", "copy", ("{store}", "{tmp}/new.sqlite", "--switch", "{loc}"))
@@ -169,6 +171,7 @@ def test_copy_switch_to_a_bad_project_fails_before_copying(run_bad, tmp_path, ki
         ("no-parent", 2, "no such directory"),
     ],
 )
+@pytest.mark.pg
 def test_copy_to_a_bad_sqlite_target(run_bad, tmp_path, kind, code, expected):
     """An existing file is refused (1: copy never writes over a file), the rest is 2."""
     if kind == "no-parent":
@@ -182,6 +185,7 @@ def test_copy_to_a_bad_sqlite_target(run_bad, tmp_path, kind, code, expected):
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "empty", "shelve"])
+@pytest.mark.pg
 def test_switch_back_on_a_bad_project(run_bad, tmp_path, kind):
     expected = (
         "no saved project file to go back to" if kind == "shelve" else "not a Sumatra project"
@@ -191,6 +195,7 @@ def test_switch_back_on_a_bad_project(run_bad, tmp_path, kind):
 
 
 @pytest.mark.parametrize("where", ["file", "under-a-file"])
+@pytest.mark.pg
 def test_widen_write_into_a_file(run_bad, tmp_path, where):
     """A file where the migrations directory should be used to end in a traceback."""
     directory = bad_path("empty", tmp_path)
@@ -254,6 +259,7 @@ def _url_cases(mariadb: bool) -> list:
 
 @pytest.mark.mariadb
 @pytest.mark.parametrize(("slot", "kind"), _url_cases(mariadb=True))
+@pytest.mark.pg
 def test_mariadb_urls_where_they_are_taken(run_bad, slot, kind):
     """The URL is well formed; then the MariaDB server (or a check) says no."""
     code, expected = MARIADB_SLOTS[slot.id]
@@ -262,6 +268,7 @@ def test_mariadb_urls_where_they_are_taken(run_bad, slot, kind):
 
 
 @pytest.mark.parametrize(("slot", "kind"), _url_cases(mariadb=False))
+@pytest.mark.pg
 def test_malformed_urls(run_bad, monkeypatch, slot, kind):
     """Refused as typed, before any connection (or by libpq, before any server is asked)."""
     monkeypatch.delenv("PGDATABASE", raising=False)
@@ -311,6 +318,7 @@ def refusing_url(kind: str) -> str:
         if not (kind == "no-such-database" and slot.id in ("createdb", "drop-recreate"))
     ],
 )
+@pytest.mark.pg
 def test_servers_that_refuse(run_bad, slot, kind):
     """The server (or its host) says no: each command says why, in the server's words."""
     code, expected = REFUSAL_OVERRIDES.get((slot.id, kind), (2, REFUSALS[kind]))
@@ -318,6 +326,7 @@ def test_servers_that_refuse(run_bad, slot, kind):
     assert_error(result, slot.command, expected, code=code, secrets=("Secret-2",))
 
 
+@pytest.mark.pg
 def test_copy_into_a_missing_database_says_how_to_make_it(run_bad):
     user = pg_query(PG_URL, "SELECT current_user")[0][0]
     line = assert_error(
@@ -337,6 +346,8 @@ WRONG = "Wr0ng/pass@word"  # has characters that must be percent-encoded in a UR
 
 
 @pytest.mark.parametrize("slot", URL_SLOTS, ids=lambda s: s.id)
+@pytest.mark.pg
+@pytest.mark.slow
 def test_wrong_password(run_bad, scram_server, monkeypatch, tmp_path, slot):
     """Named as such, and the password itself (raw or percent-encoded) is never shown."""
     url = scram_server.url("sumatra", password=WRONG)
@@ -363,6 +374,8 @@ def test_wrong_password(run_bad, scram_server, monkeypatch, tmp_path, slot):
         ("", "no password supplied"),
     ],
 )
+@pytest.mark.pg
+@pytest.mark.slow
 def test_the_scram_server_checks_passwords(
     cli, scram_server, monkeypatch, tmp_path, password, expected
 ):
@@ -401,6 +414,7 @@ def _timed(run, slot: Slot, url: str) -> tuple[CliResult, float]:
 
 
 @pytest.mark.parametrize("slot_id", ["audit", "copy-TARGET", "createdb-admin", "drop-recreate"])
+@pytest.mark.pg
 def test_no_answer_ends_after_pgconnect_timeout(run_bad, silent_port, monkeypatch, slot_id):
     """PGCONNECT_TIMEOUT is libpq's own variable and is honoured, on the stores' connections
     and on the maintenance connections of createdb/drop-recreate alike."""
@@ -417,6 +431,7 @@ def test_no_answer_ends_after_pgconnect_timeout(run_bad, silent_port, monkeypatc
     assert elapsed < 4.5  # 2 s, not the default 5 s
 
 
+@pytest.mark.pg
 def test_no_answer_ends_after_the_default_timeout(run_bad, silent_port, monkeypatch):
     monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
     url = f"postgresql://127.0.0.1:{silent_port}/sumatra"
@@ -425,6 +440,7 @@ def test_no_answer_ends_after_the_default_timeout(run_bad, silent_port, monkeypa
     assert elapsed < 9
 
 
+@pytest.mark.pg
 def test_the_urls_connect_timeout_beats_pgconnect_timeout(run_bad, silent_port, monkeypatch):
     monkeypatch.setenv("PGCONNECT_TIMEOUT", "60")
     url = f"postgresql://127.0.0.1:{silent_port}/sumatra?connect_timeout=2"
@@ -469,6 +485,7 @@ READ_SLOTS = [
 
 
 @pytest.mark.parametrize("slot_id", READ_SLOTS)
+@pytest.mark.pg
 def test_a_store_the_role_may_not_read(run_bad, sumatra_pg, make_role, slot_id):
     """A role that may log in but not read Sumatra's tables (made by another role)."""
     role = make_role()

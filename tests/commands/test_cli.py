@@ -48,6 +48,7 @@ def test_usage_error_exits_2(cli):
     assert "the following arguments are required: location" in result.err
 
 
+@pytest.mark.slow
 def test_console_script_runs(tmp_path):
     """The installed `smtmigrate` script, as a user runs it."""
     script = os.path.join(os.path.dirname(sys.executable), "smtmigrate")
@@ -68,6 +69,7 @@ def _django_admin(settings: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_commands_reachable_from_a_users_django_project():
     result = _django_admin(
         "tests.example_project.settings", "audit", str(FIXTURES / "sumatra-0.7"), "--format=json"
@@ -76,6 +78,7 @@ def test_commands_reachable_from_a_users_django_project():
     assert '"layout": "sumatra-0.7"' in result.stdout
 
 
+@pytest.mark.slow
 def test_manage_py_uses_the_standalone_settings():
     result = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "audit", str(FIXTURES / "sumatra-0.8")],
@@ -86,6 +89,7 @@ def test_manage_py_uses_the_standalone_settings():
     assert "FAIL" in result.stdout
 
 
+@pytest.mark.slow
 def test_system_check_names_the_missing_sumatra_app():
     result = _django_admin("tests.example_project.missing_sumatra", "audit", "x")
     assert result.returncode != 0
@@ -181,6 +185,7 @@ def test_standalone_help_leaves_djangos_options_out(cli, monkeypatch, name):
         assert result.out == AUDIT_HELP
 
 
+@pytest.mark.slow
 def test_manage_py_help_keeps_djangos_options():
     result = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "audit", "--help"],
@@ -202,6 +207,7 @@ def test_traceback_still_works_in_the_standalone_cli(cli, tmp_path):
         cli("audit", notes, "--traceback")
 
 
+@pytest.mark.slow
 def test_a_system_check_error_is_formatted_as_django_does():
     result = _django_admin("tests.example_project.missing_sumatra", "audit", "x")
     assert result.returncode == 1
@@ -301,6 +307,7 @@ def test_json_keeps_the_summaries_rendered_from_the_data(cli, store08, tmp_path)
     assert list(audited["summary"])[:2] == ["verdict", "exit_code"]
 
 
+@pytest.mark.slow
 def test_manage_py_without_contenttypes_ends_with_check_e001(tmp_path):
     (tmp_path / "no_contenttypes.py").write_text(
         'SECRET_KEY = "x"\n'

@@ -51,6 +51,8 @@ def public_tables(url: str) -> list[str]:
 
 
 @pytest.mark.parametrize("generation", ["0.8", "0.7"])
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_then_sumatra_reads_every_record(cli, request, pg_database, generation):
     project = request.getfixturevalue(f"store{generation.replace('.', '')}")
     result = cli("copy", project, pg_database, "--widen")
@@ -72,6 +74,7 @@ def test_copy_then_sumatra_reads_every_record(cli, request, pg_database, generat
     )
 
 
+@pytest.mark.pg
 def test_overflow_refused_without_widen_and_target_untouched(cli, store08, pg_database):
     result = cli("copy", store08, pg_database)
     assert result.code == 1
@@ -82,6 +85,8 @@ def test_overflow_refused_without_widen_and_target_untouched(cli, store08, pg_da
     assert public_tables(pg_database) == []
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_widened_copy_takes_new_records_with_fresh_ids(cli, store08, pg_database):
     assert cli("copy", store08, pg_database, "--widen").code == 0
     (max_before,) = pg_query(pg_database, "SELECT max(db_id) FROM django_store_record")[0]
@@ -94,6 +99,7 @@ def test_widened_copy_takes_new_records_with_fresh_ids(cli, store08, pg_database
     assert ids == [(max_before + 1,)]
 
 
+@pytest.mark.pg
 def test_error_mid_copy_rolls_everything_back(cli, store08, pg_database, monkeypatch):
     # Bytes that are not UTF-8: SQLite keeps them, PostgreSQL rejects them.
     sqlite_exec(
@@ -118,6 +124,7 @@ def test_error_mid_copy_rolls_everything_back(cli, store08, pg_database, monkeyp
     assert records_file(store08).read_bytes() == before
 
 
+@pytest.mark.pg
 def test_non_empty_targets_are_refused(cli, store08, store07, pg_database):
     assert cli("copy", store08, pg_database, "--widen").code == 0
     tables = public_tables(pg_database)
@@ -129,6 +136,7 @@ def test_non_empty_targets_are_refused(cli, store08, store07, pg_database):
     assert pg_query(pg_database, "SELECT count(*) FROM django_store_record") == records
 
 
+@pytest.mark.pg
 def test_unrelated_database_refused(cli, store08, pg_database):
     pg_query(pg_database, "CREATE TABLE invoices (id int)")
     result = cli("copy", store08, pg_database, "--widen")
@@ -137,12 +145,14 @@ def test_unrelated_database_refused(cli, store08, pg_database):
     assert public_tables(pg_database) == ["invoices"]
 
 
+@pytest.mark.pg
 def test_empty_sumatra_store_is_a_valid_target(cli, store08, sumatra_pg):
     result = cli("copy", store08, sumatra_pg, "--widen")
     assert result.code == 0, result
     assert pg_column_types(sumatra_pg)["django_store_record", "label"] == "text"
 
 
+@pytest.mark.pg
 def test_legacy_tags_land_with_the_targets_content_type(cli, store07, pg_database):
     assert cli("copy", store07, pg_database, "--widen").code == 0
     source_ct = sqlite_rows(
@@ -176,6 +186,7 @@ def test_legacy_tags_land_with_the_targets_content_type(cli, store07, pg_databas
     assert got == expected and len(got) > 10
 
 
+@pytest.mark.pg
 def test_timestamps_are_utc_whatever_the_database_timezone(cli, store08, pg_database):
     name = pg_database.rsplit("/", 1)[1]
     pg_query(pg_database, f"ALTER DATABASE \"{name}\" SET timezone TO 'Pacific/Chatham'")
@@ -195,6 +206,7 @@ FLOATS = [5e-324, -0.0, 1.7976931348623157e308, 0.1 + 0.2, 1 / 3, math.inf, -mat
 TEXTS = ["tab\there", "new\nline", "back\\slash \\N", "é µ 🧪 中文", "", "'quotes\" ;--"]
 
 
+@pytest.mark.pg
 def test_floats_text_and_null_round_trip_exactly(cli, store08, pg_database):
     db = records_file(store08)
     ids = [i for (i,) in sqlite_rows(db, "SELECT db_id FROM django_store_record ORDER BY db_id")]
@@ -222,6 +234,7 @@ def test_floats_text_and_null_round_trip_exactly(cli, store08, pg_database):
     assert {r for _, _, _, r in source} == {None, ""}
 
 
+@pytest.mark.slow
 def test_legacy_store_upgraded_into_a_new_sqlite_store(cli, store07, tmp_path):
     target = tmp_path / "upgraded.sqlite"
     result = cli("copy", store07, target)
@@ -241,6 +254,7 @@ def test_legacy_store_upgraded_into_a_new_sqlite_store(cli, store07, tmp_path):
     assert "exists" in existing.err
 
 
+@pytest.mark.pg
 def test_dry_run_writes_nothing(cli, store07, pg_database):
     result = cli("copy", store07, pg_database, "--widen", "--dry-run")
     assert result.code == 0, result
@@ -249,6 +263,7 @@ def test_dry_run_writes_nothing(cli, store07, pg_database):
     assert public_tables(pg_database) == []
 
 
+@pytest.mark.pg
 def test_json_output(cli, store08, pg_database):
     result = cli("copy", store08, pg_database, "--widen", "--format", "json")
     assert result.code == 0, result
@@ -260,11 +275,13 @@ def test_json_output(cli, store08, pg_database):
     assert "load" in data["phases"]
 
 
+@pytest.mark.pg
 def test_quiet_prints_nothing(cli, store08, pg_database):
     result = cli("copy", store08, pg_database, "--widen", "--quiet")
     assert (result.code, result.out, result.err) == (0, "", "")
 
 
+@pytest.mark.pg
 def test_password_never_shown(cli, store08, pg_database):
     url = pg_database.replace("://", "://root:sekrit-pw@", 1)  # trust auth ignores it
     for args in (("--dry-run",), ("--format", "json"), ()):
@@ -272,6 +289,7 @@ def test_password_never_shown(cli, store08, pg_database):
         assert "sekrit-pw" not in result.out + result.err
 
 
+@pytest.mark.pg
 def test_verify_command(cli, store08, pg_database):
     assert cli("copy", store08, pg_database, "--widen").code == 0
     same = cli("verify", store08, pg_database)
@@ -290,6 +308,7 @@ def test_verify_command(cli, store08, pg_database):
     assert "FAILED" in changed.out
 
 
+@pytest.mark.pg
 def test_verify_rows_skips_the_record_level_check(cli, store08, pg_database):
     result = cli("copy", store08, pg_database, "--widen", "--verify", "rows", "--format", "json")
     assert result.code == 0, result
@@ -319,6 +338,8 @@ def test_the_default_reads_a_sample_of_records_through_sumatra_full_reads_them_a
     assert sampled == (level == "sample"), shown.out
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_switch_of_a_project_whose_store_is_not_source(
     cli, home, store08, store07, pg_database
 ):
@@ -331,6 +352,8 @@ def test_copy_switch_of_a_project_whose_store_is_not_source(
     assert cli("copy", store07, pg_database, "--widen", "--switch", store07).code == 0
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_switch_into_a_project_whose_smt_cannot_be_written(cli, home, store08, pg_database):
     before = project_text(store08)
     with immutable(store08 / ".smt"):
@@ -340,6 +363,7 @@ def test_copy_switch_into_a_project_whose_smt_cannot_be_written(cli, home, store
     assert project_text(store08) == before
 
 
+@pytest.mark.slow
 def test_copy_into_a_directory_that_cannot_be_written(cli, store08, tmp_path):
     directory = tmp_path / "ro"
     directory.mkdir()
@@ -349,6 +373,8 @@ def test_copy_into_a_directory_that_cannot_be_written(cli, store08, tmp_path):
     assert list(directory.iterdir()) == []
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_widen_builds_the_schema_of_the_widened_models(
     cli, store08, pg_database, widened_reference
 ):
@@ -362,6 +388,7 @@ def test_copy_widen_builds_the_schema_of_the_widened_models(
     assert schema == widened_reference
 
 
+@pytest.mark.pg
 def test_copy_into_a_database_whose_schema_the_role_may_not_create_in(
     cli, store08, pg_database, make_role
 ):

@@ -31,6 +31,8 @@ from ..conftest import (
     wait_for_line,
 )
 
+pytestmark = [pytest.mark.pg, pytest.mark.slow]
+
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
 
 

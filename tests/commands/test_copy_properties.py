@@ -383,6 +383,7 @@ def text_state(
         (("django_store_tag", "name"), 2, "\udfff".encode("utf-8", "surrogatepass")),
     ],
 )
+@pytest.mark.pg
 def test_text_is_copied_exactly_or_reported(
     cli, cells: list[tuple[Key, int, bytes]], broken: list[tuple[Key, int, bytes]]
 ) -> None:
@@ -451,6 +452,7 @@ def float_bits(value: float | None) -> bytes | None:
 )
 @example(durations=[*EDGE_FLOATS, None], not_numbers=[])
 @example(durations=EDGE_FLOATS, not_numbers=[(3, "fast")])
+@pytest.mark.pg
 def test_floats_are_copied_bit_for_bit_or_reported(
     cli, durations: list[float | None], not_numbers: list[tuple[int, str]]
 ) -> None:
@@ -596,6 +598,7 @@ DATETIME_COLUMNS = [(RECORD, "timestamp"), (DATAKEY, "creation")]
     broken=[((DATAKEY, "creation"), 1, "")],
     timezone="UTC",
 )
+@pytest.mark.pg
 def test_datetimes_are_copied_as_utc_or_reported(
     cli,
     cells: list[tuple[Key, int, str]],
@@ -639,6 +642,7 @@ def test_datetimes_are_copied_as_utc_or_reported(
 
 
 @pytest.mark.parametrize("value", NOT_DATETIMES, ids=repr)
+@pytest.mark.slow
 def test_each_kind_of_non_datetime_is_reported(cli, value: object) -> None:
     """Every form in NOT_DATETIMES, alone in a store, is an `invalid` finding of exactly
     its column (the property above meets each of them only now and then)."""
@@ -695,6 +699,7 @@ REJECTED = [pair for pair in PAIRS if not is_kept(SCHEMA[pair[0]], pair[1])]
         ((("django_store_platforminformation", "ip_addr"), ""), 0),
     ],
 )
+@pytest.mark.pg
 def test_null_and_empty_string_stay_apart_or_are_reported(
     cli,
     cells: list[tuple[tuple[Key, str | None], int]],

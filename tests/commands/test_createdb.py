@@ -22,6 +22,8 @@ from ..conftest import (
     start,
 )
 
+pytestmark = pytest.mark.pg
+
 
 @pytest.fixture
 def creator_admin() -> Iterator[str]:
@@ -37,6 +39,7 @@ def creator_admin() -> Iterator[str]:
         admin_execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
+@pytest.mark.slow
 def test_createdb_create_role_by_an_admin_that_is_no_superuser(cli, creator_admin):
     admin, made = creator_admin
     target = pg_url_for(made["database"]).replace("://", f"://{made['role']}@", 1)
@@ -65,6 +68,7 @@ def test_createdb_create_role_by_an_admin_that_is_no_superuser(cli, creator_admi
     ]
 
 
+@pytest.mark.slow
 def test_createdb_interrupted_removes_the_role_and_database_it_made(creator_admin):
     """Ctrl-C once the database exists (while Sumatra's schema is built): what this run
     created goes, so that running it again starts afresh."""

@@ -155,6 +155,7 @@ def test_duplicate_labels_alone_do_not_fail_the_audit(cli, store08):
     assert "duplicate" not in {f["kind"] for f in report["findings"] if f["kind"] != "overflow"}
 
 
+@pytest.mark.pg
 def test_copy_refuses_duplicates_without_dedupe(cli, duplicated, pg_database):
     result = cli("copy", duplicated, pg_database, "--widen")
     assert result.code == 1, result
@@ -192,6 +193,8 @@ def sumatra_records(store: str) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_dedupe_merges_and_repoints(cli, request, duplicated, tmp_path, kind):
     db = records_file(duplicated)
     target = new_target(request, tmp_path, kind)
@@ -252,6 +255,7 @@ def test_copy_dedupe_merges_and_repoints(cli, request, duplicated, tmp_path, kin
     assert "verified: 15 tables" in switched.out
 
 
+@pytest.mark.pg
 def test_postgres_store_with_duplicates_into_sqlite(
     cli, store08, pg_database, tmp_path, monkeypatch
 ):
@@ -299,6 +303,8 @@ def smt(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.pg
+@pytest.mark.slow
 def test_smt_run_fails_on_duplicates_and_works_after_copy_dedupe(
     cli, request, tmp_path, monkeypatch, kind
 ):

@@ -36,6 +36,8 @@ from ..conftest import (
     wait_for_line,
 )
 
+pytestmark = pytest.mark.pg
+
 
 @pytest.fixture
 def role():
@@ -94,6 +96,7 @@ def test_drop_recreate_with_a_session_connected_backs_up_first(cli, store08, pg_
     assert cli("verify", store08, pg_database).code == 0
 
 
+@pytest.mark.slow
 def test_recreated_database_takes_long_records_through_sumatra(cli, role, pg_database):
     name = pg_database.rsplit("/", 1)[1]
     result = cli("drop-recreate", pg_database, "--yes", "--owner", role)
@@ -234,6 +237,7 @@ def test_createdb_with_a_new_role(cli, monkeypatch):
 
 
 @pytest.mark.parametrize("where", ["--backup", "cwd"])
+@pytest.mark.slow
 def test_drop_recreate_backup_where_it_cannot_be_written(
     cli, store08, pg_database, tmp_path, monkeypatch, where
 ):
@@ -272,6 +276,7 @@ def record_count(url: str) -> int:
     return pg_query(url, "SELECT count(*) FROM django_store_record")[0][0]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_backup_drops_nothing(filled_pg, tmp_path):
     backup = tmp_path / "backup.sqlite"
     run = start_in_its_own_group("drop-recreate", filled_pg, "--yes", "--backup", str(backup))
@@ -293,6 +298,7 @@ def test_ctrl_c_during_the_backup_drops_nothing(filled_pg, tmp_path):
 
 
 @pytest.mark.parametrize("moment", ["load …", "dropped "])
+@pytest.mark.slow
 def test_sigkill_during_drop_recreate_loses_no_record(filled_pg, tmp_path, moment):
     """Killed mid-backup: the database is intact, and the next run removes the partial
     file (under the default, timestamped name). Killed right after the drop: the backup is

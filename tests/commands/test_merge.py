@@ -127,6 +127,8 @@ def merge_json(cli, *args) -> tuple[int, dict]:
     return result.code, json.loads(result.out)
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_three_node_stores_into_an_empty_store_then_again_then_one_more_run(cli, nodes, tmp_path):
     node1, node2, node3 = copies(nodes, tmp_path, "node1", "node2", "node3")
     with fresh_database() as url:
@@ -188,6 +190,8 @@ def conflicting(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_refuse_lists_every_conflict_and_writes_nothing(cli, conflicting):
     with fresh_database() as url:
         result = cli("merge", conflicting / "a.sqlite", conflicting / "b.sqlite", url)
@@ -203,6 +207,8 @@ def test_refuse_lists_every_conflict_and_writes_nothing(cli, conflicting):
         assert conflict["source"].endswith("b.sqlite")
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_skip_identical_keeps_what_is_there(cli, conflicting):
     with fresh_database() as url:
         a, b = conflicting / "a.sqlite", conflicting / "b.sqlite"
@@ -217,6 +223,8 @@ def test_skip_identical_keeps_what_is_there(cli, conflicting):
         assert merged["clash", "only-b"] == records(b)["clash", "only-b"]
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_rename_is_deterministic_and_merging_again_adds_nothing(cli, conflicting):
     with fresh_database() as url:
         a, b = conflicting / "a.sqlite", conflicting / "b.sqlite"
@@ -237,6 +245,8 @@ def test_rename_is_deterministic_and_merging_again_adds_nothing(cli, conflicting
         assert counts(url) == before
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_two_projects_merge_side_by_side(cli, tmp_path):
     one = new_project(tmp_path / "one", "alpha")
     two = new_project(tmp_path / "two", "beta")
@@ -252,6 +262,8 @@ def test_two_projects_merge_side_by_side(cli, tmp_path):
         assert smt(two, "list").stdout.split() == ["r1"]
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_a_sumatra_07_store_merges_through_today_s_models(cli, store07, nodes, tmp_path):
     (node1,) = copies(nodes, tmp_path, "node1")
     with fresh_database() as url:
@@ -266,6 +278,8 @@ def test_a_sumatra_07_store_merges_through_today_s_models(cli, store07, nodes, t
         assert code == 0 and again["records"]["inserted"] == 0
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_dry_run_reports_and_writes_nothing(cli, nodes, tmp_path):
     (node1,) = copies(nodes, tmp_path, "node1")
     with fresh_database() as url:
@@ -275,6 +289,9 @@ def test_dry_run_reports_and_writes_nothing(cli, nodes, tmp_path):
         assert pg_query(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
 
 
+@pytest.mark.pg
+@pytest.mark.slow
+@pytest.mark.solo
 def test_merge_while_twenty_smt_runs_write_the_target_loses_nothing(cli, nodes, tmp_path):
     """The target's Sumatra tables are locked against writers from the identity check to
     commit: the runs wait (reported as `lock.held`), none fails, none duplicates a shared
@@ -320,6 +337,8 @@ def test_merge_while_twenty_smt_runs_write_the_target_loses_nothing(cli, nodes, 
         print(f"writers held {report['lock']['held']} s")
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_a_writer_touching_a_colliding_key_before_the_lock_gets_identity_decided_again(
     cli, nodes, tmp_path, monkeypatch
 ):
@@ -359,6 +378,8 @@ def test_a_writer_touching_a_colliding_key_before_the_lock_gets_identity_decided
 
 
 @pytest.mark.parametrize("verify", ["full", "rows", "full, sources read by a second process"])
+@pytest.mark.pg
+@pytest.mark.slow
 def test_a_record_that_does_not_read_back_equal_rolls_everything_back(
     cli, nodes, tmp_path, monkeypatch, verify
 ):
@@ -387,6 +408,8 @@ def test_a_record_that_does_not_read_back_equal_rolls_everything_back(
         assert counts(url) == {}
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_projects_are_merged_by_id_and_a_differing_description_is_reported(cli, nodes, tmp_path):
     node1, node2 = copies(nodes, tmp_path, "node1", "node2")
     sqlite_exec(node2, "UPDATE django_store_project SET description = 'node two says'")
@@ -402,6 +425,7 @@ def test_projects_are_merged_by_id_and_a_differing_description_is_reported(cli, 
         assert report["records"]["inserted"] == 4
 
 
+@pytest.mark.slow
 def test_what_merge_refuses_before_touching_anything(cli, nodes, tmp_path):
     (node1,) = copies(nodes, tmp_path, "node1")
     result = cli("merge", node1)
@@ -415,6 +439,8 @@ def test_what_merge_refuses_before_touching_anything(cli, nodes, tmp_path):
     assert result.code == 2 and "named twice" in result.err
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_a_value_too_long_for_an_unwidened_target_fails_whole_with_the_fix(
     cli, nodes, tmp_path, sumatra_pg
 ):
@@ -431,6 +457,7 @@ def test_a_value_too_long_for_an_unwidened_target_fails_whole_with_the_fix(
 
 
 @pytest.mark.parametrize("generation", ["0.4", "0.5", "0.6"])
+@pytest.mark.pg
 def test_older_generations_merge_through_the_views(cli, tmp_path, generation):
     """Sumatra 0.4-0.6 stores (two projects each) are read in today's shape."""
     store = copy_fixture(generation, tmp_path)
@@ -453,6 +480,7 @@ def sqlite_counts(path: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("verify", ["full", "rows"])
+@pytest.mark.slow
 def test_an_sqlite_target_gets_the_same_merge(cli, nodes, conflicting, tmp_path, verify):
     node1, node2, node3 = copies(nodes, tmp_path, "node1", "node2", "node3")
     target = tmp_path / "merged.sqlite"
@@ -487,6 +515,8 @@ def test_an_sqlite_target_gets_the_same_merge(cli, nodes, conflicting, tmp_path,
 
 
 @pytest.mark.parametrize("into", ["postgresql", "sqlite"])
+@pytest.mark.pg
+@pytest.mark.slow
 def test_a_postgresql_source_merges_with_sqlite_node_stores(
     cli, nodes, tmp_path, monkeypatch, into
 ):
@@ -520,6 +550,7 @@ def test_a_postgresql_source_merges_with_sqlite_node_stores(
         assert len(result.err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_output_keys_equal_in_content_from_two_records_stay_two_rows_and_are_reported(
     cli, nodes, tmp_path
 ):

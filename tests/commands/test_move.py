@@ -101,6 +101,9 @@ def hundred_runs_save_a_record_each(
     assert sorted(smt(project, "list").stdout.split()) == sorted(found)
 
 
+@pytest.mark.pg
+@pytest.mark.slow
+@pytest.mark.solo
 def test_move_then_a_hundred_concurrent_default_smt_runs_lose_nothing(
     cli, home, tmp_path, new_database
 ):
@@ -118,6 +121,9 @@ def test_move_then_a_hundred_concurrent_default_smt_runs_lose_nothing(
     hundred_runs_save_a_record_each(project, lambda: labels_in(new_database), timeout=400)
 
 
+@pytest.mark.pg
+@pytest.mark.slow
+@pytest.mark.solo
 def test_without_the_label_fix_concurrent_runs_collide(cli, home, tmp_path, new_database):
     """What `move` fixes, shown on the same project moved with --label-generator keep."""
     project = new_project(tmp_path)
@@ -130,6 +136,9 @@ def test_without_the_label_fix_concurrent_runs_collide(cli, home, tmp_path, new_
     assert failed or len(set(labels)) < 11, (failed, labels)
 
 
+@pytest.mark.pg
+@pytest.mark.slow
+@pytest.mark.solo
 def test_move_while_runs_keep_saving_loses_no_record(cli, home, tmp_path, new_database):
     """Jobs that start before the switch save to the old store when they end, and rewrite
     .smt/project as it was; running move again brings the project and their records over."""
@@ -170,6 +179,7 @@ def test_move_while_runs_keep_saving_loses_no_record(cli, home, tmp_path, new_da
     assert len(labels_in(new_database)) == 6
 
 
+@pytest.mark.pg
 def test_a_project_file_rewritten_by_a_finishing_job_is_pointed_back(
     cli, home, store08, new_database
 ):
@@ -187,6 +197,8 @@ def test_a_project_file_rewritten_by_a_finishing_job_is_pointed_back(
 
 
 @pytest.mark.parametrize("generation", ["0.8", "0.7"])
+@pytest.mark.pg
+@pytest.mark.slow
 def test_move_a_fixture_project(cli, home, generation, tmp_path, new_database):
     from ..conftest import copy_fixture
 
@@ -207,6 +219,7 @@ def test_move_a_fixture_project(cli, home, generation, tmp_path, new_database):
     assert listed.stdout.split() == before
 
 
+@pytest.mark.pg
 def test_dry_run_and_no_answer_change_nothing(cli, home, store08, new_database):
     project_text = (store08 / ".smt" / "project").read_text()
     dry = cli("move", store08, new_database, "--dry-run")
@@ -227,6 +240,7 @@ def test_dry_run_and_no_answer_change_nothing(cli, home, store08, new_database):
     assert exists == []
 
 
+@pytest.mark.pg
 def test_refused_when_the_target_holds_other_records(cli, home, store08, store07, pg_database):
     assert cli("copy", store07, pg_database, "--widen", "--quiet").code == 0
     text = (store08 / ".smt" / "project").read_text()
@@ -236,6 +250,7 @@ def test_refused_when_the_target_holds_other_records(cli, home, store08, store07
     assert (store08 / ".smt" / "project").read_text() == text
 
 
+@pytest.mark.pg
 def test_a_copy_made_earlier_is_kept_and_the_move_completes(cli, home, store08, pg_database):
     """As after a run killed between the copy's commit and the switch."""
     assert cli("copy", store08, pg_database, "--widen", "--quiet").code == 0
@@ -245,6 +260,8 @@ def test_a_copy_made_earlier_is_kept_and_the_move_completes(cli, home, store08, 
     assert project_json(store08)["record_store"]["db_file"] == pg_database
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_killed_during_the_copy_then_run_again(home, store08, new_database):
     text = (store08 / ".smt" / "project").read_text()
     env = {**os.environ, "HOME": str(home)}
@@ -282,6 +299,9 @@ def mariadb_labels(name: str) -> list[str]:
     return [label for (label,) in rows]
 
 
+@pytest.mark.mariadb
+@pytest.mark.slow
+@pytest.mark.solo
 def test_move_onto_mariadb_then_a_hundred_concurrent_default_smt_runs_lose_nothing(
     cli, home, tmp_path, mariadb_name
 ):
@@ -312,6 +332,8 @@ def test_move_onto_mariadb_then_a_hundred_concurrent_default_smt_runs_lose_nothi
     hundred_runs_save_a_record_each(project, lambda: mariadb_labels(mariadb_name), timeout=600)
 
 
+@pytest.mark.mariadb
+@pytest.mark.slow
 def test_move_onto_mariadb_carries_late_records_and_keeps_an_earlier_copy(
     cli, home, tmp_path, mariadb_name
 ):
@@ -333,6 +355,7 @@ def test_move_onto_mariadb_carries_late_records_and_keeps_an_earlier_copy(
     assert sorted(smt(project, "list").stdout.split()) == sorted(labels)
 
 
+@pytest.mark.mariadb
 def test_move_onto_mariadb_refuses_create_role_in_one_line(cli, home, store08, mariadb_name):
     result = cli("move", store08, mariadb_url_for(mariadb_name), "--yes", "--create-role")
     assert result.code == 2, result

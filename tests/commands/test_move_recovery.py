@@ -24,8 +24,6 @@ import pytest
 from smtmigrate.move import SIGNAL_AFTER_STEP
 
 from ..conftest import (
-    drop_database,
-    drop_mariadb_database,
     mariadb_databases,
     mariadb_execute,
     mariadb_url_for,
@@ -36,6 +34,18 @@ from ..conftest import (
     sqlite_rows,
 )
 from .test_move import SMT, SMTMIGRATE, new_project, project_json, smt, start_smt_run
+
+KIND_MARKS = {"pg": pytest.mark.pg, "mariadb": pytest.mark.mariadb}
+
+
+@pytest.fixture
+def target(request, kind: str) -> str:
+    """The URL of a database on the `kind` server that does not exist yet (move creates it;
+    dropped after): only that server's fixture is used, so a PostgreSQL case needs no MariaDB."""
+    if kind == "pg":
+        return request.getfixturevalue("new_database")
+    return mariadb_url_for(request.getfixturevalue("mariadb_name"))
+
 
 WAITING_MAIN = "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n"
 
@@ -87,14 +97,18 @@ def target_rows(url: str, kind: str) -> list[tuple]:
     return pg_query(url, query)
 
 
-@pytest.mark.parametrize("kind", ["pg", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param("pg", marks=pytest.mark.pg), pytest.param("mariadb", marks=pytest.mark.mariadb)],
+)
+@pytest.mark.slow
 def test_unfinished_records_sharing_a_label_and_a_job_ending_during_the_move(
-    cli, home, tmp_path, kind, new_database, mariadb_name
+    cli, home, tmp_path, kind, target
 ):
     """Two unfinished records share a label (runs whose saves raced); a real job is running
     during the move and ends in the old store; its completion reaches the new store, and
     both records sharing the label are there, untouched."""
-    url = new_database if kind == "pg" else mariadb_url_for(mariadb_name)
+    url = target
     project = new_project(tmp_path)
     (project / "main.py").write_text(WAITING_MAIN)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
@@ -153,55 +167,66 @@ def moving(project: Path, url: str, env: dict[str, str]) -> subprocess.Completed
     )
 
 
+# Stopped right after each step, by Ctrl-C and by SIGKILL, on each engine: one case each, so
+# that pytest-xdist spreads them. Not SIGKILL after "labels": in a first move nothing runs
+# between the "switch" and "labels" checkpoints (switch_project sets the label generator),
+# so a kill there leaves the very state a kill after "switch" does; Ctrl-C after it is kept
+# (the message says what was done).
+INTERRUPTIONS = [
+    pytest.param(kind, signal_name, step, marks=KIND_MARKS[kind])
+    for kind in ("pg", "mariadb")
+    for signal_name in ("INT", "KILL")
+    for step in STEPS
+    if not (signal_name == "KILL" and step == "labels")
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signal_name", ["INT", "KILL"])
-@pytest.mark.parametrize("kind", ["pg", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+@pytest.mark.parametrize(("kind", "signal_name", "step"), INTERRUPTIONS)
 def test_interrupted_after_each_step_then_run_again(
-    home, tmp_path, waiting_project, new_database, mariadb_name, kind, signal_name
+    home, tmp_path, waiting_project, target, kind, signal_name, step
 ):
-    """For each step, a `move` is stopped (Ctrl-C or SIGKILL) right after it while a job is
-    running; the project is then on its old store or on the new one, never in between; the
-    job ends (in the old store); `move` run again finishes, every record complete there."""
+    """A `move` is stopped (Ctrl-C or SIGKILL) right after a step while a job is running;
+    the project is then on its old store or on the new one, never in between; the job ends
+    (in the old store); `move` run again finishes, every record complete there."""
     env = {**os.environ, "HOME": str(home)}
-    url = new_database if kind == "pg" else mariadb_url_for(mariadb_name)
+    url = target
     database = url.rsplit("/", 1)[1]
-    for step in STEPS:
-        project = tmp_path / step.replace(" ", "-")
-        shutil.copytree(waiting_project, project)
-        project_file = project / ".smt" / "project"  # names its directory: the copy's now
-        project_file.write_text(
-            project_file.read_text().replace(str(waiting_project), str(project))
-        )
-        old_store = project_json(project)["record_store"]["db_file"]
-        assert old_store == str(records_file(project))
-        with waiting_job(project) as job:
-            stopped = moving(project, url, {**env, SIGNAL_AFTER_STEP: f"{step}:{signal_name}"})
-            on = project_json(project)["record_store"]["db_file"]
-            assert on == (url if STEPS.index(step) >= STEPS.index("switch") else old_store)
-            if signal_name == "KILL":
-                assert stopped.returncode == -signal.SIGKILL, stopped.stderr
-            else:
-                assert stopped.returncode == 130, stopped.stderr
-                message = stopped.stderr.strip()
-                assert message.startswith("smtmigrate move: interrupted; already done: "), message
-                assert "run `smtmigrate move" in message, message
-                if step == "database":  # the copy had not committed: the database is gone again
-                    assert "undone: dropped" in message, message
-                    assert not database_exists(kind, database)
-            (project / "go").write_text("")
-            _, err = job.communicate(timeout=120)
-            assert job.returncode == 0, err[-2000:]
+    project = tmp_path / step.replace(" ", "-")
+    shutil.copytree(waiting_project, project)
+    project_file = project / ".smt" / "project"  # names its directory: the copy's now
+    project_file.write_text(project_file.read_text().replace(str(waiting_project), str(project)))
+    old_store = project_json(project)["record_store"]["db_file"]
+    assert old_store == str(records_file(project))
+    with waiting_job(project) as job:
+        stopped = moving(project, url, {**env, SIGNAL_AFTER_STEP: f"{step}:{signal_name}"})
+        on = project_json(project)["record_store"]["db_file"]
+        assert on == (url if STEPS.index(step) >= STEPS.index("switch") else old_store)
+        if signal_name == "KILL":
+            assert stopped.returncode == -signal.SIGKILL, stopped.stderr
+        else:
+            assert stopped.returncode == 130, stopped.stderr
+            message = stopped.stderr.strip()
+            assert message.startswith("smtmigrate move: interrupted; already done: "), message
+            assert "run `smtmigrate move" in message, message
+            if step == "database":  # the copy had not committed: the database is gone again
+                assert "undone: dropped" in message, message
+                assert not database_exists(kind, database)
+        (project / "go").write_text("")
+        _, err = job.communicate(timeout=120)
+        assert job.returncode == 0, err[-2000:]
 
-        again = moving(project, url, env)
-        assert again.returncode == 0, (step, again.stderr)
-        assert project_json(project)["record_store"]["db_file"] == url
-        rows = target_rows(url, kind)
-        assert [(label, tags) for label, tags, _ in rows][-1] == ("job", "_finished_"), step
-        assert len(rows) == 2 and all(duration is not None for *_, duration in rows), rows
-        assert smt(project, "list").stdout.split()[0] == "job"
-        drop_database(database) if kind == "pg" else drop_mariadb_database(database)
+    again = moving(project, url, env)
+    assert again.returncode == 0, (step, again.stderr)
+    assert project_json(project)["record_store"]["db_file"] == url
+    rows = target_rows(url, kind)
+    assert [(label, tags) for label, tags, _ in rows][-1] == ("job", "_finished_"), step
+    assert len(rows) == 2 and all(duration is not None for *_, duration in rows), rows
+    assert smt(project, "list").stdout.split()[0] == "job"
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_a_second_move_of_the_project_refuses_naming_the_first(
     home, tmp_path, store08, new_database
 ):
@@ -243,6 +268,8 @@ def test_a_second_move_of_the_project_refuses_naming_the_first(
     assert "Already moved" in again.stdout
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_refused_when_the_projects_smt_cannot_open_the_new_store(
     home, tmp_path, store08, new_database
 ):
@@ -309,6 +336,7 @@ def test_mariadb_connection_errors_exit_2_with_the_hint_that_fits(
         assert "MYSQL_PWD" not in result.err and "check the URL's host and port" in result.err
 
 
+@pytest.mark.pg
 def test_move_refusing_duplicates_names_dedupe(cli, home, store08, new_database):
     from .test_dedupe import plant_duplicates
 
@@ -335,6 +363,7 @@ def test_a_url_short_of_its_slashes_is_named_as_a_typo(cli, home, store08, typed
 
 
 @pytest.mark.parametrize("command", ["createdb", "widen"])
+@pytest.mark.slow
 def test_help_names_mariadb_where_the_command_takes_it(command):
     shown = subprocess.run(
         [*SMTMIGRATE, command, "--help"], capture_output=True, text=True, timeout=60

@@ -64,6 +64,8 @@ def complete(cluster, database: str) -> int:
     )
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_headroom_counts_reserved_slots_and_connections_in_use(cluster):
     """A role that is not a superuser cannot use superuser_reserved_connections; every open
     connection takes one slot; the role's own CONNECTION LIMIT bounds it too."""
@@ -87,6 +89,7 @@ def test_headroom_counts_reserved_slots_and_connections_in_use(cluster):
     assert after.exceeded_by(after.free + 1) and not after.exceeded_by(after.free)
 
 
+@pytest.mark.slow
 def test_move_warns_before_it_starts_when_the_expected_jobs_do_not_fit(tmp_path, cluster):
     _, out = moved_project(tmp_path, cluster, "warned", "--expect-jobs", "60")
     warning = out.index("WARNING: 60 jobs at once, ")
@@ -97,6 +100,7 @@ def test_move_warns_before_it_starts_when_the_expected_jobs_do_not_fit(tmp_path,
 
 @needs_pgbouncer
 @pytest.mark.solo
+@pytest.mark.slow
 def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(tmp_path, cluster):
     """Through the pooler, twice as many 6 s runs as the server has connections all save
     their record at once (0 retries); `--stop` points the project at the store again."""
@@ -123,6 +127,7 @@ def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(tmp_p
 
 @needs_pgbouncer
 @pytest.mark.solo
+@pytest.mark.slow
 def test_a_paused_pooler_holds_running_jobs_through_a_server_restart(tmp_path, cluster):
     """--pause, `pg_ctlcluster restart -m fast`, --resume while 6 runs sleep and save: every
     record complete, no run crashed."""
@@ -158,6 +163,7 @@ def test_a_listen_address_is_host_and_port(text):
     assert parse_listen("[::1]:6432") == ("::1", 6432)
 
 
+@pytest.mark.mariadb
 def test_mariadb_headroom_is_max_connections_less_threads_connected(mariadb_name):
     """A database that does not exist yet (as `move` meets it) is looked at from the server."""
     (limit,) = mariadb_execute("SELECT @@GLOBAL.max_connections")[0]

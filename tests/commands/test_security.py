@@ -302,6 +302,7 @@ EXPECTED_CODES = {
 }
 
 
+@pytest.mark.pg
 def test_every_command_works_with_hostile_names(scenario):
     """Each command ends as it should: with names like these, any SQL built by pasting
     would have failed (or dropped `postgres`) instead."""
@@ -326,6 +327,7 @@ def test_every_command_works_with_hostile_names(scenario):
     assert "Refused:" in by_label["copy refused"].out
 
 
+@pytest.mark.pg
 def test_names_round_trip_exactly(scenario):
     """The server holds exactly the names given, created by the tool: the database owned
     by the role, the tables too, nothing truncated or split, `postgres` untouched."""
@@ -351,6 +353,7 @@ def test_names_round_trip_exactly(scenario):
     assert store.project_name == scenario.project_name
 
 
+@pytest.mark.pg
 def test_the_password_is_in_pgpass_and_libpq_finds_it(scenario):
     """~/.pgpass (0600) holds the one line libpq reads for these names: proof that the
     escaping of ':' and '\\' in names and password is right."""
@@ -370,6 +373,7 @@ def test_the_password_is_in_pgpass_and_libpq_finds_it(scenario):
         conn.close()
 
 
+@pytest.mark.pg
 def test_the_password_is_in_no_output(scenario):
     """stdout and stderr of every command, in-process and as real processes, successes
     and errors: the password never shows, in any spelling."""
@@ -383,6 +387,7 @@ def test_the_password_is_in_no_output(scenario):
     assert ":***@" in report["location"]
 
 
+@pytest.mark.pg
 def test_the_password_is_in_no_file_but_pgpass(scenario):
     """Every file under the scenario's directory (the project file and its backup, the
     SQLite copy, the backup, the migrations, anything in the working directory and HOME)
@@ -398,6 +403,7 @@ def test_the_password_is_in_no_file_but_pgpass(scenario):
     assert PASSWORD.encode() in pgpass.read_bytes().replace(b"\\:", b":").replace(b"\\\\", b"\\")
 
 
+@pytest.mark.pg
 def test_files_written_are_never_world_readable(scenario):
     """Under umask 022 every file and directory the tool created is closed to other users;
     stores, backups and ~/.pgpass are 0600; the project file keeps no more than it had."""
@@ -521,6 +527,8 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_commands_connect_to_the_given_server_only(strace, tmp_path, store08, pg_database):
     """Under strace (every process, git's included): every connect() and every datagram
     goes to the PostgreSQL server named on the command line, and nowhere else."""
@@ -567,6 +575,8 @@ sys.exit(main(sys.argv[2:]))
 QUIET_SOCKET_EVENTS = {"socket.gethostname", "socket.__new__", "socket.sethostname"}
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_python_code_opens_no_network_connection(tmp_path, store07, pg_database):
     """Sumatra, Django, GitPython… inside smtmigrate: Python's audit hooks see every
     socket they open, every name they look up and every program they start. None but

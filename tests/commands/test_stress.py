@@ -63,6 +63,9 @@ def widened_pg(cli, sumatra_pg) -> str:
     return sumatra_pg
 
 
+@pytest.mark.pg
+@pytest.mark.slow
+@pytest.mark.solo
 def test_postgres_takes_50_concurrent_jobs_and_is_left_as_it_was(cli, widened_pg):
     before = pg_row_counts(widened_pg)
     report = api_stress(cli, widened_pg, "--jobs", "50", "--timeout", "240", code=0)
@@ -87,6 +90,9 @@ def test_postgres_takes_50_concurrent_jobs_and_is_left_as_it_was(cli, widened_pg
     assert not processes_mentioning(project)
 
 
+@pytest.mark.pg
+@pytest.mark.slow
+@pytest.mark.solo
 def test_json_report_shape(cli, widened_pg):
     report = api_stress(cli, widened_pg, "--jobs", "2", "--records-per-job", "2", code=0)
     assert set(report) == {
@@ -131,6 +137,8 @@ def test_json_report_shape(cli, widened_pg):
     assert report["cleanup"]["left_records"] == 0 and report["cleanup"]["left_project"] is False
 
 
+@pytest.mark.slow
+@pytest.mark.solo
 def test_sqlite_reports_honestly_within_its_timeout_and_cleans_up(cli, store08):
     records = records_file(store08)
     before = sqlite_dump(records)
@@ -151,6 +159,8 @@ def test_sqlite_reports_honestly_within_its_timeout_and_cleans_up(cli, store08):
     assert sqlite_dump(records) == before
 
 
+@pytest.mark.slow
+@pytest.mark.solo
 def test_timeout_bounds_the_run_and_counts_the_jobs_as_lost(cli, store08):
     records = records_file(store08)
     before = sqlite_dump(records)
@@ -163,6 +173,9 @@ def test_timeout_bounds_the_run_and_counts_the_jobs_as_lost(cli, store08):
     assert not processes_mentioning(report["project"])
 
 
+@pytest.mark.pg
+@pytest.mark.slow
+@pytest.mark.solo
 def test_cold_start_leaves_no_duplicate_behind(cli, widened_pg):
     """Without the warm-up the jobs race to create the rows they share (Sumatra's
     get_or_create on tables without unique constraints); whatever they did, it is undone."""
@@ -186,18 +199,24 @@ def test_cold_start_leaves_no_duplicate_behind(cli, widened_pg):
         (("--timeout", "nan"), "must be a positive number of seconds"),
     ],
 )
+@pytest.mark.slow
+@pytest.mark.solo
 def test_bad_options_exit_2(cli, store08, args, message):
     result = cli("stress", store08, *args)
     assert result.code == 2, result
     assert message in result.err
 
 
+@pytest.mark.slow
+@pytest.mark.solo
 def test_a_store_sumatra_cannot_open_is_refused(cli, store07):
     result = cli("stress", store07, "--jobs", "1")
     assert result.code == 1, result
     assert "sumatra-0.7 store, which Sumatra 0.8.1 cannot open" in result.err
 
 
+@pytest.mark.slow
+@pytest.mark.solo
 def test_jobs_get_the_password_from_the_environment_never_the_command_line():
     with resolve("postgresql://alice:s3cr%40t@db.example.org:6543/sumatra?sslmode=require") as s:
         uri, env = worker_location(s)
@@ -209,6 +228,8 @@ def test_jobs_get_the_password_from_the_environment_never_the_command_line():
     assert env["PGHOST"] == "/var/run/postgresql" and env["PGUSER"] == "bob"
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_ctrl_c_during_stress_stops_the_jobs_and_cleans_up(cli, sumatra_pg):
     assert cli("widen", "--apply", sumatra_pg).code == 0
     run = start_in_its_own_group("stress", sumatra_pg, "--jobs", "8", "--records-per-job", "50")
@@ -227,6 +248,7 @@ def test_ctrl_c_during_stress_stops_the_jobs_and_cleans_up(cli, sumatra_pg):
     assert pg_query(sumatra_pg, "SELECT count(*) FROM django_store_record") == [(0,)]
 
 
+@pytest.mark.pg
 def test_stress_by_a_role_that_may_only_read_fails_at_once(cli, sumatra_pg, make_role):
     """Sumatra retries a failed save every 5 s: without the check the jobs sat out the
     whole --timeout and reported nothing but `timeout` (exit 1)."""
@@ -243,6 +265,7 @@ def test_stress_by_a_role_that_may_only_read_fails_at_once(cli, sumatra_pg, make
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.pg
 def test_stress_by_a_role_that_may_not_use_a_serial_id_sequence(cli, sumatra_pg, make_role):
     """A store built by an older Django has serial ids: their sequences need USAGE too."""
     role = make_role()
@@ -262,6 +285,7 @@ def test_stress_by_a_role_that_may_not_use_a_serial_id_sequence(cli, sumatra_pg,
     )
 
 
+@pytest.mark.pg
 def test_stress_needs_no_more_than_writing_the_tables(cli, sumatra_pg, make_role):
     """The control: identity ids need no sequence privilege, and the check lets such a role
     through to a run in which every record is saved."""

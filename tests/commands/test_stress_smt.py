@@ -17,6 +17,8 @@ import pytest
 from ..conftest import processes_mentioning
 from .test_stress import pg_row_counts
 
+pytestmark = [pytest.mark.pg, pytest.mark.slow, pytest.mark.solo]
+
 SMT = str(Path(sys.executable).parent / "smt")
 
 

@@ -39,6 +39,8 @@ def smt_list(project: Path) -> list[str]:
     return result.stdout.split()
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_switch_keeps_smt_list_and_puts_the_password_in_pgpass(cli, home, store08, pg_database):
     before = smt_list(store08)
     assert len(before) == 7
@@ -68,6 +70,8 @@ def test_switch_keeps_smt_list_and_puts_the_password_in_pgpass(cli, home, store0
     assert len((home / ".pgpass").read_text().splitlines()) == 2
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_switch_a_legacy_project(cli, home, store07, pg_database):
     labels = sorted(
         label
@@ -78,6 +82,7 @@ def test_switch_a_legacy_project(cli, home, store07, pg_database):
     assert sorted(smt_list(store07)) == labels  # Sumatra 0.8.1 could not open the 0.7 store
 
 
+@pytest.mark.pg
 def test_switch_refuses_a_store_with_other_records(cli, home, store08, store07, pg_database):
     assert cli("copy", store07, pg_database, "--widen").code == 0
     before = (store08 / ".smt" / "project").read_bytes()
@@ -91,6 +96,7 @@ def test_switch_refuses_a_store_with_other_records(cli, home, store08, store07, 
 
 
 @pytest.mark.parametrize("name", ["copy#1.sqlite", "copy?x.sqlite"])
+@pytest.mark.slow
 def test_switch_refuses_a_location_sumatra_would_misread(cli, home, store08, tmp_path, name):
     """Sumatra reads db_file with urlparse, as it is: a '#' or '?' in the path would send
     `smt` to another file, so the switch is refused before anything changes."""
@@ -110,6 +116,7 @@ def test_switch_refuses_a_location_sumatra_would_misread(cli, home, store08, tmp
 
 
 @pytest.mark.parametrize("command", ["switch", "copy"])
+@pytest.mark.pg
 def test_a_url_given_as_project_dir_is_named_as_such(cli, store08, pg_database, command):
     url = "postgresql://someone:s3cret@127.0.0.1/sumatra_db"
     args = [url, pg_database] if command == "switch" else [store08, pg_database, "--switch", url]
@@ -124,6 +131,7 @@ def test_a_url_given_as_project_dir_is_named_as_such(cli, store08, pg_database, 
     ]  # copy --switch stopped before copying
 
 
+@pytest.mark.slow
 def test_switch_when_smt_cannot_be_written(cli, home, store08, tmp_path):
     copy = tmp_path / "copy.sqlite"
     assert cli("copy", store08, copy, "--verify", "rows").code == 0
@@ -134,6 +142,8 @@ def test_switch_when_smt_cannot_be_written(cli, home, store08, tmp_path):
     assert project_text(store08) == before
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_switch_with_a_password_when_pgpass_cannot_be_written(cli, home, store08, pg_database):
     assert cli("copy", store08, pg_database, "--widen", "--verify", "rows").code == 0
     before = project_text(store08)
@@ -145,6 +155,7 @@ def test_switch_with_a_password_when_pgpass_cannot_be_written(cli, home, store08
     assert not (store08 / ".smt" / "project.smtmigrate-backup").exists()
 
 
+@pytest.mark.slow
 def test_the_original_project_file_survives_repeated_switches(cli, home, store08, tmp_path):
     original = (store08 / ".smt" / "project").read_bytes()
     copies = [tmp_path / "a.sqlite", tmp_path / "b.sqlite"]
@@ -160,6 +171,7 @@ def test_the_original_project_file_survives_repeated_switches(cli, home, store08
     assert (store08 / ".smt" / "project").read_bytes() == original
 
 
+@pytest.mark.slow
 def test_switch_to_the_store_the_project_names_changes_nothing(cli, home, store08):
     original = (store08 / ".smt" / "project").read_bytes()
     result = cli("switch", store08, records_file(store08))
@@ -169,6 +181,8 @@ def test_switch_to_the_store_the_project_names_changes_nothing(cli, home, store0
     assert not (store08 / ".smt" / "project.smtmigrate-backup").exists()
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_switch_refuses_query_parameters_sumatra_ignores(cli, home, store08, pg_database):
     assert cli("copy", store08, pg_database, "--widen", "--verify", "rows").code == 0
     before = project_text(store08)
@@ -178,6 +192,8 @@ def test_switch_refuses_query_parameters_sumatra_ignores(cli, home, store08, pg_
     assert project_text(store08) == before
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_switch_puts_the_password_where_libpq_takes_it(cli, home, store08, scram_server):
     """A password-checking server: after the switch, libpq connects with no password
     given, from ~/.pgpass, although an older catch-all line names another password."""

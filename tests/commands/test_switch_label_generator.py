@@ -50,6 +50,7 @@ def test_timestamp_resolution(timestamp_format, resolution, collides):
 
 
 @pytest.mark.parametrize("generation", ["0.8", "0.7"])
+@pytest.mark.slow
 def test_audit_names_the_default_timestamp_labels_of_both_fixtures(cli, tmp_path, generation):
     project = copy_fixture(generation, tmp_path)
     store_only = cli("audit", records_file(project), "--format", "json")
@@ -80,6 +81,7 @@ def test_audit_names_the_default_timestamp_labels_of_both_fixtures(cli, tmp_path
     "choice, configure",
     [("uuid", ("-g", "uuid")), ("timestamp-us", ("-t", "%Y%m%d-%H%M%S-%f"))],
 )
+@pytest.mark.slow
 def test_fix_writes_what_smt_configure_writes_and_back_restores(cli, tmp_path, choice, configure):
     ours = copy_fixture("0.8", tmp_path / "ours")
     theirs = copy_fixture("0.8", tmp_path / "theirs")
@@ -103,6 +105,7 @@ def test_fix_writes_what_smt_configure_writes_and_back_restores(cli, tmp_path, c
     assert project_file(ours).read_bytes() == original
 
 
+@pytest.mark.pg
 def test_switch_moves_the_store_and_fixes_the_labels_in_one_write(cli, store08, pg_database):
     original = project_file(store08).read_bytes()
     assert cli("copy", store08, pg_database, "--widen").code == 0

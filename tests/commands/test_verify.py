@@ -182,6 +182,7 @@ MODIFICATIONS = {
 
 
 @pytest.mark.parametrize("case", [*MODIFICATIONS, "timestamp by 1 µs"])
+@pytest.mark.slow
 def test_one_changed_value_names_that_record_and_field(store08, tmp_path, case):
     db = records_file(store08)
     changed = private_copy(db, tmp_path, "changed.sqlite")
@@ -242,6 +243,8 @@ def test_limit_truncates_but_counts_everything(store08, tmp_path):
     assert (result.total_differences, result.differing_records) == (14, 7)
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_postgres_store_filled_by_sumatra_reads_the_same(store08, sumatra_pg, cli):
     """Sumatra's own API saved the fixture's export into PostgreSQL (widened first: the
     fixture's values overflow Sumatra's varchar sizes); the export dropped the records'
@@ -290,6 +293,7 @@ def test_reading_creates_no_directory_and_runs_nothing(store08, tmp_path, capfd)
     assert capfd.readouterr().out == ""
 
 
+@pytest.mark.slow
 def test_parallel_reading_gives_the_same_answer(tmp_path, capfd):
     generated = generate_store(tmp_path / "g.db", 300, seed=3, projects=2)
     changed = private_copy(generated.path, tmp_path, "changed.sqlite")
@@ -321,6 +325,7 @@ def test_a_reading_process_that_dies_is_one_error_line_not_a_traceback(
     )
 
 
+@pytest.mark.slow
 def test_shared_labels_orphan_records_and_unreadable_records_are_compared(store08, tmp_path):
     db = records_file(store08)
     first, last = label_of(db, 1), label_of(db, 7)
@@ -435,6 +440,8 @@ def test_a_small_store_is_sampled_whole(store08):
     assert (result.records, result.population, result.ok) == (7, 7, True)
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_verify_refuses_a_store_against_itself(cli, store08, pg_database):
     result = cli("verify", store08, records_file(store08))
     one_error_line(result, "verify", 2, "SOURCE and TARGET are the same store")

@@ -11,6 +11,7 @@ import time
 
 import psycopg2
 import psycopg2.extensions
+import pytest
 import sqlparse
 
 from smtmigrate.audit import audit
@@ -82,6 +83,7 @@ def test_fit_needs_a_source(cli):
     assert "give a SOURCE store" in result.err
 
 
+@pytest.mark.pg
 def test_apply_then_again_is_a_no_op(cli, sumatra_pg):
     before = pg_column_types(sumatra_pg)
     result = cli("widen", "--apply", sumatra_pg)
@@ -106,6 +108,8 @@ def test_apply_then_again_is_a_no_op(cli, sumatra_pg):
     ]
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_widened_store_takes_every_record_sumatra_can_produce(cli, sumatra_pg):
     assert cli("widen", "--apply", sumatra_pg).code == 0
     types = pg_column_types(sumatra_pg)
@@ -122,6 +126,8 @@ def test_widened_store_takes_every_record_sumatra_can_produce(cli, sumatra_pg):
     assert pg_query(sumatra_pg, "SELECT count(*) FROM django_store_record") == [(15,)]
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_without_widening_sumatra_rejects_the_long_record(sumatra_pg):
     export = FIXTURES / "sumatra-0.8" / "records_export.json"
     result = run_sumatra("long", sumatra_pg, "long", str(export), "3000")
@@ -129,6 +135,7 @@ def test_without_widening_sumatra_rejects_the_long_record(sumatra_pg):
     assert "value too long for type character varying" in result.stderr
 
 
+@pytest.mark.pg
 def test_drifted_store_is_brought_up_to_the_plan(cli, sumatra_pg, store08):
     pg_query(
         sumatra_pg, "ALTER TABLE django_store_dependency ALTER COLUMN version TYPE varchar(20)"
@@ -142,6 +149,7 @@ def test_drifted_store_is_brought_up_to_the_plan(cli, sumatra_pg, store08):
     assert types["django_store_datakey", "digest"] == "character varying(40)"
 
 
+@pytest.mark.pg
 def test_refusals(cli, pg_database, store08):
     not_sumatra = cli("widen", "--apply", pg_database)
     assert not_sumatra.code == 1
@@ -154,6 +162,7 @@ def test_refusals(cli, pg_database, store08):
     assert "topsecret" not in unreachable.out + unreachable.err
 
 
+@pytest.mark.pg
 def test_password_never_shown(cli, sumatra_pg):
     with_password = sumatra_pg.replace("://", "://root:hunter2@", 1)  # trust auth ignores it
     result = cli("widen", "--apply", with_password)
@@ -162,6 +171,7 @@ def test_password_never_shown(cli, sumatra_pg):
     assert "root:***@" in result.out
 
 
+@pytest.mark.pg
 def test_waits_for_running_jobs_then_retries(cli, sumatra_pg):
     holder = psycopg2.connect(sumatra_pg)
     with holder.cursor() as cursor:
@@ -179,6 +189,7 @@ def test_waits_for_running_jobs_then_retries(cli, sumatra_pg):
     assert pg_column_types(sumatra_pg)["django_store_tag", "name"] == "text"
 
 
+@pytest.mark.pg
 def test_gives_up_cleanly_when_the_lock_never_comes(cli, sumatra_pg, monkeypatch):
     pauses: list[float] = []  # the back-off between attempts, recorded instead of waited
     monkeypatch.setattr("smtmigrate.widen_apply.time.sleep", pauses.append)
@@ -195,6 +206,7 @@ def test_gives_up_cleanly_when_the_lock_never_comes(cli, sumatra_pg, monkeypatch
     assert pg_column_types(sumatra_pg)["django_store_tag", "name"] == "character varying(50)"
 
 
+@pytest.mark.pg
 def test_sql_parses_and_names_every_widened_column(cli, sumatra_pg):
     offline = cli("widen", "--sql")
     assert offline.code == 0
@@ -215,6 +227,8 @@ def test_sql_parses_and_names_every_widened_column(cli, sumatra_pg):
     assert pg_column_types(sumatra_pg)["django_store_record", "label"] == "text"
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_written_migration_applies_with_migrate(cli, tmp_path, pg_database, widened_reference):
     package = tmp_path / "widened_migrations"
     result = cli("widen", "--write", package)
@@ -249,11 +263,14 @@ def test_written_migration_applies_with_migrate(cli, tmp_path, pg_database, wide
     assert "Already widened" in cli("widen", "--apply", pg_database).out
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_widen_apply_gives_the_schema_of_the_widened_models(cli, sumatra_pg, widened_reference):
     assert cli("widen", "--apply", sumatra_pg).code == 0
     assert sumatra_schema(sumatra_pg) == widened_reference
 
 
+@pytest.mark.pg
 def test_widen_apply_by_a_role_that_does_not_own_the_tables(cli, sumatra_pg, make_role):
     role = make_role()
     grant(sumatra_pg, "GRANT SELECT ON ALL TABLES IN SCHEMA public", role[0])

@@ -219,6 +219,7 @@ def test_there_are_console_blocks_to_run():
 
 
 @pytest.mark.parametrize("block", CONSOLE, ids=Block.where)
+@pytest.mark.slow
 def test_console_block_runs_as_documented(block, tmp_path):
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "LC_ALL": "C.UTF-8"}

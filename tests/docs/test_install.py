@@ -15,6 +15,8 @@ import pytest
 
 from ..conftest import FIXTURES, ROOT
 
+pytestmark = pytest.mark.slow
+
 BLOCK_MYSQLDB = """\
 import sys
 

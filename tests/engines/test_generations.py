@@ -68,6 +68,7 @@ def test_the_fixtures_cover_the_old_generations():
 
 
 @pytest.mark.parametrize("generation", ALL)
+@pytest.mark.slow
 def test_layout_is_detected_from_the_schema(tmp_path, generation):
     project = copy_fixture(generation, tmp_path)
     with resolve(str(project)) as store:
@@ -96,6 +97,8 @@ def test_layout_rules():
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 @pytest.mark.parametrize("generation", OLD)
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_reads_back_as_the_old_release_read_it(cli, tmp_path, generation, kind):
     project = copy_fixture(generation, tmp_path)
     with target_of(kind, tmp_path) as target:
@@ -120,6 +123,7 @@ def test_copy_reads_back_as_the_old_release_read_it(cli, tmp_path, generation, k
 
 
 @pytest.mark.parametrize("generation", OLD)
+@pytest.mark.slow
 def test_shared_output_keys_become_one_key_per_record(cli, tmp_path, generation):
     """Old releases share one DataKey row between records with equal outputs; today a key
     names one record. Each (record, key) output link becomes its own DataKey row."""
@@ -165,6 +169,7 @@ def test_shared_output_keys_become_one_key_per_record(cli, tmp_path, generation)
 
 
 @pytest.mark.parametrize("generation", OLD)
+@pytest.mark.slow
 def test_sumatra_081_smt_list_opens_the_new_sqlite_store(cli, tmp_path, generation):
     project = copy_fixture(generation, tmp_path)
     expected = sorted(
@@ -229,6 +234,7 @@ ORACLE_CASES = {
 
 
 @pytest.mark.parametrize("case", ORACLE_CASES)
+@pytest.mark.pg
 def test_the_audit_is_the_copys_oracle(cli, tmp_path, case):
     """audit exit 0 ⇔ copy succeeds without --widen; audit exit 1 with only overflows ⇔
     copy --widen succeeds; anything else (invalid data, unknown layout) fails both."""

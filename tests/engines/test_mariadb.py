@@ -179,6 +179,7 @@ def _export(location: str) -> dict:
 
 @pytest.mark.mariadb
 @pytest.mark.parametrize("generation", ["0.8", "0.7"])
+@pytest.mark.slow
 def test_copy_then_sumatra_reads_every_record(cli, tmp_path, mariadb_name, generation):
     project = copy_fixture(generation, tmp_path)
     url = mariadb_url_for(mariadb_name)
@@ -270,6 +271,7 @@ def test_older_generations_copy_into_mariadb(cli, tmp_path, mariadb_name, genera
 
 
 @pytest.mark.mariadb
+@pytest.mark.slow
 def test_sumatra_saves_long_fields_after_widen(cli, store08, mariadb_database):
     assert cli("copy", store08, mariadb_database, "--widen").code == 0
     export = str(FIXTURES / "sumatra-0.8" / "records_export.json")
@@ -352,6 +354,7 @@ def _loading(pid: int) -> bool:
 
 
 @pytest.mark.mariadb
+@pytest.mark.slow
 def test_kill_mid_load_leaves_the_target_untouched(big_source, mariadb_name):
     """SIGKILL during LOAD DATA: no database under the target's name (only the scratch
     one, named for the dead process); the next copy drops that and succeeds."""
@@ -463,6 +466,7 @@ def test_audit_of_a_mariadb_store(cli, store08, mariadb_name):
 
 
 @pytest.mark.mariadb
+@pytest.mark.pg
 def test_verify_across_engines(cli, store08, mariadb_name, pg_database):
     """Checksums computed by MariaDB, SQLite and PostgreSQL agree, both ways round; a
     double changed in its last bits is found."""
@@ -498,6 +502,8 @@ def test_verify_across_engines(cli, store08, mariadb_name, pg_database):
 
 
 @pytest.mark.mariadb
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_out_of_mariadb(cli, store08, mariadb_name, pg_database, tmp_path):
     """MariaDB → PostgreSQL (its canonical lines into COPY) and → a new SQLite store
     (rows, datetimes naive UTC): verified, and Sumatra reads the same records."""
@@ -530,6 +536,7 @@ def test_copy_from_mariadb_into_mariadb_is_refused(cli, store08, mariadb_name):
 
 
 @pytest.mark.mariadb
+@pytest.mark.slow
 def test_copy_switch_then_smt_uses_mariadb(cli, store08, mariadb_name):
     """`copy --switch`: the project names the MariaDB store (no password in it) and `smt`
     reads and writes it there."""
@@ -656,6 +663,7 @@ def test_stress_jobs_reach_mariadb_as_sumatra_does():
         worker_location(resolve("mysql://u@/db", mariadb=True))
 
 
+@pytest.mark.mariadb
 def test_stress_a_project_moved_to_mariadb(cli, home, store08, mariadb_name):
     """Real `smt run`s of a scratch copy of a project on MariaDB (label generator fixed by
     the move): every run saved, and the store as it was afterwards."""
@@ -671,6 +679,7 @@ def test_stress_a_project_moved_to_mariadb(cli, home, store08, mariadb_name):
     assert mariadb_row_counts(mariadb_name) == before
 
 
+@pytest.mark.mariadb
 def test_stress_api_mode_against_mariadb(cli, store08, mariadb_name):
     url = mariadb_url_for(mariadb_name)
     assert cli("copy", store08, url, "--widen", "--quiet").code == 0
@@ -694,6 +703,8 @@ def _columns(name: str) -> list[tuple]:
     )
 
 
+@pytest.mark.mariadb
+@pytest.mark.slow
 def test_widen_a_mariadb_store_in_place(cli, tmp_path, mariadb_name, django_db_blocker):
     """`widen --sql` shows MariaDB's DDL (one ALTER a table where Django made several);
     `--apply` runs it, online where the server can, timing each ALTER; the columns are
@@ -732,6 +743,8 @@ def test_widen_a_mariadb_store_in_place(cli, tmp_path, mariadb_name, django_db_b
     assert saved.returncode == 0, saved.stderr[-2000:]
 
 
+@pytest.mark.pg
+@pytest.mark.mariadb
 def test_copy_postgresql_into_mariadb(cli, store08, pg_database, mariadb_name):
     """PostgreSQL's canonical lines (the same bytes) streamed into LOAD DATA from the
     source's snapshot; a widened source needs --widen (the target is built from today's
@@ -751,6 +764,7 @@ def test_copy_postgresql_into_mariadb(cli, store08, pg_database, mariadb_name):
 # -- drop-recreate -------------------------------------------------------------------------
 
 
+@pytest.mark.mariadb
 def test_drop_recreate_backs_up_then_rebuilds_widened(
     cli, store08, tmp_path, mariadb_name, monkeypatch
 ):

@@ -243,6 +243,7 @@ def hot(store08) -> Path:
 HOT = "records-journal beside it is a hot journal"
 
 
+@pytest.mark.slow
 def test_a_hot_journal_is_refused_by_every_reader(cli, home, hot, tmp_path):
     """smtmigrate opens stores read-only: it does not roll the journal back, and never
     reads the half-written file; every command says how to let SQLite roll it back."""
@@ -260,10 +261,12 @@ def test_a_hot_journal_is_refused_by_every_reader(cli, home, hot, tmp_path):
 
 
 @pytest.mark.pg
+@pytest.mark.slow
 def test_a_hot_journal_is_refused_by_move(cli, home, hot, new_database):
     one_error_line(cli("move", hot, new_database, "--yes"), "move", 2, HOT)
 
 
+@pytest.mark.slow
 def test_once_rolled_back_the_store_copies_its_committed_state(cli, hot, tmp_path):
     path = records_file(hot)
     connection = sqlite3.connect(path)  # read-write: SQLite rolls the journal back

@@ -200,6 +200,8 @@ def fixture_in_postgres(cli, project: Path, url: str) -> str:
 
 
 @pytest.mark.parametrize("target_kind", ["postgresql", "sqlite"])
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_while_tags_toggle_is_one_state(cli, store08, tmp_path, target_kind):
     source = records_file(store08)
     for _ in range(2):
@@ -215,6 +217,8 @@ def test_copy_while_tags_toggle_is_one_state(cli, store08, tmp_path, target_kind
 
 
 @pytest.mark.parametrize("target_kind", ["postgresql", "sqlite"])
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_while_records_are_inserted_is_one_state(cli, store08, tmp_path, target_kind):
     source = records_file(store08)
     with writer("insert", source, tmp_path) as w, target_for(target_kind, tmp_path) as target:
@@ -230,6 +234,8 @@ def test_copy_while_records_are_inserted_is_one_state(cli, store08, tmp_path, ta
         assert snapshot["changed_since"]["removed"] == 0
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_the_table_output_says_what_was_left_behind(cli, store08, tmp_path):
     with writer("insert", records_file(store08), tmp_path), fresh_database() as url:
         result = cli("copy", store08, url, "--widen")
@@ -242,6 +248,8 @@ def test_the_table_output_says_what_was_left_behind(cli, store08, tmp_path):
     )
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_copy_while_sumatra_saves_records(cli, store08, tmp_path):
     """Sumatra's own save (statement by statement): every state of the store is one it
     had, so the target must hold no orphan, and every record but the newest must be
@@ -278,6 +286,7 @@ def test_copy_while_sumatra_saves_records(cli, store08, tmp_path):
 # --------------------------------------------------------------------------- verify
 
 
+@pytest.mark.slow
 def test_verify_reads_each_side_once(cli, store08, tmp_path, monkeypatch):
     """Rows, records and the "as of" count of the live side all come from one state; the
     record reader runs in its own process here (as on big stores) and reads it too."""
@@ -305,6 +314,8 @@ def test_verify_reads_each_side_once(cli, store08, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["toggle", "insert"])
+@pytest.mark.pg
+@pytest.mark.slow
 def test_postgres_source_copied_into_sqlite_while_written(cli, store08, tmp_path, mode):
     check = assert_toggle_state if mode == "toggle" else assert_insert_state
     with fresh_database() as url:
@@ -319,6 +330,8 @@ def test_postgres_source_copied_into_sqlite_while_written(cli, store08, tmp_path
             assert data["snapshot"]["records"] == record_count(target)
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_postgres_side_of_verify_read_in_one_snapshot_by_two_processes(
     cli, store08, tmp_path, monkeypatch
 ):
@@ -343,6 +356,8 @@ def test_postgres_side_of_verify_read_in_one_snapshot_by_two_processes(
 # --------------------------------------------------------------------------- drop-recreate
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_drop_recreate_backup_while_records_are_inserted(cli, store08, tmp_path):
     """The backup is one state; records written after it would be lost: nothing dropped."""
     backup = tmp_path / "backup.sqlite"
@@ -360,6 +375,8 @@ def test_drop_recreate_backup_while_records_are_inserted(cli, store08, tmp_path)
         assert record_count(url) == FIXTURE_RECORDS + len(w.states())  # still all there
 
 
+@pytest.mark.pg
+@pytest.mark.slow
 def test_drop_recreate_backup_while_tags_toggle(cli, store08, tmp_path):
     backup = tmp_path / "backup.sqlite"
     with fresh_database() as url:
@@ -443,6 +460,7 @@ def test_a_store_locked_by_a_writer_ends_with_one_line(cli, store08, monkeypatch
     assert "Traceback" not in result.err
 
 
+@pytest.mark.pg
 def test_pg_snapshot_is_read_only_and_ends_with_the_block(store08, cli):
     from smtmigrate.snapshot import source_snapshot
 

@@ -163,6 +163,7 @@ def test_of_parallel_table_loads_the_failure_that_stopped_the_others_is_told():
     assert _first_cause([None, only]) is only
 
 
+@pytest.mark.slow
 def test_sqlite_memory_statistics_go_off_only_while_nothing_is_open():
     """Turned off in a fresh process (as a command does first), SQLite stops counting;
     with a connection open it is left as it is."""

@@ -201,6 +201,7 @@ def test_cli_errors_are_one_line_with_exit_2(cli, tmp_path, setup):
     assert "Traceback" not in result.err
 
 
+@pytest.mark.slow
 def test_a_store_locked_by_a_writer_ends_in_one_line_after_a_bounded_wait(
     cli, store08, monkeypatch
 ):
