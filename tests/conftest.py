@@ -23,6 +23,7 @@ import fcntl
 import json
 import multiprocessing.process
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -30,6 +31,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -130,16 +132,31 @@ def _one_at_a_time(request, tmp_path_factory) -> Iterator[None]:
     """Under pytest-xdist: a `solo` test runs while no other server test does, the other
     server tests side by side (a readers-writer lock over the run's workers, with the
     writer first: a waiting `solo` test holds the turnstile that new tests pass)."""
+    global _LOCK_BASE
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     marker = request.node.get_closest_marker
     if run is None or not (marker("pg") or marker("mariadb") or marker("solo")):
         yield
         return
     # the run's base temporary directory, shared by its workers (each has a folder in it)
-    base = tmp_path_factory.getbasetemp().parent / f"smtmigrate-tests-{run}"
-    with open(f"{base}.turnstile", "a") as turnstile, open(f"{base}.lock", "a") as lock:
+    _LOCK_BASE = tmp_path_factory.getbasetemp().parent / f"smtmigrate-tests-{run}"
+    with servers_turn(exclusive=bool(marker("solo"))):
+        yield
+
+
+_LOCK_BASE: Path | None = None  # set by the first server test under pytest-xdist
+
+
+@contextmanager
+def servers_turn(exclusive: bool) -> Iterator[None]:
+    """Hold the servers shared (a server test, or `_Databases`'s thread making or dropping a
+    database) or exclusively (a `solo` test); nothing to hold outside pytest-xdist."""
+    if _LOCK_BASE is None:
+        yield
+        return
+    with open(f"{_LOCK_BASE}.turnstile", "a") as turnstile, open(f"{_LOCK_BASE}.lock", "a") as lock:
         fcntl.flock(turnstile, fcntl.LOCK_EX)
-        fcntl.flock(lock, fcntl.LOCK_EX if marker("solo") else fcntl.LOCK_SH)
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         fcntl.flock(turnstile, fcntl.LOCK_UN)
         try:
             yield
@@ -171,9 +188,9 @@ def pg_url_for(dbname: str) -> str:
     return f"{base}/{dbname}"
 
 
-def admin_execute(statement: sql.Composable) -> None:
+def admin_execute(statement: sql.Composable, connect=None) -> None:
     """Run one statement on the maintenance database, outside any transaction."""
-    conn = psycopg2.connect(PG_URL)
+    conn = (connect or psycopg2.connect)(PG_URL)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -182,31 +199,137 @@ def admin_execute(statement: sql.Composable) -> None:
         conn.close()
 
 
-def drop_database(name: str) -> None:
-    """Drop a test database, after closing any Django connection this process holds to it."""
+def close_django_connections(name: str) -> None:
+    """Close every Django connection this process holds to database `name`."""
     from django.db import connections
 
     for alias in list(connections.settings):
         if connections.settings[alias].get("NAME") == name:
             connections[alias].close()
-    admin_execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _drop(name: str, connect=None) -> None:
+    admin_execute(
+        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)), connect
+    )
+
+
+def drop_database(name: str) -> None:
+    """Drop a test database now, after closing any Django connection this process holds to
+    it."""
+    close_django_connections(name)
+    _drop(name)
+
+
+class _Databases:
+    """Creating and dropping the tests' PostgreSQL databases off the tests' path.
+
+    PostgreSQL 15's DROP DATABASE waits for a checkpoint and CREATE DATABASE copies
+    template1: 0.5 to 3 s each on a busy server, for a few hundred databases a run. A thread
+    of this test process keeps two empty databases made ahead (`take`) and drops the used
+    ones (`drop_later`); `finish` (at the end of the session) waits for it. The databases
+    are the same: made by the same statement, only earlier; dropped the same, only later."""
+
+    SPARE = 2
+
+    def __init__(self) -> None:
+        self.spare: queue.Queue[str] = queue.Queue(maxsize=self.SPARE)
+        self.dropping: queue.Queue[str | None] = queue.Queue()
+        self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+
+    @staticmethod
+    def create(name: str, template: str | None = None, connect=psycopg2.connect) -> None:
+        statement = sql.SQL("CREATE DATABASE {} ENCODING 'UTF8'").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        admin_execute(statement, connect)
+
+    def take(self) -> str:
+        """The name of an empty database made for this test (ahead if the thread runs)."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="test-databases", daemon=True)
+            self.thread.start()
+        try:
+            return self.spare.get(timeout=5)
+        except queue.Empty:  # the server is slow to make one: make it here
+            name = _new_name()
+            self.create(name)
+            return name
+
+    def drop_later(self, name: str) -> None:
+        close_django_connections(name)  # Django's connections belong to this thread
+        if self.thread is None:
+            drop_database(name)
+        else:
+            self.dropping.put(name)
+
+    def _run(self) -> None:
+        connect = _CONNECT  # the real one: a test may be refusing connections meanwhile
+        while not self.stopping.is_set():
+            self._drop_queued(connect)
+            if self.spare.full():
+                self.stopping.wait(0.05)  # not time.sleep: tests may be counting its calls
+                continue
+            name = _new_name()
+            try:
+                with servers_turn(exclusive=False):
+                    self.create(name, connect=connect)
+            except psycopg2.Error:  # the tests that need it make it, and say why not
+                self.stopping.wait(1)
+                continue
+            self.spare.put(name)
+
+    def _drop_queued(self, connect) -> None:
+        while True:
+            try:
+                name = self.dropping.get_nowait()
+            except queue.Empty:
+                return
+            with servers_turn(exclusive=False):
+                _drop(name, connect)
+
+    def finish(self) -> None:
+        if self.thread is None:
+            return
+        self.stopping.set()
+        self.thread.join()
+        while not self.spare.empty():
+            self.dropping.put(self.spare.get_nowait())
+        self._drop_queued(_CONNECT)
+
+
+_CONNECT = psycopg2.connect
+_DATABASES = _Databases()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _DATABASES.finish()
+
+
+def _new_name() -> str:
+    return f"smtm_test_{uuid.uuid4().hex[:12]}"
 
 
 @contextmanager
-def fresh_database(timezone: str | None = None) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (with that default TimeZone); yields its URL and
-    drops it afterwards."""
-    name = f"smtm_test_{uuid.uuid4().hex[:12]}"
-    ident = sql.Identifier(name)
-    admin_execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8'").format(ident))
+def fresh_database(timezone: str | None = None, template: str | None = None) -> Iterator[str]:
+    """A fresh PostgreSQL database (with that default TimeZone): empty, or a copy of the
+    database `template`; yields its URL and drops it afterwards (soon after: `_Databases`)."""
+    if template:
+        name = _new_name()
+        _Databases.create(name, template)
+    else:
+        name = _DATABASES.take()
     try:
         if timezone:
             admin_execute(
-                sql.SQL("ALTER DATABASE {} SET timezone TO {}").format(ident, sql.Literal(timezone))
+                sql.SQL("ALTER DATABASE {} SET timezone TO {}").format(
+                    sql.Identifier(name), sql.Literal(timezone)
+                )
             )
         yield pg_url_for(name)
     finally:
-        drop_database(name)
+        _DATABASES.drop_later(name)
 
 
 @pytest.fixture
@@ -215,14 +338,26 @@ def pg_database() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def sumatra_pg(pg_database) -> str:
-    """A PostgreSQL store built by Sumatra's own migrations (what `smt init` would make)."""
+@pytest.fixture(scope="session")
+def _sumatra_template(django_db_blocker) -> Iterator[str]:
+    """Sumatra's migrated schema, built once per test process: every `sumatra_pg` is a copy
+    of it (CREATE DATABASE … TEMPLATE, a file copy) instead of another run of the migrations.
+    Per process, so that no other session is connected to it while it is copied."""
     from django.core.management import call_command
 
-    with resolve(pg_database) as store:
-        call_command("migrate", database=store.alias, run_syncdb=True, verbosity=0)
-    return pg_database
+    with django_db_blocker.unblock(), fresh_database() as url:
+        with resolve(url) as store:
+            call_command("migrate", database=store.alias, run_syncdb=True, verbosity=0)
+        name = url.rsplit("/", 1)[1]
+        close_django_connections(name)
+        yield name
+
+
+@pytest.fixture
+def sumatra_pg(_sumatra_template) -> Iterator[str]:
+    """A PostgreSQL store built by Sumatra's own migrations (what `smt init` would make)."""
+    with fresh_database(template=_sumatra_template) as url:
+        yield url
 
 
 def mariadb_url_for(dbname: str) -> str:
@@ -473,8 +608,10 @@ def project_text(project: Path) -> str:
     return (project / ".smt" / "project").read_text()
 
 
-def public_tables(url: str) -> int:
-    return pg_query(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0]
+def public_tables(url: str) -> list[str]:
+    """The tables of the database's public schema, by name."""
+    rows = pg_query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return sorted(name for (name,) in rows)
 
 
 def one_error_line(result, command: str, code: int, text: str) -> None:
@@ -606,7 +743,7 @@ def new_database() -> Iterator[str]:
     was meant to fail have created it)."""
     name = f"smtm_test_new_{uuid.uuid4().hex[:12]}"
     yield pg_url_for(name)
-    drop_database(name)
+    _DATABASES.drop_later(name)
 
 
 @pytest.fixture

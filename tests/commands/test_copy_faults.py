@@ -146,7 +146,7 @@ def test_ctrl_c_during_the_load_of_a_copy_always_ends_as_interrupted(big_store, 
             # callback is printed as "Exception ignored" and lost, and the copy goes on.
             pytest.xfail("Ctrl-C lost inside a weakref callback (open defect, issue 11)")
         assert (copy.returncode, err.strip()) == (130, "smtmigrate copy: interrupted"), delay
-        assert public_tables(pg_database) == 0
+        assert public_tables(pg_database) == []
 
 
 class _LosesACtrlC(SilentEvents):
@@ -195,7 +195,7 @@ def test_a_ctrl_c_whose_exception_was_lost_still_stops_the_copy(
     assert events.lost and interrupts.seen()
     assert "Exception ignored" not in capsys.readouterr().err
     if into == "postgresql":
-        assert public_tables(pg_database) == 0
+        assert public_tables(pg_database) == []
     else:
         assert not (tmp_path / "new.sqlite").exists()
         assert list(tmp_path.glob(".new.sqlite.smtmigrate-*")) == []

@@ -436,6 +436,7 @@ def test_files_written_are_never_world_readable(scenario):
 # -- exception text -----------------------------------------------------------------------
 
 
+@pytest.mark.pg  # psycopg2 tries to connect (to a closed port)
 @pytest.mark.parametrize(
     "url",
     [

@@ -310,6 +310,7 @@ def test_parallel_reading_gives_the_same_answer(tmp_path, capfd):
     assert capfd.readouterr().out == ""
 
 
+@pytest.mark.slow  # a second process reads one side
 def test_a_reading_process_that_dies_is_one_error_line_not_a_traceback(
     store08, tmp_path, monkeypatch
 ):
