@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from smtmigrate.locations import resolve
-from smtmigrate.stress import KINDS, worker_location
+from smtmigrate.stress import KINDS
 
 from ..conftest import (
     as_role,
@@ -92,7 +91,6 @@ def test_postgres_takes_50_concurrent_jobs_and_is_left_as_it_was(cli, widened_pg
 
 @pytest.mark.pg
 @pytest.mark.slow
-@pytest.mark.solo
 def test_json_report_shape(cli, widened_pg):
     report = api_stress(cli, widened_pg, "--jobs", "2", "--records-per-job", "2", code=0)
     assert set(report) == {
@@ -160,7 +158,6 @@ def test_sqlite_reports_honestly_within_its_timeout_and_cleans_up(cli, store08):
 
 
 @pytest.mark.slow
-@pytest.mark.solo
 def test_timeout_bounds_the_run_and_counts_the_jobs_as_lost(cli, store08):
     records = records_file(store08)
     before = sqlite_dump(records)
@@ -175,7 +172,6 @@ def test_timeout_bounds_the_run_and_counts_the_jobs_as_lost(cli, store08):
 
 @pytest.mark.pg
 @pytest.mark.slow
-@pytest.mark.solo
 def test_cold_start_leaves_no_duplicate_behind(cli, widened_pg):
     """Without the warm-up the jobs race to create the rows they share (Sumatra's
     get_or_create on tables without unique constraints); whatever they did, it is undone."""
@@ -199,33 +195,16 @@ def test_cold_start_leaves_no_duplicate_behind(cli, widened_pg):
         (("--timeout", "nan"), "must be a positive number of seconds"),
     ],
 )
-@pytest.mark.slow
-@pytest.mark.solo
 def test_bad_options_exit_2(cli, store08, args, message):
     result = cli("stress", store08, *args)
     assert result.code == 2, result
     assert message in result.err
 
 
-@pytest.mark.slow
-@pytest.mark.solo
 def test_a_store_sumatra_cannot_open_is_refused(cli, store07):
     result = cli("stress", store07, "--jobs", "1")
     assert result.code == 1, result
     assert "sumatra-0.7 store, which Sumatra 0.8.1 cannot open" in result.err
-
-
-@pytest.mark.slow
-@pytest.mark.solo
-def test_jobs_get_the_password_from_the_environment_never_the_command_line():
-    with resolve("postgresql://alice:s3cr%40t@db.example.org:6543/sumatra?sslmode=require") as s:
-        uri, env = worker_location(s)
-    assert uri == "postgresql://alice@db.example.org:6543/sumatra"
-    assert env == {"PGPASSWORD": "s3cr@t", "PGSSLMODE": "require"}
-    with resolve("postgresql://bob@%2Fvar%2Frun%2Fpostgresql/sumatra") as s:
-        uri, env = worker_location(s)
-    assert uri == "postgresql:///sumatra"
-    assert env["PGHOST"] == "/var/run/postgresql" and env["PGUSER"] == "bob"
 
 
 @pytest.mark.pg
