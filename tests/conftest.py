@@ -93,15 +93,66 @@ def _undeclared(item: pytest.Item) -> list[str]:
     return wrong
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups below
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check the declared markers (a test using a server fixture without its marker fails
-    the whole collection, naming it) and skip the MariaDB tests without the driver."""
+    the whole collection, naming it), skip the MariaDB tests without the driver, and tell
+    `_SoloFirst` which tests are `solo` and which need no server (as xdist groups)."""
     wrong = [f"{item.nodeid} {problem}" for item in items for problem in _undeclared(item)]
     if wrong:
         raise pytest.UsageError("undeclared test markers:\n  " + "\n  ".join(wrong))
     for item in items:
-        if item.get_closest_marker("mariadb") is not None and not MARIADB_DRIVER:
+        marker = item.get_closest_marker
+        if marker("mariadb") is not None and not MARIADB_DRIVER:
             item.add_marker(pytest.mark.skip(reason=NO_DRIVER))
+        if marker("solo"):
+            item.add_marker(pytest.mark.xdist_group(SOLO_GROUP))
+        elif not (marker("pg") or marker("mariadb")):
+            item.add_marker(pytest.mark.xdist_group(SERVERLESS_GROUP))
+
+
+SOLO_GROUP, SERVERLESS_GROUP = "solo", "serverless"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` (pyproject.toml) only to learn the groups: `_SoloFirst` schedules."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScheduling
+
+    class _SoloFirst(LoadScheduling):
+        """pytest-xdist's load scheduling, but started so that `solo` tests do not idle the
+        other workers: the first worker gets every `solo` test, to run one after another
+        first; the others start with the tests that need no server (the solo lock does not
+        hold them up), then everything else is handed out as it would be."""
+
+        def schedule(self) -> None:
+            if self.collection is not None or len(self.nodes) < 2:
+                return super().schedule()
+            if not self._check_nodes_have_same_collection():
+                return super().schedule()  # says so and aborts the run
+            collection = next(iter(self.node2collection.values()))
+            solo = [i for i, nodeid in enumerate(collection) if nodeid.endswith("@" + SOLO_GROUP)]
+            free = [i for i, n in enumerate(collection) if n.endswith("@" + SERVERLESS_GROUP)]
+            taken = set(solo) | set(free)
+            self.collection = collection
+            self.pending[:] = free + [i for i in range(len(collection)) if i not in taken]
+            if self.maxschedchunk is None:
+                self.maxschedchunk = len(collection)
+            first, *others = self.nodes
+            if solo:
+                self.node2pending[first].extend(solo)
+                first.send_runtest_some(solo)
+            chunk = max(2, min(len(collection) // len(self.nodes) // 4, self.maxschedchunk))
+            for node in others if solo else self.nodes:
+                self._send_tests(node, chunk)
+            if not self.pending:
+                for node in self.nodes:
+                    node.shutdown()
+            return None
+
+    return _SoloFirst(config, log)
 
 
 def _refused(what: str, marker: str):
