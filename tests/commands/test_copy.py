@@ -314,6 +314,7 @@ def test_verify_rows_skips_the_record_level_check(cli, store08, pg_database):
     assert {t["table"] for t in verification["tables"]} >= {"django_store_record"}
 
 
+@pytest.mark.slow  # 1,200 records generated, copied and read back: seconds
 @pytest.mark.parametrize("level", ["sample", "full"])
 def test_the_default_reads_a_sample_of_records_through_sumatra_full_reads_them_all(
     cli, tmp_path, level
