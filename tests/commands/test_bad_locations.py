@@ -226,7 +226,7 @@ URL_ERRORS = {
 }
 
 
-# Where a MariaDB URL is taken (tests/test_mariadb.py): exit code and message for URL_ERRORS's
+# Where a MariaDB URL is taken (tests/engines/test_mariadb.py): exit code and message for URL_ERRORS's
 DENIED = (2, "Access denied for user 'alice'")
 MARIADB_SLOTS = {
     "audit": DENIED,
