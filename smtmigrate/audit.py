@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.db import DatabaseError
@@ -22,6 +22,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of, output_column
 from .engines import Engine, engine_for
 from .errors import StoreConnectionError, UnknownLayout
+from .findings import FAILING_KINDS, KINDS, Finding
 from .identities import COLUMN as IDENTITY_COLUMN
 from .identities import applies_sql, identity_state
 from .schema import (
@@ -35,45 +36,13 @@ from .schema import (
     inspect_store,
     model_db_type,
 )
-from .snapshot import on_own_connection, threads_read
+from .threads import on_own_connection, threads_read
 
-SCAN_THREADS = 2  # tables of a SQLite snapshot scanned at once (snapshot.threads_share)
+SCAN_THREADS = 2  # tables of a SQLite snapshot scanned at once (threads.threads_share)
 _PYTHON_PER_ROW = threading.Lock()  # held by the scan that calls Python for every row
 
-# Severity order: the first three make a copy fail, the others are warnings.
-KINDS = (
-    "damaged",  # SQLite's own check fails (engines/sqlite_damage.py)
-    "invalid",
-    "overflow",
-    "duplicate",
-    "duplicate-label",
-    "collision",  # MariaDB: values a collation makes equal
-    "charset",  # MariaDB: utf8mb3 columns
-    "server",  # MariaDB: a server whose default sessions are not strict
-    "unprotected",  # a server store's get_or_create table without its identity (identities.py)
-    "near-limit",
-    "drift",
-    "risk",
-)
-FAILING_KINDS = frozenset({"damaged", "invalid", "overflow", "duplicate"})
 EXAMPLES = 3
 PREVIEW_CHARS = 40
-
-
-@dataclass
-class Finding:
-    table: str  # as stored, e.g. tagging_tag in a legacy store
-    column: str | None
-    kind: str
-    limit: int | None = None
-    max_length: int | None = None
-    rows: int | None = None
-    examples: list[dict[str, Any]] = field(default_factory=list)
-    detail: str = ""
-
-    @property
-    def severity(self) -> int:
-        return KINDS.index(self.kind)
 
 
 @dataclass

@@ -39,7 +39,8 @@ from .schema import (
     inspect_store,
     sumatra_tables,
 )
-from .snapshot import Snapshot, on_a_thread, threads_read
+from .snapshot import Snapshot
+from .threads import on_a_thread, threads_read
 from .verify import DEFAULT_LEVEL, Level, Verification, verify_stores
 from .widen import WideningPlan, plan_widening
 

@@ -21,7 +21,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, quote, unquote
 
 from django.db import DatabaseError, connections
@@ -37,6 +37,9 @@ from .errors import (
     UnsupportedStore,
 )
 from .files import check_writable
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 DJANGO_STORE_TYPE = "sumatra.recordstore.django_store.DjangoRecordStore"
@@ -66,13 +69,33 @@ class Store:
     project_dir: Path | None = None  # when named through a Sumatra project
     project_name: str | None = None
     # Written by nobody but this process, committed: a snapshot file, a copy's scratch
-    # database. Any connection to it reads what any other does (snapshot.threads_share).
+    # database. Any connection to it reads what any other does (threads.threads_share).
     private: bool = False
     _alias: str | None = field(default=None, repr=False)
 
     @property
     def password(self) -> str:
         return self.settings.get("PASSWORD") or ""
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of this store's database: every vendor difference is asked of it."""
+        from .engines import engine_for
+
+        return engine_for(self.kind)
+
+    def threads_share(self) -> bool:
+        """Whether threads of this process, each on its own connection, read exactly what
+        this one reads (threads.py): a store nobody else writes (`private`)."""
+        return self.private
+
+    def sibling(self, display: str, settings: dict[str, Any], *, private: bool = False) -> Store:
+        """Another database of the same server and kind (an engine's scratch database)."""
+        return Store(self.kind, display, settings, private=private)
+
+    def file_sibling(self, path: Path, display: str, *, read_only: bool = True) -> Store:
+        """Another file of the same kind (SQLite: a copy's partial file)."""
+        return Store(self.kind, display, sqlite_settings(path, read_only=read_only), path=path)
 
     @property
     def alias(self) -> str:

@@ -37,15 +37,14 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, transaction
 
 from . import locations
 from .engines import engine_for
@@ -57,7 +56,7 @@ from .locations import Store, sqlite_settings
 from .schema import RECORD_TABLE
 
 if TYPE_CHECKING:
-    from .schema import Inspection
+    pass
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,6 +73,11 @@ class SnapshotStore(Store):
 
     live_path: Path | None = None  # the user's SQLite file
     exported: str | None = None
+
+    def threads_share(self) -> bool:
+        """A SQLite snapshot is a file nobody writes; a PostgreSQL or MariaDB snapshot is
+        one connection's transaction (threads.py)."""
+        return self.private or self.engine.snapshot_shared_by_threads
 
 
 @dataclass(frozen=True)
@@ -297,44 +301,6 @@ def join_snapshot(store: Store) -> Iterator[None]:
             yield
         finally:
             transaction.set_rollback(True, using=store.alias)
-
-
-def threads_share(store: Store) -> bool:
-    """Whether threads of this process, each on its own connection, read exactly what
-    this one reads: a SQLite snapshot file, a MariaDB copy's scratch database (written by
-    nobody else). A live store's connections could see different states; a PostgreSQL or
-    MariaDB snapshot is one connection's transaction."""
-    return store.private or (isinstance(store, SnapshotStore) and store.kind == "sqlite")
-
-
-def threads_read(inspection: Inspection) -> bool:
-    """`threads_share`, for a store as inspected: a Sumatra 0.4-0.6 store is read through
-    TEMP views that only the connection that made them has (generations.py)."""
-    return threads_share(inspection.store) and not inspection.views
-
-
-def on_own_connection(work: Callable[[T], R], *stores: Store) -> Callable[[T], R]:
-    """`work` for a pool thread (see `threads_share`): Django gives each thread its own
-    connections to the stores, closed here once the work is done."""
-
-    def run(item: T) -> R:
-        try:
-            return work(item)
-        finally:
-            for store in stores:
-                connections[store.alias].close()
-
-    return run
-
-
-def on_a_thread(work: Callable[[T], R], item: T, *stores: Store, name: str) -> Future[R]:
-    """`work(item)` started on a thread of its own, with connections of its own to
-    `stores` (`on_own_connection`); its result, or its error, from the Future."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
-    try:
-        return pool.submit(on_own_connection(work, *stores), item)
-    finally:
-        pool.shutdown(wait=False)  # the thread ends with its work
 
 
 def shareable(store: Store) -> bool:

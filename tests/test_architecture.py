@@ -31,9 +31,15 @@ VENDORS = frozenset({"sqlite", "sqlite3", "postgresql", "postgres", "mariadb", "
 ENGINE_MAY_IMPORT = frozenset(
     {
         "smtmigrate",
+        "smtmigrate.canonical",
         "smtmigrate.errors",
-        "smtmigrate.values",
+        "smtmigrate.files",
+        "smtmigrate.findings",
         "smtmigrate.interrupts",
+        "smtmigrate.layout",
+        "smtmigrate.plans",
+        "smtmigrate.tables",
+        "smtmigrate.threads",
     }
 )
 MAX_VENDOR_CHECKS = 5

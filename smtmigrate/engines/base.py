@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.db import DatabaseError
 
 from ..canonical import Checksum, TableLayout
-from ..schema import ModelColumn
+from ..tables import ModelColumn
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
+    from ..layout import Inspection
     from ..locations import Store
-    from ..schema import Inspection
     from ..widen import WideningPlan
 
 # Django field types whose values are integers in every engine.
@@ -110,6 +110,10 @@ class Engine:
         state of every table; when it was taken (UTC), and the id other processes join
         it by (None where they cannot)."""
         raise NotImplementedError
+
+    # Whether a snapshot of a store is one that threads on connections of their own read
+    # alike (SQLite: a private file); else it is one connection's transaction (threads.py).
+    snapshot_shared_by_threads: ClassVar[bool] = False
 
     # -- the audit (audit.py) --------------------------------------------------------------
 

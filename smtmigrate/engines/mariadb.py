@@ -26,7 +26,7 @@ from django.db import DatabaseError
 
 from ..canonical import TableLayout
 from ..errors import Refused
-from ..schema import ModelColumn
+from ..tables import ModelColumn
 from .base import Engine, Remap, is_integer, where_not
 from .mariadb_findings import (
     COLLATION,
@@ -44,10 +44,10 @@ from .mariadb_findings import (
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from ..audit import Finding
     from ..copy import CopyPlan
+    from ..findings import Finding
+    from ..layout import Inspection
     from ..locations import Store
-    from ..schema import Inspection
     from ..widen import WideningPlan
     from .mariadb_load import MariadbCopyTarget
 
@@ -332,7 +332,7 @@ class MariadbEngine(Engine):
         3072 bytes): varchar(768)."""
         from dataclasses import replace
 
-        from ..schema import sumatra_tables
+        from ..tables import sumatra_tables
 
         tables = sumatra_tables()
         columns = []
@@ -395,7 +395,5 @@ def server_url(url: str) -> str:
 @contextmanager
 def server_store(store: Store) -> Iterator[Store]:
     """The same server and user, connected to no database (to create and drop them)."""
-    from ..locations import Store
-
-    with Store("mariadb", store.display, {**store.settings, "NAME": ""}) as server:
+    with store.sibling(store.display, {**store.settings, "NAME": ""}) as server:
         yield server

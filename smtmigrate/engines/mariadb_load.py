@@ -22,8 +22,8 @@ from django.db.migrations.recorder import MigrationRecorder
 from .. import interrupts
 from ..canonical import Checksum, TableLayout, load_lines
 from ..errors import SmtmigrateError
-from ..schema import SUMATRA_APP
-from ..snapshot import on_a_thread, on_own_connection, threads_read
+from ..tables import SUMATRA_APP
+from ..threads import on_a_thread, on_own_connection, threads_read
 from .base import CopyTarget, TableResult
 from .mariadb import PARTIAL_PREFIX, server_store
 from .mariadb_findings import COLLATION
@@ -31,8 +31,8 @@ from .mariadb_keys import restore_foreign_keys, restore_indexes, set_aside
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
+    from ..layout import Inspection
     from ..locations import Store
-    from ..schema import Inspection
     from ..widen import WideningPlan
     from .mariadb import MariadbEngine
 
@@ -51,8 +51,6 @@ def copy_target(
 ) -> Iterator[MariadbCopyTarget]:
     """Build in a scratch database, verify there, then RENAME every table into the
     target at once; on any error the scratch database is dropped."""
-    from ..locations import Store
-
     final = plan.target
     name = final.settings["NAME"]
     q = engine.quote_name
@@ -71,7 +69,7 @@ def copy_target(
         created = False
         settings = {**final.settings, "NAME": scratch}
         try:
-            with Store("mariadb", final.display, settings, private=True) as store:
+            with final.sibling(final.display, settings, private=True) as store:
                 yield MariadbCopyTarget(engine, plan, store, phase)
                 interrupts.check()
                 tables = sorted(store.connection.introspection.table_names())
@@ -237,11 +235,10 @@ class MariadbCopyTarget(CopyTarget):
         return hashed.result()
 
     def _load_table(self, plan, layout, cursor, pipe: Path, remaps, events, cancel):
-        from . import engine_for
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
-        reader = engine_for(plan.source)  # SQLite or PostgreSQL (plan_copy)
+        reader = plan.source.engine  # SQLite or PostgreSQL (plan_copy)
         writer = _PipeWriter(
             pipe,
             bool(layout.floats),

@@ -21,12 +21,12 @@ from psycopg2 import sql
 from .. import interrupts
 from ..canonical import NULL, Checksum, TableLayout, load_lines
 from ..errors import SmtmigrateError
-from ..schema import ModelColumn
+from ..tables import ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
-    from ..schema import Inspection
+    from ..layout import Inspection
 
 COPY_CHUNK = 256 << 10  # bytes handed to COPY per read(): amortises calls, overlaps work
 QUEUED_CHUNKS = 8
@@ -249,11 +249,10 @@ class PostgresCopyTarget(CopyTarget):
     def _copy_table(self, plan, layout, connection, remaps, events) -> tuple[TableResult, Checksum]:
         """Stream one table from the source (SQLite, MariaDB) into COPY, hashing every row
         on the way."""
-        from . import engine_for
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
-        reader = engine_for(plan.source)  # SQLite or MariaDB: plan_copy refuses the rest
+        reader = plan.source.engine  # SQLite or MariaDB: plan_copy refuses the rest
         q = self.engine.quote_name
         with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as cursor:
             stream = _CopyStream(

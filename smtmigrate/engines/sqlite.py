@@ -21,7 +21,7 @@ from .. import interrupts
 from ..canonical import NULL, Checksum, TableLayout, batch_hash
 from ..errors import Refused, SmtmigrateError
 from ..generations import attach_views
-from ..schema import ModelColumn
+from ..tables import ModelColumn
 from .base import (
     INTEGER_TYPES,
     CopyTarget,
@@ -34,8 +34,8 @@ from .base import (
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
+    from ..layout import Inspection
     from ..locations import Store
-    from ..schema import Inspection
 
 FETCH_ROWS = 2_000
 # The Python function, registered on an SQLite store's connection, that tells whether a
@@ -83,6 +83,7 @@ def turn_memory_statistics_off() -> bool:
 
 class SqliteEngine(Engine):
     vendor = "sqlite"
+    snapshot_shared_by_threads = True
     chr_function = "char"
     enforces_types = False
     temp_table_lifetime = ""
@@ -341,7 +342,7 @@ class SqliteEngine(Engine):
             # this name is a partial of this process id, not of a live copy: replace it.
             partial.unlink(missing_ok=True)
             os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            yield SqliteCopyTarget(self, final, partial, phase)
+            yield SqliteCopyTarget(self, plan.target, final, partial, phase)
             interrupts.check()
             os.replace(partial, final)
         finally:
@@ -349,24 +350,23 @@ class SqliteEngine(Engine):
 
 
 class SqliteCopyTarget(CopyTarget):
-    def __init__(self, engine: SqliteEngine, final: Path, partial: Path, phase) -> None:
+    def __init__(
+        self, engine: SqliteEngine, target: Store, final: Path, partial: Path, phase
+    ) -> None:
         self.engine, self.final, self.partial, self.phase = engine, final, partial, phase
+        self.target = target
 
     @contextmanager
     def schema_store(self) -> Iterator[Store]:
-        from ..locations import Store, sqlite_settings
-
-        writable = sqlite_settings(self.partial, read_only=False)
-        with Store("sqlite", str(self.partial), writable, path=self.partial) as store:
+        partial = self.target.file_sibling(self.partial, str(self.partial), read_only=False)
+        with partial as store:
             yield store
 
     @contextmanager
     def reading(self, prepared: Inspection) -> Iterator[Inspection]:
-        from ..locations import Store, sqlite_settings
         from ..schema import inspect_store
 
-        settings = sqlite_settings(self.partial)
-        with Store("sqlite", str(self.final), settings, path=self.partial) as store:
+        with self.target.file_sibling(self.partial, str(self.final)) as store:
             yield inspect_store(store)
 
     def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
@@ -422,11 +422,10 @@ class SqliteCopyTarget(CopyTarget):
     def _from_postgres(self, connection, layout: TableLayout, plan, remap, events) -> TableResult:
         """Rows of a PostgreSQL store into the new SQLite one, through a server-side cursor
         (memory stays flat); datetimes as Django writes them in SQLite: naive UTC."""
-        from . import engine_for
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
-        reader = engine_for(plan.source)
+        reader = plan.source.engine
         q = reader.quote_name
         values = [
             reader.remap_case(q(name), remap[name]) if name in remap else q(name)

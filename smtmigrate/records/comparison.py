@@ -14,7 +14,7 @@ from typing import Any
 from django.db import DatabaseError
 
 from ..schema import Inspection
-from ..snapshot import on_a_thread, threads_read
+from ..threads import on_a_thread, threads_read
 from .reader import Keyed, canonical, keyed, read_records, sample_ids
 from .remote import remote_records, remote_side
 from .sumatra_compat import sumatra_reading
