@@ -43,6 +43,7 @@ from .snapshot import Snapshot
 from .threads import on_a_thread, threads_read
 from .verify import DEFAULT_LEVEL, Level, Verification, verify_stores
 from .widen import WideningPlan, plan_widening
+from .widen_apply import apply_widening
 
 if TYPE_CHECKING:  # records/ loads Sumatra: only when records are compared
     from .records.comparison import Sample
@@ -422,7 +423,10 @@ def _prepare_target(
                 widening = plan_widening(
                     "text", report=plan.report, source=plan.source, target=prepared
                 )
-                target.widen(widening, prepared)
+                if target.widens_itself:
+                    target.widen(widening, prepared)
+                else:
+                    apply_widening(widening, prepared)
         remaps = plan.remaps(content_type_remap(plan.source, prepared, create=True))
     return prepared, remaps
 
@@ -438,7 +442,7 @@ def _verify(
 ) -> Verification:
     """Counts, checksums (the source's as the load computed them) and records, in one
     call of verify.py; a difference undoes the copy."""
-    with target.reading(prepared) as loaded:
+    with target.reading(prepared, inspect_store) as loaded:
         verification = verify_stores(
             plan.source,
             loaded,

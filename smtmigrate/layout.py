@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .tables import ModelTable
 
 if TYPE_CHECKING:
+    from .engines import Engine
     from .locations import Store
 
 
@@ -45,8 +46,13 @@ class Inspection:
     migrations: frozenset[tuple[str, str]]
     table_names: frozenset[str]  # every table in the database
     # Sumatra 0.4-0.6: the TEMP views that show the store in today's shape (generations.py),
-    # by stored table name; other connections to the file install them with attach_views.
+    # by stored table name; other connections to the file install them
+    # (engines.sqlite.attach_views).
     views: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> Engine:
+        return self.store.engine
 
     def table_for(self, model_table: str) -> StoreTable | None:
         return next((t for t in self.tables.values() if t.model.name == model_table), None)

@@ -29,14 +29,15 @@ from pathlib import Path
 
 from django.db import DatabaseError
 
+from .admin.mariadb import create_database
+from .admin.mariadb import drop_database as drop_mariadb_database
+from .admin.postgresql import Admin, CreatedDatabase, create_store_database
 from .carry import CarryResult, copied_record_id, fold_late_records, in_flight
 from .copy import DEFAULT_LEVEL, CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
 from .dedupe import find_duplicates, plan_dedupe
 from .engines import engine_for
-from .engines.mariadb import database_tables, server_url
-from .engines.mariadb_admin import create_database
-from .engines.mariadb_admin import drop_database as drop_mariadb_database
 from .engines.mariadb_findings import COLLATION
+from .engines.mariadb_server import database_tables, server_url
 from .engines.sqlite_damage import COPY_READABLE, REFUSE
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import read_json_state, write_private
@@ -54,7 +55,6 @@ from .project import (
 from .schema import RECORD_TABLE, Inspection, inspect_store
 from .snapshot import source_snapshot
 from .sumatra_env import check_smt_opens
-from .target import Admin, CreatedDatabase, create_store_database
 from .verify import Level, verify_stores
 
 STATE_FILE = Path(".smt") / "smtmigrate-move.json"

@@ -15,7 +15,14 @@ from django.db.migrations.recorder import MigrationRecorder
 from .errors import Refused, SmtmigrateError
 from .locations import Store
 from .schema import LAYOUT_08, SUMATRA_APP, Inspection
-from .widen import ColumnChange, WideningPlan, apply_migration, build_migration, mariadb_statements
+from .widen import (
+    ColumnChange,
+    WideningPlan,
+    apply_migration,
+    build_migration,
+    mariadb_statements,
+    plan_widening,
+)
 
 # A widening waits at most this long for its lock before it gives way to running jobs,
 # and is retried a few times: a queued ACCESS EXCLUSIVE lock would block every new
@@ -225,3 +232,20 @@ def _run_alter(cursor, statement: str, online: bool, lock_attempts: int) -> tupl
                 raise
             return how, time.monotonic() - started
     raise AssertionError("unreachable: the last try returns or raises")
+
+
+def build_widened_schema(store: Store, *, widen: bool = True) -> Inspection:
+    """Sumatra's schema by its own migrations, then the default widening (policy `text`,
+    as the store's engine can carry it): how createdb, drop-recreate and merge build a new
+    store (copy widens by its audit instead). Returns the store as built."""
+    from django.core.management import call_command
+
+    from .schema import inspect_store
+
+    call_command("migrate", database=store.alias, interactive=False, verbosity=0)
+    built = inspect_store(store)
+    if widen:
+        plan = store.engine.widening_plan(plan_widening("text", target=built))
+        apply_widening(plan, built)
+        built = inspect_store(store)
+    return built

@@ -20,8 +20,9 @@ import pytest
 
 from smtmigrate.canonical import float_bits
 from smtmigrate.engines import engine_for
-from smtmigrate.engines.mariadb import PARTIAL_PREFIX, MariadbEngine
+from smtmigrate.engines.mariadb import MariadbEngine
 from smtmigrate.engines.mariadb_findings import server_findings
+from smtmigrate.engines.mariadb_server import PARTIAL_PREFIX
 from smtmigrate.errors import LocationError, MariadbNotYet
 from smtmigrate.locations import mariadb_settings, resolve, resolve_target
 

@@ -9,7 +9,7 @@ has no file to open read-only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -289,12 +289,17 @@ class CopyTarget:
         (by today's table name; empty when the engine's load cannot compute them)."""
         raise NotImplementedError
 
-    def reading(self, prepared: Inspection) -> AbstractContextManager[Inspection]:
-        """The loaded target as the verification reads it."""
+    def reading(
+        self, prepared: Inspection, inspect: Callable[[Store], Inspection]
+    ) -> AbstractContextManager[Inspection]:
+        """The loaded target as the verification reads it (`inspect`: schema.inspect_store,
+        for a target read on another connection than the one that prepared it)."""
         raise NotImplementedError
 
-    def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
-        """Run the planned widening on the prepared schema (PostgreSQL: widen.py's)."""
-        from ..widen_apply import apply_widening
+    # Whether the target runs the widening itself (`widen`); else copy applies widen_apply's
+    # (PostgreSQL: in the copy's transaction).
+    widens_itself: ClassVar[bool] = False
 
-        apply_widening(widening, prepared)
+    def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
+        """Run the planned widening on the prepared schema (when `widens_itself`)."""
+        raise NotImplementedError

@@ -25,9 +25,9 @@ from ..errors import SmtmigrateError
 from ..tables import SUMATRA_APP
 from ..threads import on_a_thread, on_own_connection, threads_read
 from .base import CopyTarget, TableResult
-from .mariadb import PARTIAL_PREFIX, server_store
 from .mariadb_findings import COLLATION
 from .mariadb_keys import restore_foreign_keys, restore_indexes, set_aside
+from .mariadb_server import PARTIAL_PREFIX, server_store
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
@@ -145,20 +145,20 @@ class MariadbCopyTarget(CopyTarget):
         yield self.store
 
     @contextmanager
-    def reading(self, prepared: Inspection) -> Iterator[Inspection]:
-        from ..schema import inspect_store
+    def reading(
+        self, prepared: Inspection, inspect: Callable[[Store], Inspection]
+    ) -> Iterator[Inspection]:
+        yield inspect(self.store)
 
-        yield inspect_store(self.store)
+    widens_itself = True
 
     def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
         """Django's schema editor runs the AlterFields (each ALTER commits by itself: the
         scratch database is what makes it all or nothing) and the migration is recorded."""
-        from ..widen import build_migration
-
         plan = self.engine.widening_plan(widening)
         if not plan.changes:
             return
-        migration = build_migration(plan, from_current=True)
+        migration = plan.migration(from_current=True)
         connection = self.store.connection
         with connection.schema_editor(atomic=False) as editor:
             migration.apply(migration.initial_state.clone(), editor)

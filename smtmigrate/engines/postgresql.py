@@ -27,6 +27,7 @@ from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
 if TYPE_CHECKING:
     from ..copy import CopyPlan
     from ..layout import Inspection
+    from ..locations import Store
 
 COPY_CHUNK = 256 << 10  # bytes handed to COPY per read(): amortises calls, overlaps work
 QUEUED_CHUNKS = 8
@@ -183,7 +184,7 @@ class PostgresCopyTarget(CopyTarget):
     def schema_store(self):
         return nullcontext(self.store)
 
-    def reading(self, prepared: Inspection):
+    def reading(self, prepared: Inspection, inspect: Callable[[Store], Inspection]):
         return nullcontext(prepared)  # the same transaction sees what was loaded
 
     def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:

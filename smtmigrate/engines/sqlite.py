@@ -9,7 +9,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timezone
 from glob import escape as glob_escape
@@ -20,7 +20,6 @@ from urllib.parse import quote as url_quote
 from .. import interrupts
 from ..canonical import NULL, Checksum, TableLayout, batch_hash
 from ..errors import Refused, SmtmigrateError
-from ..generations import attach_views
 from ..tables import ModelColumn
 from .base import (
     INTEGER_TYPES,
@@ -363,11 +362,11 @@ class SqliteCopyTarget(CopyTarget):
             yield store
 
     @contextmanager
-    def reading(self, prepared: Inspection) -> Iterator[Inspection]:
-        from ..schema import inspect_store
-
+    def reading(
+        self, prepared: Inspection, inspect: Callable[[Store], Inspection]
+    ) -> Iterator[Inspection]:
         with self.target.file_sibling(self.partial, str(self.final)) as store:
-            yield inspect_store(store)
+            yield inspect(store)
 
     def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
         """INSERT … SELECT from the attached source file, or rows read from a PostgreSQL
@@ -453,6 +452,14 @@ class SqliteCopyTarget(CopyTarget):
         result = TableResult(layout.name, rows, 0, time.perf_counter() - started)
         events.table_done(result)
         return result
+
+
+def attach_views(connection, statements: Mapping[str, str], schema: str = "main") -> None:
+    """A Sumatra 0.4-0.6 store's views in today's shape (generations.py) on a plain sqlite3
+    connection, over the store's tables in `schema` (e.g. "src" when it is attached to
+    the target's connection)."""
+    for statement in statements.values():
+        connection.execute(statement.format(schema=SqliteEngine().quote_name(schema)))
 
 
 def _copy_pages(reader: sqlite3.Connection, path: Path) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..canonical import float_text, table_layout
 from ..engines import engine_for
 from ..engines.postgresql import COPY_CHUNK, FETCH_ROWS, QUEUED_CHUNKS, put_unless_stopped
-from ..generations import attach_views
+from ..engines.sqlite import attach_views
 from ..remaps import content_type_remap
 from ..schema import Inspection, ModelColumn, sumatra_tables
 from . import sql

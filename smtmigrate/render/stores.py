@@ -8,12 +8,12 @@ from typing import Any
 
 from rich.console import Console
 
+from ..admin.postgresql import CreatedDatabase, DatabaseInfo, pg_hba_line, pgpass_line
 from ..copy import CopyResult
 from ..locations import Store
 from ..move import MovePlan, MoveResult
 from ..project import LabelFixResult, SwitchResult
 from ..snapshot import Snapshot
-from ..target import CreatedDatabase, DatabaseInfo, pg_hba_line, pgpass_line
 from ..verify import Verification
 from .audit import findings_table
 from .console import say, table, write_lines

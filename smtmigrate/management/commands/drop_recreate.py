@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import re
-import sys
 from datetime import datetime
 from glob import escape as glob_escape
 from pathlib import Path
 
+from ...admin.postgresql import Admin, build_schema
 from ...copy import copy_store, plan_copy, remove_stale_partials
 from ...errors import Refused, SmtmigrateError
 from ...locations import new_sqlite_target, resolve
@@ -20,8 +20,8 @@ from ...render import (
     render_ready,
     render_recreated,
 )
+from ...render.prompt import confirm_database_name
 from ...snapshot import source_snapshot
-from ...target import Admin, build_schema
 from ..base import SmtmigrateCommand, add_admin_option, add_yes_option
 
 
@@ -97,17 +97,17 @@ class Command(SmtmigrateCommand):
     def _mariadb(self, store, owner, yes, backup, no_schema, admin, out) -> None:
         """MariaDB: the same steps (back up, confirm, drop, create as `createdb` does,
         build Sumatra's widened schema); no owners, the URL's user is granted."""
-        from ...engines.mariadb import database_tables
-        from ...engines.mariadb_admin import (
+        from ...admin.mariadb import (
             admin_store,
             create_database,
             drop_database,
             refuse_owner,
             sumatra_records,
         )
-        from ...engines.mariadb_admin import (
+        from ...admin.mariadb import (
             build_schema as build_mariadb_schema,
         )
+        from ...engines.mariadb_server import database_tables
 
         refuse_owner(owner)
         name = store.settings["NAME"]
@@ -144,13 +144,8 @@ class Command(SmtmigrateCommand):
         render_ready(store.display, out)
 
     def _confirm(self, name: str, yes: bool, out) -> None:
-        if yes:
-            return
-        if not sys.stdin.isatty():
-            raise Refused("not confirmed: no terminal to ask on; pass --yes to drop without asking")
-        answer = input(f"Type the database name ({name}) to drop and recreate it: ")
-        if answer.strip() != name:
-            raise Refused("not confirmed: the name typed does not match; nothing was changed")
+        if not yes:
+            confirm_database_name(name)
 
     def _backup(self, store, path: Path, out) -> None:
         try:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sys
 from contextlib import ExitStack
 
 from ...errors import Refused
@@ -19,6 +18,7 @@ from ...render import (
     render_pooler_started,
     write_json,
 )
+from ...render.prompt import confirm_go_ahead
 from ..base import (
     SmtmigrateCommand,
     add_admin_option,
@@ -114,8 +114,4 @@ class Command(SmtmigrateCommand):
                     render_pooler_started(result.pooler, out)
 
     def _confirm(self, out) -> None:
-        if not sys.stdin.isatty():
-            raise Refused("move changes the project: add --yes to go ahead without a question")
-        answer = out.input("Go ahead? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            raise Refused("nothing was changed")
+        confirm_go_ahead(out)
