@@ -26,7 +26,7 @@ from .dedupe import DedupePlan, Group, plan_dedupe
 from .engines import TableResult, engine_for
 from .engines.base import CopyTarget
 from .engines.sqlite import remove_stale_partials  # noqa: F401 (drop_recreate's import)
-from .errors import NotASumatraStore, Refused, SmtmigrateError
+from .errors import NotASumatraStore, Refused, SmtmigrateError, TargetNotEmpty
 from .generations import FOLDED_TABLES
 from .identities import build_in_transaction, identity_state
 from .locations import Store
@@ -319,7 +319,7 @@ def _check_target(target: Store) -> Inspection | None:
                 quoted = engine_for(target).quote_name(name)
                 cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {quoted})")
                 if cursor.fetchone()[0]:
-                    raise Refused(
+                    raise TargetNotEmpty(
                         f"{target.display} already holds Sumatra data ({name} is not empty); "
                         "copy only into an empty database or an empty Sumatra store"
                     )

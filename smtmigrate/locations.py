@@ -29,6 +29,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .db import register_database, unregister_database
 from .errors import (
+    DatabaseMissing,
     LocationError,
     MariadbNotYet,
     MissingDriver,
@@ -110,7 +111,10 @@ class Store:
         try:
             conn.ensure_connection()
         except DatabaseError as exc:
-            raise connection_error(self.display, self.describe_error(exc), self.settings) from exc
+            error = connection_error(self.display, self.describe_error(exc), self.settings)
+            if self.engine.database_missing(exc):
+                error = DatabaseMissing(str(error))
+            raise error from exc
         return conn
 
     def describe_error(self, exc: BaseException) -> str:

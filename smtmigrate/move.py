@@ -39,7 +39,7 @@ from .engines import engine_for
 from .engines.mariadb_findings import COLLATION
 from .engines.mariadb_server import database_tables, server_url
 from .engines.sqlite_damage import COPY_READABLE, REFUSE
-from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
+from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError, TargetNotEmpty
 from .files import read_json_state, write_private
 from .locations import Store, resolve, same_store
 from .pooler import PoolerStarted, check_pooler, start_pooler
@@ -294,9 +294,7 @@ def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
         plan.steps.append(MoveStep("database", "exists", needed=False))
         try:
             plan.copy = plan_copy(snapshot, target, widen=True, dedupe=options.dedupe)
-        except Refused as exc:
-            if "already holds Sumatra data" not in str(exc):
-                raise
+        except TargetNotEmpty:
             plan.after_id = _earlier_copy(snapshot.store, target, options.dedupe)
             plan.stage, plan.old = COPIED, source
     if plan.copy is not None:

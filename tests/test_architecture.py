@@ -47,9 +47,9 @@ MAX_LINES = 500
 # Where the package stands (issue 29 works them down to the goals above): a change that makes
 # one of them worse fails `test_no_worse_than_today`; lower them as the code improves.
 TODAY = {
-    "cycles": 2,
+    "cycles": 1,  # pooler <-> headroom
     "cycles with TYPE_CHECKING": 3,
-    "engine imports above": 23,
+    "engine imports above": 0,
     "vendor checks": 78,
     "files too long": 7,
 }
@@ -291,7 +291,6 @@ def test_no_import_cycle(graph: Graph) -> None:
     )
 
 
-@not_yet
 def test_engines_import_nothing_above_them(graph: Graph) -> None:
     assert engine_imports_above(graph) == []
 

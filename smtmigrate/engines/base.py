@@ -111,6 +111,10 @@ class Engine:
         it by (None where they cannot)."""
         raise NotImplementedError
 
+    def database_missing(self, exc: BaseException) -> bool:
+        """Whether a failed connection failed for want of the store's database."""
+        return False
+
     # Whether a snapshot of a store is one that threads on connections of their own read
     # alike (SQLite: a private file); else it is one connection's transaction (threads.py).
     snapshot_shared_by_threads: ClassVar[bool] = False

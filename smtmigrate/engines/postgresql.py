@@ -5,6 +5,7 @@ existing database in one transaction through COPY streams."""
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 import time
@@ -49,6 +50,10 @@ def put_unless_stopped(chunks: queue.Queue, item, stopped: threading.Event, *, p
 class PostgresEngine(Engine):
     vendor = "postgresql"
     length_function = "char_length"
+
+    def database_missing(self, exc: BaseException) -> bool:
+        """libpq says so only in words (a failed connection has no SQLSTATE)."""
+        return bool(re.search(r'database ".*" does not exist', str(exc)))
 
     temp_table_lifetime = " ON COMMIT DROP"
     binary_collation = '"C"'
