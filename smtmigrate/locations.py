@@ -72,6 +72,9 @@ class Store:
     # Written by nobody but this process, committed: a snapshot file, a copy's scratch
     # database. Any connection to it reads what any other does (threads.threads_share).
     private: bool = False
+    # A server store's URL as typed, without its password: what Sumatra is given (the
+    # project file, a job's db_file); None for a file or a store made from settings.
+    url: str | None = None
     _alias: str | None = field(default=None, repr=False)
 
     @property
@@ -193,6 +196,18 @@ def redact_text(text: str, password: str) -> str:
         for form in {password, quote(password, safe="")}:
             text = text.replace(form, "***")
     return text
+
+
+def without_password(url: str) -> str:
+    """`postgresql://user:secret@host/db` → `postgresql://user@host/db`."""
+    match = URL_RE.match(url)
+    if not match:
+        return url
+    netloc, sep, tail = match["rest"].partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}@{hostport}"
+    return f"{match['scheme']}://{netloc}{sep}{tail}"
 
 
 def redact_url(url: str) -> str:
@@ -385,7 +400,12 @@ def url_parts(url: str) -> tuple[str, str, str, str, str, str]:
 
 
 def _postgres_store(url: str) -> Store:
-    return Store(kind="postgresql", display=redact_url(url), settings=postgres_settings(url))
+    return Store(
+        kind="postgresql",
+        display=redact_url(url),
+        settings=postgres_settings(url),
+        url=without_password(url),
+    )
 
 
 def postgres_settings(url: str) -> dict[str, Any]:
@@ -419,7 +439,12 @@ def postgres_settings(url: str) -> dict[str, Any]:
 
 
 def _mariadb_store(url: str) -> Store:
-    return Store(kind="mariadb", display=redact_url(url), settings=mariadb_settings(url))
+    return Store(
+        kind="mariadb",
+        display=redact_url(url),
+        settings=mariadb_settings(url),
+        url=without_password(url),
+    )
 
 
 def require_mariadb_driver(display: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import check_writable, write_private
 from .locations import DJANGO_STORE_TYPE, URL_RE, Store, redact_url, same_store
+from .sumatra_url import store_url
 
 PROJECT_FILE = Path(".smt") / "project"
 BACKUP_FILE = Path(".smt") / "project.smtmigrate-backup"
@@ -47,14 +48,6 @@ def project_file(directory: Path) -> Path:
     if not path.is_file():
         raise LocationError(f"{directory}: not a Sumatra project (no .smt/project)")
     return path
-
-
-def store_url(store: Store) -> str:
-    """The URL to write into the project file: the store's, without any password."""
-    if store.kind == "sqlite":
-        assert store.path is not None
-        return str(store.path)
-    return store.display.replace(":***@", "@")
 
 
 def check_sumatra_reads(target: Store) -> None:

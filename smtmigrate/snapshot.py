@@ -129,7 +129,13 @@ class Snapshot:
         Not for a damaged store: the live file may not count, nor match what was read."""
         if not self.sumatra or self.damage is not None:
             return None
-        live = Store(self.live.kind, self.live.display, self.live.settings, path=self.live.path)
+        live = Store(
+            self.live.kind,
+            self.live.display,
+            self.live.settings,
+            path=self.live.path,
+            url=self.live.url,
+        )
         limit = self.max_record_id if self.max_record_id is not None else 0
         try:
             with live, live.connection.cursor() as cursor:
@@ -271,6 +277,7 @@ def _server_snapshot(store: Store) -> Iterator[Snapshot]:
             store.settings,
             project_dir=store.project_dir,
             project_name=store.project_name,
+            url=store.url,
             _alias=store.alias,  # the same connection, in the snapshot's transaction
             exported=exported,
         )

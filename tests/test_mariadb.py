@@ -649,7 +649,7 @@ def test_stress_jobs_reach_mariadb_as_sumatra_does():
     """Sumatra's URL without the password, which travels in MYSQL_PWD (never on a
     command line); a URL without a host is one Sumatra cannot use."""
     from smtmigrate.errors import UnsupportedStore
-    from smtmigrate.stress.run import worker_location
+    from smtmigrate.sumatra_url import worker_location
 
     store = resolve("mysql://u:Secret-1@localhost:3307/db", mariadb=True)
     assert worker_location(store) == ("mysql://u@localhost:3307/db", {"MYSQL_PWD": "Secret-1"})

@@ -17,7 +17,7 @@ from ..snapshot import Snapshot
 from ..verify import Verification
 from .audit import findings_table
 from .console import say, table, write_lines
-from .copy import render_copy_result, verification_json, verification_summary
+from .copy import PlainCopyEvents, render_copy_result, verification_json, verification_summary
 
 
 def render_database(info: DatabaseInfo, display: str, owner: str, out: Console) -> None:
@@ -237,3 +237,37 @@ def render_move_result(result: MoveResult, out: Console) -> None:
             "every run): once such jobs have ended, run this move again; it points the "
             "project back at the new store and carries their records over.",
         )
+
+
+class RecreateEvents:
+    """drop-recreate's steps as lines on `out` (admin/recreate.py)."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+
+    def database(self, info: DatabaseInfo, display: str, owner: str) -> None:
+        render_database(info, display, owner, self.out)
+
+    def mariadb_database(self, display: str, tables: int | None, records: int | None) -> None:
+        render_mariadb_database(display, tables, records, self.out)
+
+    def backing_up(self, records: int, path: Path) -> None:
+        render_backing_up(records, path, self.out)
+
+    def copy_events(self) -> PlainCopyEvents:
+        return PlainCopyEvents(self.out)
+
+    def backup(self, path: Path, snapshot: Snapshot, result: CopyResult) -> None:
+        render_backup(path, snapshot, result, self.out)
+
+    def dropped(self, name: str) -> None:
+        render_dropped(name, self.out)
+
+    def recreated(self, name: str, owner: str, schema: bool) -> None:
+        render_recreated(name, owner, schema, self.out)
+
+    def mariadb_recreated(self, name: str, account: str, schema: bool) -> None:
+        render_mariadb_recreated(name, account, schema, self.out)
+
+    def ready(self, display: str) -> None:
+        render_ready(display, self.out)
