@@ -25,7 +25,6 @@ from .canonical import Checksum, TableLayout, table_layout
 from .dedupe import DedupePlan, Group, plan_dedupe
 from .engines import TableResult, engine_for
 from .engines.base import CopyTarget
-from .engines.sqlite import remove_stale_partials  # noqa: F401 (drop_recreate's import)
 from .errors import NotASumatraStore, Refused, SmtmigrateError, TargetNotEmpty
 from .generations import FOLDED_TABLES
 from .identities import build_in_transaction, identity_state
@@ -222,7 +221,7 @@ def plan_copy(
     if target.kind == "mariadb":  # its collation and sql_mode, as warnings
         report.findings += engine_for(target).target_findings(target, inspection)
     widening = None
-    if widen and target.kind != "sqlite":
+    if widen and not target.engine.is_file:
         widening = engine_for(target).widening_plan(
             plan_widening("text", report=report, source=inspection, target=existing)
         )
@@ -293,7 +292,7 @@ def _check_target(target: Store) -> Inspection | None:
 
     Anything holding data is refused: merging is not what a copy does.
     """
-    if target.kind == "sqlite":
+    if target.engine.is_file:
         if target.path is not None and target.path.exists():
             raise Refused(f"{target.display} exists; copy writes a new SQLite store")
         return None
@@ -331,7 +330,7 @@ def _check_target(target: Store) -> Inspection | None:
 def _target_limits(target: Store, existing: Inspection | None):
     """The column sizes the rows must fit: none in SQLite; the real ones in a schema that
     exists; today's models' (the audit's default) for a schema yet to be built."""
-    if target.kind == "sqlite":
+    if target.engine.is_file:
         return {
             (table.name, name): None
             for table in sumatra_tables().values()
@@ -375,7 +374,7 @@ def copy_store(
         prepared, remaps = _prepare_target(plan, target, phase)
         sample = _sample_ahead(plan, target, level)
         tables, checksums = target.load(plan, remaps, events)
-        if prepared.vendor != "sqlite":  # parallel `smt run`s cannot duplicate shared rows
+        if not prepared.engine.is_file:  # parallel `smt run`s cannot duplicate shared rows
             with phase("identities"):
                 # an empty store createdb made has them already
                 build_in_transaction(prepared, identity_state(prepared).missing)

@@ -194,7 +194,7 @@ def identity_state(inspection: Inspection) -> IdentityState:
     store = inspection.store
     state = IdentityState()
     tables = {n: t for n, t in inspection.tables.items() if identity_columns(t) is not None}
-    if not tables or inspection.vendor not in ("postgresql", "mariadb", "mysql"):
+    if not tables or inspection.engine.is_file:
         return state
     try:
         with store.connection.cursor() as cursor:

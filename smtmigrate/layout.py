@@ -47,7 +47,7 @@ class Inspection:
     table_names: frozenset[str]  # every table in the database
     # Sumatra 0.4-0.6: the TEMP views that show the store in today's shape (generations.py),
     # by stored table name; other connections to the file install them
-    # (engines.sqlite.attach_views).
+    # (SqliteEngine.attach_views).
     views: dict[str, str] = field(default_factory=dict)
 
     @property

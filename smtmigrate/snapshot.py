@@ -169,7 +169,7 @@ class Snapshot:
 def source_snapshot(store: Store, *, damaged: str = REFUSE) -> Iterator[Snapshot]:
     """Fix one state of `store` for as long as the block runs; read `snapshot.store`.
     `damaged`: what a damaged SQLite store gets (REFUSE, REPORT, COPY_READABLE)."""
-    if store.kind in ("postgresql", "mariadb"):
+    if not store.engine.is_file:
         with _server_snapshot(store) as snapshot:
             yield snapshot
     else:
@@ -247,7 +247,7 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
 
 def remove_stale_snapshots() -> None:
     """Snapshot directories of killed processes (their process is gone) are removed."""
-    from .engines.sqlite import alive
+    from .engines.sqlite_load import alive
 
     for directory in Path(tempfile.gettempdir()).glob(f"{SNAPSHOT_PREFIX}*-*"):
         pid = directory.name[len(SNAPSHOT_PREFIX) :].split("-", 1)[0]

@@ -49,7 +49,7 @@ def worker_location(store: Store) -> tuple[str, dict[str, str]]:
     percent-encoded user names, connection options) in libpq's other variables.
     """
     env: dict[str, str] = {}
-    if store.kind == "sqlite":
+    if store.engine.is_file:
         assert store.path is not None
         path = str(store.path)
         if urlparse(path).path != path:

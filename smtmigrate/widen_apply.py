@@ -59,7 +59,7 @@ class AlterTiming:
 def check_widen_target(store: Store) -> None:
     """Only PostgreSQL and MariaDB stores are widened: a usage error (exit 2) for any
     other, whatever its file holds."""
-    if store.kind not in ("postgresql", "mariadb"):
+    if store.engine.is_file:
         raise SmtmigrateError(
             f"{store.display}: widening applies to PostgreSQL stores and MariaDB stores "
             "(SQLite never enforces column lengths)"
@@ -92,7 +92,7 @@ def apply_widening(
     before = column_types(store, plan.columns)
     if not plan.changes:
         return ApplyResult(plan, before, before, applied=False)
-    if store.kind == "mariadb":
+    if not store.engine.can_rollback_ddl:  # MariaDB: one online ALTER at a time
         return _apply_mariadb(plan, store, before, lock_timeout, lock_attempts)
     migration = build_migration(plan, from_current=True)
     connection = store.connection

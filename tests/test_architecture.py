@@ -48,10 +48,10 @@ MAX_LINES = 500
 # one of them worse fails `test_no_worse_than_today`; lower them as the code improves.
 TODAY = {
     "cycles": 1,  # pooler <-> headroom
-    "cycles with TYPE_CHECKING": 3,
+    "cycles with TYPE_CHECKING": 2,
     "engine imports above": 0,
-    "vendor checks": 78,
-    "files too long": 7,
+    "vendor checks": 56,
+    "files too long": 1,  # pooler.py (issue 26 edits it)
 }
 not_yet = pytest.mark.xfail(strict=True, reason="issue 29: not there yet (see TODAY)")
 

@@ -35,7 +35,6 @@ from ..locations import (
     redact_text,
     redact_url,
 )
-from ..project import pgpass_line  # noqa: F401 (render's import: one formatter, project's)
 from ..schema import inspect_store
 from ..widen_apply import build_widened_schema
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..copy import copy_store, plan_copy
 from ..engines.mariadb_server import database_tables
-from ..engines.sqlite import remove_stale_partials
+from ..engines.sqlite_load import remove_stale_partials
 from ..errors import Refused, SmtmigrateError
 from ..locations import Store, new_sqlite_target
 from ..snapshot import source_snapshot

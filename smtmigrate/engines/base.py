@@ -115,6 +115,14 @@ class Engine:
         """Whether a failed connection failed for want of the store's database."""
         return False
 
+    # Whether a store of this engine is a file (SQLite), not a database on a server: no
+    # server, no widening (every column is unbounded), no identities to build for
+    # parallel jobs, a new store made by creating the file.
+    is_file: ClassVar[bool] = False
+    # Whether a failed DDL statement rolls back with its transaction (Django's feature of
+    # the name): False for MariaDB, whose every ALTER commits by itself.
+    can_rollback_ddl: ClassVar[bool] = True
+
     # Whether a snapshot of a store is one that threads on connections of their own read
     # alike (SQLite: a private file); else it is one connection's transaction (threads.py).
     snapshot_shared_by_threads: ClassVar[bool] = False

@@ -117,7 +117,7 @@ def _host_id() -> str:
 def drop_stale_partials(cursor, engine: MariadbEngine) -> list[str]:
     """Drop the scratch databases of copies from this host whose process is gone (killed);
     their names."""
-    from .sqlite import alive
+    from .sqlite_load import alive
 
     prefix = f"{PARTIAL_PREFIX}{_host_id()}_"
     cursor.execute(

@@ -138,7 +138,7 @@ def merge_stores(
         raise SmtmigrateError(f"unknown verification {verify!r} (choose {', '.join(VERIFY)})")
     if policy not in POLICIES:
         raise SmtmigrateError(f"unknown conflict policy {policy!r} (choose {', '.join(POLICIES)})")
-    if target.kind == "sqlite":
+    if target.engine.is_file:
         target = _writable(target)
     for n, source in enumerate(sources):
         if same_store(source, target):
@@ -174,7 +174,7 @@ def merge_stores(
             seconds={"snapshots": time.perf_counter() - started},
             snapshots=snapshots,
         )
-        created = target.kind == "sqlite" and target.path is not None and not target.path.exists()
+        created = target.engine.is_file and target.path is not None and not target.path.exists()
         try:
             with sql.dialect(target.kind):
                 _merge(inspections, target, result, verify=verify)

@@ -118,7 +118,7 @@ def copy_events(out: Console, *, silent: bool = False):
 def render_copy_plan(plan: CopyPlan, out: Console) -> None:
     target = (
         "a new SQLite store"
-        if plan.target.kind == "sqlite"
+        if plan.target.engine.is_file
         else (
             "its existing, empty Sumatra schema"
             if not plan.build_schema

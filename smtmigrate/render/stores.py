@@ -8,10 +8,11 @@ from typing import Any
 
 from rich.console import Console
 
-from ..admin.postgresql import CreatedDatabase, DatabaseInfo, pg_hba_line, pgpass_line
+from ..admin.postgresql import CreatedDatabase, DatabaseInfo, pg_hba_line
 from ..copy import CopyResult
 from ..locations import Store
-from ..move import MovePlan, MoveResult
+from ..move_state import MovePlan, MoveResult
+from ..pgpass import pgpass_line
 from ..project import LabelFixResult, SwitchResult
 from ..snapshot import Snapshot
 from ..verify import Verification

@@ -215,7 +215,7 @@ def _reader(store: Store) -> Store:
     roll back, and a read-only connection cannot."""
     from ..locations import Store, sqlite_settings
 
-    if store.kind != "sqlite" or store.path is None:
+    if not store.engine.is_file or store.path is None:
         return store
     return Store("sqlite", store.display, sqlite_settings(store.path, read_only=False), store.path)
 

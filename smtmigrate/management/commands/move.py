@@ -5,7 +5,8 @@ from contextlib import ExitStack
 from ...errors import Refused
 from ...headroom import headroom_if_reachable
 from ...locations import resolve, resolve_target
-from ...move import MoveOptions, plan_move, project_lock, run_move
+from ...move import plan_move, run_move
+from ...move_state import MoveOptions, project_lock
 from ...project import LABEL_FIXES, project_directory
 from ...render import (
     copy_events,
