@@ -112,7 +112,7 @@ def duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Findin
 def identity_findings(inspection: Inspection) -> list[Finding]:
     """A server store's get_or_create tables without their unique identity: parallel
     `smt run`s can create their rows twice (a warning: `smtmigrate protect` adds them)."""
-    if inspection.vendor not in ("postgresql", "mysql"):
+    if inspection.engine.is_file:
         return []
     state = identity_state(inspection)
     findings = [

@@ -218,8 +218,7 @@ def plan_copy(
     existing = None if new_database else _check_target(target)
     limits = _target_limits(target, existing)
     report = audit(inspection, limits=limits)
-    if target.kind == "mariadb":  # its collation and sql_mode, as warnings
-        report.findings += engine_for(target).target_findings(target, inspection)
+    report.findings += target.engine.target_findings(target, inspection)  # warnings
     widening = None
     if widen and not target.engine.is_file:
         widening = engine_for(target).widening_plan(
@@ -296,8 +295,8 @@ def _check_target(target: Store) -> Inspection | None:
         if target.path is not None and target.path.exists():
             raise Refused(f"{target.display} exists; copy writes a new SQLite store")
         return None
-    if target.kind == "mariadb":  # built from scratch whatever the target holds (engines/)
-        engine_for(target).check_new_target(target)
+    if target.engine.copy_builds_afresh:  # whatever the target holds (engines/)
+        target.engine.check_new_target(target)
         return None
     connection = target.connection
     try:
@@ -336,7 +335,7 @@ def _target_limits(target: Store, existing: Inspection | None):
             for table in sumatra_tables().values()
             for name in table.columns
         }
-    if target.kind == "mariadb":
+    if target.engine.copy_builds_afresh:
         # built from today's models whatever the source's own columns hold (a widened
         # PostgreSQL store's text columns do not carry over without --widen)
         return {

@@ -313,7 +313,7 @@ def join_snapshot(store: Store) -> Iterator[None]:
 def shareable(store: Store) -> bool:
     """Whether another process can read exactly what this one reads from `store` (not a
     MariaDB snapshot: no other connection can join its transaction)."""
-    return isinstance(store, SnapshotStore) and store.kind != "mariadb"
+    return isinstance(store, SnapshotStore) and store.engine.snapshot_joinable
 
 
 # --------------------------------------------------------------------------- metadata

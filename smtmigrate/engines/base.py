@@ -23,6 +23,7 @@ from ..tables import ModelColumn
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
+    from ..findings import Finding
     from ..layout import Inspection
     from ..locations import Store
     from ..widen import WideningPlan
@@ -126,6 +127,9 @@ class Engine:
     # Whether a snapshot of a store is one that threads on connections of their own read
     # alike (SQLite: a private file); else it is one connection's transaction (threads.py).
     snapshot_shared_by_threads: ClassVar[bool] = False
+    # Whether another process can read the snapshot's state too (a SQLite file; a
+    # PostgreSQL transaction's exported snapshot); not MariaDB's.
+    snapshot_joinable: ClassVar[bool] = True
 
     # -- the audit (audit.py) --------------------------------------------------------------
 
@@ -269,6 +273,18 @@ class Engine:
     def widening_plan(self, plan: WideningPlan) -> WideningPlan:
         """`copy --widen`'s plan as this engine can carry it (MariaDB: keys stay varchar)."""
         return plan
+
+    # Whether a copy builds the target afresh in a scratch database whatever it holds
+    # (MariaDB), sized by today's models, rather than into the target's own schema.
+    copy_builds_afresh: ClassVar[bool] = False
+
+    def check_new_target(self, store: Store) -> None:
+        """Refuse a copy's target before any work (`copy_builds_afresh` engines)."""
+
+    def target_findings(self, store: Store, source: Inspection) -> list[Finding]:
+        """What a copy's preflight warns about the target itself (MariaDB: its collation
+        and sql_mode); none by default."""
+        return []
 
     def copy_target(
         self, plan: CopyPlan, events: Any, phase: Any
