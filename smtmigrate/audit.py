@@ -255,7 +255,11 @@ class _TableScan:
         suspects = [
             check
             for check in checks
-            if (check.kind == "overflow" and self.longest[check.column] > check.limit)
+            if (
+                check.kind == "overflow"
+                and check.limit is not None
+                and self.longest[check.column] > check.limit
+            )
             or (check.kind == "invalid" and check.column in flagged_invalid)
             or (check.screen is not None and screen_failed)  # rare: now column by column
         ]
@@ -268,7 +272,7 @@ class _TableScan:
         in a query of its own that one thread runs at a time. Every call takes the GIL:
         two threads calling it at once handed it back and forth so often that a scan on
         two threads took longer than on one; alone, it runs beside the others' scans."""
-        values_of_row = ", ".join(check.screen for check in screened)
+        values_of_row = ", ".join(check.screen or "" for check in screened)
         condition = count_if(f"NOT {self.engine.all_utf8(values_of_row)}")
         with _PYTHON_PER_ROW:
             self.cursor.execute(
@@ -303,7 +307,9 @@ class _TableScan:
     def _near_limits(self, checks: list[_Check]) -> None:
         for check in checks:
             longest = self.longest.get(check.column, 0)
-            if check.kind == "overflow" and self.near * check.limit <= longest <= check.limit:
+            if check.kind != "overflow" or check.limit is None:
+                continue
+            if self.near * check.limit <= longest <= check.limit:
                 self.findings.append(
                     Finding(
                         self.table.name,

@@ -196,9 +196,9 @@ def plan_copy(
     Duplicate rows Sumatra's lookups cannot tell apart are failing findings; with
     `dedupe` they are planned to be merged instead (dedupe.py). `new_database`: the target
     database is yet to be created (a plan only)."""
-    snapshot = source if isinstance(source, Snapshot) else None
-    if snapshot is not None:
-        source = snapshot.store
+    snapshot: Snapshot | None = None
+    if isinstance(source, Snapshot):
+        snapshot, source = source, source.store
     if source.kind == "mariadb" and target.kind == "mariadb":
         raise SmtmigrateError(
             f"{source.display}: copying from MariaDB into MariaDB is not supported yet "
@@ -279,6 +279,7 @@ def remaining_failures(
     for finding in report.failing:
         if finding.kind == "overflow" and limits is not None:
             model_table = inspection.tables[finding.table].model.name
+            assert finding.column is not None  # an overflow is a column's
             limit = limits.get((model_table, finding.column), finding.limit)
             if limit is None or (finding.max_length or 0) <= limit:
                 continue
@@ -394,7 +395,8 @@ def _sample_ahead(plan: CopyPlan, target: CopyTarget, level: Level) -> Future[Sa
 
 class _Phases:
     def __init__(self, events: CopyEvents) -> None:
-        self.events, self.seconds = events, {}
+        self.events = events
+        self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str):

@@ -365,7 +365,10 @@ class _MariadbIdentities:
 
 
 # How each server keeps identities, by the store's kind (as engines.engine_for picks).
-_VENDORS = {"postgresql": _PostgresIdentities(), "mariadb": _MariadbIdentities()}
+_VENDORS: dict[str, _PostgresIdentities | _MariadbIdentities] = {
+    "postgresql": _PostgresIdentities(),
+    "mariadb": _MariadbIdentities(),
+}
 
 
 def _vendor(inspection: Inspection) -> _PostgresIdentities | _MariadbIdentities:

@@ -111,7 +111,7 @@ def plan_move(
     elif moved_from is not None and _same(moved_from, source) and _same(moved_to, target):
         plan.stage, plan.old = REVERTED, source
     if plan.old is not None:
-        plan.after_id = int(state.get("copied_through_id") or 0)
+        plan.after_id = int((state or {}).get("copied_through_id") or 0)
     if plan.stage == FRESH:
         _plan_copy(plan, stack)
     step = {
@@ -271,13 +271,16 @@ def run_move(plan: MovePlan, events: CopyEvents, on_step: StepDone | None = None
     return result
 
 
-def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: StepDone) -> None:
+def _run_steps(
+    plan: MovePlan, result: MoveResult, events: CopyEvents, done: Callable[[str], None]
+) -> None:
     options = plan.options
     if plan.create_database and plan.target.kind == "mariadb":
         _create_mariadb_database(plan)
         result.created_here = True
         result.changed.append(f"created database {plan.target.display}")
         done("database")
+        assert plan.copy is not None  # a new database: planned against it (_plan_copy)
         plan.copy = plan_copy(
             plan.copy.snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe
         )
@@ -297,6 +300,7 @@ def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: Ste
             # The new role's password: the copy connects with it, the switch puts it in
             # ~/.pgpass (never in .smt/project).
             plan.target.settings["PASSWORD"] = options.password
+        assert plan.copy is not None  # a new database: planned against it (_plan_copy)
         snapshot = plan.copy.snapshot  # the same state of the source, now against the database
         plan.copy = plan_copy(
             snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe

@@ -52,7 +52,8 @@ def _escape(field: str) -> str:
 
 def _pgpass_fields(line: str) -> list[str]:
     """A ~/.pgpass line split as libpq splits it (`\\` escapes `:` and itself)."""
-    fields, current, escaped = [], "", False
+    fields: list[str] = []
+    current, escaped = "", False
     for char in line:
         if escaped:
             current, escaped = current + char, False

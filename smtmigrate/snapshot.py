@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import DatabaseError, transaction
 
 from . import locations
-from .engines import engine_for
+from .engines import POSTGRESQL, SQLITE, engine_for
+from .engines.sqlite import SQLITE_CORRUPT
 from .engines.sqlite_damage import COPY_READABLE, REFUSE, CheckResult, check_file
 from .engines.sqlite_damage import copy_readable as _copy_readable
 from .engines.sqlite_damage import refusal as _refusal
@@ -224,13 +225,13 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
     started = time.perf_counter()
     taken_at = datetime.now(timezone.utc)
     try:
-        engine_for("sqlite").backup(
+        SQLITE.backup(
             store.path,
             path,
             timeout=locations.SQLITE_LOCK_TIMEOUT,  # the one bound every reader keeps
         )
     except sqlite3.Error as exc:
-        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_CORRUPT:
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_CORRUPT:
             # Not even the schema reads (e.g. a truncated file): no reader can read it, so
             # no lock protects anything; its bytes are copied for the check to name.
             shutil.copyfile(store.path, path)
@@ -301,7 +302,7 @@ def join_snapshot(store: Store) -> Iterator[None]:
     with transaction.atomic(using=store.alias):
         try:
             with connection.cursor() as cursor:
-                engine_for(store).join_snapshot(cursor, exported)
+                POSTGRESQL.join_snapshot(cursor, exported)
         except DatabaseError as exc:
             raise store.read_error(exc) from exc
         try:

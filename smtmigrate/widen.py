@@ -115,7 +115,7 @@ def plan_widening(
         for name, column in table.columns.items():
             if not column.is_text or column.max_length is None or column.field.many_to_one:
                 continue
-            current = column.max_length
+            current: int | None = column.max_length
             if target is not None:
                 stored_table = target.table_for(table.name)
                 stored = stored_table.columns.get(name) if stored_table else None
@@ -166,7 +166,9 @@ def _longest_values(report: AuditReport, source: Inspection | None) -> dict[tupl
     return {
         (to_model.get(f.table, f.table), f.column): f.max_length
         for f in report.findings
-        if f.kind in ("overflow", "near-limit", "risk") and f.max_length is not None
+        if f.kind in ("overflow", "near-limit", "risk")
+        and f.column is not None
+        and f.max_length is not None
     }
 
 

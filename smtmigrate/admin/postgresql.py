@@ -16,7 +16,7 @@ from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
 from .. import interrupts
-from ..engines import engine_for
+from ..engines import POSTGRESQL
 from ..errors import (
     NotASumatraStore,
     Refused,
@@ -38,7 +38,7 @@ from ..locations import (
 from ..schema import inspect_store
 from ..widen_apply import build_widened_schema
 
-_identifier = engine_for("postgresql").identifier  # roles and databases in psycopg2.sql
+_identifier = POSTGRESQL.identifier  # roles and databases in psycopg2.sql
 
 MAINTENANCE_DATABASES = frozenset({"postgres", "template0", "template1"})
 

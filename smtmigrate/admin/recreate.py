@@ -112,7 +112,7 @@ def _postgresql(store, owner, backup, schema, admin, confirm, events) -> None:
         server.check_privileges(owner, drop=info.exists)
         path = _backup_path(info.name, backup) if info.records else None
         confirm(info.name)
-        if path is not None:
+        if path is not None and info.records:
             _back_up(store, info.name, info.records, path, backup, events)
         store.close()  # our own sessions go before the drop, not killed by it
         if info.exists:

@@ -79,6 +79,10 @@ class Engine:
         q = self.quote_char
         return q + name.replace(q, q + q) + q
 
+    def blob(self, expression: str) -> str:
+        """A value as its bytes (SQLite's text may not be UTF-8); as it is by default."""
+        return expression
+
     def integer(self, expression: str) -> str:
         """An expression read as an integer (engines with typed columns: as it is)."""
         return expression

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from ..layout import Inspection
 
 FETCH_ROWS = 2_000
+# SQLite's primary result codes (the sqlite3 module names them from Python 3.11 on only).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CORRUPT = 5, 6, 11
 # The Python function, registered on an SQLite store's connection, that tells whether a
 # value's bytes are valid UTF-8.
 IS_UTF8 = "smtmigrate_is_utf8"
@@ -348,7 +350,7 @@ def _copy_pages(reader: sqlite3.Connection, path: Path) -> None:
     def give_up_when_locked(status: int, remaining: int, total: int) -> None:
         # The source's busy handler has already waited its timeout for the lock;
         # Python would otherwise retry for ever.
-        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if status in (SQLITE_BUSY, SQLITE_LOCKED):
             raise sqlite3.OperationalError("database is locked")
 
     try:

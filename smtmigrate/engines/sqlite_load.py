@@ -75,6 +75,7 @@ class SqliteCopyTarget(CopyTarget):
         from_postgres = plan.source.vendor != "sqlite"  # PostgreSQL or MariaDB: rows
         try:
             if not from_postgres:
+                assert plan.source.store.path is not None  # a SQLite source is a file
                 connection.execute(
                     f"ATTACH DATABASE ? AS {SOURCE_SCHEMA}",
                     [self.engine.read_only_uri(plan.source.store.path)],

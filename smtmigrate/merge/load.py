@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..canonical import float_text, table_layout
-from ..engines import engine_for
+from ..engines import SQLITE, engine_for
 from ..engines.postgresql import COPY_CHUNK, FETCH_ROWS, QUEUED_CHUNKS, put_unless_stopped
 from ..remaps import content_type_remap
 from ..schema import Inspection, ModelColumn, sumatra_tables
@@ -112,7 +112,7 @@ def stage_source(cursor, q, src: int, source: Inspection, target: Inspection, lo
     if sql.sqlite():
         _stage_into_sqlite(cursor, q, src, source, remaps, loaded)
         return
-    sqlite = engine_for("sqlite")
+    sqlite = SQLITE
     reader = sqlite.open_bytes(source.store.path)
     try:
         sqlite.attach_views(reader, source.views)
@@ -132,7 +132,7 @@ def _stage_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) 
     """SQLite target: the source's rows as they are (SQLite to SQLite keeps every value's
     type and bytes), content-type ids mapped, inserted in batches."""
     assert source.store.path is not None
-    sqlite = engine_for("sqlite")
+    sqlite = SQLITE
     reader = sqlite.open_bytes(source.store.path)
     reader.text_factory = str
     try:

@@ -211,6 +211,7 @@ def render_move_step(name: str, result: MoveResult, out: Console) -> None:
         say(out, f"labels: label generator {plan.label.described} → {result.label_fixed}")
     elif name == "late records":
         late = result.late
+        assert plan.old is not None  # late records come from the old store
         say(
             out,
             f"late records: {len(late.carried)} carried over from {plan.old.display}, "
