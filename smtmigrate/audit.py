@@ -1,4 +1,6 @@
-"""Layout + data → findings: what would fail, or is bound to fail later, on PostgreSQL.
+"""Layout + data → findings: what would fail, or is bound to fail later, on the server the
+store is bound for (an SQLite store: PostgreSQL) or is on (a PostgreSQL or MariaDB store:
+against its own columns); `AuditReport.judged_by` names that server.
 
 Each table is scanned once, by one query that fuses every per-column check into
 aggregates (`count(CASE WHEN … END)`, `max(length(…))`), so the cost is one pass over the
@@ -65,6 +67,11 @@ class AuditReport:
     def exit_code(self) -> int:
         return 1 if self.failing else 0
 
+    @property
+    def judged_by(self) -> str:
+        """The server whose rules the findings apply, as the verdict names it."""
+        return engine_for(self.vendor).audited_as
+
     def counts(self) -> dict[str, int]:
         return {kind: sum(f.kind == kind for f in self.findings) for kind in KINDS}
 
@@ -77,6 +84,7 @@ class AuditReport:
             ],
             "summary": {
                 "exit_code": self.exit_code,
+                "judged_by": self.judged_by,
                 "counts": self.counts(),
                 "tables": len(self.row_counts),
                 "rows": sum(self.row_counts.values()),
@@ -116,7 +124,8 @@ def audit(
 
     `limits` overrides the length limit of (today's table, column) pairs, e.g. with the
     sizes a widening plan will give them; otherwise a SQLite store is judged against the
-    installed Sumatra's models and a PostgreSQL store against its real columns.
+    installed Sumatra's models and a PostgreSQL or MariaDB store against its real columns
+    (a widened column holds what today's model would not).
     """
     started = time.perf_counter()
     store = inspection.store
@@ -181,13 +190,14 @@ def _limit_function(
     table: StoreTable,
     overrides: Mapping[tuple[str, str], int | None] | None,
 ):
-    """The length a column may hold on the PostgreSQL store the data is bound for."""
+    """The length a column may hold: in a server store, its own column's; in an SQLite
+    store (bound for a server), today's model's."""
 
     def limit_of(column: ModelColumn) -> int | None:
         key = (column.table, column.name)
         if overrides is not None and key in overrides:
             return overrides[key]
-        if inspection.vendor == "postgresql":
+        if inspection.vendor != "sqlite":
             stored = table.columns.get(column.name)
             return stored.max_length if stored else column.max_length
         return column.max_length

@@ -329,23 +329,21 @@ def _check_target(target: Store) -> Inspection | None:
 
 def _target_limits(target: Store, existing: Inspection | None):
     """The column sizes the rows must fit: none in SQLite; the real ones in a schema that
-    exists; today's models' (the audit's default) for a schema yet to be built."""
+    exists; today's models' for a schema yet to be built."""
     if target.engine.is_file:
         return {
             (table.name, name): None
             for table in sumatra_tables().values()
             for name in table.columns
         }
-    if target.engine.copy_builds_afresh:
+    if target.engine.copy_builds_afresh or existing is None:
         # built from today's models whatever the source's own columns hold (a widened
-        # PostgreSQL store's text columns do not carry over without --widen)
+        # server store's text columns do not carry over without --widen)
         return {
             (table.name, name): column.max_length
             for table in sumatra_tables().values()
             for name, column in table.columns.items()
         }
-    if existing is None:
-        return None
     limits = {}
     for table in existing.tables.values():
         for name, column in table.columns.items():

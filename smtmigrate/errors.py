@@ -2,7 +2,7 @@
 
 Exit codes are the tool's contract with scripts:
   0  done, nothing wrong
-  1  refused, or the store would fail on PostgreSQL (findings, verification differences)
+  1  refused, or findings (a store that would fail on its server), verification differences
   2  usage, I/O or connection errors: the command could not look at what it was given
 130  interrupted (Ctrl-C)
 """

@@ -326,9 +326,15 @@ def _project_store(directory: Path, *, mariadb: bool = False) -> Store:
         raise LocationError(f"{project_file}: not a readable Sumatra project file ({exc})") from exc
     if store_type != DJANGO_STORE_TYPE:
         kind = store_type.rsplit(".", 1)[-1]
+        why = ""
+        if kind == "ShelveRecordStore":  # what Sumatra falls back to without Django
+            why = (
+                "; Sumatra makes one when Django is missing from the Python its `smt` runs in "
+                "(install 'sumatra[web]' there)"
+            )
         raise UnsupportedStore(
             f"{directory}: the project uses a {kind}; smtmigrate moves Django record stores "
-            "(SQLite or PostgreSQL) only"
+            f"(SQLite, PostgreSQL or MariaDB) only{why}"
         )
     db_file = str(record_store.get("db_file") or ".smt/records")
     store = resolve(db_file, base_dir=directory, mariadb=mariadb)

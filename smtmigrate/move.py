@@ -149,6 +149,14 @@ def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     else:
         with Admin(target, options.admin, as_target_user=not options.create_role) as server:
             plan.create_database = not server.exists()
+            if plan.create_database and not (options.admin or options.create_role):
+                # Created as the URL's role when it may (its login is what libpq was given),
+                # else as libpq's default user, as createdb does (checked when creating).
+                try:
+                    server.check_privileges(target.settings.get("USER") or server.user, drop=False)
+                    plan.create_as_target_user = True
+                except Refused:
+                    pass
         if plan.create_database and options.admin and not options.create_role:
             with Admin(target):  # the URL's own credentials work, before anything is created
                 pass
@@ -291,6 +299,7 @@ def _run_steps(
             password=options.password,
             admin=options.admin,
             schema=False,  # the copy builds it, in its own transaction
+            as_target_user=plan.create_as_target_user,
         )
         result.created_here = True
         role = f"role {result.created.owner} and " if result.created.role_created else ""

@@ -71,6 +71,7 @@ class MovePlan:
     stage: str = FRESH
     copy: CopyPlan | None = None  # None when no copy is to be made
     create_database: bool = False
+    create_as_target_user: bool = False  # PostgreSQL: the URL's role may create it itself
     old: Store | None = None  # where late records come from
     after_id: int = 0  # late records: ids past this one (known once the copy is)
 

@@ -5,9 +5,11 @@ Every `smt run` holds one connection for its whole life, idle while the simulati
 only while a statement runs: Sumatra works in autocommit (each statement its own
 transaction) and never uses `.iterator()` (so no server-side cursor outlives a statement;
 Django's DISABLE_SERVER_SIDE_CURSORS is not needed), so many jobs share a pool of a few
-server connections. The pool also holds its clients through a server restart: a client's
-next statement waits in the pool (`query_wait_timeout`) while PgBouncer logs in again
-(`server_login_retry`), so a run's last saves land once the server is back.
+server connections. Through a server restart PgBouncer keeps its clients connected, but
+1.18 fails at once a statement that arrives while it cannot log in; the watcher
+(pooler_watch.py), started and stopped with PgBouncer, pauses it while the server is down,
+so those statements wait (up to `query_wait_timeout`) and a run's last saves land once the
+server is back.
 
 Django sets the session's time zone with a `SET` when the server's differs from UTC, which
 under transaction pooling would apply to whichever server connection ran it: the store's
@@ -15,9 +17,10 @@ role gets `ALTER ROLE … IN DATABASE … SET timezone = 'UTC'` instead, so no s
 
 Files, in `.smt/pgbouncer/` (mode 0700): `pgbouncer.ini`, `userlist.txt` (the auth file,
 0600: the role's password, the only place it is written in the clear; clients find it in
-~/.pgpass as libpq does), `pgbouncer.pid`, `pgbouncer.log`, and `state.json` (the direct
-URL, without password, to go back to). The project is switched with project.py's
-switch_project, whose backup keeps the configuration before the first switch.
+~/.pgpass as libpq does), `pgbouncer.pid`, `pgbouncer.log`, the watcher's files
+(pooler_watch.py), and `state.json` (the direct URL, without password, to go back to). The
+project is switched with project.py's switch_project, whose backup keeps the configuration
+before the first switch.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionErro
 from .files import read_json_state, write_private
 from .headroom import Headroom, read_headroom
 from .locations import Store, one_line, resolve, same_store
+from .pooler_watch import (
+    USER_PAUSE,
+    read_watch_state,
+    start_watcher,
+    stop_watcher,
+    watcher_pid,
+)
 from .project import check_switch, project_file, store_url, switch_project
 
 POOLER_DIR = Path(".smt") / "pgbouncer"
@@ -73,9 +83,14 @@ class PoolerStatus:
     direct: str | None = None  # the store's own URL, to go back to
     project_names: str | None = None  # what .smt/project names now
     pool_size: int | None = None
+    hold: int | None = None  # query_wait_timeout: how long a statement waits for a server
     pools: list[dict] = field(default_factory=list)  # SHOW POOLS rows
     clients: int | None = None  # client connections on the store's database
     runtime: Path | None = None  # where PgBouncer writes its pid file and log
+    watcher: int | None = None  # the watcher's pid (pooler_watch.py), when it runs
+    server: str | None = None  # what the watcher sees: "up" or "down"
+    down_since: str | None = None
+    paused: str | None = None  # "watcher": paused while the server is down; "user": --pause
 
     @property
     def switched(self) -> bool:
@@ -213,15 +228,23 @@ def _quote_ini(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _server_params(store: Store, role: str, reached: str) -> dict:
+    """libpq's parameters of the server connections (PgBouncer's and the watcher's)."""
+    s = store.settings
+    params = {"host": s.get("HOST") or reached, "dbname": s["NAME"]}
+    if s.get("PORT"):
+        params["port"] = int(s["PORT"])
+    return params | {"user": role}
+
+
 def _ini(
     store: Store, role: str, reached: str, listen: tuple[str, int], folder: Path, **sizes: int
 ) -> str:
     s = store.settings
-    host = s.get("HOST") or reached
-    server = [f"host={_quote_ini(host)}", f"dbname={_quote_ini(s['NAME'])}"]
-    if s.get("PORT"):
-        server.append(f"port={int(s['PORT'])}")
-    server.append(f"user={_quote_ini(role)}")
+    server = [
+        f"{key}={value}" if key == "port" else f"{key}={_quote_ini(value)}"
+        for key, value in _server_params(store, role, reached).items()
+    ]
     name = s["NAME"]
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):  # a key of PgBouncer's ini file
         raise Refused(f"{store.display}: PgBouncer cannot name a database {name!r}")
@@ -246,7 +269,7 @@ def _ini(
         f"max_client_conn = {sizes['max_clients']}",
         "ignore_startup_parameters = extra_float_digits,options",
         f"server_login_retry = {SERVER_LOGIN_RETRY}",
-        f"query_wait_timeout = {QUERY_WAIT_TIMEOUT}",
+        f"query_wait_timeout = {sizes['hold']}",
         "server_reset_query =",
         f"logfile = {runtime_dir(folder) / LOG}",
         f"pidfile = {runtime_dir(folder) / PID}",
@@ -277,6 +300,7 @@ def start_pooler(
     *,
     pool_size: int | None = None,
     max_clients: int = DEFAULT_MAX_CLIENTS,
+    hold: int = QUERY_WAIT_TIMEOUT,
 ) -> PoolerStarted:
     """Start PgBouncer in front of the project's PostgreSQL store and switch the project
     to it. Run again, it starts a stopped PgBouncer of the same project again and points the
@@ -314,6 +338,7 @@ def start_pooler(
         running = _pid(folder)
         if running is not None and state is not None and state["listen"] == listen_text:
             size = int(state["pool_size"])
+            hold = int(state.get("hold", QUERY_WAIT_TIMEOUT))  # what it was started with
         else:
             if running is not None:
                 raise Refused(
@@ -334,7 +359,9 @@ def start_pooler(
         try:
             check_switch(directory, pooled)
             if running is None:
-                _write_config(folder, direct, role, password, reached, listen, size, max_clients)
+                _write_config(
+                    folder, direct, role, password, reached, listen, size, max_clients, hold
+                )
                 try:
                     running = _launch(binary, folder)
                 except PoolerError:
@@ -346,6 +373,11 @@ def start_pooler(
                 raise PoolerError(
                     f"PgBouncer on {listen_text} does not lead to {direct.display}; stopped it"
                 )
+            try:
+                start_watcher(folder, _server_params(direct, role, reached), listen_text)
+            except PoolerError:
+                _stop_process(running)
+                raise
             url = store_url(pooled)
             already = state is not None and state.get("url") == url
             result = switch_project(directory, pooled)
@@ -358,6 +390,7 @@ def start_pooler(
                         "listen": listen_text,
                         "pool_size": size,
                         "max_clients": max_clients,
+                        "hold": hold,
                     },
                     indent=2,
                 )
@@ -381,6 +414,7 @@ def _write_config(
     listen: tuple[str, int],
     size: int,
     max_clients: int,
+    hold: int,
 ) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
@@ -392,6 +426,7 @@ def _write_config(
         folder.resolve(),
         pool_size=size,
         max_clients=max_clients,
+        hold=hold,
         with_password=bool(password),
     )
     write_private(folder / INI, ini, mode=0o600)
@@ -514,6 +549,15 @@ def pause_pooler(directory: Path, *, resume: bool = False) -> PoolerStatus:
         raise Refused(f"{directory}: no pooler of this project is running")
     import psycopg2
 
+    marker = folder / USER_PAUSE
+    if resume:
+        marker.unlink(missing_ok=True)
+        watched = read_watch_state(folder) if watcher_pid(folder) else None
+        if watched is not None and watched.get("server") == "down":
+            # RESUME now would let PgBouncer fail the held statements at once
+            return pooler_status(directory)
+    else:
+        write_private(marker, "paused by smtmigrate pooler --pause\n", mode=0o600)
     try:
         connection = _admin(folder, state)
         try:
@@ -522,7 +566,11 @@ def pause_pooler(directory: Path, *, resume: bool = False) -> PoolerStatus:
         finally:
             connection.close()
     except psycopg2.Error as exc:
-        raise PoolerError(f"PgBouncer's admin console refused: {one_line(exc)}") from exc
+        # paused already (by the watcher, the server being down), or not paused: as asked
+        if "paused" not in str(exc):
+            if not resume:
+                marker.unlink(missing_ok=True)
+            raise PoolerError(f"PgBouncer's admin console refused: {one_line(exc)}") from exc
     return pooler_status(directory)
 
 
@@ -542,8 +590,17 @@ def pooler_status(directory: Path) -> PoolerStatus:
         return status
     status.listen, status.url, status.direct = state["listen"], state["url"], state["direct"]
     status.pool_size = state.get("pool_size")
+    status.hold = state.get("hold", QUERY_WAIT_TIMEOUT)
     status.pid = _pid(folder)
     status.running = status.pid is not None
+    status.watcher = watcher_pid(folder)
+    watched = read_watch_state(folder) if status.watcher else None
+    if watched is not None:
+        status.server, status.down_since = watched.get("server"), watched.get("down_since")
+        if watched.get("paused_by_watcher"):
+            status.paused = "watcher"
+    if (folder / USER_PAUSE).exists():
+        status.paused = "user"
     if status.running:
         try:
             connection = _admin(folder, state)
@@ -599,8 +656,10 @@ def stop_pooler(directory: Path, *, force: bool = False) -> PoolerStopped:
     with direct:
         check_switch(directory, direct)
         result = switch_project(directory, direct)
+    stop_watcher(folder)  # first: PgBouncer going away is no server outage to pause for
     if status.pid is not None:
         _stop_process(status.pid)
+    (folder / USER_PAUSE).unlink(missing_ok=True)
     (folder / STATE).unlink(missing_ok=True)
     (folder / AUTH).unlink(missing_ok=True)  # the password: no longer needed here
     return PoolerStopped(directory, status.running, state["direct"], result.project_file)

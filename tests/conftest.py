@@ -248,6 +248,15 @@ def pg_database() -> Iterator[str]:
 
 
 @pytest.fixture
+def new_database() -> Iterator[str]:
+    """The URL of a PostgreSQL database that does not exist yet (move or createdb creates
+    it, or a command meant to fail might have); dropped afterwards."""
+    name = f"smtm_new_{uuid.uuid4().hex[:12]}"
+    yield pg_url_for(name)
+    drop_database(name)
+
+
+@pytest.fixture
 def sumatra_pg(pg_database) -> str:
     """A PostgreSQL store built by Sumatra's own migrations (what `smt init` would make)."""
     from django.core.management import call_command

@@ -101,20 +101,44 @@ with open("out-%s.txt" % sys.argv[-1], "w") as out:
 """
 
 
-def sleeping_project(parent: Path, seconds: float) -> Path:
+# Sleeps, then waits at the gate (GATE appears: the test opens it), reads the shared input
+# and writes an output file into the data store (an output DataKey of its record). While it
+# waits it leaves `waiting/<job>` so a test knows every run is past its start-up saves.
+GATED_MAIN = """\
+import os, sys, time
+job = sys.argv[-1]
+time.sleep({seconds})
+os.makedirs("waiting", exist_ok=True)
+open(os.path.join("waiting", job), "w").close()
+while not os.path.exists("{gate}"):
+    time.sleep(0.05)
+with open("input.dat") as shared:
+    text = shared.read()
+with open(os.path.join("Data", "output_%s.dat" % job), "w") as out:
+    out.write(text + job + "\\n")
+"""
+GATE = "release"
+
+
+def sleeping_project(parent: Path, seconds: float, *, gated: bool = False) -> Path:
     """A git project (`smt init`, uuid labels) whose main file sleeps `seconds`, then writes
     an output file; one record saved already (the rows runs share exist, as in a project
-    that has run before)."""
+    that has run before). `gated`: the runs then wait for the file GATE (GATED_MAIN)."""
     project = parent / "project"
     project.mkdir()
+    (project / "Data").mkdir()
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    (project / "main.py").write_text(SLEEPING_MAIN.format(seconds=seconds))
+    main = GATED_MAIN.format(seconds=seconds, gate=GATE) if gated else SLEEPING_MAIN
+    (project / "main.py").write_text(main.format(seconds=seconds))
     (project / "default.param").write_text("x = 1\n")
-    subprocess.run([*git, "add", "main.py", "default.param"], cwd=project, check=True)
+    (project / "input.dat").write_text("shared input\n")
+    (project / ".gitignore").write_text(f".smt/\nData/\nwaiting/\n{GATE}\n")
+    files = ["main.py", "default.param", "input.dat", ".gitignore"]
+    subprocess.run([*git, "add", *files], cwd=project, check=True)
     subprocess.run([*git, "commit", "-qm", "init"], cwd=project, check=True)
     for args in (
-        ("init", "pooled"),
+        ("init", "-d", "Data", "-i", ".", "pooled"),
         ("configure", "--executable=python", "--main=main.py", "-g", "uuid"),
     ):
         done = smt(project, *args)
@@ -123,7 +147,12 @@ def sleeping_project(parent: Path, seconds: float) -> Path:
 
 
 def first_run(project: Path) -> None:
+    gate = project / GATE
+    gated = not gate.exists()
+    gate.touch()  # a gated project's first run goes straight through
     done = smt(project, "run", "default.param", "first")
+    if gated:
+        gate.unlink()
     assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-2000:]
 
 
@@ -191,6 +220,32 @@ def records(cluster: Cluster, database: str) -> list[tuple[str, str, str]]:
         database,
     )
     return [tuple(line.split("|")) for line in text.splitlines() if line]
+
+
+def complete_records(cluster: Cluster, database: str) -> list[tuple[str, bool]]:
+    """(status tag, duration set) of every record, in the order saved."""
+    text = cluster.psql(
+        "SELECT tags || '|' || (duration IS NOT NULL)::text FROM django_store_record "
+        "ORDER BY db_id",
+        database,
+    )
+    out = []
+    for line in text.splitlines():
+        tags, duration = line.split("|")
+        status = next((t for t in tags.split(",") if t.startswith("_")), "")
+        out.append((status, duration == "true"))
+    return out
+
+
+def recorded_outputs(cluster: Cluster, database: str) -> set[str]:
+    """Paths of the files saved as some record's output. Sumatra gives a run every file of
+    the data store changed since it started, and a DataKey one `output_from_record`, so
+    with runs ending together a file is the output of one of them, not always its own."""
+    text = cluster.psql(
+        "SELECT path FROM django_store_datakey WHERE output_from_record_id IS NOT NULL",
+        database,
+    )
+    return set(text.splitlines())
 
 
 def project_url(project: Path) -> str:

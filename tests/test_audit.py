@@ -13,11 +13,12 @@ import pytest
 from django.core.management import call_command
 from django.db import connections
 
-from smtmigrate.audit import audit
+from smtmigrate.audit import AuditReport, Finding, audit
 from smtmigrate.locations import resolve
+from smtmigrate.render import audit_json, audit_verdict
 from smtmigrate.schema import LAYOUT_07, LAYOUT_08, LEGACY_TABLES, inspect_store, sumatra_tables
 
-from .conftest import records_file, sqlite_exec, sqlite_rows
+from .conftest import mariadb_url_for, records_file, sqlite_exec, sqlite_rows
 
 
 def run_audit(location, **kwargs):
@@ -305,3 +306,46 @@ def test_postgres_connection_errors_are_one_line(cli, pg_database):
     not_sumatra = cli("audit", pg_database)
     assert not_sumatra.code == 2
     assert "not a Sumatra record store" in not_sumatra.err
+
+
+# -- the server an audit speaks of (issue 27) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vendor", "server"),
+    [("sqlite", "PostgreSQL"), ("postgresql", "PostgreSQL"), ("mysql", "MariaDB")],
+)
+def test_the_verdict_names_the_server_the_store_is_judged_by(vendor, server):
+    """An SQLite store is bound for PostgreSQL; a server store is judged on its own server."""
+    over = Finding("django_store_tag", "name", "overflow", limit=50, max_length=81, rows=1)
+    report = AuditReport("a store", LAYOUT_08, vendor, 0.8, [over], {}, 0.0)
+    assert (
+        audit_verdict(report) == f"FAIL: 1 finding(s) would be rejected by {server} (1 overflow)."
+    )
+    assert audit_json(report)["summary"]["judged_by"] == server
+    report.findings = [Finding("django_store_tag", "name", "near-limit")]
+    assert audit_verdict(report) == f"OK: nothing would fail on {server} (1 near-limit)."
+
+
+@pytest.mark.mariadb
+def test_a_widened_mariadb_store_is_audited_against_its_own_columns(
+    cli, store08, mariadb_name, pg_database
+):
+    """The fixture's 8 over-long values sit in the widened columns of its MariaDB copy: no
+    finding, and not a word of PostgreSQL. Copied on into a new PostgreSQL schema, they are
+    checked against today's models again."""
+    url = mariadb_url_for(mariadb_name)
+    assert cli("copy", store08, url, "--widen").code == 0
+    shown = cli("audit", url, "--all")
+    assert shown.code == 0, shown
+    assert "PostgreSQL" not in shown.out + shown.err
+    assert shown.out.splitlines()[-1].startswith("OK: nothing would fail on MariaDB")
+    as_json = cli("audit", url, "--format", "json")
+    assert as_json.code == 0 and "PostgreSQL" not in as_json.out
+    summary = json.loads(as_json.out)["summary"]
+    assert summary["judged_by"] == "MariaDB"
+    assert summary["counts"]["overflow"] == 0
+    assert summary["verdict"].startswith("OK: nothing would fail on MariaDB")
+    onward = cli("copy", url, pg_database, "--dry-run")
+    assert onward.code == 1, onward
+    assert "Refused: 8 finding(s) would be rejected by the target" in onward.out

@@ -35,7 +35,6 @@ from .conftest import (
     PG_URL,
     CliResult,
     admin_execute,
-    drop_database,
     pg_column_types,
     pg_query,
     pg_url_for,
@@ -170,15 +169,6 @@ def run_bad(cli, store08: Path, tmp_path: Path, new_database: str):
         return result
 
     return run
-
-
-@pytest.fixture
-def new_database() -> Iterator[str]:
-    """The URL of a database that does not exist (dropped afterwards, should a command that
-    was meant to fail have created it)."""
-    name = f"smtm_test_new_{uuid.uuid4().hex[:8]}"
-    yield pg_url_for(name)
-    drop_database(name)
 
 
 @pytest.mark.parametrize("kind", PATH_ERRORS)

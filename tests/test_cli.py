@@ -138,11 +138,14 @@ AUDIT_HELP = """\
 usage: smtmigrate audit [-h] [--format {table,json}] [--near NEAR] [--all]
                         location
 
-Report what in a Sumatra store would fail, or is bound to fail, on PostgreSQL.
+Report what in a Sumatra store would fail, or is bound to fail: an SQLite
+store on PostgreSQL, a PostgreSQL or MariaDB store on its own server (against
+its real columns; MariaDB's collations, utf8mb3 columns and sql_mode too).
 Given a project directory, also checks its label generator (concurrent `smt
 run`s that would share a label); that never changes the exit code. A damaged
 SQLite store (SQLite's own quick_check fails) is a finding. Exit 0: nothing
-would fail; 1: damage, overflow or invalid values; 2: usage or I/O error.
+would fail; 1: damage, overflow, invalid values or duplicates; 2: usage or I/O
+error.
 
 positional arguments:
   location              Sumatra project directory, SQLite file, postgresql://

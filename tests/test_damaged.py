@@ -17,7 +17,6 @@ import pytest
 
 from .conftest import pg_query, records_file, sqlite_rows
 from .test_defects import one_error_line
-from .test_move import new_database  # noqa: F401  (a fixture)
 
 DAMAGES = ("index", "table", "truncated")
 MALFORMED = "database disk image is malformed"
@@ -194,7 +193,7 @@ def test_merge_refuses_a_damaged_store_or_reads_what_it_can(cli, damaged, tmp_pa
 
 
 @pytest.mark.pg
-def test_move_refuses_a_damaged_store(cli, home, damaged, new_database):  # noqa: F811
+def test_move_refuses_a_damaged_store(cli, home, damaged, new_database):
     _, project = damaged
     before = (project / ".smt" / "project").read_text()
     result = cli("move", project, new_database, "--yes")
@@ -207,7 +206,7 @@ def test_move_refuses_a_damaged_store(cli, home, damaged, new_database):  # noqa
 
 
 @pytest.mark.pg
-def test_move_copy_readable_moves_what_can_be_read(cli, home, store08, new_database):  # noqa: F811
+def test_move_copy_readable_moves_what_can_be_read(cli, home, store08, new_database):
     damage(store08, "index")
     result = cli("move", store08, new_database, "--yes", "--copy-readable")
     assert result.code == 0, result
@@ -262,7 +261,7 @@ def test_a_hot_journal_is_refused_by_every_reader(cli, home, hot, tmp_path):
 
 
 @pytest.mark.pg
-def test_a_hot_journal_is_refused_by_move(cli, home, hot, new_database):  # noqa: F811
+def test_a_hot_journal_is_refused_by_move(cli, home, hot, new_database):
     one_error_line(cli("move", hot, new_database, "--yes"), "move", 2, HOT)
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from .conftest import (
-    drop_database,
     mariadb_databases,
     mariadb_execute,
     mariadb_url_for,
@@ -31,16 +30,6 @@ from .conftest import (
 
 SMT = str(Path(sys.executable).parent / "smt")
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
-
-
-@pytest.fixture
-def new_database():
-    """The name of a database that does not exist yet (move creates it); dropped after."""
-    import uuid
-
-    name = f"smtm_move_{uuid.uuid4().hex[:12]}"
-    yield pg_url_for(name)
-    drop_database(name)
 
 
 def sumatra_env() -> dict[str, str]:

@@ -18,10 +18,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from smtmigrate.move import SIGNAL_AFTER_STEP
+from smtmigrate.move_state import STATE_FILE
 
 from .conftest import (
     drop_database,
@@ -35,16 +37,8 @@ from .conftest import (
     run_sumatra,
     sqlite_rows,
 )
+from .private_cluster import Cluster, private_cluster
 from .test_move import SMT, SMTMIGRATE, new_project, project_json, smt, start_smt_run
-
-
-@pytest.fixture
-def new_database() -> Iterator[str]:
-    """The URL of a PostgreSQL database that does not exist yet (move creates it)."""
-    name = f"smtm_move_{uuid.uuid4().hex[:12]}"
-    yield pg_url_for(name)
-    drop_database(name)
-
 
 WAITING_MAIN = "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n"
 
@@ -211,6 +205,117 @@ def test_interrupted_after_each_step_then_run_again(
         drop_database(database) if kind == "pg" else drop_mariadb_database(database)
 
 
+# -- passwords: checked before anything is created, never written anywhere -----------------
+
+MOVER = "smtm_mover"
+RIGHT = "Right/pass@word-27"  # characters a URL must percent-encode
+WRONG = "Wr0ng/pass@word-27"
+
+
+@pytest.fixture(scope="module")
+def password_cluster() -> Iterator[Cluster]:
+    """A private cluster where MOVER (may create databases) must give its password over TCP
+    (scram-sha-256, as on a real server); the postgres superuser stays trusted, for checks."""
+    with private_cluster() as cluster:
+        cluster.psql(f"CREATE ROLE {MOVER} LOGIN CREATEDB PASSWORD '{RIGHT}'")
+        hba = Path(cluster.psql("SHOW hba_file"))
+        hba.write_text(
+            "local all all trust\n"
+            f"host all {MOVER} 127.0.0.1/32 scram-sha-256\n"
+            "host all all 127.0.0.1/32 trust\n"
+        )
+        cluster.psql("SELECT pg_reload_conf()")
+        yield cluster
+
+
+def _pgpass(home: Path, cluster: Cluster, password: str) -> Path:
+    path = home / ".pgpass"
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    path.write_text(f"127.0.0.1:{cluster.port}:*:{MOVER}:{escaped}\n")
+    path.chmod(0o600)
+    return path
+
+
+def _files_holding(root: Path, secret: str) -> list[Path]:
+    encoded = quote(secret, safe="")
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and any(s.encode() in path.read_bytes() for s in (secret, encoded))
+    ]
+
+
+@pytest.mark.parametrize("how", ["url", "PGPASSWORD", "pgpass", "url-with-admin"])
+def test_a_wrong_password_changes_nothing(home, store08, password_cluster, how):
+    """Refused in one line before anything is created (issue 27, item 3), however libpq got
+    the password; the password itself is shown nowhere."""
+    cluster, database = password_cluster, f"smtm_pw_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://{MOVER}@127.0.0.1:{cluster.port}/{database}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["HOME"] = str(home)
+    args = []
+    if how.startswith("url"):
+        url = url.replace(f"{MOVER}@", f"{MOVER}:{quote(WRONG, safe='')}@")
+    if how == "url-with-admin":  # the superuser could create it: the URL's own login fails
+        args = ["--admin", cluster.url("postgres")]
+    if how == "PGPASSWORD":
+        env["PGPASSWORD"] = WRONG
+    if how == "pgpass":
+        _pgpass(home, cluster, WRONG)
+    project_file = store08 / ".smt" / "project"
+    before = project_file.read_bytes()
+    home_before = sorted(p.name for p in home.iterdir())
+    refused = subprocess.run(
+        [*SMTMIGRATE, "move", str(store08), url, "--yes", *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert lines[0].startswith("smtmigrate move: error: "), lines
+    assert f'password authentication failed for user "{MOVER}"' in lines[0]
+    assert "Traceback" not in refused.stderr
+    for secret in (WRONG, quote(WRONG, safe="")):
+        assert secret not in refused.stdout + refused.stderr
+    assert cluster.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{database}'") == "0"
+    assert project_file.read_bytes() == before
+    assert not (store08 / STATE_FILE).exists()
+    assert sorted(p.name for p in home.iterdir()) == home_before  # no ~/.pgpass written
+
+
+def test_the_right_password_from_pgpass_only_is_written_nowhere(home, store08, password_cluster):
+    """The control: with the right password in ~/.pgpass and nowhere else, the move
+    succeeds; the project's own `smt` gets in the same way; no file gains the password."""
+    cluster, database = password_cluster, f"smtm_pw_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://{MOVER}@127.0.0.1:{cluster.port}/{database}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["HOME"] = str(home)
+    pgpass = _pgpass(home, cluster, RIGHT)
+    written = pgpass.read_bytes()
+    try:
+        moved = subprocess.run(
+            [*SMTMIGRATE, "move", str(store08), url, "--yes"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+        assert RIGHT not in moved.stdout + moved.stderr
+        assert quote(RIGHT, safe="") not in moved.stdout + moved.stderr
+        assert project_json(store08)["record_store"]["db_file"] == url
+        assert pgpass.read_bytes() == written
+        assert _files_holding(store08, RIGHT) == []
+        assert _files_holding(home, RIGHT) == [pgpass]
+        count = "SELECT count(*) FROM django_store_record"
+        assert cluster.psql(count, database) == "7"
+        listed = subprocess.run(
+            [SMT, "list"], cwd=store08, capture_output=True, text=True, timeout=180,
+            env={k: v for k, v in env.items() if k != "DJANGO_SETTINGS_MODULE"},
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        assert len(listed.stdout.split()) == 7, listed.stdout
+    finally:
+        cluster.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 def test_a_second_move_of_the_project_refuses_naming_the_first(
     home, tmp_path, store08, new_database
 ):
@@ -343,14 +448,79 @@ def test_a_url_short_of_its_slashes_is_named_as_a_typo(cli, home, store08, typed
     assert "secret" not in result.err
 
 
-@pytest.mark.parametrize("command", ["createdb", "widen"])
-def test_help_names_mariadb_where_the_command_takes_it(command):
-    shown = subprocess.run(
-        [*SMTMIGRATE, command, "--help"], capture_output=True, text=True, timeout=60
+@pytest.mark.parametrize(
+    ("target", "admin", "named"),
+    [
+        (
+            "postgresql://127.0.0.1/smtm_never_made",
+            "postgresql://adm:s3cret@127.0.0.1:1/postgres",
+            "postgresql://adm:***@127.0.0.1:1/postgres",
+        ),
+        pytest.param(
+            "mysql://root@localhost/smtm_never_made",
+            "mysql://adm:s3cret@127.0.0.1:1/",
+            "mysql://adm:***@127.0.0.1:1/",
+            marks=pytest.mark.mariadb,
+        ),
+    ],
+    ids=["pg", "mariadb"],
+)
+def test_an_admin_connection_failure_names_the_admin_url(cli, home, store08, target, admin, named):
+    """Not the target's URL: that one was never tried (issue 27, item 5)."""
+    before = (store08 / ".smt" / "project").read_bytes()
+    result = cli("move", store08, target, "--yes", "--admin", admin)
+    assert result.code == 2, result
+    line = result.err.strip()
+    assert line.startswith(f"smtmigrate move: error: cannot connect to {named}"), line
+    assert "s3cret" not in result.out + result.err and len(line.splitlines()) == 1
+    assert (store08 / ".smt" / "project").read_bytes() == before
+
+
+def test_a_shelve_project_is_refused_naming_every_engine_and_why(cli, home, tmp_path):
+    """A project `smt init` made without Django (sumatra[git] alone) has a shelve store: the
+    refusal names MariaDB among the stores moved, and what to install."""
+    project = tmp_path / "shelved"
+    (project / ".smt").mkdir(parents=True)
+    store = {"type": "sumatra.recordstore.shelve_store.ShelveRecordStore", "shelf_name": "r"}
+    (project / ".smt" / "project").write_text(json.dumps({"name": "p", "record_store": store}))
+    refused = cli("move", project, "postgresql://127.0.0.1/smtm_never_made", "--yes")
+    assert refused.code == 2, refused
+    assert refused.err.strip() == (
+        f"smtmigrate move: error: {project}: the project uses a ShelveRecordStore; smtmigrate "
+        "moves Django record stores (SQLite, PostgreSQL or MariaDB) only; Sumatra makes one "
+        "when Django is missing from the Python its `smt` runs in (install 'sumatra[web]' there)"
     )
-    assert shown.returncode == 0, shown.stderr
-    said = " ".join(shown.stdout.split())
-    assert ("mysql://user@host/dbname" if command == "createdb" else "MariaDB stops") in said
+
+
+# Every command that takes a mysql:// store; where its help names MariaDB.
+MARIADB_IN_HELP = {
+    "audit": "a PostgreSQL or MariaDB store on its own server",
+    "copy": "a new or empty MariaDB database",
+    "createdb": "mysql://user@host/dbname",
+    "drop-recreate": "MariaDB: the target URL's user",
+    "move": "onto a PostgreSQL or MariaDB database",
+    "protect": "to a PostgreSQL or MariaDB store",
+    "stress": "postgresql:// or mysql:// URL",
+    "switch": None,
+    "verify": None,
+    "widen": "PostgreSQL or MariaDB stops",
+}
+
+
+@pytest.mark.parametrize("command", sorted(MARIADB_IN_HELP))
+def test_help_names_mariadb_where_the_command_takes_it(command):
+    """No help of a command that takes MariaDB says PostgreSQL alone (`--pooler` is
+    PgBouncer's, PostgreSQL only indeed)."""
+    from django.core.management import load_command_class
+
+    parser = load_command_class("smtmigrate", command.replace("-", "_")).create_parser(
+        "smtmigrate", command
+    )
+    said = " ".join(parser.format_help().split())
+    assert "PostgreSQL only" not in said.replace("(smtmigrate pooler; PostgreSQL only)", "")
+    assert "on PostgreSQL." not in said and "database postgres of the server)" not in said
+    if MARIADB_IN_HELP[command]:
+        assert MARIADB_IN_HELP[command] in said, said
 
 
 @pytest.mark.mariadb

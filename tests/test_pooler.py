@@ -19,11 +19,14 @@ from smtmigrate.pooler import AUTH, _auth_line, _read_auth, parse_listen
 
 from .conftest import mariadb_execute, mariadb_url_for
 from .private_cluster import (
+    GATE,
+    complete_records,
     first_run,
     free_port,
     parallel_runs,
     private_cluster,
     project_url,
+    recorded_outputs,
     records,
     sleeping_project,
 )
@@ -42,15 +45,27 @@ def cluster():
         yield made
 
 
+@pytest.fixture
+def pooled_projects():
+    """Projects whose pooler a test started: stopped after it, even when it failed (a
+    PgBouncer and its watcher outlive no test)."""
+    projects: list[Path] = []
+    yield projects
+    for project in projects:
+        smtmigrate("pooler", str(project), "--stop", "--force")  # refused if stopped already
+
+
 def smtmigrate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*SMTMIGRATE, *args], capture_output=True, text=True, timeout=300, check=False
     )
 
 
-def moved_project(tmp_path: Path, cluster, database: str, *more: str, seconds: float = 6):
+def moved_project(
+    tmp_path: Path, cluster, database: str, *more: str, seconds: float = 6, gated: bool = False
+):
     """A sleeping project, one record, moved into `database` of the cluster by `move`."""
-    project = sleeping_project(tmp_path, seconds)
+    project = sleeping_project(tmp_path, seconds, gated=gated)
     first_run(project)
     admin = cluster.url("postgres")
     done = smtmigrate("move", str(project), cluster.url(database), "--yes", "--admin", admin, *more)
@@ -97,13 +112,16 @@ def test_move_warns_before_it_starts_when_the_expected_jobs_do_not_fit(tmp_path,
 
 @needs_pgbouncer
 @pytest.mark.solo
-def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(tmp_path, cluster):
+def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(
+    tmp_path, cluster, pooled_projects
+):
     """Through the pooler, twice as many 6 s runs as the server has connections all save
     their record at once (0 retries); `--stop` points the project at the store again."""
     port = free_port()
     project, out = moved_project(
         tmp_path, cluster, "pooled", "--pooler", f"127.0.0.1:{port}", "--expect-jobs", "16"
     )
+    pooled_projects.append(project)
     assert "WARNING" not in out  # the jobs go through the pooler
     direct = cluster.url("pooled")
     assert project_url(project) == f"postgresql://postgres@127.0.0.1:{port}/pooled"
@@ -123,11 +141,14 @@ def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(tmp_p
 
 @needs_pgbouncer
 @pytest.mark.solo
-def test_a_paused_pooler_holds_running_jobs_through_a_server_restart(tmp_path, cluster):
+def test_a_paused_pooler_holds_running_jobs_through_a_server_restart(
+    tmp_path, cluster, pooled_projects
+):
     """--pause, `pg_ctlcluster restart -m fast`, --resume while 6 runs sleep and save: every
     record complete, no run crashed."""
     port = free_port()
     project, _ = moved_project(tmp_path, cluster, "restarted", "--pooler", f"127.0.0.1:{port}")
+    pooled_projects.append(project)
 
     def restart() -> None:
         time.sleep(2)  # the runs have started
@@ -140,6 +161,111 @@ def test_a_paused_pooler_holds_running_jobs_through_a_server_restart(tmp_path, c
     runs = parallel_runs(project, 6, during=restart)
     assert runs.crashed == 0, [out[-800:] for out in runs.outputs]
     assert complete(cluster, "restarted") == 7
+    assert smtmigrate("pooler", str(project), "--stop").returncode == 0
+
+
+UNPLANNED_JOBS = 20
+OUTAGE = 3.0  # seconds the server stays down: every run's last saves arrive meanwhile
+
+
+@needs_pgbouncer
+@pytest.mark.solo
+def test_the_pooler_holds_running_jobs_through_an_unplanned_server_restart(
+    tmp_path, cluster, pooled_projects
+):
+    """No --pause: 20 runs (6 s each, then waiting at a gate) are past their first save when
+    the server stops (`-m fast`); the gate opens, so all their last saves (duration, outputs,
+    status) arrive while it is down; it starts again OUTAGE s later. The watcher paused
+    PgBouncer when the server went, so those statements waited instead of failing (without
+    it PgBouncer 1.18 fails them at once and the runs crash, records left `_running_`)."""
+    port = free_port()
+    project, _ = moved_project(
+        tmp_path, cluster, "unplanned", "--pooler", f"127.0.0.1:{port}", gated=True
+    )
+    pooled_projects.append(project)
+    status = json.loads(smtmigrate("pooler", str(project), "--status", "--format", "json").stdout)
+    assert status["watcher"] and status["server"] == "up"
+    timeline = {}
+
+    def restart() -> None:
+        waiting = project / "waiting"
+        deadline = time.monotonic() + 400
+        while len(list(waiting.glob("job*"))) < UNPLANNED_JOBS:
+            assert time.monotonic() < deadline, "the runs did not all start"
+            time.sleep(0.2)
+        cluster.ctl("stop", "-m", "fast")
+        (project / GATE).touch()
+        time.sleep(OUTAGE / 2)
+        timeline["during"] = json.loads(
+            smtmigrate("pooler", str(project), "--status", "--format", "json").stdout
+        )
+        time.sleep(OUTAGE / 2)
+        cluster.ctl("start")
+
+    runs = parallel_runs(project, UNPLANNED_JOBS, during=restart)
+    during = timeline["during"]
+    assert during["server"] == "down" and during["paused"] == "watcher", during
+    assert runs.crashed == 0, [out[-600:] for out in runs.outputs if "Traceback" in out][:3]
+    saved = complete_records(cluster, "unplanned")
+    assert saved == [("_finished_", True)] * (1 + UNPLANNED_JOBS), saved
+    outputs = {f"output_job{i}.dat" for i in range(UNPLANNED_JOBS)}
+    assert outputs <= recorded_outputs(cluster, "unplanned")  # the runs' last saves landed
+    after = json.loads(smtmigrate("pooler", str(project), "--status", "--format", "json").stdout)
+    assert after["server"] == "up" and after["paused"] is None
+    stopped = smtmigrate("pooler", str(project), "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (project / ".smt" / "pgbouncer" / "watch.pid").exists()
+
+
+def pooled_select(port: int, database: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        ["psql", "-XAtq", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", database,
+         "-c", "SELECT 1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return done, time.monotonic() - started
+
+
+def wait_for_server(project: Path, state: str) -> dict:
+    deadline = time.monotonic() + 30
+    while True:
+        status = json.loads(
+            smtmigrate("pooler", str(project), "--status", "--format", "json").stdout
+        )
+        if status["server"] == state or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)
+
+
+@needs_pgbouncer
+@pytest.mark.solo
+def test_a_statement_held_past_hold_fails_with_query_wait_timeout(
+    tmp_path, cluster, pooled_projects
+):
+    """The hold is bounded: with the server down longer than --hold, a statement fails with
+    PgBouncer's query_wait_timeout after --hold seconds; --resume does not let PgBouncer
+    fail statements while the server is down; once it is back, statements go through."""
+    port = free_port()
+    project, _ = moved_project(tmp_path, cluster, "held")
+    pooled_projects.append(project)
+    started = smtmigrate("pooler", str(project), "--listen", f"127.0.0.1:{port}", "--hold", "3")
+    assert started.returncode == 0, started.stderr
+    assert "statements held up to 3 s" in smtmigrate("pooler", str(project), "--status").stdout
+    cluster.ctl("stop", "-m", "fast")
+    try:
+        down = wait_for_server(project, "down")
+        assert down["server"] == "down" and down["paused"] == "watcher", down
+        failed, took = pooled_select(port, "held")
+        assert failed.returncode != 0 and "query_wait_timeout" in failed.stderr, failed
+        assert 3 <= took < 30
+        resumed = smtmigrate("pooler", str(project), "--resume")
+        assert resumed.returncode == 0 and "the server does not answer" in resumed.stdout
+    finally:
+        cluster.ctl("start")
+    assert wait_for_server(project, "up")["paused"] is None
+    done, _ = pooled_select(port, "held")
+    assert done.returncode == 0 and done.stdout.strip() == "1", done
     assert smtmigrate("pooler", str(project), "--stop").returncode == 0
 
 

@@ -327,9 +327,11 @@ def create_store_database(
     password: str | None = None,
     admin: str | None = None,
     schema: bool = True,
+    as_target_user: bool = False,
 ) -> CreatedDatabase:
     """A UTF8 database for Sumatra owned by `owner` (the URL's user by default), its role
     too with `create_role`, and Sumatra's widened schema unless `schema` is False.
+    Without `admin`, created as libpq's default user, or (`as_target_user`) as the URL's.
 
     Everything that could stop it is checked before anything is created, and whatever
     it created is removed again if a later step fails, so running it again starts afresh.
@@ -340,7 +342,7 @@ def create_store_database(
             "the new role's password is taken from --password-env VAR only (not the "
             "URL, which shells and process lists show): set VAR to it"
         )
-    with Admin(store, admin, as_target_user=False) as server:
+    with Admin(store, admin, as_target_user=as_target_user) as server:
         owner = owner or store.settings.get("USER") or server.user
         if server.exists():  # describe() would read it, as the URL's role
             raise Refused(f"database {store.settings['NAME']} exists (drop-recreate replaces it)")

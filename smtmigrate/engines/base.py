@@ -140,6 +140,9 @@ class Engine:
     # Whether the engine refuses values that do not fit a column's type (PostgreSQL): then
     # the audit checks lengths only, else every value (SQLite stores what it is given).
     enforces_types: ClassVar[bool] = True
+    # The server whose rules an audit of a store of this engine applies, as its verdict
+    # names it: a server store's own; an SQLite store's checks are PostgreSQL's.
+    audited_as: ClassVar[str] = "PostgreSQL"
 
     def register_functions(self, connection: Any) -> None:
         """Add the Python functions the audit's SQL calls to a Django connection."""

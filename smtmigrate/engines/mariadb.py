@@ -72,6 +72,7 @@ NULL_SQL = f"CONCAT({_chr(92)}, 'N')"  # canonical.NULL without a backslash lite
 
 class MariadbEngine(Engine):
     vendor = "mariadb"  # Store.kind; Django's connection.vendor is "mysql" (engine_for maps it)
+    audited_as = "MariaDB"
     can_rollback_ddl = False
     copy_builds_afresh = True
     snapshot_joinable = False

@@ -35,13 +35,14 @@ EXAMPLE_GROUPS = 3  # duplicate groups shown per finding (JSON lists them all)
 def audit_verdict(report: AuditReport) -> str:
     """The audit's answer in one line: FAIL with what fails, or OK with what to watch."""
     counts = report.counts()
+    server = report.judged_by  # PostgreSQL, or MariaDB for a MariaDB store
     if report.failing:
         kinds = ("damaged", "overflow", "invalid", "duplicate")
         parts = ", ".join(f"{counts[k]} {k}" for k in kinds if counts[k])
-        what = "would be rejected by PostgreSQL"
+        what = f"would be rejected by {server}"
         if counts["duplicate"]:
             what += " or break Sumatra's lookups"
-        if counts["damaged"]:  # SQLite's own check fails: before anything PostgreSQL says
+        if counts["damaged"]:  # SQLite's own check fails: before anything the server says
             others = len(report.failing) - counts["damaged"]
             what = "the store is damaged (SQLite's own check fails)" + (
                 f"; {others} {what}" if others else ""
@@ -49,7 +50,7 @@ def audit_verdict(report: AuditReport) -> str:
             return f"FAIL: {len(report.failing)} finding(s): {what} ({parts})."
         return f"FAIL: {len(report.failing)} finding(s) {what} ({parts})."
     warnings = ", ".join(f"{counts[k]} {k}" for k in KINDS if k not in FAILING_KINDS and counts[k])
-    return "OK: nothing would fail on PostgreSQL" + (f" ({warnings})." if warnings else ".")
+    return f"OK: nothing would fail on {server}" + (f" ({warnings})." if warnings else ".")
 
 
 def audit_json(

@@ -54,7 +54,7 @@ def _status_lines(status: PoolerStatus) -> list[str]:
     state = f"running (pid {status.pid})" if status.running else "not running"
     lines = [
         f"PgBouncer on {status.listen}: {state}, transaction pooling, pool of "
-        f"{status.pool_size} server connection(s)"
+        f"{status.pool_size} server connection(s), statements held up to {status.hold} s"
     ]
     lines.append(f"  pooler URL {status.url}; direct URL {status.direct}")
     if status.switched:
@@ -66,6 +66,21 @@ def _status_lines(status: PoolerStatus) -> list[str]:
         )
     if status.clients is not None:
         lines.append(f"  {status.clients} client(s) connected")
+    if status.running and status.watcher is None:
+        lines.append(
+            "  no watcher: an unplanned server restart fails the statements that arrive "
+            "meanwhile (run `pooler --listen` again to start it)"
+        )
+    elif status.watcher is not None:
+        if status.server == "down":
+            seen = f"the server does not answer (since {status.down_since})"
+        else:
+            seen = "the server answers"
+        lines.append(f"  watcher (pid {status.watcher}): {seen}")
+    if status.paused == "watcher":
+        lines.append("  paused by the watcher: the jobs' statements wait for the server")
+    elif status.paused == "user":
+        lines.append("  paused (--pause): the jobs' statements wait for --resume")
     return lines
 
 
@@ -106,6 +121,13 @@ def render_pooler_started(started: PoolerStarted, out: Console) -> None:
             f"started PgBouncer (pid {status.pid}) on {status.listen} in front of "
             f"{status.direct}: transaction pooling, {status.pool_size} server connection(s)",
         )
+    if status.watcher is not None:
+        say(
+            out,
+            f"watcher (pid {status.watcher}): pauses PgBouncer while the server does not "
+            f"answer, so the jobs' statements wait (up to {status.hold} s, --hold) instead of "
+            "failing",
+        )
     say(
         out,
         f"role {started.timezone_set}: its sessions in the store's database start in UTC "
@@ -132,7 +154,14 @@ def render_pooler_stopped(stopped: PoolerStopped, out: Console) -> None:
 
 
 def render_pooler_paused(status: PoolerStatus, resumed: bool, out: Console) -> None:
-    if resumed:
+    if resumed and status.server == "down":
+        say(
+            out,
+            f"the server does not answer: the watcher keeps PgBouncer on {status.listen} "
+            "paused and resumes it when the server lets it in",
+            "bold yellow",
+        )
+    elif resumed:
         say(out, f"resumed PgBouncer on {status.listen}: held statements go on", "bold green")
     else:
         say(

@@ -20,12 +20,14 @@ def fraction(text: str) -> float:
 
 class Command(SmtmigrateCommand):
     help = (
-        "Report what in a Sumatra store would fail, or is bound to fail, on PostgreSQL. "
+        "Report what in a Sumatra store would fail, or is bound to fail: an SQLite store on "
+        "PostgreSQL, a PostgreSQL or MariaDB store on its own server (against its real "
+        "columns; MariaDB's collations, utf8mb3 columns and sql_mode too). "
         "Given a project directory, also checks its label generator (concurrent `smt run`s that "
         "would share a label); that never changes the exit code. "
         "A damaged SQLite store (SQLite's own quick_check fails) is a finding. "
-        "Exit 0: nothing would fail; 1: damage, overflow or invalid values; 2: usage or I/O "
-        "error."
+        "Exit 0: nothing would fail; 1: damage, overflow, invalid values or duplicates; 2: "
+        "usage or I/O error."
     )
 
     def add_arguments(self, parser):

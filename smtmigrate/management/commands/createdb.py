@@ -19,7 +19,11 @@ class Command(SmtmigrateCommand):
             "target",
             help="postgresql://user@host/dbname or mysql://user@host/dbname of the new database",
         )
-        parser.add_argument("--owner", help="owning role (default: the URL's user)")
+        parser.add_argument(
+            "--owner",
+            help="owning role (default: the URL's user; not on MariaDB: its databases have "
+            "no owner)",
+        )
         add_role_options(parser, create_help="create the role too")
         add_admin_option(parser, help="connect here to create")
 

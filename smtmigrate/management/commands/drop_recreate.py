@@ -16,7 +16,11 @@ class Command(SmtmigrateCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("target", help="postgresql://… or mysql://… URL of the database")
-        parser.add_argument("--owner", help="owner of the new database (default: the old one)")
+        parser.add_argument(
+            "--owner",
+            help="owner of the new database (default: the old one; not on MariaDB: no "
+            "owners there)",
+        )
         add_yes_option(parser)
         parser.add_argument(
             "--backup",
@@ -27,7 +31,8 @@ class Command(SmtmigrateCommand):
         parser.add_argument("--no-schema", action="store_true", help="leave the new database empty")
         add_admin_option(
             parser,
-            help="connect here to drop and create (default: database postgres of the server)",
+            help="connect here to drop and create (default: PostgreSQL: the server's database "
+            "postgres; MariaDB: the target URL's user)",
         )
 
     def handle(self, target, owner, yes, backup, no_schema, admin, **options):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from ...errors import SmtmigrateError
 from ...pooler import (
     DEFAULT_MAX_CLIENTS,
+    QUERY_WAIT_TIMEOUT,
     pause_pooler,
     pooler_status,
     start_pooler,
@@ -24,10 +25,10 @@ class Command(SmtmigrateCommand):
     help = (
         "Start a PgBouncer (transaction pooling) in front of the project's PostgreSQL store "
         "and point the project at it: many more parallel smt runs than the server has "
-        "connections, and runs that live through a server restart. --status shows it, "
-        "--stop stops it and points the project at the store directly again. Exit 0: done; "
-        "1: refused (not a PostgreSQL store, clients still connected); 2: usage, "
-        "connection or PgBouncer error."
+        "connections, and runs that live through a server restart (a watcher pauses it while "
+        "the server is down). --status shows it, --stop stops it and points the project at "
+        "the store directly again. Exit 0: done; 1: refused (not a PostgreSQL store, "
+        "clients still connected); 2: usage, connection or PgBouncer error."
     )
 
     def add_arguments(self, parser):
@@ -64,6 +65,15 @@ class Command(SmtmigrateCommand):
             help=f"client connections (smt runs) it takes at once (default {DEFAULT_MAX_CLIENTS})",
         )
         parser.add_argument(
+            "--hold",
+            type=whole_number(1),
+            default=QUERY_WAIT_TIMEOUT,
+            metavar="SECONDS",
+            help="how long a job's statement waits for the server (through a restart, the "
+            "watcher pausing PgBouncer meanwhile) before it fails with query_wait_timeout "
+            f"(default {QUERY_WAIT_TIMEOUT})",
+        )
+        parser.add_argument(
             "--force", action="store_true", help="with --stop: even while clients are connected"
         )
         add_format_option(parser)
@@ -78,6 +88,7 @@ class Command(SmtmigrateCommand):
         stop,
         pool_size,
         max_clients,
+        hold,
         force,
         **options,
     ):
@@ -103,7 +114,9 @@ class Command(SmtmigrateCommand):
             else:
                 render_pooler_stopped(stopped, out)
         else:
-            started = start_pooler(directory, listen, pool_size=pool_size, max_clients=max_clients)
+            started = start_pooler(
+                directory, listen, pool_size=pool_size, max_clients=max_clients, hold=hold
+            )
             if as_json:
                 write_json(started.status.to_dict() | {"headroom": started.headroom.to_dict()}, out)
             else:
