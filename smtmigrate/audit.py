@@ -10,72 +10,42 @@ small query fetch up to three examples. Nothing is read row by row into Python.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.db import DatabaseError
-from django.db.backends.base.base import BaseDatabaseWrapper
 
-from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of, output_column
+from .audit_rules import (
+    EXAMPLES,
+    PREVIEW_CHARS,
+    duplicate_findings,
+    identity_findings,
+    ip_findings,
+    output_link_findings,
+    preview_value,
+    risk_findings,
+    structure_findings,
+    unique_findings,
+)
 from .engines import Engine, engine_for
 from .errors import StoreConnectionError, UnknownLayout
-from .identities import COLUMN as IDENTITY_COLUMN
-from .identities import applies_sql, identity_state
+from .findings import FAILING_KINDS, KINDS, Finding
 from .schema import (
     OUTPUT_LINKS,
     RECORD_TABLE,
-    TAGGING_LAYOUTS,
     Inspection,
     ModelColumn,
-    StoreColumn,
     StoreTable,
     inspect_store,
-    model_db_type,
 )
-from .snapshot import on_own_connection, threads_read
+from .threads import on_own_connection, threads_read
 
-SCAN_THREADS = 2  # tables of a SQLite snapshot scanned at once (snapshot.threads_share)
+SCAN_THREADS = 2  # tables of a SQLite snapshot scanned at once (threads.threads_share)
 _PYTHON_PER_ROW = threading.Lock()  # held by the scan that calls Python for every row
-
-# Severity order: the first three make a copy fail, the others are warnings.
-KINDS = (
-    "damaged",  # SQLite's own check fails (engines/sqlite_damage.py)
-    "invalid",
-    "overflow",
-    "duplicate",
-    "duplicate-label",
-    "collision",  # MariaDB: values a collation makes equal
-    "charset",  # MariaDB: utf8mb3 columns
-    "server",  # MariaDB: a server whose default sessions are not strict
-    "unprotected",  # a server store's get_or_create table without its identity (identities.py)
-    "near-limit",
-    "drift",
-    "risk",
-)
-FAILING_KINDS = frozenset({"damaged", "invalid", "overflow", "duplicate"})
-EXAMPLES = 3
-PREVIEW_CHARS = 40
-
-
-@dataclass
-class Finding:
-    table: str  # as stored, e.g. tagging_tag in a legacy store
-    column: str | None
-    kind: str
-    limit: int | None = None
-    max_length: int | None = None
-    rows: int | None = None
-    examples: list[dict[str, Any]] = field(default_factory=list)
-    detail: str = ""
-
-    @property
-    def severity(self) -> int:
-        return KINDS.index(self.kind)
 
 
 @dataclass
@@ -180,9 +150,9 @@ def audit(
             findings += table_findings
         with store.connection.cursor() as cursor:
             if inspection.views and OUTPUT_LINKS in inspection.table_names:
-                findings += _output_link_findings(cursor, engine)
+                findings += output_link_findings(cursor, engine)
             findings += engine.store_findings(inspection, cursor)
-        findings += _identity_findings(inspection)
+        findings += identity_findings(inspection)
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     findings.sort(key=lambda f: (f.severity, f.table, f.column or ""))
@@ -206,12 +176,12 @@ def _table_findings(
         engine.register_functions(connection)
         scan = _TableScan(cursor, table, engine, near)
         rows = scan.run(list(_column_checks(inspection, table, engine, limit_of)))
-        findings = _structure_findings(inspection, table, connection)
+        findings = structure_findings(inspection, table, connection)
         findings += scan.findings
-        findings += _unique_findings(cursor, table, engine)
-        findings += _duplicate_findings(cursor, table, engine)
-        findings += _ip_findings(cursor, table, engine)
-        findings += _risk_findings(table, limit_of, scan.longest, findings)
+        findings += unique_findings(cursor, table, engine)
+        findings += duplicate_findings(cursor, table, engine)
+        findings += ip_findings(cursor, table, engine)
+        findings += risk_findings(table, limit_of, scan.longest, findings)
     return rows, findings
 
 
@@ -295,7 +265,11 @@ class _TableScan:
         suspects = [
             check
             for check in checks
-            if (check.kind == "overflow" and self.longest[check.column] > check.limit)
+            if (
+                check.kind == "overflow"
+                and check.limit is not None
+                and self.longest[check.column] > check.limit
+            )
             or (check.kind == "invalid" and check.column in flagged_invalid)
             or (check.screen is not None and screen_failed)  # rare: now column by column
         ]
@@ -308,7 +282,7 @@ class _TableScan:
         in a query of its own that one thread runs at a time. Every call takes the GIL:
         two threads calling it at once handed it back and forth so often that a scan on
         two threads took longer than on one; alone, it runs beside the others' scans."""
-        values_of_row = ", ".join(check.screen for check in screened)
+        values_of_row = ", ".join(check.screen or "" for check in screened)
         condition = count_if(f"NOT {self.engine.all_utf8(values_of_row)}")
         with _PYTHON_PER_ROW:
             self.cursor.execute(
@@ -343,7 +317,9 @@ class _TableScan:
     def _near_limits(self, checks: list[_Check]) -> None:
         for check in checks:
             longest = self.longest.get(check.column, 0)
-            if check.kind == "overflow" and self.near * check.limit <= longest <= check.limit:
+            if check.kind != "overflow" or check.limit is None:
+                continue
+            if self.near * check.limit <= longest <= check.limit:
                 self.findings.append(
                     Finding(
                         self.table.name,
@@ -373,239 +349,14 @@ class _TableScan:
         for row_id, record_label, value, value_length, raw in self.cursor.fetchall():
             example: dict[str, Any] = {"id": row_id}
             if is_record:
-                example["label"] = _preview(record_label)
+                example["label"] = preview_value(record_label)
             if isinstance(raw, bytes) and b"\x00" in raw:
                 value = raw
                 value_length = len(raw.decode("utf-8", "surrogateescape"))
-            example["value"] = _preview(value)
+            example["value"] = preview_value(value)
             example["length"] = value_length
             examples.append(example)
         return examples
-
-
-def _preview(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "backslashreplace")
-    text = str(value)  # a NUL is kept: shown as \x00 by repr() and JSON alike
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
-
-
-def _unique_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]:
-    """Duplicates against today's unique constraints the store itself did not enforce."""
-    findings = []
-    q = engine.quote_name
-    for columns in table.model.unique_sets:
-        if table.enforces_unique(columns) or not all(c in table.columns for c in columns):
-            continue
-        cols = ", ".join(q(c) for c in columns)
-        not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
-        findings += _counted_invalid(
-            cursor,
-            f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {q(table.name)} "
-            f"WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1) AS duplicates",
-            table.name,
-            ", ".join(columns),
-            f"duplicate rows against UNIQUE ({', '.join(columns)})",
-        )
-    return findings
-
-
-def _counted_invalid(cursor, query: str, table: str, column: str, detail: str) -> list[Finding]:
-    """An invalid finding for the rows `query` counts (one number); none when it counts
-    none."""
-    cursor.execute(query)
-    (rows,) = cursor.fetchone()
-    return [Finding(table, column, "invalid", rows=int(rows), detail=detail)] if rows else []
-
-
-def _duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]:
-    """Rows Sumatra's lookups cannot tell apart (dedupe.py): shared rows that make the next
-    `smt run` fail (failing; `copy --dedupe` merges them), and records sharing a label in
-    a project (a warning: copied as they are, but `smt` lookups of that label fail)."""
-    identity = identity_of(table)
-    kind = "duplicate"
-    detail = (
-        "rows Sumatra's get_or_create cannot tell apart: the next `smt run` needing one "
-        "fails (MultipleObjectsReturned); copy --dedupe merges them"
-    )
-    if table.model.name == RECORD_TABLE:
-        identity = tuple(c for c in LABEL_IDENTITY if c in table.columns)
-        kind = "duplicate-label"
-        detail = (
-            "labels shared by records of one project: `smt` lookups of the label fail "
-            "(MultipleObjectsReturned); copied as they are"
-        )
-    if not identity:
-        return []
-    groups = duplicate_groups(
-        cursor,
-        table.name,
-        table.model.primary_key,
-        identity,
-        engine,
-        output_column(table),
-        applies_sql(table, engine.quote_name) if table.model.name != RECORD_TABLE else None,
-    )
-    if not groups:
-        return []
-    return [
-        Finding(
-            table.name,
-            ", ".join(identity),
-            kind,
-            rows=sum(len(g.ids) - 1 for g in groups),
-            examples=[g.to_dict() for g in groups],
-            detail=f"{len(groups)} group(s) of {detail}",
-        )
-    ]
-
-
-def _identity_findings(inspection: Inspection) -> list[Finding]:
-    """A server store's get_or_create tables without their unique identity: parallel
-    `smt run`s can create their rows twice (a warning: `smtmigrate protect` adds them)."""
-    if inspection.vendor not in ("postgresql", "mysql"):
-        return []
-    state = identity_state(inspection)
-    findings = [
-        Finding(
-            table,
-            None,
-            "unprotected",
-            detail="no unique identity: parallel `smt run`s can create the same row twice "
-            "(MultipleObjectsReturned); `smtmigrate protect` adds it",
-        )
-        for table in state.missing
-    ]
-    findings += [
-        Finding(
-            table,
-            None,
-            "unprotected",
-            detail=f"collation {', '.join(collations)} is not byte-exact: no identity can "
-            "agree with Sumatra's `=` (a copy into MariaDB makes binary no-pad tables)",
-        )
-        for table, collations in state.unsupported.items()
-    ]
-    return findings
-
-
-def _ip_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]:
-    """Values the `inet` column of a PostgreSQL store would reject.
-
-    Platform rows are deduplicated by Sumatra, so grouping by value leaves a handful to
-    validate in Python.
-    """
-    if engine.enforces_types:
-        return []
-    findings = []
-    q = engine.quote_name
-    for name, column in table.model.columns.items():
-        if column.internal_type != "GenericIPAddressField" or name not in table.columns:
-            continue
-        value = engine.blob(q(name))  # a value that is not UTF-8: a finding, not a crash
-        cursor.execute(
-            f"SELECT {value}, count(*), min({q(table.model.primary_key)}) "
-            f"FROM {q(table.name)} WHERE {q(name)} IS NOT NULL GROUP BY {value}"
-        )
-        bad = [(value, n, row_id) for value, n, row_id in cursor.fetchall() if not _is_inet(value)]
-        if bad:
-            findings.append(
-                Finding(
-                    table.name,
-                    name,
-                    "invalid",
-                    rows=sum(n for _, n, _ in bad),
-                    examples=[
-                        {
-                            "id": row_id,
-                            "value": _preview(value),
-                            "length": len(value.decode("utf-8", "replace")),
-                        }
-                        for value, _, row_id in bad[:EXAMPLES]
-                    ],
-                    detail="not an IP address (PostgreSQL inet)",
-                )
-            )
-    return findings
-
-
-def _is_inet(value: Any) -> bool:
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-    # inet has no IPv6 zone ("fe80::1%eth0"), which Python's ipaddress accepts
-    if not isinstance(value, str) or "\x00" in value or "%" in value:
-        return False
-    try:
-        ipaddress.ip_interface(value)  # inet accepts an optional /prefix too
-    except ValueError:
-        return False
-    return True
-
-
-def _structure_findings(
-    inspection: Inspection, table: StoreTable, connection: BaseDatabaseWrapper
-) -> list[Finding]:
-    """Drift: the store declares a column differently from today's model, or lacks it."""
-    findings = []
-    for name, column in table.model.columns.items():
-        stored = table.columns.get(name)
-        if stored is None:
-            findings.append(
-                Finding(table.name, name, "drift", detail="column missing (today's model has it)")
-            )
-            continue
-        expected = _normalise(model_db_type(column, connection))
-        declared = _normalise(stored.declared)
-        if declared == expected or _is_wider(stored, column, declared):
-            continue
-        findings.append(
-            Finding(
-                table.name,
-                name,
-                "drift",
-                limit=column.max_length,
-                max_length=None,
-                detail=f"declared {declared}, today's model {expected}",
-            )
-        )
-    for name in table.columns.keys() - table.model.columns.keys() - {IDENTITY_COLUMN}:
-        findings.append(Finding(table.name, name, "drift", detail="column not in today's model"))
-    if inspection.layout in TAGGING_LAYOUTS and table.name != table.model.name:
-        findings.append(
-            Finding(
-                table.name,
-                None,
-                "drift",
-                detail=f"legacy django-tagging table; today's Sumatra uses {table.model.name}",
-            )
-        )
-    return findings
-
-
-def _output_link_findings(cursor, engine: Engine) -> list[Finding]:
-    """Sumatra 0.4-0.6: an output link (record_output_data) the copy cannot turn into a
-    DataKey.output_from_record, because its data key or its record does not exist."""
-    q = engine.quote_name
-    findings = []
-    for column, parent, key in (
-        ("datakey_id", "django_store_datakey", "id"),
-        ("record_id", RECORD_TABLE, "db_id"),
-    ):
-        findings += _counted_invalid(
-            cursor,
-            f"SELECT count(*) FROM {q(OUTPUT_LINKS)} WHERE {q(column)} NOT IN "
-            f"(SELECT {q(key)} FROM main.{q(parent)})",
-            OUTPUT_LINKS,
-            column,
-            f"output link to a missing row of {parent}: it cannot become "
-            "DataKey.output_from_record",
-        )
-    return findings
 
 
 def audit_snapshot(snapshot, *, near: float = 0.8) -> AuditReport:
@@ -647,45 +398,3 @@ def unknown_layout_report(store, error: UnknownLayout, near: float) -> AuditRepo
         row_counts={},
         seconds=0.0,
     )
-
-
-def _normalise(declared: str) -> str:
-    text = " ".join(declared.lower().split())
-    for long, short in (("character varying", "varchar"), ("character(", "char(")):
-        text = text.replace(long, short)
-    return text.replace(" (", "(")
-
-
-def _is_wider(stored: StoreColumn, column: ModelColumn, declared: str) -> bool:
-    """A widened column (text, or a longer varchar) is what smtmigrate widen makes: fine."""
-    if not column.is_text or column.max_length is None:
-        return False
-    if declared in ("text", "varchar", "longtext"):  # unbounded (longtext: MariaDB's)
-        return True
-    return stored.max_length is not None and stored.max_length >= column.max_length
-
-
-def _risk_findings(
-    table: StoreTable, limit_of, longest: dict[str, int], so_far: list[Finding]
-) -> list[Finding]:
-    """Columns bounded today whose content is unbounded by nature."""
-    reported = {(f.table, f.column) for f in so_far if f.kind in ("overflow", "near-limit")}
-    findings = []
-    for name, column in table.model.columns.items():
-        reason = column.unbounded_reason
-        limit = limit_of(column)
-        if reason is None or limit is None or name not in table.columns:
-            continue
-        if (table.name, name) in reported:
-            continue
-        findings.append(
-            Finding(
-                table.name,
-                name,
-                "risk",
-                limit=limit,
-                max_length=longest.get(name),
-                detail=f"unbounded by nature: {reason}",
-            )
-        )
-    return findings

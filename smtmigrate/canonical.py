@@ -23,7 +23,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .schema import ModelColumn, ModelTable
+from .tables import ModelColumn, ModelTable
 
 NULL = "\\N"
 

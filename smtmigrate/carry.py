@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.core.exceptions import MultipleObjectsReturned, ObjectDoesNotExist
 from django.db import DatabaseError, router, transaction
@@ -182,7 +183,7 @@ def carry_records(source: Inspection, target: Inspection, late: list[Late]) -> C
     return result
 
 
-def _into_row_class() -> type:
+def _into_row_class() -> Any:
     """Built on first use: Sumatra's store class imports Django's models."""
     from sumatra.recordstore.django_store import DjangoRecordStore
 

@@ -25,8 +25,7 @@ from .canonical import Checksum, TableLayout, table_layout
 from .dedupe import DedupePlan, Group, plan_dedupe
 from .engines import TableResult, engine_for
 from .engines.base import CopyTarget
-from .engines.sqlite import remove_stale_partials  # noqa: F401 (drop_recreate's import)
-from .errors import NotASumatraStore, Refused, SmtmigrateError
+from .errors import NotASumatraStore, Refused, SmtmigrateError, TargetNotEmpty
 from .generations import FOLDED_TABLES
 from .identities import build_in_transaction, identity_state
 from .locations import Store
@@ -39,9 +38,11 @@ from .schema import (
     inspect_store,
     sumatra_tables,
 )
-from .snapshot import Snapshot, on_a_thread, threads_read
+from .snapshot import Snapshot
+from .threads import on_a_thread, threads_read
 from .verify import DEFAULT_LEVEL, Level, Verification, verify_stores
 from .widen import WideningPlan, plan_widening
+from .widen_apply import apply_widening
 
 if TYPE_CHECKING:  # records/ loads Sumatra: only when records are compared
     from .records.comparison import Sample
@@ -195,9 +196,9 @@ def plan_copy(
     Duplicate rows Sumatra's lookups cannot tell apart are failing findings; with
     `dedupe` they are planned to be merged instead (dedupe.py). `new_database`: the target
     database is yet to be created (a plan only)."""
-    snapshot = source if isinstance(source, Snapshot) else None
-    if snapshot is not None:
-        source = snapshot.store
+    snapshot: Snapshot | None = None
+    if isinstance(source, Snapshot):
+        snapshot, source = source, source.store
     if source.kind == "mariadb" and target.kind == "mariadb":
         raise SmtmigrateError(
             f"{source.display}: copying from MariaDB into MariaDB is not supported yet "
@@ -217,10 +218,9 @@ def plan_copy(
     existing = None if new_database else _check_target(target)
     limits = _target_limits(target, existing)
     report = audit(inspection, limits=limits)
-    if target.kind == "mariadb":  # its collation and sql_mode, as warnings
-        report.findings += engine_for(target).target_findings(target, inspection)
+    report.findings += target.engine.target_findings(target, inspection)  # warnings
     widening = None
-    if widen and target.kind != "sqlite":
+    if widen and not target.engine.is_file:
         widening = engine_for(target).widening_plan(
             plan_widening("text", report=report, source=inspection, target=existing)
         )
@@ -279,6 +279,7 @@ def remaining_failures(
     for finding in report.failing:
         if finding.kind == "overflow" and limits is not None:
             model_table = inspection.tables[finding.table].model.name
+            assert finding.column is not None  # an overflow is a column's
             limit = limits.get((model_table, finding.column), finding.limit)
             if limit is None or (finding.max_length or 0) <= limit:
                 continue
@@ -291,12 +292,12 @@ def _check_target(target: Store) -> Inspection | None:
 
     Anything holding data is refused: merging is not what a copy does.
     """
-    if target.kind == "sqlite":
+    if target.engine.is_file:
         if target.path is not None and target.path.exists():
             raise Refused(f"{target.display} exists; copy writes a new SQLite store")
         return None
-    if target.kind == "mariadb":  # built from scratch whatever the target holds (engines/)
-        engine_for(target).check_new_target(target)
+    if target.engine.copy_builds_afresh:  # whatever the target holds (engines/)
+        target.engine.check_new_target(target)
         return None
     connection = target.connection
     try:
@@ -317,7 +318,7 @@ def _check_target(target: Store) -> Inspection | None:
                 quoted = engine_for(target).quote_name(name)
                 cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {quoted})")
                 if cursor.fetchone()[0]:
-                    raise Refused(
+                    raise TargetNotEmpty(
                         f"{target.display} already holds Sumatra data ({name} is not empty); "
                         "copy only into an empty database or an empty Sumatra store"
                     )
@@ -329,13 +330,13 @@ def _check_target(target: Store) -> Inspection | None:
 def _target_limits(target: Store, existing: Inspection | None):
     """The column sizes the rows must fit: none in SQLite; the real ones in a schema that
     exists; today's models' for a schema yet to be built."""
-    if target.kind == "sqlite":
+    if target.engine.is_file:
         return {
             (table.name, name): None
             for table in sumatra_tables().values()
             for name in table.columns
         }
-    if target.kind == "mariadb" or existing is None:
+    if target.engine.copy_builds_afresh or existing is None:
         # built from today's models whatever the source's own columns hold (a widened
         # server store's text columns do not carry over without --widen)
         return {
@@ -371,7 +372,7 @@ def copy_store(
         prepared, remaps = _prepare_target(plan, target, phase)
         sample = _sample_ahead(plan, target, level)
         tables, checksums = target.load(plan, remaps, events)
-        if prepared.vendor != "sqlite":  # parallel `smt run`s cannot duplicate shared rows
+        if not prepared.engine.is_file:  # parallel `smt run`s cannot duplicate shared rows
             with phase("identities"):
                 # an empty store createdb made has them already
                 build_in_transaction(prepared, identity_state(prepared).missing)
@@ -392,7 +393,8 @@ def _sample_ahead(plan: CopyPlan, target: CopyTarget, level: Level) -> Future[Sa
 
 class _Phases:
     def __init__(self, events: CopyEvents) -> None:
-        self.events, self.seconds = events, {}
+        self.events = events
+        self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str):
@@ -419,7 +421,10 @@ def _prepare_target(
                 widening = plan_widening(
                     "text", report=plan.report, source=plan.source, target=prepared
                 )
-                target.widen(widening, prepared)
+                if target.widens_itself:
+                    target.widen(widening, prepared)
+                else:
+                    apply_widening(widening, prepared)
         remaps = plan.remaps(content_type_remap(plan.source, prepared, create=True))
     return prepared, remaps
 
@@ -435,7 +440,7 @@ def _verify(
 ) -> Verification:
     """Counts, checksums (the source's as the load computed them) and records, in one
     call of verify.py; a difference undoes the copy."""
-    with target.reading(prepared) as loaded:
+    with target.reading(prepared, inspect_store) as loaded:
         verification = verify_stores(
             plan.source,
             loaded,

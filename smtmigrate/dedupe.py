@@ -294,7 +294,9 @@ def _equal_links(
     touched = []
     for column in unique:
         if column in pointing:
-            target = table.model.columns[column].references[0]
+            references = table.model.columns[column].references
+            assert references is not None  # `pointing` holds foreign keys
+            target = references[0]
             ids = sorted(i for g in groups[target] for i in g.ids)
             touched.append(f"{q(column)} IN ({', '.join(str(int(i)) for i in ids)})")
     try:

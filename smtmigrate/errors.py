@@ -32,6 +32,10 @@ class StoreConnectionError(SmtmigrateError):
     """The database server or file could not be reached or read."""
 
 
+class DatabaseMissing(StoreConnectionError):
+    """The server answers, but the store's database does not exist (yet)."""
+
+
 class RecordReadError(StoreConnectionError):
     """Records could not be read back from a store (an odd store, or its reader failed)."""
 
@@ -49,6 +53,10 @@ class Refused(SmtmigrateError):
     """The command looked and decided not to act (e.g. target not empty)."""
 
     exit_code = 1
+
+
+class TargetNotEmpty(Refused):
+    """A copy's target already holds Sumatra data (move then looks for its earlier copy)."""
 
 
 class MariadbNotYet(UnsupportedStore):

@@ -27,10 +27,10 @@ copy refuses it (copy.plan_copy).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from .errors import UnknownLayout
-from .schema import LEGACY_TABLES, OUTPUT_LINKS, sumatra_tables
+from .tables import LEGACY_TABLES, OUTPUT_LINKS, sumatra_tables
 
 DATAKEY = "django_store_datakey"
 # Tables whose rows the copy carries into other tables (not copied as themselves).
@@ -114,10 +114,3 @@ def install_views(connection, cursor, layout: str, display: str) -> dict[str, st
     for statement in statements.values():
         cursor.execute(statement.format(schema="main"))
     return statements
-
-
-def attach_views(connection, statements: Mapping[str, str], schema: str = "main") -> None:
-    """The same views on a plain sqlite3 connection, over the store's tables in `schema`
-    (e.g. "src" when it is attached to the target's connection)."""
-    for statement in statements.values():
-        connection.execute(statement.format(schema=_quote(schema)))

@@ -194,26 +194,13 @@ def identity_state(inspection: Inspection) -> IdentityState:
     store = inspection.store
     state = IdentityState()
     tables = {n: t for n, t in inspection.tables.items() if identity_columns(t) is not None}
-    if not tables or inspection.vendor not in ("postgresql", "mariadb", "mysql"):
+    if not tables or inspection.engine.is_file:
         return state
     try:
         with store.connection.cursor() as cursor:
-            if inspection.vendor == "postgresql":
-                cursor.execute(
-                    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                    "WHERE c.relname = ANY(%s) AND i.indisvalid AND i.indisunique "
-                    "AND pg_table_is_visible(c.oid)",
-                    [[index_name(n) for n in tables]],
-                )
-            else:
-                cursor.execute(
-                    "SELECT index_name FROM information_schema.statistics "
-                    "WHERE table_schema = database() AND non_unique = 0 AND column_name = %s",
-                    [COLUMN],
-                )
-            built = {row[0] for row in cursor.fetchall()}
-            if inspection.vendor != "postgresql":
-                state.unsupported = _mariadb_collations(cursor, tables)
+            vendor = _vendor(inspection)
+            built = vendor.existing(cursor, tables)
+            state.unsupported = vendor.unsupported(cursor, tables)
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     for name in sorted(tables):
@@ -267,13 +254,12 @@ def build_in_transaction(inspection: Inspection, tables: Iterable[str] | None = 
     generated column and its key, on a scratch table, at once."""
     names = _tables(inspection, tables)
     built = Built([])
+    vendor = _vendor(inspection)
     with inspection.store.connection.cursor() as cursor:
         for name in names:
-            table = inspection.tables[name]
-            if inspection.vendor == "postgresql":
-                _execute(cursor, inspection.store, table, postgres_index(table, concurrently=False))
-            else:
-                built.how[name] = _mariadb_build(cursor, inspection.store, table, live=False)
+            how = vendor.build(cursor, inspection.store, inspection.tables[name], live=False)
+            if how is not None:
+                built.how[name] = how
             built.tables.append(name)
     return built
 
@@ -294,21 +280,18 @@ def build_live(
     names = _tables(inspection, tables)
     built = Built([])
     connection = store.connection
+    vendor = _vendor(inspection)
     with connection.cursor() as cursor:
-        if inspection.vendor == "postgresql":
-            cursor.execute("SET lock_timeout = %s", [f"{lock_timeout * 1000:.0f}ms"])
-        else:
-            cursor.execute("SET SESSION lock_wait_timeout = %s", [max(1, round(lock_timeout))])
+        vendor.set_lock_timeout(cursor, lock_timeout)
         try:
             for name in names:
                 table = inspection.tables[name]
                 for attempt in range(1, lock_attempts + 1):
                     built.attempts += 1
                     try:
-                        if inspection.vendor == "postgresql":
-                            _postgres_live(cursor, store, table)
-                        else:
-                            built.how[name] = _mariadb_build(cursor, store, table, live=True)
+                        how = vendor.build(cursor, store, table, live=True)
+                        if how is not None:
+                            built.how[name] = how
                         break
                     except _LockBusy as exc:
                         if attempt == lock_attempts:
@@ -320,13 +303,76 @@ def build_live(
                         time.sleep(min(attempt, 5))  # let the queued jobs through
                 built.tables.append(name)
         finally:
-            if inspection.vendor == "postgresql":
-                cursor.execute("RESET lock_timeout")
+            vendor.reset_lock_timeout(cursor)
     return built
 
 
 class _LockBusy(Exception):
     pass
+
+
+class _PostgresIdentities:
+    """A unique index on the identity expression; built CONCURRENTLY on a live store."""
+
+    def existing(self, cursor, tables: dict[str, StoreTable]) -> set[str]:
+        cursor.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = ANY(%s) AND i.indisvalid AND i.indisunique "
+            "AND pg_table_is_visible(c.oid)",
+            [[index_name(n) for n in tables]],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+    def unsupported(self, cursor, tables: dict[str, StoreTable]) -> dict[str, list[str]]:
+        return {}
+
+    def build(self, cursor, store: Store, table: StoreTable, *, live: bool) -> str | None:
+        if live:
+            _postgres_live(cursor, store, table)
+        else:
+            _execute(cursor, store, table, postgres_index(table, concurrently=False))
+        return None
+
+    def set_lock_timeout(self, cursor, seconds: float) -> None:
+        cursor.execute("SET lock_timeout = %s", [f"{seconds * 1000:.0f}ms"])
+
+    def reset_lock_timeout(self, cursor) -> None:
+        cursor.execute("RESET lock_timeout")
+
+
+class _MariadbIdentities:
+    """A generated identity column and its unique key; says how each was built."""
+
+    def existing(self, cursor, tables: dict[str, StoreTable]) -> set[str]:
+        cursor.execute(
+            "SELECT index_name FROM information_schema.statistics "
+            "WHERE table_schema = database() AND non_unique = 0 AND column_name = %s",
+            [COLUMN],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+    def unsupported(self, cursor, tables: dict[str, StoreTable]) -> dict[str, list[str]]:
+        return _mariadb_collations(cursor, tables)
+
+    def build(self, cursor, store: Store, table: StoreTable, *, live: bool) -> str | None:
+        return _mariadb_build(cursor, store, table, live=live)
+
+    def set_lock_timeout(self, cursor, seconds: float) -> None:
+        cursor.execute("SET SESSION lock_wait_timeout = %s", [max(1, round(seconds))])
+
+    def reset_lock_timeout(self, cursor) -> None:
+        pass
+
+
+# How each server keeps identities, by the store's kind (as engines.engine_for picks).
+_VENDORS: dict[str, _PostgresIdentities | _MariadbIdentities] = {
+    "postgresql": _PostgresIdentities(),
+    "mariadb": _MariadbIdentities(),
+}
+
+
+def _vendor(inspection: Inspection) -> _PostgresIdentities | _MariadbIdentities:
+    return _VENDORS[inspection.store.kind]
 
 
 def identity_tables(inspection: Inspection) -> list[str]:

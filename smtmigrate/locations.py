@@ -18,39 +18,70 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import parse_qsl, quote, unquote
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .db import register_database, unregister_database
 from .errors import (
+    DatabaseMissing,
     LocationError,
     MariadbNotYet,
-    MissingDriver,
     NotASumatraStore,
     StoreConnectionError,
     UnsupportedStore,
 )
 from .files import check_writable
+from .urls import (
+    DEFAULT_CONNECT_TIMEOUT,
+    MARIADB_SESSION,
+    MY_CNF,
+    URL_RE,
+    mariadb_settings,
+    postgres_settings,
+    redact_text,
+    redact_url,
+    require_mariadb_driver,
+    url_parts,
+    without_password,
+)
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 DJANGO_STORE_TYPE = "sumatra.recordstore.django_store.DjangoRecordStore"
 POSTGRES_SCHEMES = ("postgres", "postgresql")
 MARIADB_SCHEMES = ("mysql", "mariadb")
-MY_CNF = "~/.my.cnf"  # the client option file whose [client] section `mysql` reads
-URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
-# Fail fast on an address that does not answer (libpq waits forever by default), unless
-# the URL (?connect_timeout=N) or the environment (PGCONNECT_TIMEOUT, libpq's) says otherwise.
-DEFAULT_CONNECT_TIMEOUT = 5
 # The `LINE 1: <SQL>` line and its `^` marker that PostgreSQL appends to some errors.
 _SQL_EXCERPT = re.compile(r"\s*\nLINE \d+: [^\n]*\n *\^\s*")
 # How long a reader waits for a writer's lock on an SQLite store before giving up.
 SQLITE_LOCK_TIMEOUT = 10
+
+# URLs are read in urls.py; their names are read from here too.
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "MARIADB_SESSION",
+    "MY_CNF",
+    "URL_RE",
+    "Store",
+    "mariadb_settings",
+    "new_sqlite_target",
+    "postgres_settings",
+    "redact_text",
+    "redact_url",
+    "require_mariadb_driver",
+    "resolve",
+    "resolve_target",
+    "same_store",
+    "sqlite_settings",
+    "url_parts",
+    "without_password",
+]
 
 StoreKind = Literal["sqlite", "postgresql", "mariadb"]
 
@@ -66,13 +97,36 @@ class Store:
     project_dir: Path | None = None  # when named through a Sumatra project
     project_name: str | None = None
     # Written by nobody but this process, committed: a snapshot file, a copy's scratch
-    # database. Any connection to it reads what any other does (snapshot.threads_share).
+    # database. Any connection to it reads what any other does (threads.threads_share).
     private: bool = False
+    # A server store's URL as typed, without its password: what Sumatra is given (the
+    # project file, a job's db_file); None for a file or a store made from settings.
+    url: str | None = None
     _alias: str | None = field(default=None, repr=False)
 
     @property
     def password(self) -> str:
         return self.settings.get("PASSWORD") or ""
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of this store's database: every vendor difference is asked of it."""
+        from .engines import engine_for
+
+        return engine_for(self.kind)
+
+    def threads_share(self) -> bool:
+        """Whether threads of this process, each on its own connection, read exactly what
+        this one reads (threads.py): a store nobody else writes (`private`)."""
+        return self.private
+
+    def sibling(self, display: str, settings: dict[str, Any], *, private: bool = False) -> Store:
+        """Another database of the same server and kind (an engine's scratch database)."""
+        return Store(self.kind, display, settings, private=private)
+
+    def file_sibling(self, path: Path, display: str, *, read_only: bool = True) -> Store:
+        """Another file of the same kind (SQLite: a copy's partial file)."""
+        return Store(self.kind, display, sqlite_settings(path, read_only=read_only), path=path)
 
     @property
     def alias(self) -> str:
@@ -87,7 +141,10 @@ class Store:
         try:
             conn.ensure_connection()
         except DatabaseError as exc:
-            raise connection_error(self.display, self.describe_error(exc), self.settings) from exc
+            error = connection_error(self.display, self.describe_error(exc), self.settings)
+            if self.engine.database_missing(exc):
+                error = DatabaseMissing(str(error))
+            raise error from exc
         return conn
 
     def describe_error(self, exc: BaseException) -> str:
@@ -101,7 +158,7 @@ class Store:
                 f"{self.display} is locked by another writer (waited {SQLITE_LOCK_TIMEOUT} s); "
                 "try again when the running smt jobs have finished"
             )
-        hint = sqlite_hint(self.path) if self.kind == "sqlite" and self.path else ""
+        hint = sqlite_hint(self.path) if self.engine.is_file and self.path else ""
         return StoreConnectionError(f"cannot read {self.display}: {self.describe_error(exc)}{hint}")
 
     def close(self) -> None:
@@ -158,28 +215,6 @@ def connection_error(display: str, detail: str, settings: dict[str, Any]) -> Sto
             "?connect_timeout=N in the URL or PGCONNECT_TIMEOUT waits longer)"
         )
     return StoreConnectionError(f"cannot connect to {display}: {detail}")
-
-
-def redact_text(text: str, password: str) -> str:
-    """Replace every occurrence of the password (raw or URL-quoted) with ***."""
-    if password:
-        for form in {password, quote(password, safe="")}:
-            text = text.replace(form, "***")
-    return text
-
-
-def redact_url(url: str) -> str:
-    """`postgresql://user:secret@host/db` → `postgresql://user:***@host/db`."""
-    match = URL_RE.match(url)
-    if not match:
-        return url
-    rest = match["rest"]
-    netloc, sep, tail = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostport}"
-    return f"{match['scheme']}://{netloc}{sep}{tail}"
 
 
 _URL_TYPO_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):/?(?!/)")
@@ -338,151 +373,22 @@ def sqlite_settings(path: Path, *, read_only: bool = True) -> dict[str, Any]:
     }
 
 
-def url_parts(url: str) -> tuple[str, str, str, str, str, str]:
-    """(user, password, host, port, dbname, query) of a server URL, still percent-encoded
-    but the host; one parser for every engine's `scheme://user:password@host:port/db?query`.
-
-    Parsed by hand rather than with urllib's `hostname`/`port` helpers, which lower-case
-    names, reject percent-encoded socket directories and raise on odd ports."""
-    match = URL_RE.match(url)
-    assert match is not None
-    rest, _, query = match["rest"].partition("?")
-    netloc, _, dbname = rest.partition("/")
-    userinfo, _, hostport = netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    host, port = hostport, ""
-    if hostport.startswith("["):  # [IPv6]:port
-        end = hostport.find("]")
-        if end < 0:
-            raise LocationError(f"{redact_url(url)}: malformed IPv6 address")
-        host, port = hostport[1:end], hostport[end + 1 :].lstrip(":")
-    elif ":" in hostport:
-        host, _, port = hostport.rpartition(":")
-    if port and not port.isdigit():
-        raise LocationError(f"{redact_url(url)}: port '{port}' is not a number")
-    return user, password, host, port, dbname, query
-
-
 def _postgres_store(url: str) -> Store:
-    return Store(kind="postgresql", display=redact_url(url), settings=postgres_settings(url))
-
-
-def postgres_settings(url: str) -> dict[str, Any]:
-    """Parse a libpq-style URL into a Django DATABASES entry (`url_parts`)."""
-    user, password, host, port, dbname, query = url_parts(url)
-    try:
-        options: dict[str, Any] = dict(
-            parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-        )
-    except ValueError as exc:
-        raise LocationError(f"{redact_url(url)}: malformed query string") from exc
-    # libpq's precedence: the URL's connect_timeout, else PGCONNECT_TIMEOUT (which the option
-    # set here would hide from libpq, so it is read here), else ours, not libpq's "forever".
-    options.setdefault(
-        "connect_timeout", os.environ.get("PGCONNECT_TIMEOUT") or DEFAULT_CONNECT_TIMEOUT
+    return Store(
+        kind="postgresql",
+        display=redact_url(url),
+        settings=postgres_settings(url),
+        url=without_password(url),
     )
-    name = unquote(dbname) or os.environ.get("PGDATABASE", "")
-    if not name and not options.get("service"):
-        raise LocationError(
-            f"{redact_url(url)}: the URL names no database (postgresql://host/dbname)"
-        )
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": name,
-        "USER": unquote(user),
-        "PASSWORD": unquote(password),
-        "HOST": unquote(options.pop("host", host)),
-        "PORT": options.pop("port", port),
-        "OPTIONS": options,
-    }
 
 
 def _mariadb_store(url: str) -> Store:
-    return Store(kind="mariadb", display=redact_url(url), settings=mariadb_settings(url))
-
-
-def require_mariadb_driver(display: str) -> None:
-    """MariaDB/MySQL stores are reached through Django's `mysql` backend over mysqlclient,
-    an optional extra (`smtmigrate[mariadb]`: it builds from C source, which the default
-    install must not need). Without it: one line with the command that installs it here."""
-    try:
-        import MySQLdb  # noqa: F401
-    except ImportError:  # not installed, or its C library is missing
-        pass
-    else:
-        return
-    requirement = _extra_requirement("mariadb", "mysqlclient")
-    if (Path(sys.prefix) / "pipx_metadata.json").is_file():  # a venv pipx made and manages
-        command = f"pipx inject smtmigrate '{requirement}'"
-    else:
-        command = f"{sys.executable} -m pip install '{requirement}'"
-    raise MissingDriver(
-        f"{display}: MariaDB/MySQL stores need the mysqlclient driver, not installed with "
-        f"smtmigrate: {command} (it compiles: first apt-get install build-essential "
-        "pkg-config libmariadb-dev, or your system's equivalent)"
+    return Store(
+        kind="mariadb",
+        display=redact_url(url),
+        settings=mariadb_settings(url),
+        url=without_password(url),
     )
-
-
-def _extra_requirement(extra: str, name: str) -> str:
-    """The requirement `name` as pyproject.toml's optional extra `extra` pins it (one
-    place for the version), e.g. 'mysqlclient>=2.2'; plain `name` if not found."""
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        declared = requires("smtmigrate") or []
-    except PackageNotFoundError:
-        return name
-    for line in declared:
-        requirement, _, marker = line.partition(";")
-        if requirement.strip().startswith(name) and f'"{extra}"' in marker:
-            return requirement.strip().replace(" ", "")
-    return name
-
-
-def mariadb_settings(url: str) -> dict[str, Any]:
-    """Parse a `mysql://` / `mariadb://` URL into a Django DATABASES entry (Django's MySQL
-    backend over mysqlclient, as Sumatra uses it).
-
-    What the URL leaves out comes from where the `mysql` client finds it: the `[client]`
-    section of ~/.my.cnf (passed as `read_default_file` when it exists) and MYSQL_PWD (read
-    by the client library itself). The session is always strict, UTC and utf8mb4 whatever
-    the server's defaults: a non-strict session would truncate values with a warning, and
-    Django's default `utf8` is utf8mb3 (no 4-byte characters).
-    """
-    user, password, host, port, dbname, query = url_parts(url)
-    if query:
-        raise LocationError(
-            f"{redact_url(url)}: ?parameters are not taken in a MariaDB URL (Sumatra ignores "
-            f"them too); put client options in {MY_CNF}"
-        )
-    name = unquote(dbname)
-    if not name:
-        raise LocationError(f"{redact_url(url)}: the URL names no database (mysql://host/dbname)")
-    options: dict[str, Any] = {
-        "charset": "utf8mb4",
-        "local_infile": 1,
-        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
-        "init_command": MARIADB_SESSION,
-    }
-    option_file = Path(MY_CNF).expanduser()
-    if option_file.is_file():
-        options["read_default_file"] = str(option_file)
-    return {
-        "ENGINE": "django.db.backends.mysql",
-        "NAME": name,
-        "USER": unquote(user),
-        "PASSWORD": unquote(password),
-        "HOST": unquote(host),
-        "PORT": port,
-        "OPTIONS": options,
-    }
-
-
-# Every smtmigrate session on MariaDB: strict (values that do not fit are errors, never
-# truncated with a warning), UTC (datetimes read and written as Django's USE_TZ does).
-MARIADB_SESSION = (
-    "SET SESSION sql_mode = 'TRADITIONAL,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'"
-)
 
 
 def same_store(a: Store, b: Store) -> bool:
@@ -491,7 +397,7 @@ def same_store(a: Store, b: Store) -> bool:
     running PostgreSQL server (whatever host name, socket or port alias reached it)."""
     if a.kind != b.kind:
         return False
-    if a.kind == "sqlite":
+    if a.engine.is_file:
         try:
             return a.path is not None and b.path is not None and a.path.samefile(b.path)
         except OSError:  # a new file that does not exist yet

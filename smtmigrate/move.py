@@ -17,169 +17,52 @@ copy took) is what lets a later run find the old store again.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import signal
-import socket
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 from django.db import DatabaseError
 
-from .carry import CarryResult, copied_record_id, fold_late_records, in_flight
-from .copy import DEFAULT_LEVEL, CopyEvents, CopyPlan, CopyResult, copy_store, plan_copy
+from .admin.mariadb import create_database
+from .admin.mariadb import drop_database as drop_mariadb_database
+from .admin.postgresql import Admin, create_store_database
+from .carry import copied_record_id, fold_late_records, in_flight
+from .copy import CopyEvents, copy_store, plan_copy
 from .dedupe import find_duplicates, plan_dedupe
 from .engines import engine_for
-from .engines.mariadb import database_tables, server_url
-from .engines.mariadb_admin import create_database
-from .engines.mariadb_admin import drop_database as drop_mariadb_database
 from .engines.mariadb_findings import COLLATION
+from .engines.mariadb_server import database_tables, server_url
 from .engines.sqlite_damage import COPY_READABLE, REFUSE
-from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
-from .files import read_json_state, write_private
+from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError, TargetNotEmpty
 from .locations import Store, resolve, same_store
-from .pooler import PoolerStarted, check_pooler, start_pooler
+from .move_state import (
+    COPIED,
+    FRESH,
+    MOVED,
+    REVERTED,
+    MoveOptions,
+    MovePlan,
+    MoveResult,
+    MoveStep,
+    read_state,
+    write_state,
+)
+from .pooler import check_pooler, start_pooler
 from .project import (
-    LabelGenerator,
-    SwitchResult,
     check_switch,
     read_label_generator,
     set_label_generator,
-    store_url,
     switch_project,
 )
 from .schema import RECORD_TABLE, Inspection, inspect_store
 from .snapshot import source_snapshot
 from .sumatra_env import check_smt_opens
-from .target import Admin, CreatedDatabase, create_store_database
-from .verify import Level, verify_stores
+from .verify import verify_stores
 
-STATE_FILE = Path(".smt") / "smtmigrate-move.json"
-LOCK_FILE = Path(".smt") / "smtmigrate-move.lock"
 # Tests only: "STEP:SIGNAL" (e.g. "copy:KILL") makes `move` signal itself once STEP is done.
 SIGNAL_AFTER_STEP = "SMTMIGRATE_TEST_SIGNAL_AFTER"
-
-
-@dataclass
-class MoveOptions:
-    label_generator: str | None = "uuid"  # a project.LABEL_FIXES key; None keeps it
-    level: Level = DEFAULT_LEVEL  # the copy's verification (copy's --verify)
-    dedupe: bool = False  # merge duplicate get_or_create rows on the way (copy --dedupe)
-    create_role: bool = False
-    password: str | None = None  # the new role's, from --password-env
-    admin: str | None = None
-    pooler: str | None = None  # HOST:PORT: start a PgBouncer there as the last step
-    copy_readable: bool = False  # a damaged SQLite store: copy what can be read (copy's)
-
-
-@dataclass
-class MoveStep:
-    name: str
-    action: str  # one line: what it will do, or why it is not needed
-    needed: bool = True
-
-
-# Where a project stands when `move` looks at it.
-FRESH = "fresh"  # on its old store; the target is new or empty
-COPIED = "copied"  # on its old store; an earlier run's copy is in the target
-REVERTED = "reverted"  # moved, then a job that had started before rewrote .smt/project
-MOVED = "moved"  # on the target
-
-
-@dataclass
-class MovePlan:
-    directory: Path
-    source: Store  # the store the project names now
-    target: Store
-    label: LabelGenerator
-    options: MoveOptions
-    steps: list[MoveStep]
-    stage: str = FRESH
-    copy: CopyPlan | None = None  # None when no copy is to be made
-    create_database: bool = False
-    create_as_target_user: bool = False  # PostgreSQL: the URL's role may create it itself
-    old: Store | None = None  # where late records come from
-    after_id: int = 0  # late records: ids past this one (known once the copy is)
-
-    @property
-    def refused(self) -> bool:
-        return self.copy is not None and self.copy.refused
-
-    def to_dict(self) -> dict:
-        return {
-            "project": str(self.directory),
-            "source": self.source.display,
-            "target": self.target.display,
-            "stage": self.stage,
-            "label_generator": self.label.to_dict(self.directory),
-            "steps": [{"step": s.name, "action": s.action, "needed": s.needed} for s in self.steps],
-            "copy": None if self.copy is None else self.copy.to_dict(),
-        }
-
-
-@dataclass
-class MoveResult:
-    plan: MovePlan
-    created: CreatedDatabase | None = None
-    copy: CopyResult | None = None
-    switched: SwitchResult | None = None
-    label_fixed: str | None = None  # the label generator the project was given
-    late: CarryResult = field(default_factory=CarryResult)
-    pooler: PoolerStarted | None = None
-    changed: list[str] = field(default_factory=list)  # what this run changed, in order
-    created_here: bool = False  # this run created the database
-    undone: list[str] = field(default_factory=list)  # what it undid after a failure
-
-    def to_dict(self) -> dict:
-        data = self.plan.to_dict()
-        data.update(
-            {
-                "created": None if self.created is None else vars(self.created),
-                "copy_result": None if self.copy is None else self.copy.to_dict(),
-                "switched": self.switched is not None,
-                "label_generator_fixed": self.label_fixed,
-                "late_records": self.late.to_dict(),
-                "pooler": None if self.pooler is None else self.pooler.status.to_dict(),
-            }
-        )
-        return data
-
-
-@contextmanager
-def project_lock(directory: Path) -> Iterator[None]:
-    """Hold the project's move lock (LOCK_FILE) for the body: one `move` of a project at a
-    time. An fcntl lock ends with its process, so a file a killed move left blocks nothing;
-    the holder writes its pid and host in it for the refusal to name."""
-    path = directory / LOCK_FILE
-    if not path.parent.is_dir():  # not a project: the plan says so
-        yield
-        return
-    try:
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the body)
-    except OSError as exc:
-        raise SmtmigrateError(f"{path}: cannot open the move lock ({exc.strerror})") from exc
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "a process that has not written its name yet"
-            raise Refused(
-                f"{directory}: another move of this project is running ({holder}); "
-                "let it end, or run this one again after it"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _same(a: Store | None, b: Store | None) -> bool:
@@ -193,16 +76,12 @@ def _same(a: Store | None, b: Store | None) -> bool:
         return False
 
 
-def read_state(directory: Path) -> dict | None:
-    return read_json_state(directory / STATE_FILE, "; remove it to start over")
-
-
 def plan_move(
     directory: Path, source: Store, target: Store, options: MoveOptions, stack: ExitStack
 ) -> MovePlan:
     """Look at the project, both stores and the server; change nothing. A copy to make
     reads one snapshot of the project's store, held open on `stack` until the move ends."""
-    if target.kind not in ("postgresql", "mariadb"):
+    if target.engine.is_file:
         raise SmtmigrateError(
             f"{target.display}: move takes a postgresql:// or mysql:// URL as TARGET"
         )
@@ -232,7 +111,7 @@ def plan_move(
     elif moved_from is not None and _same(moved_from, source) and _same(moved_to, target):
         plan.stage, plan.old = REVERTED, source
     if plan.old is not None:
-        plan.after_id = int(state.get("copied_through_id") or 0)
+        plan.after_id = int((state or {}).get("copied_through_id") or 0)
     if plan.stage == FRESH:
         _plan_copy(plan, stack)
     step = {
@@ -303,9 +182,7 @@ def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
         plan.steps.append(MoveStep("database", "exists", needed=False))
         try:
             plan.copy = plan_copy(snapshot, target, widen=True, dedupe=options.dedupe)
-        except Refused as exc:
-            if "already holds Sumatra data" not in str(exc):
-                raise
+        except TargetNotEmpty:
             plan.after_id = _earlier_copy(snapshot.store, target, options.dedupe)
             plan.stage, plan.old = COPIED, source
     if plan.copy is not None:
@@ -402,13 +279,16 @@ def run_move(plan: MovePlan, events: CopyEvents, on_step: StepDone | None = None
     return result
 
 
-def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: StepDone) -> None:
+def _run_steps(
+    plan: MovePlan, result: MoveResult, events: CopyEvents, done: Callable[[str], None]
+) -> None:
     options = plan.options
     if plan.create_database and plan.target.kind == "mariadb":
         _create_mariadb_database(plan)
         result.created_here = True
         result.changed.append(f"created database {plan.target.display}")
         done("database")
+        assert plan.copy is not None  # a new database: planned against it (_plan_copy)
         plan.copy = plan_copy(
             plan.copy.snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe
         )
@@ -429,6 +309,7 @@ def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: Ste
             # The new role's password: the copy connects with it, the switch puts it in
             # ~/.pgpass (never in .smt/project).
             plan.target.settings["PASSWORD"] = options.password
+        assert plan.copy is not None  # a new database: planned against it (_plan_copy)
         snapshot = plan.copy.snapshot  # the same state of the source, now against the database
         plan.copy = plan_copy(
             snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe
@@ -452,7 +333,7 @@ def _run_steps(plan: MovePlan, result: MoveResult, events: CopyEvents, done: Ste
         )
         if switched.pgpass_changed:
             result.changed.append(f"wrote the password to {switched.pgpass}")
-        _write_state(plan)
+        write_state(plan)
         done("switch")
     elif fix:
         set_label_generator(plan.directory, fix)
@@ -570,13 +451,3 @@ def _max_record_id(store: Store) -> int:
         table = engine_for(store).quote_name(RECORD_TABLE)
         cursor.execute(f"SELECT coalesce(max(db_id), 0) FROM {table}")
         return int(cursor.fetchone()[0])
-
-
-def _write_state(plan: MovePlan) -> None:
-    assert plan.old is not None
-    state = {
-        "moved_from": store_url(plan.old),
-        "moved_to": store_url(plan.target),
-        "copied_through_id": plan.after_id,
-    }
-    write_private(plan.directory / STATE_FILE, json.dumps(state, indent=2) + "\n", mode=0o600)

@@ -201,9 +201,9 @@ def _preset_timezone(store: Store, role: str) -> None:
     transaction pooling would stick to whichever server connection ran it."""
     from psycopg2 import sql
 
-    from .engines import engine_for
+    from .engines import POSTGRESQL
 
-    engine = engine_for("postgresql")
+    engine = POSTGRESQL
     database = store.settings["NAME"]
     # IN DATABASE: the role's sessions elsewhere keep their time zone
     statement = sql.SQL("ALTER ROLE {} IN DATABASE {} SET timezone = 'UTC'").format(

@@ -30,8 +30,9 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 WATCH_CONFIG = "watch-config.json"  # the server's libpq parameters (no password), listen
 WATCH_STATE = "watch.json"  # what the watcher sees: server up or down, since, paused by it
@@ -47,7 +48,7 @@ MODULE = "smtmigrate.pooler_watch"
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
 def _log(text: str) -> None:
@@ -147,7 +148,7 @@ class Watcher:
         self.listen = config["listen"]
         _, self.password = _read_auth(folder)
         self.params = {k: v for k, v in config["server"].items() if v not in (None, "")}
-        self.admin = None
+        self.admin: Any = None  # the PgBouncer admin console connection, opened on use
         self.paused = False  # by this watcher
         self.down_since: float | None = None
         self.outages = 0
@@ -230,7 +231,7 @@ class Watcher:
             "server": "up" if up else "down",
             "down_since": None
             if self.down_since is None
-            else datetime.fromtimestamp(self.down_since, UTC).isoformat(),
+            else datetime.fromtimestamp(self.down_since, timezone.utc).isoformat(),
             "paused_by_watcher": self.paused,
             "outages": self.outages,
         }

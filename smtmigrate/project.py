@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError
 from .files import check_writable, write_private
 from .locations import DJANGO_STORE_TYPE, URL_RE, Store, redact_url, same_store
+from .pgpass import add_pgpass_entry, check_pgpass, pgpass_path
+from .sumatra_url import store_url
 
 PROJECT_FILE = Path(".smt") / "project"
 BACKUP_FILE = Path(".smt") / "project.smtmigrate-backup"
@@ -49,14 +50,6 @@ def project_file(directory: Path) -> Path:
     return path
 
 
-def store_url(store: Store) -> str:
-    """The URL to write into the project file: the store's, without any password."""
-    if store.kind == "sqlite":
-        assert store.path is not None
-        return str(store.path)
-    return store.display.replace(":***@", "@")
-
-
 def check_sumatra_reads(target: Store) -> None:
     """Refuse a target whose URL Sumatra would take for another database.
 
@@ -72,7 +65,7 @@ def check_sumatra_reads(target: Store) -> None:
     except ValueError as exc:  # e.g. urlparse's port check
         raise Refused(f"Sumatra cannot read {url} ({exc}); nothing was changed") from exc
     ours = target.settings
-    if target.kind == "sqlite":
+    if target.engine.is_file:
         same = read["NAME"] == url
     else:
         same = (
@@ -81,7 +74,7 @@ def check_sumatra_reads(target: Store) -> None:
             and (read["HOST"] or "").lower() == (ours.get("HOST") or "").lower()
             and str(read["PORT"] or "") == str(ours.get("PORT") or "")
         )
-    if target.kind != "sqlite" and "?" in url:
+    if not target.engine.is_file and "?" in url:
         # sslmode=require, for one, would silently not apply to `smt`
         raise Refused(
             f"Sumatra ignores the ?parameters of {url}: `smt` would connect without them; "
@@ -90,7 +83,7 @@ def check_sumatra_reads(target: Store) -> None:
         )
     if not same:
         seen = f"database {read['NAME']!r}"
-        if target.kind != "sqlite":
+        if not target.engine.is_file:
             seen += f", user {read['USER']!r}, host {read['HOST']!r}, port {read['PORT']!r}"
         raise Refused(
             f"Sumatra would read {url} as {seen}: it takes the URL's parts as they are "
@@ -178,13 +171,6 @@ def check_switch(directory: Path, target: Store, *, home: Path | None = None) ->
             ) from exc
 
 
-def pgpass_path(home: Path | None = None) -> Path:
-    """libpq's password file: PGPASSFILE, else ~/.pgpass."""
-    if home is None and os.environ.get("PGPASSFILE"):
-        return Path(os.environ["PGPASSFILE"])
-    return (home or Path.home()) / ".pgpass"
-
-
 def switch_project(
     directory: Path, target: Store, *, home: Path | None = None, label_generator: str | None = None
 ) -> SwitchResult:
@@ -264,110 +250,6 @@ def switch_back(directory: Path) -> Path:
         raise SmtmigrateError(f"{directory}: no saved project file to go back to ({backup})")
     os.replace(backup, path)
     return path
-
-
-def default_pg_user() -> str:
-    """The user libpq connects as when the URL names none: PGUSER, else the operating
-    system's name for this process's user (libpq asks the password database too)."""
-    return os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
-
-
-def pgpass_key(store: Store) -> list[str]:
-    """host, port, database, user as libpq looks them up (a socket is `localhost`)."""
-    s = store.settings
-    host = s.get("HOST") or ""
-    return [
-        "localhost" if not host or host.startswith("/") else host,
-        str(s.get("PORT") or 5432),
-        s["NAME"],
-        s.get("USER") or default_pg_user(),
-    ]
-
-
-def pgpass_line(store: Store, password: str = "PASSWORD") -> str:
-    """The ~/.pgpass line for the store, `:` and `\\` escaped as libpq reads them; without
-    a password, the placeholder PASSWORD (the line shown for the user to fill in)."""
-    return ":".join(_escape(field) for field in [*pgpass_key(store), password])
-
-
-def _escape(field: str) -> str:
-    return field.replace("\\", "\\\\").replace(":", "\\:")
-
-
-def _pgpass_fields(line: str) -> list[str]:
-    """A ~/.pgpass line split as libpq splits it (`\\` escapes `:` and itself)."""
-    fields, current, escaped = [], "", False
-    for char in line:
-        if escaped:
-            current, escaped = current + char, False
-        elif char == "\\":
-            escaped = True
-        elif char == ":" and len(fields) < 4:
-            fields.append(current)
-            current = ""
-        else:
-            current += char
-    return [*fields, current]
-
-
-def _pgpass_matches(line: str, key: list[str]) -> bool:
-    """Whether libpq would take `line` for host:port:db:user `key` (`*` matches all)."""
-    if line.startswith("#"):
-        return False
-    fields = _pgpass_fields(line)
-    return len(fields) == 5 and all(f in ("*", k) for f, k in zip(fields, key, strict=False))
-
-
-def add_pgpass_entry(pgpass: Path, store: Store) -> bool:
-    """One line for host:port:db:user in ~/.pgpass (mode 0600); other lines are kept,
-    a line for the same key is replaced. libpq takes the first line that matches, so
-    ours goes before any other that would (e.g. `*:*:*:user:old`). Returns whether the
-    file changed."""
-    key = pgpass_key(store)
-    escaped_key = ":".join(_escape(f) for f in key)
-    line = pgpass_line(store, store.password)
-    lines = pgpass.read_text().splitlines() if pgpass.exists() else []
-    kept = [existing for existing in lines if not existing.startswith(escaped_key + ":")]
-    first = next((i for i, old in enumerate(kept) if _pgpass_matches(old, key)), len(kept))
-    wanted = [*kept[:first], line, *kept[first:]]
-    if wanted == lines:
-        os.chmod(pgpass, 0o600)
-        return False
-    write_private(pgpass, "\n".join(wanted) + "\n", mode=0o600)
-    return True
-
-
-def check_pgpass(pgpass: Path, store: Store) -> None:
-    """Ask libpq itself which password it finds for the store in `pgpass` (it looks the
-    file up when it connects, whatever the server then asks for)."""
-    import psycopg2
-
-    s = store.settings
-    params = {
-        "dbname": s["NAME"],
-        "user": s.get("USER") or None,
-        "host": s.get("HOST") or None,
-        "port": s.get("PORT") or None,
-        **s.get("OPTIONS", {}),
-        "passfile": str(pgpass),
-    }
-    try:
-        # password "": the file is looked up, not PGPASSWORD
-        connection = psycopg2.connect(password="", **{k: v for k, v in params.items() if v})
-    except psycopg2.Error as exc:
-        raise StoreConnectionError(
-            f"cannot connect to {store.display} with the password from {pgpass}: "
-            f"{store.describe_error(exc)}"
-        ) from exc
-    try:
-        found = connection.info.password
-    finally:
-        connection.close()
-    if found != store.password:
-        raise SmtmigrateError(
-            f"libpq does not take the new line of {pgpass} for {store.display} (another "
-            "line wins): fix that file; the project file was not changed"
-        )
 
 
 # -- label generator ------------------------------------------------------------------------

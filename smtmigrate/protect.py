@@ -94,7 +94,7 @@ def protect_store(
     lock_attempts: int = LOCK_ATTEMPTS,
 ) -> ProtectResult:
     """Build the missing identities of a live server store (see the module docstring)."""
-    if store.kind not in ("postgresql", "mariadb"):
+    if store.engine.is_file:
         raise SmtmigrateError(
             f"{store.display}: protect adds unique identities to a PostgreSQL or MariaDB "
             "store (an SQLite store is one file that parallel jobs should not share)"

@@ -54,7 +54,7 @@ def content_type_remap(source: Inspection, target: Inspection, *, create: bool) 
         cursor.execute(f"SELECT app_label, model, id FROM {q_target(CONTENT_TYPE_TABLE)}")
         target_types = {(app, model): id_ for app, model, id_ in cursor.fetchall()}
         remaps: Remaps = {}
-        for (table, column), ids in used.items():
+        for (table_name, column_name), ids in used.items():
             mapping = {}
             for old in sorted(ids):
                 key = source_types.get(old)
@@ -75,5 +75,5 @@ def content_type_remap(source: Inspection, target: Inspection, *, create: bool) 
                 if key in target_types and target_types[key] != old:
                     mapping[old] = target_types[key]
             if mapping:
-                remaps.setdefault(table, {})[column] = mapping
+                remaps.setdefault(table_name, {})[column_name] = mapping
     return remaps

@@ -37,18 +37,18 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, transaction
 
 from . import locations
-from .engines import engine_for
+from .engines import POSTGRESQL, SQLITE, engine_for
+from .engines.sqlite import SQLITE_CORRUPT
 from .engines.sqlite_damage import COPY_READABLE, REFUSE, CheckResult, check_file
 from .engines.sqlite_damage import copy_readable as _copy_readable
 from .engines.sqlite_damage import refusal as _refusal
@@ -57,7 +57,7 @@ from .locations import Store, sqlite_settings
 from .schema import RECORD_TABLE
 
 if TYPE_CHECKING:
-    from .schema import Inspection
+    pass
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,6 +74,11 @@ class SnapshotStore(Store):
 
     live_path: Path | None = None  # the user's SQLite file
     exported: str | None = None
+
+    def threads_share(self) -> bool:
+        """A SQLite snapshot is a file nobody writes; a PostgreSQL or MariaDB snapshot is
+        one connection's transaction (threads.py)."""
+        return self.private or self.engine.snapshot_shared_by_threads
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,13 @@ class Snapshot:
         Not for a damaged store: the live file may not count, nor match what was read."""
         if not self.sumatra or self.damage is not None:
             return None
-        live = Store(self.live.kind, self.live.display, self.live.settings, path=self.live.path)
+        live = Store(
+            self.live.kind,
+            self.live.display,
+            self.live.settings,
+            path=self.live.path,
+            url=self.live.url,
+        )
         limit = self.max_record_id if self.max_record_id is not None else 0
         try:
             with live, live.connection.cursor() as cursor:
@@ -159,7 +170,7 @@ class Snapshot:
 def source_snapshot(store: Store, *, damaged: str = REFUSE) -> Iterator[Snapshot]:
     """Fix one state of `store` for as long as the block runs; read `snapshot.store`.
     `damaged`: what a damaged SQLite store gets (REFUSE, REPORT, COPY_READABLE)."""
-    if store.kind in ("postgresql", "mariadb"):
+    if not store.engine.is_file:
         with _server_snapshot(store) as snapshot:
             yield snapshot
     else:
@@ -214,13 +225,13 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
     started = time.perf_counter()
     taken_at = datetime.now(timezone.utc)
     try:
-        engine_for("sqlite").backup(
+        SQLITE.backup(
             store.path,
             path,
             timeout=locations.SQLITE_LOCK_TIMEOUT,  # the one bound every reader keeps
         )
     except sqlite3.Error as exc:
-        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_CORRUPT:
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_CORRUPT:
             # Not even the schema reads (e.g. a truncated file): no reader can read it, so
             # no lock protects anything; its bytes are copied for the check to name.
             shutil.copyfile(store.path, path)
@@ -237,7 +248,7 @@ def _backup(store: Store, path: Path) -> tuple[datetime, float]:
 
 def remove_stale_snapshots() -> None:
     """Snapshot directories of killed processes (their process is gone) are removed."""
-    from .engines.sqlite import alive
+    from .engines.sqlite_load import alive
 
     for directory in Path(tempfile.gettempdir()).glob(f"{SNAPSHOT_PREFIX}*-*"):
         pid = directory.name[len(SNAPSHOT_PREFIX) :].split("-", 1)[0]
@@ -267,6 +278,7 @@ def _server_snapshot(store: Store) -> Iterator[Snapshot]:
             store.settings,
             project_dir=store.project_dir,
             project_name=store.project_name,
+            url=store.url,
             _alias=store.alias,  # the same connection, in the snapshot's transaction
             exported=exported,
         )
@@ -290,7 +302,7 @@ def join_snapshot(store: Store) -> Iterator[None]:
     with transaction.atomic(using=store.alias):
         try:
             with connection.cursor() as cursor:
-                engine_for(store).join_snapshot(cursor, exported)
+                POSTGRESQL.join_snapshot(cursor, exported)
         except DatabaseError as exc:
             raise store.read_error(exc) from exc
         try:
@@ -299,48 +311,10 @@ def join_snapshot(store: Store) -> Iterator[None]:
             transaction.set_rollback(True, using=store.alias)
 
 
-def threads_share(store: Store) -> bool:
-    """Whether threads of this process, each on its own connection, read exactly what
-    this one reads: a SQLite snapshot file, a MariaDB copy's scratch database (written by
-    nobody else). A live store's connections could see different states; a PostgreSQL or
-    MariaDB snapshot is one connection's transaction."""
-    return store.private or (isinstance(store, SnapshotStore) and store.kind == "sqlite")
-
-
-def threads_read(inspection: Inspection) -> bool:
-    """`threads_share`, for a store as inspected: a Sumatra 0.4-0.6 store is read through
-    TEMP views that only the connection that made them has (generations.py)."""
-    return threads_share(inspection.store) and not inspection.views
-
-
-def on_own_connection(work: Callable[[T], R], *stores: Store) -> Callable[[T], R]:
-    """`work` for a pool thread (see `threads_share`): Django gives each thread its own
-    connections to the stores, closed here once the work is done."""
-
-    def run(item: T) -> R:
-        try:
-            return work(item)
-        finally:
-            for store in stores:
-                connections[store.alias].close()
-
-    return run
-
-
-def on_a_thread(work: Callable[[T], R], item: T, *stores: Store, name: str) -> Future[R]:
-    """`work(item)` started on a thread of its own, with connections of its own to
-    `stores` (`on_own_connection`); its result, or its error, from the Future."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
-    try:
-        return pool.submit(on_own_connection(work, *stores), item)
-    finally:
-        pool.shutdown(wait=False)  # the thread ends with its work
-
-
 def shareable(store: Store) -> bool:
     """Whether another process can read exactly what this one reads from `store` (not a
     MariaDB snapshot: no other connection can join its transaction)."""
-    return isinstance(store, SnapshotStore) and store.kind != "mariadb"
+    return isinstance(store, SnapshotStore) and store.engine.snapshot_joinable
 
 
 # --------------------------------------------------------------------------- metadata

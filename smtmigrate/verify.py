@@ -29,7 +29,7 @@ from .dedupe import DedupePlan
 from .engines import engine_for
 from .remaps import content_type_remap, merge_remaps
 from .schema import Inspection, sumatra_tables
-from .snapshot import on_a_thread, on_own_connection, threads_read
+from .threads import on_a_thread, on_own_connection, threads_read
 
 if TYPE_CHECKING:  # records/ loads Sumatra: only when records are compared
     from .records import RecordComparison, RecordDifference

@@ -78,6 +78,10 @@ class WideningPlan:
     def changes(self) -> list[ColumnChange]:
         return [c for c in self.columns if c.widens]
 
+    def migration(self, *, from_current: bool = False) -> Migration:
+        """This plan as a Django migration (`build_migration`)."""
+        return build_migration(self, from_current=from_current)
+
     def limits(self) -> dict[tuple[str, str], int | None]:
         """(table, column) → the length each column will have: for auditing against."""
         return {(c.table, c.column): (c.new if c.widens else c.current) for c in self.columns}
@@ -111,7 +115,7 @@ def plan_widening(
         for name, column in table.columns.items():
             if not column.is_text or column.max_length is None or column.field.many_to_one:
                 continue
-            current = column.max_length
+            current: int | None = column.max_length
             if target is not None:
                 stored_table = target.table_for(table.name)
                 stored = stored_table.columns.get(name) if stored_table else None
@@ -162,7 +166,9 @@ def _longest_values(report: AuditReport, source: Inspection | None) -> dict[tupl
     return {
         (to_model.get(f.table, f.table), f.column): f.max_length
         for f in report.findings
-        if f.kind in ("overflow", "near-limit", "risk") and f.max_length is not None
+        if f.kind in ("overflow", "near-limit", "risk")
+        and f.column is not None
+        and f.max_length is not None
     }
 
 
@@ -403,27 +409,3 @@ def _merge_modifies(statements: list[str]) -> list[str]:
         merged.append(statement)
         last_table = match[1] if match else None
     return merged
-
-
-# -- applying: widen_apply.py -------------------------------------------------------------
-
-APPLYING = (
-    "LOCK_ATTEMPTS",
-    "LOCK_TIMEOUT",
-    "ApplyResult",
-    "AlterTiming",
-    "apply_widening",
-    "check_widen_target",
-    "check_widenable",
-    "column_types",
-)
-
-
-def __getattr__(name: str):
-    """Applying a plan lives in widen_apply.py (which imports this module); its names
-    stay importable from here."""
-    if name in APPLYING:
-        from . import widen_apply
-
-        return getattr(widen_apply, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,14 @@ from django.db.migrations.recorder import MigrationRecorder
 from .errors import Refused, SmtmigrateError
 from .locations import Store
 from .schema import LAYOUT_08, SUMATRA_APP, Inspection
-from .widen import ColumnChange, WideningPlan, apply_migration, build_migration, mariadb_statements
+from .widen import (
+    ColumnChange,
+    WideningPlan,
+    apply_migration,
+    build_migration,
+    mariadb_statements,
+    plan_widening,
+)
 
 # A widening waits at most this long for its lock before it gives way to running jobs,
 # and is retried a few times: a queued ACCESS EXCLUSIVE lock would block every new
@@ -52,7 +59,7 @@ class AlterTiming:
 def check_widen_target(store: Store) -> None:
     """Only PostgreSQL and MariaDB stores are widened: a usage error (exit 2) for any
     other, whatever its file holds."""
-    if store.kind not in ("postgresql", "mariadb"):
+    if store.engine.is_file:
         raise SmtmigrateError(
             f"{store.display}: widening applies to PostgreSQL stores and MariaDB stores "
             "(SQLite never enforces column lengths)"
@@ -85,7 +92,7 @@ def apply_widening(
     before = column_types(store, plan.columns)
     if not plan.changes:
         return ApplyResult(plan, before, before, applied=False)
-    if store.kind == "mariadb":
+    if not store.engine.can_rollback_ddl:  # MariaDB: one online ALTER at a time
         return _apply_mariadb(plan, store, before, lock_timeout, lock_attempts)
     migration = build_migration(plan, from_current=True)
     connection = store.connection
@@ -225,3 +232,20 @@ def _run_alter(cursor, statement: str, online: bool, lock_attempts: int) -> tupl
                 raise
             return how, time.monotonic() - started
     raise AssertionError("unreachable: the last try returns or raises")
+
+
+def build_widened_schema(store: Store, *, widen: bool = True) -> Inspection:
+    """Sumatra's schema by its own migrations, then the default widening (policy `text`,
+    as the store's engine can carry it): how createdb, drop-recreate and merge build a new
+    store (copy widens by its audit instead). Returns the store as built."""
+    from django.core.management import call_command
+
+    from .schema import inspect_store
+
+    call_command("migrate", database=store.alias, interactive=False, verbosity=0)
+    built = inspect_store(store)
+    if widen:
+        plan = store.engine.widening_plan(plan_widening("text", target=built))
+        apply_widening(plan, built)
+        built = inspect_store(store)
+    return built

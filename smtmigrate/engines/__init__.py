@@ -10,12 +10,24 @@ from .mariadb import MariadbEngine
 from .postgresql import PostgresEngine
 from .sqlite import SqliteEngine
 
-ENGINES: dict[str, Engine] = {
-    engine.vendor: engine for engine in (SqliteEngine(), PostgresEngine(), MariadbEngine())
-}
+# Each engine once, typed: a caller that needs one vendor's own methods (a SQLite file's
+# backup, psycopg2.sql identifiers) takes it from here.
+SQLITE = SqliteEngine()
+POSTGRESQL = PostgresEngine()
+MARIADB = MariadbEngine()
+ENGINES: dict[str, Engine] = {engine.vendor: engine for engine in (SQLITE, POSTGRESQL, MARIADB)}
 ENGINES["mysql"] = ENGINES["mariadb"]  # Django's connection.vendor for MariaDB and MySQL
 
-__all__ = ["ENGINES", "INTEGER_TYPES", "Engine", "TableResult", "engine_for"]
+__all__ = [
+    "ENGINES",
+    "INTEGER_TYPES",
+    "MARIADB",
+    "POSTGRESQL",
+    "SQLITE",
+    "Engine",
+    "TableResult",
+    "engine_for",
+]
 
 
 def engine_for(vendor_or_store: Any) -> Engine:

@@ -9,7 +9,7 @@ has no file to open read-only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.db import DatabaseError
 
 from ..canonical import Checksum, TableLayout
-from ..schema import ModelColumn
+from ..tables import ModelColumn
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
+    from ..findings import Finding
+    from ..layout import Inspection
     from ..locations import Store
-    from ..schema import Inspection
     from ..widen import WideningPlan
 
 # Django field types whose values are integers in every engine.
@@ -78,6 +79,10 @@ class Engine:
         q = self.quote_char
         return q + name.replace(q, q + q) + q
 
+    def blob(self, expression: str) -> str:
+        """A value as its bytes (SQLite's text may not be UTF-8); as it is by default."""
+        return expression
+
     def integer(self, expression: str) -> str:
         """An expression read as an integer (engines with typed columns: as it is)."""
         return expression
@@ -110,6 +115,25 @@ class Engine:
         state of every table; when it was taken (UTC), and the id other processes join
         it by (None where they cannot)."""
         raise NotImplementedError
+
+    def database_missing(self, exc: BaseException) -> bool:
+        """Whether a failed connection failed for want of the store's database."""
+        return False
+
+    # Whether a store of this engine is a file (SQLite), not a database on a server: no
+    # server, no widening (every column is unbounded), no identities to build for
+    # parallel jobs, a new store made by creating the file.
+    is_file: ClassVar[bool] = False
+    # Whether a failed DDL statement rolls back with its transaction (Django's feature of
+    # the name): False for MariaDB, whose every ALTER commits by itself.
+    can_rollback_ddl: ClassVar[bool] = True
+
+    # Whether a snapshot of a store is one that threads on connections of their own read
+    # alike (SQLite: a private file); else it is one connection's transaction (threads.py).
+    snapshot_shared_by_threads: ClassVar[bool] = False
+    # Whether another process can read the snapshot's state too (a SQLite file; a
+    # PostgreSQL transaction's exported snapshot); not MariaDB's.
+    snapshot_joinable: ClassVar[bool] = True
 
     # -- the audit (audit.py) --------------------------------------------------------------
 
@@ -257,6 +281,18 @@ class Engine:
         """`copy --widen`'s plan as this engine can carry it (MariaDB: keys stay varchar)."""
         return plan
 
+    # Whether a copy builds the target afresh in a scratch database whatever it holds
+    # (MariaDB), sized by today's models, rather than into the target's own schema.
+    copy_builds_afresh: ClassVar[bool] = False
+
+    def check_new_target(self, store: Store) -> None:
+        """Refuse a copy's target before any work (`copy_builds_afresh` engines)."""
+
+    def target_findings(self, store: Store, source: Inspection) -> list[Finding]:
+        """What a copy's preflight warns about the target itself (MariaDB: its collation
+        and sql_mode); none by default."""
+        return []
+
     def copy_target(
         self, plan: CopyPlan, events: Any, phase: Any
     ) -> AbstractContextManager[CopyTarget]:
@@ -288,12 +324,17 @@ class CopyTarget:
         (by today's table name; empty when the engine's load cannot compute them)."""
         raise NotImplementedError
 
-    def reading(self, prepared: Inspection) -> AbstractContextManager[Inspection]:
-        """The loaded target as the verification reads it."""
+    def reading(
+        self, prepared: Inspection, inspect: Callable[[Store], Inspection]
+    ) -> AbstractContextManager[Inspection]:
+        """The loaded target as the verification reads it (`inspect`: schema.inspect_store,
+        for a target read on another connection than the one that prepared it)."""
         raise NotImplementedError
 
-    def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
-        """Run the planned widening on the prepared schema (PostgreSQL: widen.py's)."""
-        from ..widen_apply import apply_widening
+    # Whether the target runs the widening itself (`widen`); else copy applies widen_apply's
+    # (PostgreSQL: in the copy's transaction).
+    widens_itself: ClassVar[bool] = False
 
-        apply_widening(widening, prepared)
+    def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
+        """Run the planned widening on the prepared schema (when `widens_itself`)."""
+        raise NotImplementedError

@@ -26,7 +26,7 @@ from django.db import DatabaseError
 
 from ..canonical import TableLayout
 from ..errors import Refused
-from ..schema import ModelColumn
+from ..tables import ModelColumn
 from .base import Engine, Remap, is_integer, where_not
 from .mariadb_findings import (
     COLLATION,
@@ -40,18 +40,18 @@ from .mariadb_findings import (
     server_findings,
     utf8mb3_finding,
 )
+from .mariadb_server import database_tables, server_store
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from ..audit import Finding
     from ..copy import CopyPlan
+    from ..findings import Finding
+    from ..layout import Inspection
     from ..locations import Store
-    from ..schema import Inspection
     from ..widen import WideningPlan
     from .mariadb_load import MariadbCopyTarget
 
-PARTIAL_PREFIX = "smtmigrate_partial_"
 # The longest varchar a primary key can have: InnoDB's 3072-byte index key at 4 bytes a
 # character (utf8mb4). Other unbounded columns become longtext (a UNIQUE one is kept by
 # MariaDB's hash index); a big varchar would count against the 65,535-byte row limit.
@@ -73,6 +73,9 @@ NULL_SQL = f"CONCAT({_chr(92)}, 'N')"  # canonical.NULL without a backslash lite
 class MariadbEngine(Engine):
     vendor = "mariadb"  # Store.kind; Django's connection.vendor is "mysql" (engine_for maps it)
     audited_as = "MariaDB"
+    can_rollback_ddl = False
+    copy_builds_afresh = True
+    snapshot_joinable = False
     quote_char = "`"
     length_function = "char_length"
 
@@ -333,7 +336,7 @@ class MariadbEngine(Engine):
         3072 bytes): varchar(768)."""
         from dataclasses import replace
 
-        from ..schema import sumatra_tables
+        from ..tables import sumatra_tables
 
         tables = sumatra_tables()
         columns = []
@@ -366,37 +369,3 @@ class MariadbEngine(Engine):
         from .mariadb_load import copy_target
 
         return copy_target(self, plan, events, phase)
-
-
-def database_tables(store: Store) -> int | None:
-    """How many tables the store's database holds; None when it does not exist."""
-    with server_store(store) as server, server.connection.cursor() as cursor:
-        try:
-            cursor.execute(
-                "SELECT count(t.table_name) FROM information_schema.schemata s "
-                "LEFT JOIN information_schema.tables t ON t.table_schema = s.schema_name "
-                "WHERE s.schema_name = %s GROUP BY s.schema_name",
-                [store.settings["NAME"]],
-            )
-            row = cursor.fetchone()
-        except DatabaseError as exc:
-            raise store.read_error(exc) from exc
-    return None if row is None else int(row[0])
-
-
-def server_url(url: str) -> str:
-    """An --admin URL names a server, not a database: `mysql://root@localhost` is enough
-    (it connects to the `mysql` database)."""
-    scheme, _, rest = url.partition("://")
-    if rest and "/" not in rest.rstrip("/"):
-        return f"{scheme}://{rest.rstrip('/')}/mysql"
-    return url
-
-
-@contextmanager
-def server_store(store: Store) -> Iterator[Store]:
-    """The same server and user, connected to no database (to create and drop them)."""
-    from ..locations import Store
-
-    with Store("mariadb", store.display, {**store.settings, "NAME": ""}) as server:
-        yield server

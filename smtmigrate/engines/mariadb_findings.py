@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..audit import Finding
+    from ..findings import Finding
 
 # The collation of every table a copy creates: binary and NO PAD, so 'Tag' <> 'tag',
 # 'élevée' <> 'elevee' and 'tag' <> 'tag ' as in SQLite and PostgreSQL (`utf8mb4_bin`
@@ -31,7 +31,7 @@ STRICT_MODES = ("STRICT_TRANS_TABLES", "STRICT_ALL_TABLES")
 def server_findings(sql_mode: str) -> list[Finding]:
     """A server whose sessions are not strict by default: Sumatra's own (Django sets no
     sql_mode) truncate an over-long value with a warning instead of failing."""
-    from ..audit import Finding
+    from ..findings import Finding
 
     modes = set(sql_mode.upper().split(","))
     if modes & set(STRICT_MODES) or "TRADITIONAL" in modes:
@@ -49,7 +49,7 @@ def server_findings(sql_mode: str) -> list[Finding]:
 
 
 def utf8mb3_finding(table: str, column: str, charset: str) -> Finding:
-    from ..audit import Finding
+    from ..findings import Finding
 
     return Finding(
         table,
@@ -64,7 +64,7 @@ def collision_finding(
     table: str, column: str, groups: list[tuple[list[int], list[str]]], why: str
 ) -> Finding:
     """One finding listing every group: ids and the variants that collide."""
-    from ..audit import Finding
+    from ..findings import Finding
 
     return Finding(
         table,

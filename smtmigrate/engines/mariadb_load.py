@@ -22,17 +22,17 @@ from django.db.migrations.recorder import MigrationRecorder
 from .. import interrupts
 from ..canonical import Checksum, TableLayout, load_lines
 from ..errors import SmtmigrateError
-from ..schema import SUMATRA_APP
-from ..snapshot import on_a_thread, on_own_connection, threads_read
+from ..tables import SUMATRA_APP
+from ..threads import on_a_thread, on_own_connection, threads_read
 from .base import CopyTarget, TableResult
-from .mariadb import PARTIAL_PREFIX, server_store
 from .mariadb_findings import COLLATION
 from .mariadb_keys import restore_foreign_keys, restore_indexes, set_aside
+from .mariadb_server import PARTIAL_PREFIX, server_store
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
+    from ..layout import Inspection
     from ..locations import Store
-    from ..schema import Inspection
     from ..widen import WideningPlan
     from .mariadb import MariadbEngine
 
@@ -51,8 +51,6 @@ def copy_target(
 ) -> Iterator[MariadbCopyTarget]:
     """Build in a scratch database, verify there, then RENAME every table into the
     target at once; on any error the scratch database is dropped."""
-    from ..locations import Store
-
     final = plan.target
     name = final.settings["NAME"]
     q = engine.quote_name
@@ -71,7 +69,7 @@ def copy_target(
         created = False
         settings = {**final.settings, "NAME": scratch}
         try:
-            with Store("mariadb", final.display, settings, private=True) as store:
+            with final.sibling(final.display, settings, private=True) as store:
                 yield MariadbCopyTarget(engine, plan, store, phase)
                 interrupts.check()
                 tables = sorted(store.connection.introspection.table_names())
@@ -119,7 +117,7 @@ def _host_id() -> str:
 def drop_stale_partials(cursor, engine: MariadbEngine) -> list[str]:
     """Drop the scratch databases of copies from this host whose process is gone (killed);
     their names."""
-    from .sqlite import alive
+    from .sqlite_load import alive
 
     prefix = f"{PARTIAL_PREFIX}{_host_id()}_"
     cursor.execute(
@@ -147,20 +145,20 @@ class MariadbCopyTarget(CopyTarget):
         yield self.store
 
     @contextmanager
-    def reading(self, prepared: Inspection) -> Iterator[Inspection]:
-        from ..schema import inspect_store
+    def reading(
+        self, prepared: Inspection, inspect: Callable[[Store], Inspection]
+    ) -> Iterator[Inspection]:
+        yield inspect(self.store)
 
-        yield inspect_store(self.store)
+    widens_itself = True
 
     def widen(self, widening: WideningPlan, prepared: Inspection) -> None:
         """Django's schema editor runs the AlterFields (each ALTER commits by itself: the
         scratch database is what makes it all or nothing) and the migration is recorded."""
-        from ..widen import build_migration
-
         plan = self.engine.widening_plan(widening)
         if not plan.changes:
             return
-        migration = build_migration(plan, from_current=True)
+        migration = plan.migration(from_current=True)
         connection = self.store.connection
         with connection.schema_editor(atomic=False) as editor:
             migration.apply(migration.initial_state.clone(), editor)
@@ -237,11 +235,10 @@ class MariadbCopyTarget(CopyTarget):
         return hashed.result()
 
     def _load_table(self, plan, layout, cursor, pipe: Path, remaps, events, cancel):
-        from . import engine_for
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
-        reader = engine_for(plan.source)  # SQLite or PostgreSQL (plan_copy)
+        reader = plan.source.engine  # SQLite or PostgreSQL (plan_copy)
         writer = _PipeWriter(
             pipe,
             bool(layout.floats),

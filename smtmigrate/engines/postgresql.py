@@ -5,6 +5,7 @@ existing database in one transaction through COPY streams."""
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 import time
@@ -21,12 +22,13 @@ from psycopg2 import sql
 from .. import interrupts
 from ..canonical import NULL, Checksum, TableLayout, load_lines
 from ..errors import SmtmigrateError
-from ..schema import ModelColumn
+from ..tables import ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
-    from ..schema import Inspection
+    from ..layout import Inspection
+    from ..locations import Store
 
 COPY_CHUNK = 256 << 10  # bytes handed to COPY per read(): amortises calls, overlaps work
 QUEUED_CHUNKS = 8
@@ -48,6 +50,10 @@ def put_unless_stopped(chunks: queue.Queue, item, stopped: threading.Event, *, p
 class PostgresEngine(Engine):
     vendor = "postgresql"
     length_function = "char_length"
+
+    def database_missing(self, exc: BaseException) -> bool:
+        """libpq says so only in words (a failed connection has no SQLSTATE)."""
+        return bool(re.search(r'database ".*" does not exist', str(exc)))
 
     temp_table_lifetime = " ON COMMIT DROP"
     binary_collation = '"C"'
@@ -183,7 +189,7 @@ class PostgresCopyTarget(CopyTarget):
     def schema_store(self):
         return nullcontext(self.store)
 
-    def reading(self, prepared: Inspection):
+    def reading(self, prepared: Inspection, inspect: Callable[[Store], Inspection]):
         return nullcontext(prepared)  # the same transaction sees what was loaded
 
     def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
@@ -249,11 +255,10 @@ class PostgresCopyTarget(CopyTarget):
     def _copy_table(self, plan, layout, connection, remaps, events) -> tuple[TableResult, Checksum]:
         """Stream one table from the source (SQLite, MariaDB) into COPY, hashing every row
         on the way."""
-        from . import engine_for
 
         started = time.perf_counter()
         events.table_start(layout.name, plan.row_counts[layout.name])
-        reader = engine_for(plan.source)  # SQLite or MariaDB: plan_copy refuses the rest
+        reader = plan.source.engine  # SQLite or MariaDB: plan_copy refuses the rest
         q = self.engine.quote_name
         with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as cursor:
             stream = _CopyStream(

@@ -5,43 +5,36 @@ verified, so the target path only ever holds a complete, checked store)."""
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import sqlite3
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import timezone
-from glob import escape as glob_escape
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote as url_quote
 
-from .. import interrupts
 from ..canonical import NULL, Checksum, TableLayout, batch_hash
-from ..errors import Refused, SmtmigrateError
-from ..generations import attach_views
-from ..schema import ModelColumn
+from ..errors import SmtmigrateError
+from ..tables import ModelColumn
 from .base import (
     INTEGER_TYPES,
-    CopyTarget,
     Engine,
     Remap,
-    TableResult,
     is_integer,
     where_not,
 )
+from .sqlite_load import copy_target
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
-    from ..locations import Store
-    from ..schema import Inspection
+    from ..layout import Inspection
 
 FETCH_ROWS = 2_000
+# SQLite's primary result codes (the sqlite3 module names them from Python 3.11 on only).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CORRUPT = 5, 6, 11
 # The Python function, registered on an SQLite store's connection, that tells whether a
 # value's bytes are valid UTF-8.
 IS_UTF8 = "smtmigrate_is_utf8"
-SOURCE_SCHEMA = "src"  # the source store attached to the new store's connection
 
 
 # sqlite3_config's option that turns the memory statistics off (sqlite3.h).
@@ -83,6 +76,8 @@ def turn_memory_statistics_off() -> bool:
 
 class SqliteEngine(Engine):
     vendor = "sqlite"
+    is_file = True
+    snapshot_shared_by_threads = True
     chr_function = "char"
     enforces_types = False
     temp_table_lifetime = ""
@@ -292,7 +287,7 @@ class SqliteEngine(Engine):
         assert inspection.store.path is not None
         connection = self.open_bytes(inspection.store.path)
         try:
-            attach_views(connection, inspection.views)
+            self.attach_views(connection, inspection.views)
             if layout.floats or layout.source_name in inspection.views:
                 yield connection.execute(self.line_select(layout, remaps, skip))
             else:
@@ -327,133 +322,21 @@ class SqliteEngine(Engine):
         except sqlite3.Error as exc:
             raise store.read_error(exc) from exc
 
-    # -- copies into SQLite ---------------------------------------------------------------
+    # -- copies into SQLite (sqlite_load.py) ---------------------------------------------
 
-    @contextmanager
-    def copy_target(self, plan: CopyPlan, events, phase) -> Iterator[SqliteCopyTarget]:
-        final = plan.target.path
-        assert final is not None
-        remove_stale_partials(final.parent, glob_escape(final.name))
-        partial = final.with_name(f".{final.name}.smtmigrate-{os.getpid()}")
-        try:
-            # The new store holds every record: create it 0600 before SQLite would create
-            # it 0644 (its -journal and -wal files take the main file's mode). A file of
-            # this name is a partial of this process id, not of a live copy: replace it.
-            partial.unlink(missing_ok=True)
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            yield SqliteCopyTarget(self, final, partial, phase)
-            interrupts.check()
-            os.replace(partial, final)
-        finally:
-            partial.unlink(missing_ok=True)
+    fetch_rows = FETCH_ROWS
 
+    def copy_target(self, plan: CopyPlan, events, phase) -> AbstractContextManager[Any]:
+        """A new store built in a hidden partial file, renamed into place only when the
+        copy verified (sqlite_load.py)."""
+        return copy_target(self, plan, events, phase)
 
-class SqliteCopyTarget(CopyTarget):
-    def __init__(self, engine: SqliteEngine, final: Path, partial: Path, phase) -> None:
-        self.engine, self.final, self.partial, self.phase = engine, final, partial, phase
-
-    @contextmanager
-    def schema_store(self) -> Iterator[Store]:
-        from ..locations import Store, sqlite_settings
-
-        writable = sqlite_settings(self.partial, read_only=False)
-        with Store("sqlite", str(self.partial), writable, path=self.partial) as store:
-            yield store
-
-    @contextmanager
-    def reading(self, prepared: Inspection) -> Iterator[Inspection]:
-        from ..locations import Store, sqlite_settings
-        from ..schema import inspect_store
-
-        settings = sqlite_settings(self.partial)
-        with Store("sqlite", str(self.final), settings, path=self.partial) as store:
-            yield inspect_store(store)
-
-    def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
-        """INSERT … SELECT from the attached source file, or rows read from a PostgreSQL
-        store, in one transaction; foreign keys checked before it commits."""
-        results = []
-        connection = sqlite3.connect(self.partial, isolation_level=None)
-        from_postgres = plan.source.vendor != "sqlite"  # PostgreSQL or MariaDB: rows
-        try:
-            if not from_postgres:
-                connection.execute(
-                    f"ATTACH DATABASE ? AS {SOURCE_SCHEMA}",
-                    [self.engine.read_only_uri(plan.source.store.path)],
-                )
-                attach_views(connection, plan.source.views, SOURCE_SCHEMA)  # 0.4-0.6: temp.*
-            with self.phase("load"):
-                connection.execute("BEGIN")
-                for layout in plan.layouts:
-                    remap = remaps.get(layout.name, {})
-                    insert = self._from_postgres if from_postgres else self._from_sqlite
-                    results.append(insert(connection, layout, plan, remap, events))
-                problems = connection.execute("PRAGMA main.foreign_key_check").fetchall()
-                if problems:
-                    raise Refused(f"foreign keys to missing rows, e.g. {problems[0]}")
-                interrupts.check()
-                connection.execute("COMMIT")
-        finally:
-            connection.close()
-        return results, {}
-
-    def _from_sqlite(self, connection, layout: TableLayout, plan, remap, events) -> TableResult:
-        """One INSERT … SELECT from the attached source: SQLite copies the values itself."""
-        started = time.perf_counter()
-        events.table_start(layout.name, plan.row_counts[layout.name])
-        q = self.engine.quote_name
-        values = [
-            self.engine.remap_case(q(name), remap[name], otherwise=q(name))
-            if name in remap
-            else q(name)
-            for name in layout.column_names
-        ]
-        columns = ", ".join(q(name) for name in layout.column_names)
-        schema = "temp" if layout.source_name in plan.source.views else SOURCE_SCHEMA
-        where = where_not(q(layout.model.primary_key), plan.skip(layout.name))
-        cursor = connection.execute(
-            f"INSERT INTO main.{q(layout.name)} ({columns}) "
-            f"SELECT {', '.join(values)} FROM {schema}.{q(layout.source_name)}{where}"
-        )
-        result = TableResult(layout.name, cursor.rowcount, 0, time.perf_counter() - started)
-        events.table_done(result)
-        return result
-
-    def _from_postgres(self, connection, layout: TableLayout, plan, remap, events) -> TableResult:
-        """Rows of a PostgreSQL store into the new SQLite one, through a server-side cursor
-        (memory stays flat); datetimes as Django writes them in SQLite: naive UTC."""
-        from . import engine_for
-
-        started = time.perf_counter()
-        events.table_start(layout.name, plan.row_counts[layout.name])
-        reader = engine_for(plan.source)
-        q = reader.quote_name
-        values = [
-            reader.remap_case(q(name), remap[name]) if name in remap else q(name)
-            for name in layout.column_names
-        ]
-        datetimes = [
-            i
-            for i, name in enumerate(layout.column_names)
-            if layout.model.columns[name].internal_type == "DateTimeField"
-        ]
-        placeholders = ", ".join("?" * len(values))
-        qs = self.engine.quote_name
-        columns = ", ".join(qs(name) for name in layout.column_names)
-        insert = f"INSERT INTO main.{qs(layout.name)} ({columns}) VALUES ({placeholders})"
-        rows = 0
-        with reader.streaming_cursor(plan.source.store) as cursor:
-            where = where_not(q(layout.model.primary_key), plan.skip(layout.name))
-            cursor.execute(f"SELECT {', '.join(values)} FROM {q(layout.source_name)}{where}")
-            while batch := cursor.fetchmany(FETCH_ROWS):
-                if datetimes:
-                    batch = [_naive_utc(row, datetimes) for row in batch]
-                connection.executemany(insert, batch)
-                rows += len(batch)
-                events.table_progress(layout.name, rows, 0)
-        result = TableResult(layout.name, rows, 0, time.perf_counter() - started)
-        events.table_done(result)
-        return result
+    def attach_views(self, connection, statements: Mapping[str, str], schema: str = "main"):
+        """A Sumatra 0.4-0.6 store's views in today's shape (generations.py) on a plain
+        sqlite3 connection, over the store's tables in `schema` (e.g. "src" when it is
+        attached to the target's connection)."""
+        for statement in statements.values():
+            connection.execute(statement.format(schema=self.quote_name(schema)))
 
 
 def _copy_pages(reader: sqlite3.Connection, path: Path) -> None:
@@ -467,7 +350,7 @@ def _copy_pages(reader: sqlite3.Connection, path: Path) -> None:
     def give_up_when_locked(status: int, remaining: int, total: int) -> None:
         # The source's busy handler has already waited its timeout for the lock;
         # Python would otherwise retry for ever.
-        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if status in (SQLITE_BUSY, SQLITE_LOCKED):
             raise sqlite3.OperationalError("database is locked")
 
     try:
@@ -546,34 +429,4 @@ def _is_utf8(*values: bytes | None) -> bool:
             value.decode("utf-8")
         except UnicodeDecodeError:
             return False
-    return True
-
-
-def _naive_utc(row: tuple, positions: list[int]) -> tuple:
-    values = list(row)
-    for i in positions:
-        if values[i] is not None:
-            if values[i].tzinfo is not None:  # MariaDB's are naive, and UTC already
-                values[i] = values[i].astimezone(timezone.utc).replace(tzinfo=None)
-            values[i] = values[i].isoformat(" ")
-    return tuple(values)
-
-
-def remove_stale_partials(directory: Path, name_glob: str) -> None:
-    """Partial files of copies that were killed (their process is gone) are removed:
-    those of `name_glob` files in `directory`."""
-    for partial in directory.glob(f".{name_glob}.smtmigrate-*"):
-        pid = partial.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not alive(int(pid)):
-            partial.unlink(missing_ok=True)
-
-
-def alive(pid: int) -> bool:
-    """Whether a process of this id exists (partial files and snapshots name theirs)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
     return True

@@ -37,26 +37,30 @@ def ended(
 
     `say` writes the line (the command's own stderr, red on a terminal); default sys.stderr.
     """
-    say = say or (lambda line: sys.stderr.write(line + "\n"))
+
+    def to_stderr(line: str) -> None:
+        sys.stderr.write(line + "\n")
+
+    write: Callable[[str], None] = say or to_stderr
     try:
         with interrupts.watched():
             yield
             interrupts.check()  # a Ctrl-C whose exception Python lost on the way
     except KeyboardInterrupt:
-        _stop(say, f"{prog}: interrupted", INTERRUPTED)
+        _stop(write, f"{prog}: interrupted", INTERRUPTED)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(verdict())
     except Exception as exc:
         if interrupts.seen():  # Ctrl-C, seen by a library as an error of its own
             if isinstance(exc, CommandError) and exc.returncode == INTERRUPTED:
-                _stop(say, f"{prog}: {exc}", INTERRUPTED)  # says what it had done
-            _stop(say, f"{prog}: interrupted", INTERRUPTED)
+                _stop(write, f"{prog}: {exc}", INTERRUPTED)  # says what it had done
+            _stop(write, f"{prog}: interrupted", INTERRUPTED)
         if not (one_line_errors and isinstance(exc, CommandError)):
             raise
         if isinstance(exc, SystemCheckError):
             raise
-        _stop(say, f"{prog}: error: {exc}", exc.returncode)
+        _stop(write, f"{prog}: error: {exc}", exc.returncode)
 
 
 def _stop(say: Callable[[str], None], line: str, code: int) -> None:

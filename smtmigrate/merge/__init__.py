@@ -40,8 +40,7 @@ from ..identities import DuplicatesAppeared, build_in_transaction, identity_tabl
 from ..locations import Store, same_store, sqlite_settings
 from ..schema import LAYOUT_08, inspect_store
 from ..snapshot import source_snapshot
-from ..widen import plan_widening
-from ..widen_apply import apply_widening
+from ..widen_apply import build_widened_schema
 from . import load, sql
 from .check import MergeCheck, check_fingerprints, check_inserted
 from .plan import POLICIES, TARGET, Conflict, Identity, classify
@@ -139,7 +138,7 @@ def merge_stores(
         raise SmtmigrateError(f"unknown verification {verify!r} (choose {', '.join(VERIFY)})")
     if policy not in POLICIES:
         raise SmtmigrateError(f"unknown conflict policy {policy!r} (choose {', '.join(POLICIES)})")
-    if target.kind == "sqlite":
+    if target.engine.is_file:
         target = _writable(target)
     for n, source in enumerate(sources):
         if same_store(source, target):
@@ -175,7 +174,7 @@ def merge_stores(
             seconds={"snapshots": time.perf_counter() - started},
             snapshots=snapshots,
         )
-        created = target.kind == "sqlite" and target.path is not None and not target.path.exists()
+        created = target.engine.is_file and target.path is not None and not target.path.exists()
         try:
             with sql.dialect(target.kind):
                 _merge(inspections, target, result, verify=verify)
@@ -262,9 +261,7 @@ def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
     with transaction.atomic(using=target.alias), connection.cursor() as cursor:
         if build:
             step = time.perf_counter()
-            call_command("migrate", database=target.alias, interactive=False, verbosity=0)
-            built = inspect_store(target)
-            apply_widening(plan_widening("text", target=built), built)
+            build_widened_schema(target)
             result.built_schema = True
             seconds["schema"] = time.perf_counter() - step
         inspection = inspect_store(target)

@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..canonical import float_text, table_layout
-from ..engines import engine_for
+from ..engines import SQLITE, engine_for
 from ..engines.postgresql import COPY_CHUNK, FETCH_ROWS, QUEUED_CHUNKS, put_unless_stopped
-from ..generations import attach_views
 from ..remaps import content_type_remap
 from ..schema import Inspection, ModelColumn, sumatra_tables
 from . import sql
@@ -113,10 +112,10 @@ def stage_source(cursor, q, src: int, source: Inspection, target: Inspection, lo
     if sql.sqlite():
         _stage_into_sqlite(cursor, q, src, source, remaps, loaded)
         return
-    sqlite = engine_for("sqlite")
+    sqlite = SQLITE
     reader = sqlite.open_bytes(source.store.path)
     try:
-        attach_views(reader, source.views)
+        sqlite.attach_views(reader, source.views)
         for stored, table in source.tables.items():
             layout = table_layout(table.model, stored, table.columns)
             cursor.execute(sql.stage_source(q, layout.name, src))
@@ -133,11 +132,11 @@ def _stage_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) 
     """SQLite target: the source's rows as they are (SQLite to SQLite keeps every value's
     type and bytes), content-type ids mapped, inserted in batches."""
     assert source.store.path is not None
-    sqlite = engine_for("sqlite")
+    sqlite = SQLITE
     reader = sqlite.open_bytes(source.store.path)
     reader.text_factory = str
     try:
-        attach_views(reader, source.views)
+        sqlite.attach_views(reader, source.views)
         for stored, table in source.tables.items():
             layout = table_layout(table.model, stored, table.columns)
             names = layout.column_names
@@ -196,7 +195,7 @@ def _postgres_into_postgres(cursor, q, src: int, source: Inspection, remaps, loa
 def _postgres_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) -> None:
     """PostgreSQL source, SQLite target: rows through a server-side cursor, in batches;
     datetimes as Django writes them in SQLite (naive UTC)."""
-    from ..engines.sqlite import _naive_utc
+    from ..engines.sqlite_load import _naive_utc
 
     reader = engine_for(source)
     for stored, table in source.tables.items():

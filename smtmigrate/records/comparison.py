@@ -14,7 +14,7 @@ from typing import Any
 from django.db import DatabaseError
 
 from ..schema import Inspection
-from ..snapshot import on_a_thread, threads_read
+from ..threads import on_a_thread, threads_read
 from .reader import Keyed, canonical, keyed, read_records, sample_ids
 from .remote import remote_records, remote_side
 from .sumatra_compat import sumatra_reading
@@ -338,11 +338,12 @@ def _merge(
     a, b = next(left, None), next(right, None)
     while a is not None or b is not None:
         if b is None or (a is not None and a[0] < b[0]):
+            assert a is not None  # the loop runs while one side has a record
             result.source_records += 1
             result.differing_records += 1
             collector.add(a[1], _name(a[2], a[3]), "record", "present", "missing", presence=True)
             a = next(left, None)
-        elif a is None or b[0] < a[0]:
+        elif a is None or (b is not None and b[0] < a[0]):
             result.target_records += 1
             result.differing_records += 1
             collector.add(b[1], _name(b[2], b[3]), "record", "missing", "present", presence=True)

@@ -34,7 +34,7 @@ Canonical form (what is compared), beyond `record2dict`:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime, timezone
 from itertools import islice
 from typing import Any
@@ -319,7 +319,7 @@ def sample_ids(inspection: Inspection, size: int) -> tuple[list[int], int]:
     return sorted(chosen), population
 
 
-def keyed(inspection: Inspection) -> Iterator[Keyed]:
+def keyed(inspection: Inspection) -> Generator[Keyed, None, None]:
     """Records with their merge key ((0|1, project), label, n): n numbers records that
     share a label within a project, in db_id order; those get `_db_id` in their dict."""
     group: list[tuple[str | None, str, int, dict[str, Any]]] = []

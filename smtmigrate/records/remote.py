@@ -12,7 +12,7 @@ import os
 import pickle
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from django.db import connections
 
@@ -50,7 +50,7 @@ def remote_side(source: Inspection, target: Inspection, parallel: bool | None):
     return side
 
 
-def remote_records(inspection: Inspection) -> Iterator[Keyed]:
+def remote_records(inspection: Inspection) -> Generator[Keyed, None, None]:
     """`keyed(inspection)`, computed by a Python process of its own.
 
     A plain subprocess (`python -c`) rather than `multiprocessing`: that would re-import

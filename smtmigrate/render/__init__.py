@@ -46,6 +46,7 @@ from .pooler import (
 )
 from .protect import render_protect
 from .stores import (
+    RecreateEvents,
     move_json,
     move_plan_json,
     render_backing_up,
@@ -76,6 +77,7 @@ from .stress import (
 
 __all__ = [
     "PlainCopyEvents",
+    "RecreateEvents",
     "RichCopyEvents",
     "audit_json",
     "audit_verdict",

@@ -11,6 +11,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -78,7 +79,7 @@ class RichCopyEvents(PlainCopyEvents):
             console=out,
             transient=False,
         )
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self):
         self.progress.start()
@@ -118,7 +119,7 @@ def copy_events(out: Console, *, silent: bool = False):
 def render_copy_plan(plan: CopyPlan, out: Console) -> None:
     target = (
         "a new SQLite store"
-        if plan.target.kind == "sqlite"
+        if plan.target.engine.is_file
         else (
             "its existing, empty Sumatra schema"
             if not plan.build_schema

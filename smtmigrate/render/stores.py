@@ -8,16 +8,17 @@ from typing import Any
 
 from rich.console import Console
 
+from ..admin.postgresql import CreatedDatabase, DatabaseInfo, pg_hba_line
 from ..copy import CopyResult
 from ..locations import Store
-from ..move import MovePlan, MoveResult
+from ..move_state import MovePlan, MoveResult
+from ..pgpass import pgpass_line
 from ..project import LabelFixResult, SwitchResult
 from ..snapshot import Snapshot
-from ..target import CreatedDatabase, DatabaseInfo, pg_hba_line, pgpass_line
 from ..verify import Verification
 from .audit import findings_table
 from .console import say, table, write_lines
-from .copy import render_copy_result, verification_json, verification_summary
+from .copy import PlainCopyEvents, render_copy_result, verification_json, verification_summary
 
 
 def render_database(info: DatabaseInfo, display: str, owner: str, out: Console) -> None:
@@ -210,6 +211,7 @@ def render_move_step(name: str, result: MoveResult, out: Console) -> None:
         say(out, f"labels: label generator {plan.label.described} → {result.label_fixed}")
     elif name == "late records":
         late = result.late
+        assert plan.old is not None  # late records come from the old store
         say(
             out,
             f"late records: {len(late.carried)} carried over from {plan.old.display}, "
@@ -237,3 +239,37 @@ def render_move_result(result: MoveResult, out: Console) -> None:
             "every run): once such jobs have ended, run this move again; it points the "
             "project back at the new store and carries their records over.",
         )
+
+
+class RecreateEvents:
+    """drop-recreate's steps as lines on `out` (admin/recreate.py)."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+
+    def database(self, info: DatabaseInfo, display: str, owner: str) -> None:
+        render_database(info, display, owner, self.out)
+
+    def mariadb_database(self, display: str, tables: int | None, records: int | None) -> None:
+        render_mariadb_database(display, tables, records, self.out)
+
+    def backing_up(self, records: int, path: Path) -> None:
+        render_backing_up(records, path, self.out)
+
+    def copy_events(self) -> PlainCopyEvents:
+        return PlainCopyEvents(self.out)
+
+    def backup(self, path: Path, snapshot: Snapshot, result: CopyResult) -> None:
+        render_backup(path, snapshot, result, self.out)
+
+    def dropped(self, name: str) -> None:
+        render_dropped(name, self.out)
+
+    def recreated(self, name: str, owner: str, schema: bool) -> None:
+        render_recreated(name, owner, schema, self.out)
+
+    def mariadb_recreated(self, name: str, account: str, schema: bool) -> None:
+        render_mariadb_recreated(name, account, schema, self.out)
+
+    def ready(self, display: str) -> None:
+        render_ready(display, self.out)

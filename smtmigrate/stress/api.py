@@ -27,7 +27,7 @@ from .report import (
 
 if TYPE_CHECKING:
     from ..locations import Store
-    from .run import Job
+    from .jobs import Job
 
 WORKER_MODULE = "smtmigrate.stress.worker"
 

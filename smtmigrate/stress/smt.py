@@ -53,7 +53,7 @@ from .report import (
 
 if TYPE_CHECKING:
     from ..locations import Store
-    from .run import Job
+    from .jobs import Job
 
 PARAMETER_FILE = "stress.param"
 SHARED_INPUT = "shared_input.dat"  # read by every run: one input DataKey they all share

@@ -22,7 +22,8 @@ from urllib.parse import quote
 
 import pytest
 
-from smtmigrate.move import SIGNAL_AFTER_STEP, STATE_FILE
+from smtmigrate.move import SIGNAL_AFTER_STEP
+from smtmigrate.move_state import STATE_FILE
 
 from ..conftest import (
     mariadb_databases,

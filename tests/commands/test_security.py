@@ -450,9 +450,9 @@ def test_files_written_are_never_world_readable(scenario):
 def test_errors_raised_by_the_library_hold_no_password(url):
     """str(), repr() and the whole traceback (chained causes included) of the errors the
     library raises for a URL with a password."""
+    from smtmigrate.admin.postgresql import Admin
     from smtmigrate.errors import SmtmigrateError
     from smtmigrate.locations import resolve
-    from smtmigrate.target import Admin
 
     texts = []
     for attempt in (lambda: resolve(url).connection, lambda: Admin(resolve(url))):

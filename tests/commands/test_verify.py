@@ -20,7 +20,8 @@ from smtmigrate.records import remote
 from smtmigrate.records.comparison import compare_records, compare_sample
 from smtmigrate.records.reader import iter_records, sample_ids
 from smtmigrate.schema import inspect_store
-from smtmigrate.snapshot import source_snapshot, threads_read
+from smtmigrate.snapshot import source_snapshot
+from smtmigrate.threads import threads_read
 
 from ..conftest import (
     FIXTURES,

@@ -20,8 +20,9 @@ import pytest
 
 from smtmigrate.canonical import float_bits
 from smtmigrate.engines import engine_for
-from smtmigrate.engines.mariadb import PARTIAL_PREFIX, MariadbEngine
+from smtmigrate.engines.mariadb import MariadbEngine
 from smtmigrate.engines.mariadb_findings import server_findings
+from smtmigrate.engines.mariadb_server import PARTIAL_PREFIX
 from smtmigrate.errors import LocationError, MariadbNotYet
 from smtmigrate.locations import mariadb_settings, resolve, resolve_target
 
@@ -655,7 +656,7 @@ def test_stress_jobs_reach_mariadb_as_sumatra_does():
     """Sumatra's URL without the password, which travels in MYSQL_PWD (never on a
     command line); a URL without a host is one Sumatra cannot use."""
     from smtmigrate.errors import UnsupportedStore
-    from smtmigrate.stress.run import worker_location
+    from smtmigrate.sumatra_url import worker_location
 
     store = resolve("mysql://u:Secret-1@localhost:3307/db", mariadb=True)
     assert worker_location(store) == ("mysql://u@localhost:3307/db", {"MYSQL_PWD": "Secret-1"})

@@ -17,7 +17,7 @@ from smtmigrate.engines import engine_for
 from smtmigrate.engines.postgresql import PostgresEngine
 from smtmigrate.engines.sqlite import SqliteEngine
 from smtmigrate.locations import Store
-from smtmigrate.project import pgpass_line
+from smtmigrate.pgpass import pgpass_line
 from smtmigrate.schema import ModelColumn, ModelTable
 
 SQLITE, POSTGRES = SqliteEngine(), PostgresEngine()

@@ -4,7 +4,7 @@ from contextlib import ExitStack
 
 from ...copy import VerificationFailed, copy_store, plan_copy
 from ...engines.sqlite_damage import COPY_READABLE, REFUSE
-from ...errors import Refused, StoreConnectionError
+from ...errors import DatabaseMissing, Refused, StoreConnectionError
 from ...locations import Store, resolve, resolve_target, same_store
 from ...project import check_switch, project_directory, store_url, verify_and_switch
 from ...render import (
@@ -148,9 +148,7 @@ class Command(SmtmigrateCommand):
 def _create_it_first(exc: StoreConnectionError, target: Store) -> StoreConnectionError | None:
     """copy fills an existing database and never creates one: when the target's database
     does not exist, say how to make it (None for any other error)."""
-    text = str(exc)
-    missing = f'database "{target.settings.get("NAME")}" does not exist'
-    if not text.startswith(f"cannot connect to {target.display}:") or missing not in text:
+    if not isinstance(exc, DatabaseMissing):
         return None
     return StoreConnectionError(
         f"{exc}; copy fills an existing, empty database: create it first with "

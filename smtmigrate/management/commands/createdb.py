@@ -1,9 +1,9 @@
 from __future__ import annotations
 
+from ...admin.postgresql import create_store_database
 from ...errors import SmtmigrateError
 from ...locations import resolve
 from ...render import render_created, render_mariadb_created
-from ...target import create_store_database
 from ..base import SmtmigrateCommand, add_admin_option, add_role_options, password_from_env
 
 
@@ -40,7 +40,7 @@ class Command(SmtmigrateCommand):
 
     def _mariadb(self, store, owner, create_role, password, admin) -> None:
         """MariaDB has no database owners: the URL's user gets every privilege on it."""
-        from ...engines.mariadb_admin import admin_store, create_database, refuse_owner
+        from ...admin.mariadb import admin_store, create_database, refuse_owner
 
         refuse_owner(owner)
         if store.password:

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import sys
 from contextlib import ExitStack
 
 from ...errors import Refused
 from ...headroom import headroom_if_reachable
 from ...locations import resolve, resolve_target
-from ...move import MoveOptions, plan_move, project_lock, run_move
+from ...move import plan_move, run_move
+from ...move_state import MoveOptions, project_lock
 from ...project import LABEL_FIXES, project_directory
 from ...render import (
     copy_events,
@@ -19,6 +19,7 @@ from ...render import (
     render_pooler_started,
     write_json,
 )
+from ...render.prompt import confirm_go_ahead
 from ..base import (
     SmtmigrateCommand,
     add_admin_option,
@@ -114,8 +115,4 @@ class Command(SmtmigrateCommand):
                     render_pooler_started(result.pooler, out)
 
     def _confirm(self, out) -> None:
-        if not sys.stdin.isatty():
-            raise Refused("move changes the project: add --yes to go ahead without a question")
-        answer = out.input("Go ahead? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            raise Refused("nothing was changed")
+        confirm_go_ahead(out)

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 from django.db import DatabaseError
 
 from .. import interrupts
+from ..engines.mariadb import MariadbEngine
+from ..engines.mariadb_findings import COLLATION
+from ..engines.mariadb_server import PARTIAL_PREFIX, server_store
 from ..errors import Refused, SmtmigrateError, StoreConnectionError
-from .mariadb import PARTIAL_PREFIX, MariadbEngine, server_store
-from .mariadb_findings import COLLATION
 
 if TYPE_CHECKING:
     from ..locations import Store
@@ -34,8 +35,8 @@ def admin_store(url: str | None) -> Iterator[Store | None]:
     if not url:
         yield None
         return
+    from ..engines.mariadb_server import server_url
     from ..locations import resolve
-    from .mariadb import server_url
 
     store = resolve(server_url(url), mariadb=True)
     try:
@@ -202,21 +203,12 @@ def build_schema(store: Store) -> None:
     """Sumatra's own migrations, then the default widening (as `copy --widen` builds a
     target), in a new, empty database. MariaDB's DDL commits as it goes: on a failure the
     database is left empty or part-built, and drop-recreate can be run again."""
-    from django.core.management import call_command
-
     from ..identities import build_in_transaction
-    from ..locations import Store as StoreClass
-    from ..schema import inspect_store
-    from ..widen import plan_widening
-    from ..widen_apply import apply_widening
+    from ..widen_apply import build_widened_schema
 
-    with StoreClass("mariadb", store.display, dict(store.settings)) as fresh:
+    with store.sibling(store.display, dict(store.settings)) as fresh:
         try:
-            call_command("migrate", database=fresh.alias, interactive=False, verbosity=0)
-            target = inspect_store(fresh)
-            plan = MariadbEngine().widening_plan(plan_widening("text", target=target))
-            apply_widening(plan, target)
-            build_in_transaction(inspect_store(fresh))  # a new, empty store: at once
+            build_in_transaction(build_widened_schema(fresh))  # a new, empty store: at once
         except DatabaseError as exc:
             raise SmtmigrateError(
                 f"building Sumatra's schema in {store.display} failed: {fresh.describe_error(exc)}"

@@ -12,21 +12,20 @@ from dataclasses import dataclass, field
 
 import psycopg2
 import psycopg2.extensions
-from django.core.management import call_command
 from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
-from . import interrupts
-from .engines import engine_for
-from .errors import (
+from .. import interrupts
+from ..engines import POSTGRESQL
+from ..errors import (
     NotASumatraStore,
     Refused,
     SmtmigrateError,
     StoreConnectionError,
     UnknownLayout,
 )
-from .identities import build_in_transaction
-from .locations import (
+from ..identities import build_in_transaction
+from ..locations import (
     POSTGRES_SCHEMES,
     URL_RE,
     Store,
@@ -36,12 +35,10 @@ from .locations import (
     redact_text,
     redact_url,
 )
-from .project import pgpass_line  # noqa: F401 (render's import: one formatter, project's)
-from .schema import inspect_store
-from .widen import plan_widening
-from .widen_apply import apply_widening
+from ..schema import inspect_store
+from ..widen_apply import build_widened_schema
 
-_identifier = engine_for("postgresql").identifier  # roles and databases in psycopg2.sql
+_identifier = POSTGRESQL.identifier  # roles and databases in psycopg2.sql
 
 MAINTENANCE_DATABASES = frozenset({"postgres", "template0", "template1"})
 
@@ -297,11 +294,8 @@ def build_schema(store: Store, *, owner: str | None = None, widen: bool = True) 
                         .format(_identifier(owner))
                         .as_string(store.connection.connection)
                     )
-            call_command("migrate", database=store.alias, interactive=False, verbosity=0)
-            if widen:
-                target = inspect_store(store)
-                apply_widening(plan_widening("text", target=target), target)
-            build_in_transaction(inspect_store(store))  # parallel first runs: one row each
+            # parallel first runs: one row each
+            build_in_transaction(build_widened_schema(store, widen=widen))
     except DatabaseError as exc:
         raise SmtmigrateError(
             f"building Sumatra's schema in {store.display} failed: {store.describe_error(exc)}"
