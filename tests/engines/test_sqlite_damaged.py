@@ -46,13 +46,22 @@ def overwrite_cell_pointers(path: Path, page: int) -> None:
         fh.write(b"\xff" * 64)
 
 
+def overwrite_page_type(path: Path, page: int) -> None:
+    """An invalid b-tree page type (0x00) in the page's header: SQLite refuses the page."""
+    (page_size,) = sqlite_rows(path, "PRAGMA page_size")[0]
+    with path.open("r+b") as fh:
+        fh.seek((page - 1) * page_size)
+        fh.write(b"\x00")
+
+
 def damage(store: Path, kind: str) -> Path:
     """Damage the project's records file in place; the file."""
     path = records_file(store)
     if kind == "index":
         overwrite_cell_pointers(path, page_of(path, INDEX, "root"))
-    elif kind == "table":
-        overwrite_cell_pointers(path, page_of(path, TABLE, "leaf"))
+    elif kind == "table":  # a page type that does not exist: nothing on the page is read
+        # (cell pointers past the page end made SQLite read stray bytes now and then)
+        overwrite_page_type(path, page_of(path, TABLE, "leaf"))
     else:  # the last page lost, as by a copy cut short
         (page_size,) = sqlite_rows(path, "PRAGMA page_size")[0]
         with path.open("r+b") as fh:
