@@ -300,7 +300,7 @@ def apply_migration(migration: Migration, editor) -> None:
     and never makes it again (only the altered column's own), and it recreates their
     constraint under another name (suffix `_fk`, not `_fk_<table>_<column>`). Afterwards
     the store has the schema the widened models get when created afresh
-    (tests/test_defects.py compares the catalogs)."""
+    (tests/commands/test_widen.py compares the catalogs)."""
     before = migration.initial_state
     after = migration.apply(before.clone(), editor)
     widened = {(o.model_name, o.name) for o in migration.operations}
