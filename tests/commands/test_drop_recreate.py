@@ -45,6 +45,13 @@ def role():
     name = f"smtm_role_{uuid.uuid4().hex[:8]}"
     admin_execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
     yield name
+    # the databases it came to own first: a test's own database is dropped later, on a thread
+    owned = (
+        "SELECT datname FROM pg_database "
+        "WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = %s)"
+    )
+    for (database,) in pg_query(PG_URL, owned, (name,)):
+        drop_database(database)
     admin_execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
     admin_execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 

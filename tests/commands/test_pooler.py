@@ -33,6 +33,8 @@ from ..private_cluster import (
 
 SMTMIGRATE = [sys.executable, "-m", "smtmigrate"]
 MAX_CONNECTIONS = 8
+# Not `solo`: every server these tests use (and restart) is a private cluster of their own,
+# so they never take the shared servers' connections; they only share the cores.
 needs_pgbouncer = pytest.mark.skipif(
     shutil.which("pgbouncer", path="/usr/local/bin:/usr/bin:/usr/sbin:/sbin") is None,
     reason="pgbouncer is not installed (apt-get install pgbouncer; .ci/run installs it)",
@@ -114,7 +116,6 @@ def test_move_warns_before_it_starts_when_the_expected_jobs_do_not_fit(tmp_path,
 
 
 @needs_pgbouncer
-@pytest.mark.solo
 @pytest.mark.slow
 def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(
     tmp_path, cluster, pooled_projects
@@ -144,7 +145,6 @@ def test_pooled_runs_beyond_max_connections_never_retry_and_stop_goes_back(
 
 
 @needs_pgbouncer
-@pytest.mark.solo
 @pytest.mark.slow
 def test_a_paused_pooler_holds_running_jobs_through_a_server_restart(
     tmp_path, cluster, pooled_projects
@@ -174,7 +174,6 @@ OUTAGE = 3.0  # seconds the server stays down: every run's last saves arrive mea
 
 
 @needs_pgbouncer
-@pytest.mark.solo
 @pytest.mark.slow
 def test_the_pooler_holds_running_jobs_through_an_unplanned_server_restart(
     tmp_path, cluster, pooled_projects
@@ -245,7 +244,6 @@ def wait_for_server(project: Path, state: str) -> dict:
 
 
 @needs_pgbouncer
-@pytest.mark.solo
 @pytest.mark.slow
 def test_a_statement_held_past_hold_fails_with_query_wait_timeout(
     tmp_path, cluster, pooled_projects

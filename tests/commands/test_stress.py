@@ -265,6 +265,7 @@ def test_stress_by_a_role_that_may_not_use_a_serial_id_sequence(cli, sumatra_pg,
 
 
 @pytest.mark.pg
+@pytest.mark.slow
 def test_stress_needs_no_more_than_writing_the_tables(cli, sumatra_pg, make_role):
     """The control: identity ids need no sequence privilege, and the check lets such a role
     through to a run in which every record is saved."""

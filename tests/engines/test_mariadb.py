@@ -665,6 +665,7 @@ def test_stress_jobs_reach_mariadb_as_sumatra_does():
 
 
 @pytest.mark.mariadb
+@pytest.mark.slow
 def test_stress_a_project_moved_to_mariadb(cli, home, store08, mariadb_name):
     """Real `smt run`s of a scratch copy of a project on MariaDB (label generator fixed by
     the move): every run saved, and the store as it was afterwards."""
@@ -681,6 +682,7 @@ def test_stress_a_project_moved_to_mariadb(cli, home, store08, mariadb_name):
 
 
 @pytest.mark.mariadb
+@pytest.mark.slow
 def test_stress_api_mode_against_mariadb(cli, store08, mariadb_name):
     url = mariadb_url_for(mariadb_name)
     assert cli("copy", store08, url, "--widen", "--quiet").code == 0
