@@ -45,6 +45,10 @@ class MissingDriver(SmtmigrateError):
     (mysqlclient, for MariaDB/MySQL: `smtmigrate[mariadb]`)."""
 
 
+class PoolerError(SmtmigrateError):
+    """PgBouncer is missing, or did not start or stop (`pooler`, `move --pooler`)."""
+
+
 class UnknownLayout(SmtmigrateError):
     """Sumatra's tables are there, but not in a layout smtmigrate knows."""
 

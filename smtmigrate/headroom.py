@@ -177,7 +177,7 @@ def _pg_headroom(store: Store, named: Store) -> Headroom:
     headroom = Headroom(
         "postgresql", named.display, limit, reserved, max(in_use, 0), limits, version=version
     )
-    from .pooler import pooler_clients
+    from .pooler_console import pooler_clients
 
     headroom.pooler_clients = pooler_clients(store, server_port)
     return headroom

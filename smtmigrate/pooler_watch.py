@@ -74,8 +74,8 @@ def read_watch_state(folder: Path) -> dict | None:
 
 def start_watcher(folder: Path, server: dict, listen: str) -> int:
     """Start the watcher of `folder`'s PgBouncer (once: a running one is kept)."""
+    from .errors import PoolerError
     from .files import write_private
-    from .pooler import PoolerError
 
     running = watcher_pid(folder)
     if running is not None:
@@ -141,12 +141,12 @@ class _Stop(Exception):
 
 class Watcher:
     def __init__(self, folder: Path) -> None:
-        from .pooler import _read_auth
+        from .pooler_config import read_auth
 
         self.folder = folder
         config = json.loads((folder / WATCH_CONFIG).read_text(encoding="utf-8"))
         self.listen = config["listen"]
-        _, self.password = _read_auth(folder)
+        _, self.password = read_auth(folder)
         self.params = {k: v for k, v in config["server"].items() if v not in (None, "")}
         self.admin: Any = None  # the PgBouncer admin console connection, opened on use
         self.paused = False  # by this watcher
@@ -179,12 +179,12 @@ class Watcher:
         """PAUSE or RESUME; '' when done, else PgBouncer's answer."""
         import psycopg2
 
-        from .pooler import _admin
+        from .pooler_console import admin_connection
 
         for attempt in (1, 2):
             try:
                 if self.admin is None or self.admin.closed:
-                    self.admin = _admin(self.folder, {"listen": self.listen})
+                    self.admin = admin_connection(self.folder, {"listen": self.listen})
                 with self.admin.cursor() as cursor:
                     cursor.execute(command)
                 return ""
@@ -238,9 +238,9 @@ class Watcher:
         write_private(self.folder / WATCH_STATE, json.dumps(state) + "\n", mode=0o600)
 
     def pgbouncer_alive(self) -> bool:
-        from .pooler import _pid
+        from .pooler_config import pgbouncer_pid
 
-        return _pid(self.folder) is not None
+        return pgbouncer_pid(self.folder) is not None
 
     def run(self) -> None:
         import psycopg2

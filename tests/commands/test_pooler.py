@@ -15,7 +15,7 @@ import pytest
 from smtmigrate.errors import SmtmigrateError
 from smtmigrate.headroom import read_headroom
 from smtmigrate.locations import resolve
-from smtmigrate.pooler import AUTH, _auth_line, _read_auth, parse_listen
+from smtmigrate.pooler_config import AUTH, auth_line, parse_listen, read_auth
 
 from ..conftest import mariadb_execute, mariadb_url_for
 from ..private_cluster import (
@@ -278,8 +278,8 @@ def test_a_statement_held_past_hold_fails_with_query_wait_timeout(
     ("role", "password"), [("postgres", ""), ("r", "S3cret-pw"), ('a"b', 'x" "y')]
 )
 def test_the_auth_file_reads_back_what_was_written(tmp_path, role, password):
-    (tmp_path / AUTH).write_text(_auth_line(role, password))
-    assert _read_auth(tmp_path) == (role, password)
+    (tmp_path / AUTH).write_text(auth_line(role, password))
+    assert read_auth(tmp_path) == (role, password)
 
 
 @pytest.mark.parametrize("text", ["6432", "host:", ":6432", "h:99999", "h:x"])
