@@ -18,7 +18,8 @@ watcher never resumes it. What it sees is in WATCH_STATE (`pooler --status` show
 it did in WATCH_LOG; its pid in WATCH_PID. It ends when PgBouncer ends, or on SIGTERM
 (`pooler --stop`), resuming PgBouncer first if it had paused it.
 
-Run as `python -m smtmigrate.pooler_watch CONFIG_DIR` (pooler.start_watcher does it).
+Run as `python -m smtmigrate.pooler_watch CONFIG_DIR` (`start_watcher` below, which
+pooler.start_pooler calls).
 """
 
 from __future__ import annotations

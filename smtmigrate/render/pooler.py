@@ -6,7 +6,8 @@ from __future__ import annotations
 from rich.console import Console
 
 from ..headroom import Headroom
-from ..pooler import PoolerStarted, PoolerStatus, PoolerStopped
+from ..pooler import PoolerStarted, PoolerStopped
+from ..pooler_status import PoolerStatus
 from .console import say, table
 
 
