@@ -196,7 +196,7 @@ class PostgresCopyTarget(CopyTarget):
 
     def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
         """COPY every table without its foreign keys and indexes, rebuilt after; then the
-        sequences and the planner's statistics."""
+        sequences."""
         connection = self.store.connection
         names = [layout.name for layout in plan.layouts]
         results, checksums = [], {}
@@ -206,11 +206,12 @@ class PostgresCopyTarget(CopyTarget):
                     plan, layout, connection, remaps.get(layout.name, {}), events
                 )
                 results.append(result)
+        # No ANALYZE: the key builds set every table's size for the planner (the row
+        # checks still scan in parallel), and autovacuum analyzes after the commit.
         with self.phase("sequences"), connection.cursor() as cursor:
             models = [layout.model.model for layout in plan.layouts]
             for statement in connection.ops.sequence_reset_sql(no_style(), models):
                 cursor.execute(statement)
-            cursor.execute(f"ANALYZE {', '.join(map(self.engine.quote_name, names))}")
         return results, checksums
 
     @contextmanager
