@@ -161,7 +161,7 @@ class SqliteEngine(Engine):
                 cursor.execute(
                     "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = %s "
                     "AND sql LIKE %s",
-                    [table, '%%json_valid("%s")%%' % column],
+                    [table, f'%json_valid("{column}")%'],
                 )
                 if cursor.fetchone():
                     json_columns.add(column)
