@@ -12,6 +12,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as `python -c SCHEMA_SNIPPET URL` (DJANGO_SETTINGS_MODULE=smtmigrate.settings): the
+# schema Sumatra's own migrations make in the database at URL, for the floors.
+SCHEMA_SNIPPET = """
+import sys
+import django
+django.setup()
+from django.core.management import call_command
+from smtmigrate.locations import resolve
+store = resolve(sys.argv[1], mariadb=True)
+call_command("migrate", database=store.alias, run_syncdb=True, verbosity=0)
+"""
+
 CACHE = Path(os.environ.get("SMTMIGRATE_BENCH_CACHE", ROOT / "bench" / ".cache")).resolve()
 
 

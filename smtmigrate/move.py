@@ -58,7 +58,7 @@ from .project import (
 )
 from .schema import RECORD_TABLE, Inspection, inspect_store
 from .snapshot import source_snapshot
-from .sumatra_env import check_smt_opens
+from .sumatra_env import SmtProbe
 from .verify import verify_stores
 
 # Tests only: "STEP:SIGNAL" (e.g. "copy:KILL") makes `move` signal itself once STEP is done.
@@ -94,7 +94,8 @@ def plan_move(
     check_switch(directory, target)  # everything the switch needs, before anything else
     if options.pooler:
         check_pooler(target, options.pooler)
-    check_smt_opens(target)
+    # the project's smt asked in a process of its own while the store is planned
+    smt_probe = stack.enter_context(SmtProbe(target))
     plan = MovePlan(directory, source, target, read_label_generator(directory), options, [])
     state = read_state(directory)
     moved_from = moved_to = None
@@ -136,6 +137,7 @@ def plan_move(
         plan.steps.append(
             MoveStep("pooler", f"start PgBouncer on {options.pooler}, point {directory} at it")
         )
+    smt_probe.check()
     return plan
 
 

@@ -118,6 +118,8 @@ def detect_layout(
 
 def inspect_store(store: Store) -> Inspection:
     """Connect, detect the layout and read every Sumatra table's real columns."""
+    from .engines import engine_for  # engines read the schema module: imported late
+
     connection = store.connection
     try:
         with connection.cursor() as cursor:
@@ -126,8 +128,9 @@ def inspect_store(store: Store) -> Inspection:
             if MIGRATIONS_TABLE in table_names:
                 cursor.execute("SELECT app, name FROM django_migrations")
                 applied = {(app, name) for app, name in cursor.fetchall()}
+            describe = engine_for(connection).table_description
             columns = {
-                name: {c.name for c in connection.introspection.get_table_description(cursor, name)}
+                name: {c.name for c in describe(connection, cursor, name)}
                 for name in LAYOUT_COLUMNS
                 if name in table_names
             }
@@ -161,9 +164,10 @@ def _store_table(
     from .engines import engine_for  # engines read the schema module: imported late
 
     introspection = connection.introspection
-    declared = engine_for(connection).declared_types(cursor, name)
+    engine = engine_for(connection)
+    declared = engine.declared_types(cursor, name)
     columns = {}
-    for info in introspection.get_table_description(cursor, name):
+    for info in engine.table_description(connection, cursor, name):
         if not info.type_code and info.name in model.columns:
             # a column a 0.4-0.6 store lacks, made by its view (generations.py): untyped
             internal, stated = model.columns[info.name].internal_type, DERIVED
@@ -178,12 +182,7 @@ def _store_table(
             size if size and size > 0 else None,
             bool(info.null_ok),
         )
-    unique_sets = {
-        frozenset(c["columns"])
-        for c in introspection.get_constraints(cursor, name).values()
-        if c["unique"] or c["primary_key"]
-    }
-    return StoreTable(name, model, columns, unique_sets)
+    return StoreTable(name, model, columns, engine.unique_sets(connection, cursor, name))
 
 
 def model_db_type(column: ModelColumn, connection: BaseDatabaseWrapper) -> str:

@@ -62,34 +62,64 @@ def project_smt() -> SmtPython | None:
     return SmtPython(smt, python)
 
 
-def check_smt_opens(target: Store) -> None:
-    """Refuse (before anything is changed) when the project's smt cannot open `target`:
-    Django or the driver does not import in its Python. Says what to install there."""
-    if target.kind not in DRIVERS:
-        return
-    found = project_smt()
-    if found is None:
-        return
-    driver, extra = DRIVERS[target.kind]
-    try:
-        probe = subprocess.run(
-            [*found.python, "-c", _PROBE, "django", driver],
-            capture_output=True,
-            text=True,
-            timeout=120,
+class SmtProbe:
+    """Whether the project's smt can open `target` (Django and the driver import in its
+    Python), asked before anything is changed, in two halves: the probe's process starts
+    on entering (Python starting and importing Django there: a tenth of a second and
+    more), `check()` waits for its answer and refuses, saying what to install there; so
+    `move` plans while it runs. Leaving kills a probe still running."""
+
+    def __init__(self, target: Store) -> None:
+        self.target = target
+        self.found: SmtPython | None = None
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> SmtProbe:
+        if self.target.kind not in DRIVERS:
+            return self
+        self.found = project_smt()
+        if self.found is None:
+            return self
+        driver = DRIVERS[self.target.kind][0]
+        try:
+            self.process = subprocess.Popen(
+                [*self.found.python, "-c", _PROBE, "django", driver],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        except OSError:
+            self.process = None  # an smt we cannot ask: its first run will say
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+    def check(self) -> None:
+        """Wait for the answer; refuse when Django or the driver is missing there."""
+        if self.process is None or self.found is None:
+            return
+        process, self.process = self.process, None
+        try:
+            stdout, _ = process.communicate(timeout=120)
+            answer = json.loads(stdout or "{}")
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            process.kill()
+            process.communicate()
+            return  # an smt we cannot ask: its first run will say
+        driver, extra = DRIVERS[self.target.kind]
+        missing = {name: why for name, why in answer.items() if name in ("django", driver)}
+        if not missing:
+            return
+        version = answer.get("sumatra version")
+        package = f"sumatra[web,{extra}]" + (f"=={version}" if version else "")
+        python = shlex.join(self.found.python)
+        why = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
+        raise Refused(
+            f"the project's smt ({self.found.smt}) cannot open {self.target.display}: its "
+            f"Python lacks {' and '.join(missing)} ({why}); install them there with "
+            f"`{python} -m pip install '{package}'`, then run move again; nothing was changed"
         )
-        answer = json.loads(probe.stdout or "{}")
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return  # an smt we cannot ask: its first run will say
-    missing = {name: why for name, why in answer.items() if name in ("django", driver)}
-    if not missing:
-        return
-    version = answer.get("sumatra version")
-    package = f"sumatra[web,{extra}]" + (f"=={version}" if version else "")
-    python = shlex.join(found.python)
-    why = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
-    raise Refused(
-        f"the project's smt ({found.smt}) cannot open {target.display}: its Python lacks "
-        f"{' and '.join(missing)} ({why}); install them there with "
-        f"`{python} -m pip install '{package}'`, then run move again; nothing was changed"
-    )

@@ -110,6 +110,20 @@ class Engine:
         today's model)."""
         raise NotImplementedError
 
+    def table_description(self, connection: Any, cursor: Any, table: str) -> list[Any]:
+        """The table's columns as Django's introspection describes them (`FieldInfo`s:
+        name, type, size, nullability, primary key)."""
+        return connection.introspection.get_table_description(cursor, table)
+
+    def unique_sets(self, connection: Any, cursor: Any, table: str) -> set[frozenset[str]]:
+        """The column sets the table keeps unique: its primary key and every unique
+        constraint or index, as Django's `get_constraints` finds them."""
+        return {
+            frozenset(c["columns"])
+            for c in connection.introspection.get_constraints(cursor, table).values()
+            if c["unique"] or c["primary_key"]
+        }
+
     def begin_snapshot(self, cursor: Any) -> tuple[datetime, str | None]:
         """A server engine: make the cursor's new transaction a read-only view of one
         state of every table; when it was taken (UTC), and the id other processes join

@@ -77,6 +77,29 @@ def test_fit_policy_sizes_from_the_data(store08):
     assert not [f for f in after.findings if f.kind == "overflow"]
 
 
+@pytest.mark.parametrize("policy", ["text", "fit"])
+def test_fields_altered_from_one_render_run_djangos_statements(policy, store08):
+    """`_apply_altered_fields` (the models rendered once) runs exactly the statements of
+    Django's own `Migration.apply` (rendered again before every operation), in order."""
+    from smtmigrate.widen import _apply_altered_fields, _offline_editor, build_migration
+
+    with resolve(str(store08)) as store:
+        inspection = inspect_store(store)
+        plan = plan_widening(policy, headroom=1.5, report=audit(inspection), source=inspection)
+    migration = build_migration(plan)
+    assert len(migration.operations) > 1
+    collected = []
+    for apply in (
+        lambda editor: migration.apply(migration.initial_state.clone(), editor),
+        lambda editor: _apply_altered_fields(migration, migration.initial_state, editor),
+    ):
+        with _offline_editor() as editor:
+            apply(editor)
+        collected.append(editor.collected_sql)
+    assert collected[0] == collected[1]
+    assert any("ALTER COLUMN" in statement for statement in collected[0])
+
+
 def test_fit_needs_a_source(cli):
     result = cli("widen", "--policy", "fit")
     assert result.code == 2

@@ -75,6 +75,36 @@ def test_layout_is_detected_from_the_schema(tmp_path, generation):
         assert inspect_store(store).layout == LAYOUTS[generation]
 
 
+@pytest.mark.parametrize("generation", ALL)
+def test_sqlite_introspection_is_djangos_without_sqlparse(generation):
+    """The SQLite engine's columns and unique sets (PRAGMAs) are Django's introspection's
+    (which parses every CREATE TABLE with sqlparse), but where Django's parse misreads a
+    syncdb-era table constraint `UNIQUE ("a", "b")` as the column set {"UNIQUE"}: there
+    the index SQLite made for it names the real columns."""
+    from smtmigrate.engines.base import Engine
+
+    misread = frozenset({"UNIQUE"})
+    with resolve(str(FIXTURES / f"sumatra-{generation}")) as store:
+        inspection = inspect_store(store)  # 0.4-0.6: with its TEMP views
+        connection, engine = store.connection, store.engine
+        with connection.cursor() as cursor:
+            for name in sorted(inspection.table_names):
+                django = connection.introspection.get_table_description(cursor, name)
+                assert engine.table_description(connection, cursor, name) == [
+                    info._replace(collation=None) for info in django
+                ], name
+                djangos = Engine.unique_sets(engine, connection, cursor, name)
+                ours = engine.unique_sets(connection, cursor, name)
+                if misread in djangos:
+                    assert generation != "0.8"
+                    cursor.execute(f"PRAGMA index_list({engine.quote_name(name)})")
+                    autoindexes = [row for row in cursor.fetchall() if row[3] == "u"]
+                    assert len(autoindexes) == 1, name
+                    assert djangos - {misread} < ours and len(ours) == len(djangos), name
+                else:
+                    assert ours == djangos, name
+
+
 def test_layout_rules():
     base = {"django_store_record", "tagging_tag", OUTPUT_LINKS}
     old = {
