@@ -139,7 +139,7 @@ def inspect_store(store: Store) -> Inspection:
                 from .generations import install_views
 
                 # from here on this connection reads the old tables in today's shape
-                views = install_views(connection, cursor, layout, store.display)
+                views = install_views(store, cursor, layout)
             models_by_table = sumatra_tables()
             tables: dict[str, StoreTable] = {}
             for name in sorted(table_names):
