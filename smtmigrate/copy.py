@@ -203,9 +203,9 @@ def plan_copy(
     if refusal is not None:
         raise SmtmigrateError(f"{source.display}: {refusal}")
     live = snapshot.live if snapshot is not None else source
-    if live.path == target.path and live.engine is target.engine:
+    if live.path is not None and live.path == target.path:  # one file (servers have none)
         raise SmtmigrateError("SOURCE and TARGET are the same store")
-    if source.path == target.path and source.engine is target.engine:
+    if source.path is not None and source.path == target.path:
         raise SmtmigrateError("SOURCE and TARGET are the same store")
     inspection = inspect_store(source)
     existing = None if new_database else _check_target(target)

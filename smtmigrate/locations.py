@@ -364,9 +364,9 @@ def _sqlite_store(path: Path) -> Store:
 
 def sqlite_settings(path: Path, *, read_only: bool = True) -> dict[str, Any]:
     """Django settings for an SQLite file; read-only stores can never be written by mistake."""
-    from .engines import engine_for  # the engines read Stores: imported late
+    from .engines import SQLITE  # the engines read Stores: imported late
 
-    name = engine_for("sqlite").read_only_uri(path) if read_only else str(path)
+    name = SQLITE.read_only_uri(path) if read_only else str(path)
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": name,
