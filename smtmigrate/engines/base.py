@@ -120,10 +120,18 @@ class Engine:
         """Whether a failed connection failed for want of the store's database."""
         return False
 
+    # The query of `database_identity` (a server engine's).
+    identity_sql: ClassVar[str]
+
     def database_identity(self, store: Store) -> tuple:
         """What names the store's database on its running server whatever host name,
         socket or port reached it (`locations.same_store`)."""
-        raise NotImplementedError
+        try:
+            with store.connection.cursor() as cursor:
+                cursor.execute(self.identity_sql)
+                return cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
 
     def column_types(self, cursor: Any, tables: list[str]) -> dict[tuple[str, str], str]:
         """(table, column) → its real type as the engine spells it, for `tables` of the
@@ -140,10 +148,14 @@ class Engine:
         cursor's role lacks; nothing where the engine cannot tell beforehand."""
         return []
 
+    # Why a copy from a store of this engine into another of it is not offered (a server
+    # into its own kind); None where it is (SQLite: a backup into a new file).
+    own_kind_refusal: ClassVar[str | None] = None
+
     def copy_refusal(self, source: Engine) -> str | None:
-        """Why a copy from a store of `source` into one of this engine is not offered
-        (a server into its own kind), or None."""
-        return None
+        """Why a copy from a store of `source` into one of this engine is not offered, or
+        None."""
+        return self.own_kind_refusal if source.vendor == self.vendor else None
 
     # Whether a store of this engine is a file (SQLite), not a database on a server: no
     # server, no widening (every column is unbounded), no identities to build for

@@ -82,14 +82,12 @@ class MariadbEngine(Engine):
     sumatra_login_unaided = True
     move_creates_role = False
 
-    def database_identity(self, store: Store) -> tuple:
-        """The running server (its host name, port and data directory) and the database."""
-        try:
-            with store.connection.cursor() as cursor:
-                cursor.execute("SELECT @@hostname, @@port, @@datadir, DATABASE()")
-                return cursor.fetchone()
-        except DatabaseError as exc:
-            raise store.read_error(exc) from exc
+    # The running server (its host name, port and data directory) and the database.
+    identity_sql = "SELECT @@hostname, @@port, @@datadir, DATABASE()"
+    own_kind_refusal = (
+        "copying from MariaDB into MariaDB is not supported yet "
+        "(into MariaDB: from an SQLite or a PostgreSQL store)"
+    )
 
     def column_types(self, cursor, tables: list[str]) -> dict[tuple[str, str], str]:
         cursor.execute(
@@ -100,14 +98,6 @@ class MariadbEngine(Engine):
 
     def lock_timeout(self, seconds: float) -> tuple[str, list]:
         return "SET SESSION innodb_lock_wait_timeout = %s", [max(1, round(seconds))]
-
-    def copy_refusal(self, source: Engine) -> str | None:
-        if source.vendor != self.vendor:
-            return None
-        return (
-            "copying from MariaDB into MariaDB is not supported yet "
-            "(into MariaDB: from an SQLite or a PostgreSQL store)"
-        )
 
     def text(self, expression: str) -> str:
         """The expression's text as bytes (UTF-8 for a text column)."""

@@ -57,17 +57,15 @@ class PostgresEngine(Engine):
 
     has_pooler = True
 
-    def database_identity(self, store: Store) -> tuple:
-        """The running server (its start time and port) and the database's oid."""
-        try:
-            with store.connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_postmaster_start_time(), current_setting('port'), d.oid "
-                    "FROM pg_database d WHERE d.datname = current_database()"
-                )
-                return cursor.fetchone()
-        except DatabaseError as exc:
-            raise store.read_error(exc) from exc
+    # The running server (its start time and port) and the database's oid.
+    identity_sql = (
+        "SELECT pg_postmaster_start_time(), current_setting('port'), d.oid "
+        "FROM pg_database d WHERE d.datname = current_database()"
+    )
+    own_kind_refusal = (
+        "a PostgreSQL store can be copied into a new SQLite store (e.g. a backup) or a "
+        "MariaDB database, not into another PostgreSQL database"
+    )
 
     def column_types(self, cursor, tables: list[str]) -> dict[tuple[str, str], str]:
         cursor.execute(
@@ -97,14 +95,6 @@ class PostgresEngine(Engine):
             [tables, tables],
         )
         return cursor.fetchall()
-
-    def copy_refusal(self, source: Engine) -> str | None:
-        if source.vendor != self.vendor:
-            return None
-        return (
-            "a PostgreSQL store can be copied into a new SQLite store (e.g. a backup) or a "
-            "MariaDB database, not into another PostgreSQL database"
-        )
 
     temp_table_lifetime = " ON COMMIT DROP"
     binary_collation = '"C"'

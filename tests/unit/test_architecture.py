@@ -253,31 +253,31 @@ def _is_vendor_check(node: ast.Compare) -> bool:
     )
 
 
+def _outside_engines() -> Iterator[tuple[str, ast.AST]]:
+    """(`path`, node) of every AST node of the package outside engines/."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if (PACKAGE / "engines") not in path.parents:
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                yield str(path.relative_to(PACKAGE.parent)), node
+
+
 def vendor_checks() -> list[str]:
     """`path:line` of every vendor check outside engines/ (see the module docstring)."""
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if (PACKAGE / "engines") in path.parents:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Compare) and _is_vendor_check(node):
-                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
-    return found
+    return [
+        f"{path}:{node.lineno}"
+        for path, node in _outside_engines()
+        if isinstance(node, ast.Compare) and _is_vendor_check(node)
+    ]
 
 
 def engine_for_calls() -> list[str]:
     """`path:line` of every call of `engine_for` outside engines/."""
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if (PACKAGE / "engines") in path.parents:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and (
-                (isinstance(node.func, ast.Name) and node.func.id == "engine_for")
-                or (isinstance(node.func, ast.Attribute) and node.func.attr == "engine_for")
-            ):
-                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
-    return found
+    return [
+        f"{path}:{node.lineno}"
+        for path, node in _outside_engines()
+        if isinstance(node, ast.Call)
+        and "engine_for" in (getattr(node.func, "id", None), getattr(node.func, "attr", None))
+    ]
 
 
 def long_files() -> dict[str, int]:
