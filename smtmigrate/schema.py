@@ -145,9 +145,7 @@ def inspect_store(store: Store) -> Inspection:
             for name in sorted(table_names):
                 model_name = LEGACY_TABLES.get(name, name) if layout in TAGGING_LAYOUTS else name
                 if model_name in models_by_table:
-                    tables[name] = _store_table(
-                        connection, cursor, name, models_by_table[model_name]
-                    )
+                    tables[name] = _store_table(store, cursor, name, models_by_table[model_name])
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     return Inspection(
@@ -155,13 +153,9 @@ def inspect_store(store: Store) -> Inspection:
     )
 
 
-def _store_table(
-    connection: BaseDatabaseWrapper, cursor, name: str, model: ModelTable
-) -> StoreTable:
-    from .engines import engine_for  # engines read the schema module: imported late
-
-    introspection = connection.introspection
-    declared = engine_for(connection).declared_types(cursor, name)
+def _store_table(store: Store, cursor, name: str, model: ModelTable) -> StoreTable:
+    introspection = store.connection.introspection
+    declared = store.engine.declared_types(cursor, name)
     columns = {}
     for info in introspection.get_table_description(cursor, name):
         if not info.type_code and info.name in model.columns:
