@@ -129,7 +129,7 @@ def audit(
     """
     started = time.perf_counter()
     store = inspection.store
-    engine = engine_for(store.connection)
+    engine = store.engine
     findings: list[Finding] = []
     row_counts: dict[str, int] = {}
 
@@ -197,7 +197,7 @@ def _limit_function(
         key = (column.table, column.name)
         if overrides is not None and key in overrides:
             return overrides[key]
-        if inspection.vendor != "sqlite":
+        if inspection.engine.enforces_types:  # its declared lengths are real limits
             stored = table.columns.get(column.name)
             return stored.max_length if stored else column.max_length
         return column.max_length

@@ -23,7 +23,7 @@ from django.db import DatabaseError
 from .audit import AuditReport, Finding, audit
 from .canonical import Checksum, TableLayout, table_layout
 from .dedupe import DedupePlan, Group, plan_dedupe
-from .engines import TableResult, engine_for
+from .engines import TableResult
 from .engines.base import CopyTarget
 from .errors import NotASumatraStore, Refused, SmtmigrateError, TargetNotEmpty
 from .generations import FOLDED_TABLES
@@ -199,29 +199,22 @@ def plan_copy(
     snapshot: Snapshot | None = None
     if isinstance(source, Snapshot):
         snapshot, source = source, source.store
-    if source.kind == "mariadb" and target.kind == "mariadb":
-        raise SmtmigrateError(
-            f"{source.display}: copying from MariaDB into MariaDB is not supported yet "
-            "(into MariaDB: from an SQLite or a PostgreSQL store)"
-        )
+    refusal = target.engine.copy_refusal(source.engine)  # a server into its own kind
+    if refusal is not None:
+        raise SmtmigrateError(f"{source.display}: {refusal}")
     live = snapshot.live if snapshot is not None else source
-    if live.kind == target.kind and live.path == target.path:
+    if live.path is not None and live.path == target.path:  # one file (servers have none)
         raise SmtmigrateError("SOURCE and TARGET are the same store")
-    if source.kind == target.kind and source.path == target.path:
+    if source.path is not None and source.path == target.path:
         raise SmtmigrateError("SOURCE and TARGET are the same store")
     inspection = inspect_store(source)
-    if inspection.vendor == "postgresql" and target.kind == "postgresql":
-        raise SmtmigrateError(
-            f"{source.display}: a PostgreSQL store can be copied into a new SQLite store "
-            "(e.g. a backup) or a MariaDB database, not into another PostgreSQL database"
-        )
     existing = None if new_database else _check_target(target)
     limits = _target_limits(target, existing)
     report = audit(inspection, limits=limits)
     report.findings += target.engine.target_findings(target, inspection)  # warnings
     widening = None
     if widen and not target.engine.is_file:
-        widening = engine_for(target).widening_plan(
+        widening = target.engine.widening_plan(
             plan_widening("text", report=report, source=inspection, target=existing)
         )
         limits = widening.limits()
@@ -315,7 +308,7 @@ def _check_target(target: Store) -> Inspection | None:
             if inspection.layout != LAYOUT_08:
                 raise Refused(f"{target.display} holds a {inspection.layout} store")
             for name in sorted(inspection.tables):
-                quoted = engine_for(target).quote_name(name)
+                quoted = target.engine.quote_name(name)
                 cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {quoted})")
                 if cursor.fetchone()[0]:
                     raise TargetNotEmpty(
@@ -368,7 +361,7 @@ def copy_store(
     events = events or SilentEvents()
     phase = _Phases(events)
     started = time.perf_counter()
-    with engine_for(plan.target).copy_target(plan, events, phase) as target:
+    with plan.target.engine.copy_target(plan, events, phase) as target:
         prepared, remaps = _prepare_target(plan, target, phase)
         sample = _sample_ahead(plan, target, level)
         tables, checksums = target.load(plan, remaps, events)

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
 
-from .engines import Engine, engine_for
+from .engines import Engine
 from .errors import Refused
 from .identities import IDENTITY, applies_sql
 from .schema import Inspection, StoreTable, sumatra_tables
@@ -226,9 +226,9 @@ def find_duplicates(inspection: Inspection) -> dict[str, list[Group]]:
                     name,
                     table.model.primary_key,
                     identity_of(table) or (),
-                    engine_for(connection),
+                    inspection.engine,
                     output_column(table),
-                    applies_sql(table, engine_for(connection).quote_name),
+                    applies_sql(table, inspection.engine.quote_name),
                 )
                 if groups:
                     found[name] = groups
@@ -289,7 +289,7 @@ def _equal_links(
 ) -> set[int]:
     """Ids of the link rows that equal another (lower id) row once re-pointed."""
     connection = inspection.store.connection
-    q = engine_for(connection).quote_name
+    q = inspection.engine.quote_name
     pk = table.model.primary_key
     touched = []
     for column in unique:

@@ -28,9 +28,13 @@ copy refuses it (copy.plan_copy).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .errors import UnknownLayout
 from .tables import LEGACY_TABLES, OUTPUT_LINKS, sumatra_tables
+
+if TYPE_CHECKING:
+    from .locations import Store
 
 DATAKEY = "django_store_datakey"
 # Tables whose rows the copy carries into other tables (not copied as themselves).
@@ -39,9 +43,9 @@ FOLDED_TABLES = {OUTPUT_LINKS: f"{DATAKEY}.output_from_record_id (one DataKey ro
 
 def _quote(name: str) -> str:
     """SQLite's quoting (the engines read this module: imported late)."""
-    from .engines import engine_for
+    from .engines import SQLITE
 
-    return engine_for("sqlite").quote_name(name)
+    return SQLITE.quote_name(name)
 
 
 def view_statements(
@@ -97,10 +101,11 @@ def _datakey_select(present: list[str], missing: list[str]) -> str:
     )
 
 
-def install_views(connection, cursor, layout: str, display: str) -> dict[str, str]:
-    """Give this Django connection (an SQLite store of `layout`) today's shape; returns the
-    view statements, for other connections to the same file (`attach_views`)."""
-    if connection.vendor != "sqlite":
+def install_views(store: Store, cursor, layout: str) -> dict[str, str]:
+    """Give the store's Django connection (an SQLite store of `layout`) today's shape;
+    returns the view statements, for other connections to the same file (`attach_views`)."""
+    connection, display = store.connection, store.display
+    if not store.engine.is_file:
         raise UnknownLayout(
             f"{display}: a {layout} store outside SQLite; smtmigrate reads that generation "
             "from its SQLite file only"

@@ -30,6 +30,7 @@ class Headroom:
     limits: list[tuple[str, int, int]] = field(default_factory=list)  # (what, limit, in use)
     pooler_clients: int | None = None  # behind a PgBouncer: clients it takes (None: direct)
     version: int = 0  # server_version_num (PostgreSQL)
+    poolable: bool = True  # a PgBouncer can stand in front (the engine's has_pooler)
 
     @property
     def free(self) -> int:
@@ -53,14 +54,14 @@ class Headroom:
             return "raise the pooler's max_client_conn (smtmigrate pooler … --max-clients)"
         server_free = self.max_connections - self.reserved - self.in_use
         binding = [what for what, limit, used in self.limits if limit - used < server_free]
-        if binding and self.kind == "mariadb":
+        if binding and not self.poolable:
             return f"raise {' and '.join(binding)}; MariaDB has no PgBouncer"
         if binding:
             return (
                 "put a PgBouncer in front (smtmigrate pooler PROJECT --listen HOST:PORT, or "
                 f"move … --pooler HOST:PORT), or raise {' and '.join(binding)}"
             )
-        if self.kind == "mariadb":
+        if not self.poolable:
             return (
                 "raise max_connections (SET GLOBAL max_connections = …, and in the server's "
                 "[mysqld] section to keep it) and max_user_connections if set; MariaDB has "
@@ -119,9 +120,11 @@ def read_headroom(store: Store) -> Headroom | None:
     """The headroom of the store's server (None for SQLite: no server, no limit).
     Connects as the store's role; a database that does not exist yet is looked at from
     the server's maintenance database (`postgres`), as `move` does before creating it."""
-    if store.kind == "sqlite":
+    from .engines import MARIADB
+
+    if store.engine.is_file:
         return None
-    if store.kind == "mariadb":
+    if store.engine is MARIADB:  # its own variables (_mariadb_limits)
         return _mariadb_headroom(store)
     try:
         store.connection  # noqa: B018 (connects)
@@ -210,4 +213,6 @@ def _mariadb_limits(store: Store, named: Store, database_error: type[Exception])
     limits = []
     if user_limit > 0:
         limits.append(("max_user_connections", user_limit, max(user_connected - 1, 0)))
-    return Headroom("mariadb", named.display, limit, 0, max(connected - 1, 0), limits)
+    return Headroom(
+        "mariadb", named.display, limit, 0, max(connected - 1, 0), limits, poolable=False
+    )

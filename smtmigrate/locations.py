@@ -57,6 +57,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 DJANGO_STORE_TYPE = "sumatra.recordstore.django_store.DjangoRecordStore"
 POSTGRES_SCHEMES = ("postgres", "postgresql")
 MARIADB_SCHEMES = ("mysql", "mariadb")
+SQLITE_SCHEMES = ("sqlite",)
 # The `LINE 1: <SQL>` line and its `^` marker that PostgreSQL appends to some errors.
 _SQL_EXCERPT = re.compile(r"\s*\nLINE \d+: [^\n]*\n *\^\s*")
 # How long a reader waits for a writer's lock on an SQLite store before giving up.
@@ -223,7 +224,7 @@ _URL_TYPO_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):/?(?!/)")
 def _refuse_url_typo(text: str) -> None:
     """`postgres:/host/db` or `mysql:host/db`: a URL short of its `//`, not a path."""
     match = _URL_TYPO_RE.match(text)
-    known = (*POSTGRES_SCHEMES, *MARIADB_SCHEMES, "sqlite")
+    known = (*POSTGRES_SCHEMES, *MARIADB_SCHEMES, *SQLITE_SCHEMES)
     if match and match["scheme"].lower() in known and not Path(text).expanduser().exists():
         meant = redact_url(f"{match['scheme']}://{text[match.end() :]}")
         raise LocationError(
@@ -244,7 +245,7 @@ def resolve(text: str, *, base_dir: Path | None = None, mariadb: bool = False) -
         scheme = match["scheme"].lower()
         if scheme in POSTGRES_SCHEMES:
             return _postgres_store(text)
-        if scheme == "sqlite":
+        if scheme in SQLITE_SCHEMES:
             return _sqlite_store(Path(unquote(match["rest"]) or "/"))
         if scheme in MARIADB_SCHEMES:
             store = _mariadb_store(text)
@@ -271,7 +272,7 @@ def resolve(text: str, *, base_dir: Path | None = None, mariadb: bool = False) -
 def resolve_target(text: str, *, mariadb: bool = False) -> Store:
     """Like `resolve`, but a path that does not exist yet names a new SQLite store."""
     match = URL_RE.match(text)
-    if match and match["scheme"].lower() == "sqlite":
+    if match and match["scheme"].lower() in SQLITE_SCHEMES:
         path = Path(unquote(match["rest"]) or "/")
     elif match:
         return resolve(text, mariadb=mariadb)
@@ -363,9 +364,9 @@ def _sqlite_store(path: Path) -> Store:
 
 def sqlite_settings(path: Path, *, read_only: bool = True) -> dict[str, Any]:
     """Django settings for an SQLite file; read-only stores can never be written by mistake."""
-    from .engines import engine_for  # the engines read Stores: imported late
+    from .engines import SQLITE  # the engines read Stores: imported late
 
-    name = engine_for("sqlite").read_only_uri(path) if read_only else str(path)
+    name = SQLITE.read_only_uri(path) if read_only else str(path)
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": name,
@@ -395,37 +396,11 @@ def same_store(a: Store, b: Store) -> bool:
     """Whether two locations name the same store, however they were spelled: the same
     SQLite file (links and relative paths included), or the same database of the same
     running PostgreSQL server (whatever host name, socket or port alias reached it)."""
-    if a.kind != b.kind:
+    if a.engine is not b.engine:
         return False
     if a.engine.is_file:
         try:
             return a.path is not None and b.path is not None and a.path.samefile(b.path)
         except OSError:  # a new file that does not exist yet
             return False
-    if a.kind == "mariadb":
-        return _mariadb_database(a) == _mariadb_database(b)
-    return _server_database(a) == _server_database(b)
-
-
-def _mariadb_database(store: Store) -> tuple:
-    """The running server (its host name, port and data directory) and the database."""
-    try:
-        with store.connection.cursor() as cursor:
-            cursor.execute("SELECT @@hostname, @@port, @@datadir, DATABASE()")
-            return cursor.fetchone()
-    except DatabaseError as exc:
-        raise store.read_error(exc) from exc
-
-
-def _server_database(store: Store) -> tuple:
-    """The running server (its start time and port) and the database's oid."""
-    connection = store.connection
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_postmaster_start_time(), current_setting('port'), d.oid "
-                "FROM pg_database d WHERE d.datname = current_database()"
-            )
-            return cursor.fetchone()
-    except DatabaseError as exc:
-        raise store.read_error(exc) from exc
+    return a.engine.database_identity(a) == b.engine.database_identity(b)

@@ -25,15 +25,10 @@ from pathlib import Path
 
 from django.db import DatabaseError
 
-from .admin.mariadb import create_database
-from .admin.mariadb import drop_database as drop_mariadb_database
-from .admin.postgresql import Admin, create_store_database
+from .admin import admin_for
 from .carry import copied_record_id, fold_late_records, in_flight
 from .copy import CopyEvents, copy_store, plan_copy
 from .dedupe import find_duplicates, plan_dedupe
-from .engines import engine_for
-from .engines.mariadb_findings import COLLATION
-from .engines.mariadb_server import database_tables, server_url
 from .engines.sqlite_damage import COPY_READABLE, REFUSE
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError, TargetNotEmpty
 from .locations import Store, resolve, same_store
@@ -85,7 +80,7 @@ def plan_move(
         raise SmtmigrateError(
             f"{target.display}: move takes a postgresql:// or mysql:// URL as TARGET"
         )
-    if target.kind == "mariadb" and options.create_role:
+    if options.create_role and not target.engine.move_creates_role:
         raise SmtmigrateError(
             "--create-role does not apply to a MariaDB move: Sumatra's runs must get in "
             "before anything is copied; create the user first (smtmigrate createdb "
@@ -145,36 +140,19 @@ def _plan_copy(plan: MovePlan, stack: ExitStack) -> None:
     source, target, options = plan.source, plan.target, plan.options
     damaged = COPY_READABLE if options.copy_readable else REFUSE
     snapshot = stack.enter_context(source_snapshot(source, damaged=damaged))
-    if target.kind == "mariadb":
-        tables = database_tables(target)
-        plan.create_database = tables is None
-    else:
-        with Admin(target, options.admin, as_target_user=not options.create_role) as server:
-            plan.create_database = not server.exists()
-            if plan.create_database and not (options.admin or options.create_role):
-                # Created as the URL's role when it may (its login is what libpq was given),
-                # else as libpq's default user, as createdb does (checked when creating).
-                try:
-                    server.check_privileges(target.settings.get("USER") or server.user, drop=False)
-                    plan.create_as_target_user = True
-                except Refused:
-                    pass
-        if plan.create_database and options.admin and not options.create_role:
-            with Admin(target):  # the URL's own credentials work, before anything is created
-                pass
+    admin = admin_for(target)
+    holds_tables = admin.plan_database(plan)
     if plan.create_database:
         owner = target.settings.get("USER") or "the URL's user"
         role = " and its role" if options.create_role else ""
-        what = (
-            f"{COLLATION}, {owner} granted" if target.kind == "mariadb" else f"owner {owner}, UTF8"
-        )
+        what = admin.describe_new(target, owner)
         plan.steps.append(
             MoveStep("database", f"create database {target.settings['NAME']}{role} ({what})")
         )
         plan.copy = plan_copy(
             snapshot, target, widen=True, dedupe=options.dedupe, new_database=True
         )
-    elif target.kind == "mariadb" and tables:
+    elif holds_tables:
         # MariaDB copies build from scratch and refuse any table: tables there are an
         # earlier run's copy, kept if it holds the project's records only.
         plan.steps.append(MoveStep("database", "exists", needed=False))
@@ -285,32 +263,9 @@ def _run_steps(
     plan: MovePlan, result: MoveResult, events: CopyEvents, done: Callable[[str], None]
 ) -> None:
     options = plan.options
-    if plan.create_database and plan.target.kind == "mariadb":
-        _create_mariadb_database(plan)
-        result.created_here = True
-        result.changed.append(f"created database {plan.target.display}")
+    if plan.create_database:
+        admin_for(plan.target).create_for_move(plan, result)
         done("database")
-        assert plan.copy is not None  # a new database: planned against it (_plan_copy)
-        plan.copy = plan_copy(
-            plan.copy.snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe
-        )
-    elif plan.create_database:
-        result.created = create_store_database(
-            plan.target,
-            create_role=options.create_role,
-            password=options.password,
-            admin=options.admin,
-            schema=False,  # the copy builds it, in its own transaction
-            as_target_user=plan.create_as_target_user,
-        )
-        result.created_here = True
-        role = f"role {result.created.owner} and " if result.created.role_created else ""
-        result.changed.append(f"created {role}database {plan.target.display}")
-        done("database")
-        if options.password and not plan.target.password:
-            # The new role's password: the copy connects with it, the switch puts it in
-            # ~/.pgpass (never in .smt/project).
-            plan.target.settings["PASSWORD"] = options.password
         assert plan.copy is not None  # a new database: planned against it (_plan_copy)
         snapshot = plan.copy.snapshot  # the same state of the source, now against the database
         plan.copy = plan_copy(
@@ -409,47 +364,15 @@ def _failure(plan: MovePlan, result: MoveResult, exc: BaseException) -> str:
 def _undo_database(plan: MovePlan, result: MoveResult) -> None:
     """Drop the database (and role) this run created: the copy into it did not commit."""
     try:
-        if plan.target.kind == "mariadb":
-            admin = None
-            if plan.options.admin:
-                admin = resolve(server_url(plan.options.admin), mariadb=True)
-            try:
-                drop_mariadb_database(plan.target, admin=admin)
-            finally:
-                if admin is not None:
-                    admin.close()
-        else:
-            plan.target.close()
-            created = result.created
-            with Admin(
-                plan.target, plan.options.admin, as_target_user=not plan.options.create_role
-            ) as server:
-                server.drop_database()
-                if created is not None and created.role_created:
-                    server.drop_role(created.owner)
+        admin_for(plan.target).drop_for_move(plan, result)
     except (SmtmigrateError, DatabaseError) as exc:
         result.undone.append(f"could not drop {plan.target.display} again ({exc})")
         return
     result.undone.append(f"dropped {plan.target.display} again (the copy had not committed)")
 
 
-def _create_mariadb_database(plan: MovePlan) -> None:
-    """As `createdb` does for MariaDB: the database, binary no-pad, its URL's user granted
-    on it and on the copy's scratch databases (over --admin when given)."""
-    admin = None
-    if plan.options.admin:
-        admin = resolve(server_url(plan.options.admin), mariadb=True)
-        if admin.kind != "mariadb":
-            raise SmtmigrateError("--admin takes a mysql:// URL for a MariaDB target")
-    try:
-        create_database(plan.target, create_user=False, password=None, admin=admin)
-    finally:
-        if admin is not None:
-            admin.close()
-
-
 def _max_record_id(store: Store) -> int:
     with store.connection.cursor() as cursor:
-        table = engine_for(store).quote_name(RECORD_TABLE)
+        table = store.engine.quote_name(RECORD_TABLE)
         cursor.execute(f"SELECT coalesce(max(db_id), 0) FROM {table}")
         return int(cursor.fetchone()[0])

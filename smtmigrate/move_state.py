@@ -20,7 +20,7 @@ from .sumatra_url import store_url
 from .verify import DEFAULT_LEVEL, Level
 
 if TYPE_CHECKING:
-    from .admin.postgresql import CreatedDatabase
+    from .admin.created import CreatedDatabase
     from .copy import CopyPlan, CopyResult
     from .locations import Store
     from .pooler import PoolerStarted

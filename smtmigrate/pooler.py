@@ -93,7 +93,7 @@ def pgbouncer_binary() -> str:
 
 def check_pooler(store: Store, listen_text: str) -> None:
     """What `move --pooler` needs, checked before the move changes anything."""
-    if store.kind != "postgresql":
+    if not store.engine.has_pooler:
         raise SmtmigrateError(
             f"--pooler starts a PgBouncer, for a PostgreSQL store; {store.display} is not one"
         )
@@ -173,21 +173,21 @@ def start_pooler(
     state = read_pooler_state(directory)
     current = resolve(str(directory))
     try:
-        if state is not None and current.kind == "postgresql":
+        if state is not None and current.engine.has_pooler:
             direct_url = state["direct"]
             on_pooler = store_url(current) == state["url"]
             if not on_pooler:
                 direct_url = store_url(current)
         else:
             direct_url = store_url(current)
-        if current.kind != "postgresql":
+        if not current.engine.has_pooler:
             raise Refused(
                 f"{current.display}: the pooler is PgBouncer, for a PostgreSQL store; "
                 "this project's store is "
                 + (
-                    "MariaDB (raise max_connections instead)"
-                    if current.kind == "mariadb"
-                    else "SQLite (move it first: smtmigrate move)"
+                    "SQLite (move it first: smtmigrate move)"
+                    if current.engine.is_file
+                    else "MariaDB (raise max_connections instead)"
                 )
             )
     finally:

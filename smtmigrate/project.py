@@ -118,8 +118,6 @@ def check_sumatra_gets_in(target: Store) -> None:
             "the URL without it and export MYSQL_PWD for the project's smt runs (or use the "
             "server's socket authentication); nothing was changed"
         )
-    from .engines import engine_for
-
     kwargs: dict[str, object] = {"host": settings["HOST"]}
     if settings.get("USER"):
         kwargs["user"] = settings["USER"]
@@ -134,7 +132,7 @@ def check_sumatra_gets_in(target: Store) -> None:
                 "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", [name]
             )
             if cursor.fetchone()[0]:  # else a copy is about to create it
-                cursor.execute(f"USE {engine_for('mariadb').quote_name(name)}")
+                cursor.execute(f"USE {target.engine.quote_name(name)}")
         finally:
             connection.close()
     except MySQLdb.Error as exc:
@@ -157,7 +155,7 @@ def check_switch(directory: Path, target: Store, *, home: Path | None = None) ->
     and the files the switch writes, writable."""
     path = project_file(directory)
     check_sumatra_reads(target)
-    if target.kind == "mariadb":
+    if target.engine.sumatra_login_unaided:
         check_sumatra_gets_in(target)
     files = [path, directory / BACKUP_FILE]
     if target.password:

@@ -19,7 +19,6 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 
 from .dedupe import DedupePlan, Group, find_duplicates, plan_dedupe
-from .engines import engine_for
 from .errors import Refused, SmtmigrateError
 from .identities import (
     LOCK_ATTEMPTS,
@@ -150,7 +149,7 @@ def _merge_in_place(
     to the kept row, the merged rows deleted. A lock not granted within `lock_timeout`
     rolls it back and it is tried again."""
     store = inspection.store
-    engine = engine_for(store.connection)
+    engine = store.engine
     q = engine.quote_name
     merged_tables = set(plan.groups)
     statements: list[str] = []
@@ -173,12 +172,7 @@ def _merge_in_place(
     for attempt in range(1, lock_attempts + 1):
         try:
             with transaction.atomic(using=store.alias), store.connection.cursor() as cursor:
-                if store.kind == "postgresql":
-                    cursor.execute("SET LOCAL lock_timeout = %s", [f"{lock_timeout * 1000:.0f}ms"])
-                else:
-                    cursor.execute(
-                        "SET SESSION innodb_lock_wait_timeout = %s", [max(1, round(lock_timeout))]
-                    )
+                cursor.execute(*engine.lock_timeout(lock_timeout))
                 for statement in statements:
                     cursor.execute(statement)
             return

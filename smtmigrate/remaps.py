@@ -8,7 +8,6 @@ engines' `remap_case`), and the verification reads the source through the same m
 
 from __future__ import annotations
 
-from .engines import engine_for
 from .schema import CONTENT_TYPE_TABLE, Inspection
 
 Remaps = dict[str, dict[str, dict[int, int]]]  # table → column → {source id: target id}
@@ -38,8 +37,8 @@ def content_type_remap(source: Inspection, target: Inspection, *, create: bool) 
     ]
     if not columns:
         return {}
-    q_src = engine_for(source).quote_name
-    q_target = engine_for(target).quote_name
+    q_src = source.engine.quote_name
+    q_target = target.engine.quote_name
     with source.store.connection.cursor() as cursor:
         cursor.execute(f"SELECT id, app_label, model FROM {q_src(CONTENT_TYPE_TABLE)}")
         source_types = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}

@@ -118,8 +118,6 @@ def detect_layout(
 
 def inspect_store(store: Store) -> Inspection:
     """Connect, detect the layout and read every Sumatra table's real columns."""
-    from .engines import engine_for  # engines read the schema module: imported late
-
     connection = store.connection
     try:
         with connection.cursor() as cursor:
@@ -128,7 +126,7 @@ def inspect_store(store: Store) -> Inspection:
             if MIGRATIONS_TABLE in table_names:
                 cursor.execute("SELECT app, name FROM django_migrations")
                 applied = {(app, name) for app, name in cursor.fetchall()}
-            describe = engine_for(connection).table_description
+            describe = store.engine.table_description
             columns = {
                 name: {c.name for c in describe(connection, cursor, name)}
                 for name in LAYOUT_COLUMNS
@@ -142,15 +140,13 @@ def inspect_store(store: Store) -> Inspection:
                 from .generations import install_views
 
                 # from here on this connection reads the old tables in today's shape
-                views = install_views(connection, cursor, layout, store.display)
+                views = install_views(store, cursor, layout)
             models_by_table = sumatra_tables()
             tables: dict[str, StoreTable] = {}
             for name in sorted(table_names):
                 model_name = LEGACY_TABLES.get(name, name) if layout in TAGGING_LAYOUTS else name
                 if model_name in models_by_table:
-                    tables[name] = _store_table(
-                        connection, cursor, name, models_by_table[model_name]
-                    )
+                    tables[name] = _store_table(store, cursor, name, models_by_table[model_name])
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     return Inspection(
@@ -158,13 +154,10 @@ def inspect_store(store: Store) -> Inspection:
     )
 
 
-def _store_table(
-    connection: BaseDatabaseWrapper, cursor, name: str, model: ModelTable
-) -> StoreTable:
-    from .engines import engine_for  # engines read the schema module: imported late
-
+def _store_table(store: Store, cursor, name: str, model: ModelTable) -> StoreTable:
+    connection = store.connection
     introspection = connection.introspection
-    engine = engine_for(connection)
+    engine = store.engine
     declared = engine.declared_types(cursor, name)
     columns = {}
     for info in engine.table_description(connection, cursor, name):

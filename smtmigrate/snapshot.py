@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import DatabaseError, transaction
 
 from . import locations
-from .engines import POSTGRESQL, SQLITE, engine_for
+from .engines import POSTGRESQL, SQLITE
 from .engines.sqlite import SQLITE_CORRUPT
 from .engines.sqlite_damage import COPY_READABLE, REFUSE, CheckResult, check_file
 from .engines.sqlite_damage import copy_readable as _copy_readable
@@ -143,7 +143,7 @@ class Snapshot:
                 cursor.execute(
                     f"SELECT count(CASE WHEN db_id <= %s THEN 1 END), "
                     f"count(CASE WHEN db_id > %s THEN 1 END) "
-                    f"FROM {engine_for(live).quote_name(RECORD_TABLE)}",
+                    f"FROM {live.engine.quote_name(RECORD_TABLE)}",
                     [limit, limit],
                 )
                 kept, added = cursor.fetchone()
@@ -269,7 +269,7 @@ def _server_snapshot(store: Store) -> Iterator[Snapshot]:
     with transaction.atomic(using=store.alias):
         try:
             with connection.cursor() as cursor:
-                taken_at, exported = engine_for(store).begin_snapshot(cursor)
+                taken_at, exported = store.engine.begin_snapshot(cursor)
         except DatabaseError as exc:
             raise store.read_error(exc) from exc
         snapshot_store = SnapshotStore(
@@ -336,7 +336,7 @@ def _count_records(snapshot: Snapshot) -> None:
                 return
             cursor.execute(
                 f"SELECT project_id, count(*), max(db_id) "
-                f"FROM {engine_for(store).quote_name(RECORD_TABLE)} GROUP BY project_id"
+                f"FROM {store.engine.quote_name(RECORD_TABLE)} GROUP BY project_id"
             )
             rows = cursor.fetchall()
     except DatabaseError as exc:

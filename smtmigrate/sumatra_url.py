@@ -68,7 +68,7 @@ def worker_location(store: Store) -> tuple[str, dict[str, str]]:
             f"{store.display}: Sumatra cannot open a database named {name!r} "
             "(its URL parser takes letters, digits and ._~- only)"
         )
-    if store.kind == "mariadb":
+    if store.engine.sumatra_login_unaided:  # MariaDB: the URL and MYSQL_PWD, nothing else
         return _mariadb_location(store, name, user, host, port)
     netloc = ""
     if host and not host.startswith("/") and "," not in host:

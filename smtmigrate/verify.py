@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .canonical import Checksum, TableLayout, table_layout
 from .dedupe import DedupePlan
-from .engines import engine_for
 from .remaps import content_type_remap, merge_remaps
 from .schema import Inspection, sumatra_tables
 from .threads import on_a_thread, on_own_connection, threads_read
@@ -134,7 +133,7 @@ def layouts_of(inspection: Inspection) -> dict[str, TableLayout]:
 def table_checksum(inspection: Inspection, layout: TableLayout, remaps=None, skip=None) -> Checksum:
     """A table's checksum, computed where the data is by the store's engine, without the
     rows whose id is in `skip`."""
-    return engine_for(inspection).table_checksum(inspection, layout, remaps, skip)
+    return inspection.engine.table_checksum(inspection, layout, remaps, skip)
 
 
 def verify_stores(

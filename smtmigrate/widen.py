@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlparse
 from django.db import connections, models, transaction
@@ -33,6 +34,9 @@ from .audit import AuditReport
 from .errors import SmtmigrateError
 from .files import write_private
 from .schema import SUMATRA_APP, Inspection, sumatra_tables
+
+if TYPE_CHECKING:
+    from .locations import Store
 
 POLICIES = ("text", "fit")
 MIGRATION_NAME = "smtmigrate_widen"
@@ -273,15 +277,16 @@ def _sumatra_migration_names() -> list[tuple[str, str]]:
     return sorted(key for key in loader.disk_migrations if key[0] == SUMATRA_APP)
 
 
-def migration_sql(plan: WideningPlan, connection: BaseDatabaseWrapper | None) -> list[str]:
-    """The SQL the migration runs on PostgreSQL, formatted with sqlparse.
+def migration_sql(plan: WideningPlan, store: Store | None) -> list[str]:
+    """The SQL the migration runs on PostgreSQL, formatted with sqlparse (on MariaDB: its
+    online ALTERs, one at a time, as `widen_apply` runs them).
 
-    With a connection to a PostgreSQL store the schema editor looks constraint names up
-    there; without one it uses the names Django gives them when Sumatra's migrations build
-    a store.
+    Against a PostgreSQL store the schema editor looks constraint names up there; without
+    one it uses the names Django gives them when Sumatra's migrations build a store.
     """
+    connection = store.connection if store is not None else None
     migration = build_migration(plan, from_current=connection is not None)
-    if connection is not None and connection.vendor == "mysql":
+    if store is not None and connection is not None and not store.engine.can_rollback_ddl:
         statements = mariadb_statements(plan, connection)[0]
         return [sqlparse.format(s, keyword_case="upper") + ";" for s in statements]
     if connection is None:
@@ -363,8 +368,10 @@ def restore_foreign_keys(apps, schema_editor) -> None:
     knows no "before"): a foreign key constraint Django renamed gets its name back, an
     indexed foreign key column without its `_like` index gets it. Nothing on other
     engines; nothing twice."""
+    from .engines import engine_for  # only a Django connection here, no Store
+
     connection = schema_editor.connection
-    if connection.vendor != "postgresql":
+    if not engine_for(connection).like_indexes:
         return
     introspection = connection.introspection
     for model in apps.get_app_config(SUMATRA_APP).get_models():

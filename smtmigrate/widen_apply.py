@@ -130,23 +130,8 @@ def column_types(store: Store, columns: Iterable[ColumnChange]) -> dict[tuple[st
     """The real types of the planned columns, as the engine spells them."""
     connection = store.connection
     tables = sorted({c.table for c in columns})
-    if store.kind == "mariadb":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT table_name, column_name, column_type FROM information_schema.columns "
-                "WHERE table_schema = DATABASE()"
-            )
-            types = {(t, c): str(type_) for t, c, type_ in cursor.fetchall()}
-        return {(c.table, c.column): types.get((c.table, c.column), "?") for c in columns}
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
-            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-            "WHERE c.relname = ANY(%s) AND c.relkind = 'r' AND a.attnum > 0 "
-            "AND NOT a.attisdropped AND pg_table_is_visible(c.oid)",
-            [tables],
-        )
-        types = {(table, column): type_ for table, column, type_ in cursor.fetchall()}
+        types = store.engine.column_types(cursor, tables)
     return {(c.table, c.column): types.get((c.table, c.column), "?") for c in columns}
 
 

@@ -12,11 +12,14 @@ from django.db import DatabaseError
 from .. import interrupts
 from ..engines.mariadb import MariadbEngine
 from ..engines.mariadb_findings import COLLATION
-from ..engines.mariadb_server import PARTIAL_PREFIX, server_store
+from ..engines.mariadb_server import PARTIAL_PREFIX, database_tables, server_store
 from ..errors import Refused, SmtmigrateError, StoreConnectionError
+from .base import ServerAdmin
+from .created import CreatedDatabase
 
 if TYPE_CHECKING:
     from ..locations import Store
+    from ..move_state import MovePlan, MoveResult
 
 
 # -- createdb ---------------------------------------------------------------------------------
@@ -40,7 +43,7 @@ def admin_store(url: str | None) -> Iterator[Store | None]:
 
     store = resolve(server_url(url), mariadb=True)
     try:
-        if store.kind != "mariadb":
+        if store.engine.vendor != MariadbEngine.vendor:
             raise SmtmigrateError("--admin takes a mysql:// URL for a MariaDB target")
         yield store
     finally:
@@ -213,3 +216,40 @@ def build_schema(store: Store) -> None:
             raise SmtmigrateError(
                 f"building Sumatra's schema in {store.display} failed: {fresh.describe_error(exc)}"
             ) from exc
+
+
+class MariadbAdmin(ServerAdmin):
+    """MariaDB's workflows: no database owners (the URL's user is granted), no schema built
+    (a copy fills an empty database), every step undone by hand (no transactional DDL)."""
+
+    def create(self, store, *, owner, create_role, password, admin) -> CreatedDatabase:
+        refuse_owner(owner)
+        if store.password:
+            raise SmtmigrateError(
+                "the new user's password is taken from --password-env VAR only (not the URL)"
+            )
+        with admin_store(admin) as server:
+            name, account = create_database(
+                store, create_user=create_role, password=password, admin=server
+            )
+        return CreatedDatabase(name, account, create_role, bool(password), False, account)
+
+    def plan_database(self, plan: MovePlan) -> bool:
+        tables = database_tables(plan.target)
+        plan.create_database = tables is None
+        return bool(tables)  # copies build afresh and refuse any table: an earlier copy's
+
+    def describe_new(self, target: Store, owner: str) -> str:
+        return f"{COLLATION}, {owner} granted"
+
+    def create_for_move(self, plan: MovePlan, result: MoveResult) -> None:
+        """As `createdb` does: the database, binary no-pad, its URL's user granted on it
+        and on the copy's scratch databases (over --admin when given)."""
+        with admin_store(plan.options.admin) as admin:
+            create_database(plan.target, create_user=False, password=None, admin=admin)
+        result.created_here = True
+        result.changed.append(f"created database {plan.target.display}")
+
+    def drop_for_move(self, plan: MovePlan, result: MoveResult) -> None:
+        with admin_store(plan.options.admin) as admin:
+            drop_database(plan.target, admin=admin)

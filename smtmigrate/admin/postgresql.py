@@ -9,6 +9,7 @@ is hashed (SCRAM) on this side with libpq's own PQencryptPasswordConn, so it nev
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg2
 import psycopg2.extensions
@@ -37,6 +38,11 @@ from ..locations import (
 )
 from ..schema import inspect_store
 from ..widen_apply import build_widened_schema
+from .base import ServerAdmin
+from .created import CreatedDatabase
+
+if TYPE_CHECKING:
+    from ..move_state import MovePlan, MoveResult
 
 _identifier = POSTGRESQL.identifier  # roles and databases in psycopg2.sql
 
@@ -310,15 +316,6 @@ def pg_hba_line(store: Store, role: str) -> str:
     return f"host    {store.settings['NAME']}   {role}   {address}   scram-sha-256"
 
 
-@dataclass
-class CreatedDatabase:
-    name: str
-    owner: str
-    role_created: bool
-    with_password: bool
-    schema_built: bool
-
-
 def create_store_database(
     store: Store,
     *,
@@ -385,3 +382,60 @@ def _undo(server: Admin, owner: str, made: list[str], exc: BaseException) -> Non
         server.drop_role(owner)  # its memberships go with it
     if made and isinstance(exc, SmtmigrateError):
         exc.args = (f"{exc}; removed the {' and the '.join(reversed(made))} it had created",)
+
+
+class PostgresAdmin(ServerAdmin):
+    """PostgreSQL's workflows, from the server's maintenance database (`Admin`)."""
+
+    def create(self, store, *, owner, create_role, password, admin) -> CreatedDatabase:
+        return create_store_database(
+            store, owner=owner, create_role=create_role, password=password, admin=admin
+        )
+
+    def plan_database(self, plan: MovePlan) -> bool:
+        target, options = plan.target, plan.options
+        with Admin(target, options.admin, as_target_user=not options.create_role) as server:
+            plan.create_database = not server.exists()
+            if plan.create_database and not (options.admin or options.create_role):
+                # Created as the URL's role when it may (its login is what libpq was given),
+                # else as libpq's default user, as createdb does (checked when creating).
+                try:
+                    server.check_privileges(target.settings.get("USER") or server.user, drop=False)
+                    plan.create_as_target_user = True
+                except Refused:
+                    pass
+        if plan.create_database and options.admin and not options.create_role:
+            with Admin(target):  # the URL's own credentials work, before anything is created
+                pass
+        return False  # the copy goes into the database's own schema, whatever it holds
+
+    def describe_new(self, target: Store, owner: str) -> str:
+        return f"owner {owner}, UTF8"
+
+    def create_for_move(self, plan: MovePlan, result: MoveResult) -> None:
+        options = plan.options
+        result.created = create_store_database(
+            plan.target,
+            create_role=options.create_role,
+            password=options.password,
+            admin=options.admin,
+            schema=False,  # the copy builds it, in its own transaction
+            as_target_user=plan.create_as_target_user,
+        )
+        result.created_here = True
+        role = f"role {result.created.owner} and " if result.created.role_created else ""
+        result.changed.append(f"created {role}database {plan.target.display}")
+        if options.password and not plan.target.password:
+            # The new role's password: the copy connects with it, the switch puts it in
+            # ~/.pgpass (never in .smt/project).
+            plan.target.settings["PASSWORD"] = options.password
+
+    def drop_for_move(self, plan: MovePlan, result: MoveResult) -> None:
+        plan.target.close()
+        created = result.created
+        with Admin(
+            plan.target, plan.options.admin, as_target_user=not plan.options.create_role
+        ) as server:
+            server.drop_database()
+            if created is not None and created.role_created:
+                server.drop_role(created.owner)

@@ -134,6 +134,43 @@ class Engine:
         """Whether a failed connection failed for want of the store's database."""
         return False
 
+    # The query of `database_identity` (a server engine's).
+    identity_sql: ClassVar[str]
+
+    def database_identity(self, store: Store) -> tuple:
+        """What names the store's database on its running server whatever host name,
+        socket or port reached it (`locations.same_store`)."""
+        try:
+            with store.connection.cursor() as cursor:
+                cursor.execute(self.identity_sql)
+                return cursor.fetchone()
+        except DatabaseError as exc:
+            raise store.read_error(exc) from exc
+
+    def column_types(self, cursor: Any, tables: list[str]) -> dict[tuple[str, str], str]:
+        """(table, column) → its real type as the engine spells it, for `tables` of the
+        cursor's database (a widening's before and after)."""
+        raise NotImplementedError
+
+    def lock_timeout(self, seconds: float) -> tuple[str, list[Any]]:
+        """The statement (and its parameters) that bounds this transaction's waits for a
+        row lock: a write retried rather than stuck behind a running job."""
+        raise NotImplementedError
+
+    def missing_write_privileges(self, cursor: Any, tables: list[str]) -> list[tuple]:
+        """(user, table, privilege) Sumatra's jobs would need to write `tables` and the
+        cursor's role lacks; nothing where the engine cannot tell beforehand."""
+        return []
+
+    # Why a copy from a store of this engine into another of it is not offered (a server
+    # into its own kind); None where it is (SQLite: a backup into a new file).
+    own_kind_refusal: ClassVar[str | None] = None
+
+    def copy_refusal(self, source: Engine) -> str | None:
+        """Why a copy from a store of `source` into one of this engine is not offered, or
+        None."""
+        return self.own_kind_refusal if source.vendor == self.vendor else None
+
     # Whether a store of this engine is a file (SQLite), not a database on a server: no
     # server, no widening (every column is unbounded), no identities to build for
     # parallel jobs, a new store made by creating the file.
@@ -148,6 +185,21 @@ class Engine:
     # Whether another process can read the snapshot's state too (a SQLite file; a
     # PostgreSQL transaction's exported snapshot); not MariaDB's.
     snapshot_joinable: ClassVar[bool] = True
+
+    # Whether a PgBouncer (transaction mode) can stand in front of a server of this engine
+    # (`pooler`, `move --pooler`, headroom's advice): PostgreSQL's.
+    has_pooler: ClassVar[bool] = False
+    # Whether `merge` reads and writes stores of this engine (merge/sql/ has SQLite's and
+    # PostgreSQL's statements).
+    merges: ClassVar[bool] = True
+    # Whether the project's `smt` reaches the server with nothing but the URL and the
+    # client's password variable (MariaDB: MYSQL_PWD; no option or password file, no
+    # libpq PG* variables): a job's location carries everything in the URL
+    # (`sumatra_url`), and a switch checks first that it gets in (`project`).
+    sumatra_login_unaided: ClassVar[bool] = False
+    # Whether `move` may create the target's role with its database (PostgreSQL); else
+    # the user must exist before the move (MariaDB: Sumatra's runs must get in first).
+    move_creates_role: ClassVar[bool] = True
 
     # -- the audit (audit.py) --------------------------------------------------------------
 
@@ -264,6 +316,12 @@ class Engine:
     # live as long as the merge's own connection: nothing).
     temp_table_lifetime: ClassVar[str]
     binary_collation: ClassVar[str]  # code-point order of text (the order Python sorts)
+    # The collation (for Django's `Collate`) that orders labels by code point where the
+    # database's default may not (PostgreSQL: "C"); None where the default does.
+    label_collation: ClassVar[str | None] = None
+    # Whether Django's schema editor gives an indexed varchar column a second `_like`
+    # index and renames foreign keys it recreates (PostgreSQL's): a widening undoes both.
+    like_indexes: ClassVar[bool] = False
     defer_constraints: ClassVar[str]  # the statement: foreign keys checked at commit
 
     def temp_table_as(self, name: str) -> str:

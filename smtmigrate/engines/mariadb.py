@@ -78,6 +78,26 @@ class MariadbEngine(Engine):
     snapshot_joinable = False
     quote_char = "`"
     length_function = "char_length"
+    merges = False
+    sumatra_login_unaided = True
+    move_creates_role = False
+
+    # The running server (its host name, port and data directory) and the database.
+    identity_sql = "SELECT @@hostname, @@port, @@datadir, DATABASE()"
+    own_kind_refusal = (
+        "copying from MariaDB into MariaDB is not supported yet "
+        "(into MariaDB: from an SQLite or a PostgreSQL store)"
+    )
+
+    def column_types(self, cursor, tables: list[str]) -> dict[tuple[str, str], str]:
+        cursor.execute(
+            "SELECT table_name, column_name, column_type FROM information_schema.columns "
+            "WHERE table_schema = DATABASE()"
+        )
+        return {(t, c): str(type_) for t, c, type_ in cursor.fetchall()}
+
+    def lock_timeout(self, seconds: float) -> tuple[str, list]:
+        return "SET SESSION innodb_lock_wait_timeout = %s", [max(1, round(seconds))]
 
     def text(self, expression: str) -> str:
         """The expression's text as bytes (UTF-8 for a text column)."""

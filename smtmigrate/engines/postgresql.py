@@ -57,8 +57,51 @@ class PostgresEngine(Engine):
         """libpq says so only in words (a failed connection has no SQLSTATE)."""
         return bool(re.search(r'database ".*" does not exist', str(exc)))
 
+    has_pooler = True
+
+    # The running server (its start time and port) and the database's oid.
+    identity_sql = (
+        "SELECT pg_postmaster_start_time(), current_setting('port'), d.oid "
+        "FROM pg_database d WHERE d.datname = current_database()"
+    )
+    own_kind_refusal = (
+        "a PostgreSQL store can be copied into a new SQLite store (e.g. a backup) or a "
+        "MariaDB database, not into another PostgreSQL database"
+    )
+
+    def column_types(self, cursor, tables: list[str]) -> dict[tuple[str, str], str]:
+        cursor.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "WHERE c.relname = ANY(%s) AND c.relkind = 'r' AND a.attnum > 0 "
+            "AND NOT a.attisdropped AND pg_table_is_visible(c.oid)",
+            [tables],
+        )
+        return {(table, column): type_ for table, column, type_ in cursor.fetchall()}
+
+    def lock_timeout(self, seconds: float) -> tuple[str, list]:
+        return "SET LOCAL lock_timeout = %s", [f"{seconds * 1000:.0f}ms"]
+
+    def missing_write_privileges(self, cursor, tables: list[str]) -> list[tuple]:
+        cursor.execute(
+            "SELECT current_user, t.name, p.privilege "
+            "FROM unnest(%s::text[]) AS t(name), "
+            "unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p(privilege) "
+            "WHERE NOT has_table_privilege(quote_ident(t.name), p.privilege) "
+            "UNION ALL "  # a serial (not identity) id needs its sequence too
+            "SELECT current_user, s.seq, 'USAGE' FROM (SELECT pg_get_serial_sequence("
+            "quote_ident(t.name), a.attname) AS seq FROM unnest(%s::text[]) AS t(name) "
+            "JOIN pg_attribute a ON a.attrelid = quote_ident(t.name)::regclass "
+            "AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = '') AS s "
+            "WHERE s.seq IS NOT NULL AND NOT has_sequence_privilege(s.seq, 'USAGE')",
+            [tables, tables],
+        )
+        return cursor.fetchall()
+
     temp_table_lifetime = " ON COMMIT DROP"
     binary_collation = '"C"'
+    label_collation = "C"
+    like_indexes = True
     defer_constraints = "SET CONSTRAINTS ALL DEFERRED"
 
     def identifier(self, name: str) -> sql.Identifier:

@@ -33,7 +33,6 @@ import psycopg2
 from django.core.management import call_command
 from django.db import DatabaseError, transaction
 
-from ..engines import engine_for
 from ..engines.sqlite_damage import COPY_READABLE, REFUSE
 from ..errors import NotASumatraStore, Refused, SmtmigrateError
 from ..identities import DuplicatesAppeared, build_in_transaction, identity_tables
@@ -142,7 +141,7 @@ def merge_stores(
         target = _writable(target)
     for n, source in enumerate(sources):
         if same_store(source, target):
-            where = " (the same database of the same server)" * (target.kind == "postgresql")
+            where = " (the same database of the same server)" * (not target.engine.is_file)
             raise SmtmigrateError(f"{source.display} is the TARGET itself{where}")
         if any(same_store(source, other) for other in sources[:n]):
             raise SmtmigrateError(f"{source.display} is named twice")
@@ -152,7 +151,7 @@ def merge_stores(
         snapshots = [stack.enter_context(source_snapshot(s, damaged=damaged)) for s in sources]
         inspections = [inspect_store(s.store) for s in snapshots]
         for inspection in inspections:
-            if inspection.vendor not in ("sqlite", "postgresql"):
+            if not inspection.engine.merges:
                 raise SmtmigrateError(
                     f"{inspection.store.display}: merge reads SQLite and PostgreSQL stores "
                     "and project directories"
@@ -176,7 +175,7 @@ def merge_stores(
         )
         created = target.engine.is_file and target.path is not None and not target.path.exists()
         try:
-            with sql.dialect(target.kind):
+            with sql.dialect(target.engine):
                 _merge(inspections, target, result, verify=verify)
         except (DatabaseError, psycopg2.Error) as exc:  # COPY runs on psycopg2's cursor
             detail = target.describe_error(exc)
@@ -245,7 +244,7 @@ def _build_identities(inspection) -> list[str]:
 
 def _merge(sources, target: Store, result: MergeResult, *, verify: str) -> None:
     connection = target.connection
-    engine = engine_for(target)
+    engine = target.engine
     q = engine.quote_name
     build = _target_state(target)
     loaded = load.Loaded()

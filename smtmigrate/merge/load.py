@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..canonical import float_text, table_layout
-from ..engines import SQLITE, engine_for
+from ..engines import SQLITE
 from ..engines.postgresql import COPY_CHUNK, FETCH_ROWS, QUEUED_CHUNKS, put_unless_stopped
 from ..remaps import content_type_remap
 from ..schema import Inspection, ModelColumn, sumatra_tables
@@ -102,7 +102,7 @@ def stage_source(cursor, q, src: int, source: Inspection, target: Inspection, lo
     """COPY every table of one source (SQLite, or PostgreSQL read in its snapshot's
     transaction) into the staging tables."""
     remaps = content_type_remap(source, target, create=True)
-    if source.vendor == "postgresql":
+    if not source.engine.is_file:  # PostgreSQL, read in its snapshot's transaction
         if sql.sqlite():
             _postgres_into_sqlite(cursor, q, src, source, remaps, loaded)
         else:
@@ -161,7 +161,7 @@ def _stage_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loaded) 
 def _postgres_select(source: Inspection, layout, remaps, *first: str) -> str:
     """The source table's rows as they are stored, content-type ids mapped (after the
     `first` expressions)."""
-    reader = engine_for(source)
+    reader = source.engine
     mapped = remaps.get(layout.name, {})
     values = [
         reader.remap_case(reader.quote_name(name), mapped[name])
@@ -197,7 +197,7 @@ def _postgres_into_sqlite(cursor, q, src: int, source: Inspection, remaps, loade
     datetimes as Django writes them in SQLite (naive UTC)."""
     from ..engines.sqlite_load import _naive_utc
 
-    reader = engine_for(source)
+    reader = source.engine
     for stored, table in source.tables.items():
         layout = table_layout(table.model, stored, table.columns)
         names = layout.column_names

@@ -45,7 +45,6 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Collate
 from sumatra.formatting import record2dict
 
-from ..engines import engine_for
 from ..errors import RecordReadError
 from ..schema import CONTENT_TYPE_TABLE, RECORD_TABLE, Inspection
 from .rows import FOREIGN_KEYS, MANY_TO_MANY, SORT_KEY, Related, SharedRows, in_list, row_classes
@@ -66,7 +65,7 @@ class _StoreReader:
         self.alias = self.store.alias
         self.connection = self.store.connection
         self.shared = SharedRows(self.alias)
-        self.quote = engine_for(inspection).quote_name
+        self.quote = inspection.engine.quote_name
         self.tag_sql = self._tag_sql()
         self.key_link = self.quote(sm.DataKey._meta.get_field("output_from_record").column)
         self.link_sql = {}
@@ -129,8 +128,8 @@ class _StoreReader:
         (Python's string order, which the merge relies on): SQLite's default BINARY
         collation is that order, PostgreSQL's is asked for with COLLATE "C"."""
         label: Any = "label"
-        if self.connection.vendor == "postgresql":
-            label = Collate("label", "C")
+        if self.inspection.engine.label_collation:
+            label = Collate("label", self.inspection.engine.label_collation)
         queryset = self.sm.Record._base_manager.using(self.alias)
         if project is None:
             queryset = queryset.filter(project__isnull=True)
@@ -296,7 +295,7 @@ def sample_ids(inspection: Inspection, size: int) -> tuple[list[int], int]:
     each of `size` equal slices of it), plus every project's newest record (what `smt
     list` shows first); and the store's record count. Chosen by the database, so a store
     of a million records costs one scan of its ids and no memory."""
-    quote = engine_for(inspection).quote_name
+    quote = inspection.engine.quote_name
     table = quote(inspection.stored_name(RECORD_TABLE))
     db_id, project = quote("db_id"), quote("project_id")
     try:

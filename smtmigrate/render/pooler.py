@@ -23,7 +23,7 @@ def headroom_lines(headroom: Headroom, jobs: int | None = None) -> list[tuple[st
         limits = "".join(
             f", {what} {limit} ({used} in use)" for what, limit, used in headroom.limits
         )
-        reserved = f", {headroom.reserved} reserved" if headroom.kind == "postgresql" else ""
+        reserved = f", {headroom.reserved} reserved" if headroom.poolable else ""
         first = (
             f"Connections: {headroom.display} allows {headroom.free} parallel smt runs now "
             f"(max_connections {headroom.max_connections}{reserved}, {headroom.in_use} in use"

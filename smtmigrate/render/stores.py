@@ -8,7 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
-from ..admin.postgresql import CreatedDatabase, DatabaseInfo, pg_hba_line
+from ..admin.created import CreatedDatabase
+from ..admin.postgresql import DatabaseInfo, pg_hba_line
 from ..copy import CopyResult
 from ..locations import Store
 from ..move_state import MovePlan, MoveResult
@@ -102,6 +103,9 @@ def render_ready(display: str, out: Console) -> None:
 
 def render_created(created: CreatedDatabase, store: Store, out: Console) -> None:
     """What `createdb` did, and the lines the user may need next."""
+    if created.account is not None:  # MariaDB: a user granted, no owner, no schema
+        render_mariadb_created(created.name, created.account, created.role_created, out)
+        return
     if created.role_created:
         said = f"created role {created.owner}"
         say(out, said + (" with a password" if created.with_password else ""))

@@ -142,8 +142,7 @@ def _stress(
             f"{store.display} is a {inspection.layout} store, which Sumatra 0.8.1 cannot "
             "open; copy it into a new store first (smtmigrate copy)"
         )
-    if store.kind == "postgresql":
-        _check_write_privileges(reader, sorted(inspection.tables))
+    _check_write_privileges(reader, sorted(inspection.tables))  # PostgreSQL's, asked first
     uri, location_env = worker_location(store)
     memory = available_memory()
     per_job = WORKER_MEMORY if mode_name == "api" else SMT_RUN_MEMORY
@@ -356,20 +355,7 @@ def _check_write_privileges(store: Store, tables: list[str]) -> None:
 
     try:
         with store.connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT current_user, t.name, p.privilege "
-                "FROM unnest(%s::text[]) AS t(name), "
-                "unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p(privilege) "
-                "WHERE NOT has_table_privilege(quote_ident(t.name), p.privilege) "
-                "UNION ALL "  # a serial (not identity) id needs its sequence too
-                "SELECT current_user, s.seq, 'USAGE' FROM (SELECT pg_get_serial_sequence("
-                "quote_ident(t.name), a.attname) AS seq FROM unnest(%s::text[]) AS t(name) "
-                "JOIN pg_attribute a ON a.attrelid = quote_ident(t.name)::regclass "
-                "AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = '') AS s "
-                "WHERE s.seq IS NOT NULL AND NOT has_sequence_privilege(s.seq, 'USAGE')",
-                [tables, tables],
-            )
-            missing = cursor.fetchall()
+            missing = store.engine.missing_write_privileges(cursor, tables)
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     if missing:

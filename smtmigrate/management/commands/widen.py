@@ -4,7 +4,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ...audit import audit
-from ...engines import engine_for
 from ...errors import NotASumatraStore, Refused, SmtmigrateError
 from ...locations import resolve
 from ...render import (
@@ -94,9 +93,8 @@ class Command(SmtmigrateCommand):
                 target=target_inspection,
             )
             subject = target_inspection or source_inspection
-            if subject is not None and subject.vendor == "mysql":
-                # MariaDB's own: a primary key stays a varchar (an index key is bounded)
-                plan = engine_for(subject.store).widening_plan(plan)
+            if subject is not None:  # MariaDB's own: a primary key stays a varchar
+                plan = subject.engine.widening_plan(plan)
             title = f"Widening plan for {subject.store.display}" if subject else "Widening plan"
             if sql:  # only SQL on stdout, so that it can be piped into psql
                 render_sql_head(title, plan, out)
@@ -117,10 +115,9 @@ class Command(SmtmigrateCommand):
             if sql:
                 # Constraint names are looked up in a PostgreSQL store when there is one.
                 against = target_inspection
-                if source_inspection is not None and source_inspection.vendor != "sqlite":
+                if source_inspection is not None and not source_inspection.engine.is_file:
                     against = against or source_inspection
-                connection = against.store.connection if against else None
-                render_sql(migration_sql(plan, connection), out)
+                render_sql(migration_sql(plan, against.store if against else None), out)
             elif target_inspection is not None:
                 render_applied(
                     apply_widening(plan, target_inspection, lock_timeout=lock_timeout), out

@@ -1,6 +1,6 @@
 """Every SQL statement of `merge`, one function per kind.
 
-PostgreSQL's by default; SQLite's where its statements differ, inside `dialect("sqlite")`.
+PostgreSQL's by default; SQLite's where its statements differ, inside `dialect(SQLITE)`.
 Every vendor-specific expression (temporary tables, chr(), sorted joins, the binary
 collation, deferred constraints) is the target's engine's (`target_engine()`, engines/).
 
@@ -27,8 +27,8 @@ from .fingerprints import (
     occurrences_with_fingerprints,
 )
 from .statements import (
+    _ENGINE,
     _LINK_TARGETS,
-    _VENDOR,
     DECISION,
     KEYS,
     PREFIX,
@@ -79,8 +79,8 @@ __all__ = [
     "DECISION",
     "KEYS",
     "PREFIX",
+    "_ENGINE",
     "_LINK_TARGETS",
-    "_VENDOR",
     "analyze",
     "candidate_table",
     "candidates",

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from ...engines import Engine, engine_for
+from ...engines import POSTGRESQL, Engine
 from ...schema import ModelColumn
 
 Quote = Callable[[str], str]
@@ -15,26 +15,27 @@ DECISION = "smtm_decision"
 KEYS = "smtm_keys"
 
 
-_VENDOR: ContextVar[str] = ContextVar("merge_sql_vendor", default="postgresql")
+_ENGINE: ContextVar[Engine] = ContextVar("merge_sql_engine", default=POSTGRESQL)
 
 
 @contextmanager
-def dialect(vendor: str) -> Iterator[None]:
-    """The target's engine ("postgresql" or "sqlite") for every statement built inside."""
-    token = _VENDOR.set(vendor)
+def dialect(engine: Engine) -> Iterator[None]:
+    """The target's engine (PostgreSQL's or SQLite's) for every statement built inside."""
+    token = _ENGINE.set(engine)
     try:
         yield
     finally:
-        _VENDOR.reset(token)
+        _ENGINE.reset(token)
 
 
 def sqlite() -> bool:
-    return _VENDOR.get() == "sqlite"
+    """Whether the target is an SQLite file (its statements differ where noted)."""
+    return _ENGINE.get().is_file
 
 
 def target_engine() -> Engine:
     """The target's engine: quoting and every vendor-specific expression come from it."""
-    return engine_for(_VENDOR.get())
+    return _ENGINE.get()
 
 
 def _temp(name: str) -> str:
