@@ -175,10 +175,8 @@ class SqliteEngine(Engine):
             # written. Anything else (a Julian day number, an offset, 24:00, February 30,
             # year 0) SQLite's date functions or PostgreSQL would read as another instant,
             # or not at all: refused. The date/time part is proven by a round trip through
-            # SQLite's date functions (datetime() of the text: the same parse and instant
-            # as through julianday's number, a third cheaper per row); the rest is a
-            # fraction of digits; string order bounds the range (SQLite's date functions
-            # end at 9999-12-31 23:59:59.999).
+            # julianday; the rest is a fraction of digits; string order bounds the range
+            # (SQLite's date functions end at 9999-12-31 23:59:59.999).
             head = f"substr({c}, 1, 19)"
             django_format = (
                 # (substr: a literal like '0001' would take the column's numeric affinity)
@@ -188,7 +186,7 @@ class SqliteEngine(Engine):
                 f"WHEN 26 THEN substr({c}, 20, 7) GLOB '.[0-9][0-9][0-9][0-9][0-9][0-9]' "
                 f"ELSE substr({c}, 20, 1) = '.' AND length({c}) > 20 "
                 f"AND NOT substr({c}, 21) GLOB '*[^0-9]*' END "
-                f"AND datetime({head}) = {head}"
+                f"AND datetime(julianday({head})) = {head}"
             )
             yield (
                 f"{c} IS NOT NULL AND NOT coalesce({django_format}, 0)",
