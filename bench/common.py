@@ -56,11 +56,13 @@ def big_store(records: int = 100_000, seed: int = 0) -> Path:
     return path
 
 
-def timed(command: list[str]) -> tuple[float, int, subprocess.CompletedProcess]:
+def timed(
+    command: list[str], *, cwd: str | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int, subprocess.CompletedProcess]:
     """Run a command; return wall seconds, its peak RSS in MB, and the result."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return seconds, max(peak, before) // 1024, result

@@ -226,11 +226,12 @@ def _column_checks(
 class _TableScan:
     """One table's checks in two passes.
 
-    The first pass reads every row once and computes, per column, only what a healthy
-    store needs: the longest value and whether any invalid condition holds at all. A
-    column whose longest value exceeds its limit, or that has some invalid rows, earns a
-    second, narrower query that counts each condition and fetches examples — rare work,
-    done only where something is wrong.
+    The first pass reads every row once and computes only what a healthy store needs:
+    the longest value of each column with a length limit, and whether any of the table's
+    invalid conditions holds at all (one aggregate for them all: each aggregate is a
+    call per row). When a longest value exceeds its limit, or some row is invalid, a
+    second, narrower query counts each suspect condition (and measures the columns it
+    names) and fetches examples: rare work, done only where something is wrong.
     """
 
     def __init__(self, cursor, table: StoreTable, engine: Engine, near: float) -> None:
@@ -240,27 +241,17 @@ class _TableScan:
 
     def run(self, checks: list[_Check]) -> int:
         q = self.engine.quote_name
-        text_columns = [
-            name
-            for name, column in self.table.model.columns.items()
-            if column.is_text and name in self.table.columns
-        ]
-        invalid: dict[str, list[_Check]] = {}
-        for check in checks:
-            if check.kind == "invalid" and check.screen is None:
-                invalid.setdefault(check.column, []).append(check)
+        limited = list(dict.fromkeys(c.column for c in checks if c.kind == "overflow"))
+        invalid = [c for c in checks if c.kind == "invalid" and c.screen is None]
         screened = [check for check in checks if check.screen is not None]
         aggregates = ["count(*)"]
-        aggregates += [f"max({self.engine.text_length(name)})" for name in text_columns]
-        aggregates += [
-            count_if(" OR ".join(f"({check.condition})" for check in group))
-            for group in invalid.values()
-        ]
+        aggregates += [f"max({self.engine.text_length(name)})" for name in limited]
+        if invalid:
+            aggregates.append(count_if(" OR ".join(f"({c.condition})" for c in invalid)))
         self.cursor.execute(f"SELECT {', '.join(aggregates)} FROM {q(self.table.name)}")
         rows, *values = self.cursor.fetchone()
-        self.longest = {name: value or 0 for name, value in zip(text_columns, values, strict=False)}
-        flags = values[len(text_columns) :]
-        flagged_invalid = {column for column, count in zip(invalid, flags, strict=False) if count}
+        self.longest = {name: value or 0 for name, value in zip(limited, values, strict=False)}
+        some_invalid = bool(invalid) and bool(values[len(limited)])
         screen_failed = bool(screened) and self._screen(screened)
         suspects = [
             check
@@ -270,7 +261,7 @@ class _TableScan:
                 and check.limit is not None
                 and self.longest[check.column] > check.limit
             )
-            or (check.kind == "invalid" and check.column in flagged_invalid)
+            or (check.kind == "invalid" and check.screen is None and some_invalid)
             or (check.screen is not None and screen_failed)  # rare: now column by column
         ]
         self._count(suspects)
@@ -293,9 +284,21 @@ class _TableScan:
     def _count(self, suspects: list[_Check]) -> None:
         if not suspects:
             return
-        counts = ", ".join(count_if(check.condition) for check in suspects)
-        self.cursor.execute(f"SELECT {counts} FROM {self.engine.quote_name(self.table.name)}")
-        for check, rows in zip(suspects, self.cursor.fetchone(), strict=True):
+        # The longest value of a text column that has no limit, for its findings.
+        unmeasured = [
+            name
+            for name in dict.fromkeys(check.column for check in suspects)
+            if name not in self.longest and self._is_text(name)
+        ]
+        counts = [count_if(check.condition) for check in suspects]
+        counts += [f"max({self.engine.text_length(name)})" for name in unmeasured]
+        self.cursor.execute(
+            f"SELECT {', '.join(counts)} FROM {self.engine.quote_name(self.table.name)}"
+        )
+        counted = list(self.cursor.fetchone())
+        for name, value in zip(unmeasured, counted[len(suspects) :], strict=True):
+            self.longest[name] = value or 0
+        for check, rows in zip(suspects, counted[: len(suspects)], strict=True):
             if not rows:
                 continue
             detail = check.detail
@@ -313,6 +316,10 @@ class _TableScan:
                     detail=detail,
                 )
             )
+
+    def _is_text(self, name: str) -> bool:
+        column = self.table.model.columns.get(name)
+        return column is not None and column.is_text and name in self.table.columns
 
     def _near_limits(self, checks: list[_Check]) -> None:
         for check in checks:

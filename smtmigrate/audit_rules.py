@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from .dedupe import LABEL_IDENTITY, duplicate_groups, identity_of, output_column
+from .dedupe import LABEL_IDENTITY, any_duplicates, duplicate_groups, identity_of, output_column
 from .engines import Engine
 from .findings import Finding
 from .identities import COLUMN as IDENTITY_COLUMN
@@ -86,6 +86,9 @@ def duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Findin
         )
     if not identity:
         return []
+    where = applies_sql(table, engine.quote_name) if table.model.name != RECORD_TABLE else None
+    if not any_duplicates(cursor, table.name, identity, engine, where):
+        return []
     groups = duplicate_groups(
         cursor,
         table.name,
@@ -93,7 +96,7 @@ def duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Findin
         identity,
         engine,
         output_column(table),
-        applies_sql(table, engine.quote_name) if table.model.name != RECORD_TABLE else None,
+        where,
     )
     if not groups:
         return []

@@ -156,6 +156,24 @@ def duplicate_groups(
     return sorted(groups, key=lambda g: g.ids)
 
 
+def any_duplicates(
+    cursor, table: str, columns: Iterable[str], engine: Engine, where: str | None = None
+) -> bool:
+    """Whether some rows are equal in `columns` (as `duplicate_groups` groups them): the
+    same GROUP BY, carrying only the keys, which costs half as much as the groups' ids
+    and previews. A healthy store has none, and needs nothing more."""
+    columns = tuple(columns)
+    if not columns:
+        return False
+    quote = engine.quote_name
+    cursor.execute(
+        f"SELECT 1 FROM {quote(table)} "
+        + (f"WHERE {where} " if where else "")
+        + f"GROUP BY {', '.join(quote(c) for c in columns)} HAVING count(*) > 1 LIMIT 1"
+    )
+    return cursor.fetchone() is not None
+
+
 OUTPUT_COLUMN = "output_from_record_id"
 
 

@@ -207,6 +207,12 @@ CORRUPTIONS = {
         ("django_store_record", "timestamp"),
         "date/time",
     ),
+    "datetime-february-30": (  # SQLite's datetime() of the text alone passes it as it is
+        "UPDATE django_store_record SET timestamp = '2026-02-30 12:00:00' "
+        "WHERE db_id = (SELECT min(db_id) FROM django_store_record)",
+        ("django_store_record", "timestamp"),
+        "date/time",
+    ),
     "float": (
         "UPDATE django_store_record SET duration = 'fast' "
         "WHERE db_id = (SELECT min(db_id) FROM django_store_record)",
@@ -241,6 +247,13 @@ def test_invalid_values(store08, corruption):
     assert detail in finding.detail
     assert finding.rows >= 1
     assert finding.examples
+    table, column = key
+    if sumatra_tables()[table].columns[column].is_text:
+        # The longest value, measured only once something is found (a column without a
+        # limit): as long as Python counts up to its first NUL (SQLite's length()).
+        values = sqlite_rows(db, f'SELECT "{column}" FROM "{table}"')
+        expected = max(len(str(v).split("\x00")[0]) for (v,) in values if isinstance(v, str))
+        assert finding.max_length == expected
 
 
 def test_duplicates_against_a_unique_constraint(store08):
