@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 COPY_CHUNK = 256 << 10  # bytes handed to COPY per read(): amortises calls, overlaps work
 QUEUED_CHUNKS = 8
 FETCH_ROWS = 2_000
-# maintenance_work_mem of a copy's transaction: its key and index builds sort in memory
-BUILD_MEMORY = "256MB"
 
 
 def put_unless_stopped(chunks: queue.Queue, item, stopped: threading.Event, *, poll: float) -> bool:
@@ -259,59 +257,43 @@ class PostgresCopyTarget(CopyTarget):
 
     @contextmanager
     def _without_constraints(self, connection, tables: list[str]) -> Iterator[None]:
-        """Drop every foreign key, key and index for the load; rebuild them after.
+        """Drop foreign keys and non-unique indexes for the load; rebuild them after.
 
         Rows checked one by one by deferred FK triggers at commit, and index entries
         inserted one by one, cost more than one validating join and one sorted index
-        build per table (what pg_restore does). Keys are rebuilt first (a duplicate fails
-        the copy there, as it would have failed the COPY), then the other indexes, then
-        the foreign keys that need them. All inside the copy's transaction: nobody ever
-        sees the tables without them, and an error or a kill leaves them as they were.
+        build per table. All inside the copy's transaction: nobody ever sees the tables
+        without them.
         """
         q = self.engine.quote_name
         with connection.cursor() as cursor:
-            # a sort in memory per index build, for this transaction only
-            cursor.execute("SET LOCAL maintenance_work_mem = %s", [BUILD_MEMORY])
-            tables_sql = (
-                "SELECT oid FROM pg_class WHERE relname = ANY(%(tables)s) "
-                "AND pg_table_is_visible(oid)"
-            )
-            # keys a table outside the copy refers to stay (their foreign key would block)
             cursor.execute(
-                "SELECT c.contype, c.conrelid::regclass::text, c.conname, "
-                "pg_get_constraintdef(c.oid) FROM pg_constraint c "
-                f"WHERE c.contype IN ('f', 'p', 'u') AND c.conrelid = ANY({tables_sql}) "
-                "AND NOT EXISTS (SELECT 1 FROM pg_constraint r WHERE r.contype = 'f' "
-                f"AND c.contype <> 'f' AND r.conindid = c.conindid "
-                f"AND r.conrelid <> ALL({tables_sql})) "
-                "ORDER BY c.contype = 'f' DESC, c.conrelid, c.conname",
-                {"tables": tables},
+                "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) "
+                "FROM pg_constraint c WHERE c.contype = 'f' "
+                "AND c.conrelid = ANY(SELECT oid FROM pg_class WHERE relname = ANY(%s) "
+                "AND pg_table_is_visible(oid))",
+                [tables],
             )
-            dropped = cursor.fetchall()  # foreign keys first: they depend on the keys
+            foreign_keys = cursor.fetchall()
             cursor.execute(
-                "SELECT ix.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "SELECT t.relname, ix.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
                 "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_class ix ON ix.oid = i.indexrelid "
                 "WHERE t.relname = ANY(%s) AND pg_table_is_visible(t.oid) "
-                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
-                "ORDER BY t.relname, ix.relname",
+                "AND NOT i.indisprimary AND NOT i.indisunique "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
                 [tables],
             )
             indexes = cursor.fetchall()
             # `table` is regclass::text: PostgreSQL's own, already quoted, spelling of it
-            for _kind, table, name, _definition in dropped:
+            for table, name, _definition in foreign_keys:
                 cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {q(name)}")
-            for name, _definition in indexes:
+            for _table, name, _definition in indexes:
                 cursor.execute(f"DROP INDEX {q(name)}")
         yield
-        keys = [c for c in dropped if c[0] != "f"]
-        foreign_keys = [c for c in dropped if c[0] == "f"]
         with self.phase("indexes"), connection.cursor() as cursor:
-            for _kind, table, name, definition in keys:
-                cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {q(name)} {definition}")
-            for _name, definition in indexes:
+            for _table, _name, definition in indexes:
                 cursor.execute(definition)  # PostgreSQL's own CREATE INDEX text for it
         with self.phase("constraints"), connection.cursor() as cursor:
-            for _kind, table, name, definition in foreign_keys:
+            for table, name, definition in foreign_keys:
                 cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {q(name)} {definition}")
 
     def _copy_table(self, plan, layout, connection, remaps, events) -> tuple[TableResult, Checksum]:
