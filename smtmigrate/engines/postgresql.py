@@ -247,8 +247,9 @@ class PostgresCopyTarget(CopyTarget):
                     plan, layout, connection, remaps.get(layout.name, {}), events
                 )
                 results.append(result)
-        # No ANALYZE: the key builds set every table's size for the planner (the row
-        # checks still scan in parallel), and autovacuum analyzes after the commit.
+        # No ANALYZE: the index builds set the tables' sizes for the planner, which reads
+        # the size of a never-analyzed table from its file anyway (the row checks still
+        # scan in parallel); autovacuum analyzes the new tables after the commit.
         with self.phase("sequences"), connection.cursor() as cursor:
             models = [layout.model.model for layout in plan.layouts]
             for statement in connection.ops.sequence_reset_sql(no_style(), models):
