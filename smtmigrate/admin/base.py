@@ -1,10 +1,11 @@
-"""The one interface of the admin layer: what `createdb` and `move`'s database step ask of a
-server, whichever vendor it is. One implementation per vendor (`postgresql.PostgresAdmin`,
-`mariadb.MariadbAdmin`); `admin.admin_for(store)` picks the store's, so no caller asks
-which vendor it is talking to."""
+"""The one interface of the admin layer: what `createdb`, `drop-recreate` and `move`'s
+database step ask of a server, whichever vendor it is. One implementation per vendor
+(`postgresql.PostgresAdmin`, `mariadb.MariadbAdmin`); `admin.admin_for(store)` picks the
+store's, so no caller asks which vendor it is talking to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .created import CreatedDatabase
@@ -12,6 +13,7 @@ from .created import CreatedDatabase
 if TYPE_CHECKING:
     from ..locations import Store
     from ..move_state import MovePlan, MoveResult
+    from .backup import RecreateEvents
 
 
 class ServerAdmin:
@@ -47,4 +49,20 @@ class ServerAdmin:
 
     def drop_for_move(self, plan: MovePlan, result: MoveResult) -> None:
         """Drop the database (and role) `create_for_move` made: the copy did not commit."""
+        raise NotImplementedError
+
+    def recreate(
+        self,
+        store: Store,
+        *,
+        owner: str | None,
+        backup: str | None,
+        schema: bool,
+        admin: str | None,
+        confirm: Callable[[str], None],
+        events: RecreateEvents,
+    ) -> None:
+        """`drop-recreate`: back the database up, confirm, drop it and create it again
+        (empty, or with Sumatra's widened schema); everything that could stop it is checked
+        before anything is dropped."""
         raise NotImplementedError

@@ -14,6 +14,7 @@ from ..engines.mariadb import MariadbEngine
 from ..engines.mariadb_findings import COLLATION
 from ..engines.mariadb_server import PARTIAL_PREFIX, database_tables, server_store
 from ..errors import Refused, SmtmigrateError, StoreConnectionError
+from .backup import NOT_SUMATRA, back_up, backup_path
 from .base import ServerAdmin
 from .created import CreatedDatabase
 
@@ -253,3 +254,27 @@ class MariadbAdmin(ServerAdmin):
     def drop_for_move(self, plan: MovePlan, result: MoveResult) -> None:
         with admin_store(plan.options.admin) as admin:
             drop_database(plan.target, admin=admin)
+
+    def recreate(self, store, *, owner, backup, schema, admin, confirm, events) -> None:
+        """drop-recreate on MariaDB: no owners, the URL's user is granted."""
+        refuse_owner(owner)
+        name = store.settings["NAME"]
+        tables = database_tables(store)
+        records = sumatra_records(store) if tables else None
+        if tables and records is None:
+            raise Refused(NOT_SUMATRA.format(name=name, tables=tables))
+        events.mariadb_database(store.display, tables, records)
+        path = backup_path(name, backup) if records else None
+        confirm(name)
+        if path is not None and records:
+            back_up(store, name, records, path, backup, events)
+        store.close()
+        with admin_store(admin) as server:
+            if tables is not None:
+                drop_database(store, admin=server)
+                events.dropped(name)
+            _, account = create_database(store, create_user=False, password=None, admin=server)
+        if schema:
+            build_schema(store)
+        events.mariadb_recreated(name, account, schema)
+        events.ready(store.display)

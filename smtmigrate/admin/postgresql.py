@@ -38,6 +38,7 @@ from ..locations import (
 )
 from ..schema import inspect_store
 from ..widen_apply import build_widened_schema
+from .backup import NOT_SUMATRA, back_up, backup_path
 from .base import ServerAdmin
 from .created import CreatedDatabase
 
@@ -439,3 +440,30 @@ class PostgresAdmin(ServerAdmin):
             server.drop_database()
             if created is not None and created.role_created:
                 server.drop_role(created.owner)
+
+    def recreate(self, store, *, owner, backup, schema, admin, confirm, events) -> None:
+        """drop-recreate on PostgreSQL, from the maintenance database."""
+        with Admin(store, admin) as server:
+            info = server.describe()
+            owner = owner or info.owner or store.settings.get("USER") or server.user
+            events.database(info, store.display, owner)
+            if not server.role_exists(owner):
+                raise Refused(f"role '{owner}' does not exist; nothing was changed")
+            if info.other_tables:
+                # Its data could not be backed up: refuse rather than drop what we cannot restore.
+                raise Refused(NOT_SUMATRA.format(name=info.name, tables=info.other_tables))
+            server.check_privileges(owner, drop=info.exists)
+            path = backup_path(info.name, backup) if info.records else None
+            confirm(info.name)
+            if path is not None and info.records:
+                back_up(store, info.name, info.records, path, backup, events)
+            store.close()  # our own sessions go before the drop, not killed by it
+            if info.exists:
+                server.drop_database()
+                events.dropped(info.name)
+            server.create_database(owner)
+            if schema:
+                with server.target_as_admin() as created:
+                    build_schema(created, owner=owner)
+            events.recreated(info.name, owner, schema)
+        events.ready(store.display)
