@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import DatabaseError
 
-from ..canonical import Checksum, TableLayout
+from ..canonical import UNIT_BITS, Checksum, TableLayout
 from ..tables import ModelColumn
 
 if TYPE_CHECKING:
@@ -275,14 +275,23 @@ class Engine:
 
     def checksum(self, cursor, layout: TableLayout, remaps=None, skip=None) -> Checksum:
         """`table_checksum` on an open cursor: a server computes it in one query
-        (`checksum_sql`: rows, sum of row hashes)."""
+        (`checksum_sql`: rows, sum of the units' hashes)."""
         cursor.execute(self.checksum_sql(layout, remaps, skip))
         rows, total = cursor.fetchone()
-        return Checksum(rows, int(total))
+        return Checksum(int(rows), int(total))
 
     def checksum_sql(self, layout: TableLayout, remaps=None, skip=None) -> str:
-        """The query `table_checksum` runs: (row count, sum of the rows' hashes)."""
+        """The query `table_checksum` runs: (row count, sum of the units' hashes)."""
         raise NotImplementedError
+
+    def unit_expression(self, layout: TableLayout) -> str:
+        """The unit a row is hashed in (canonical.py): its integer key >> UNIT_BITS, or
+        the key itself where it is not an integer (each row its own unit)."""
+        key = layout.model.primary_key
+        column = layout.model.columns.get(key)
+        if column is not None and is_integer(column):
+            return f"({self.quote_name(key)} >> {UNIT_BITS})"
+        return self.quote_name(key)
 
     def line_select(
         self,
@@ -290,20 +299,24 @@ class Engine:
         remaps: Mapping[str, Remap],
         skip: Iterable[int] | None = None,
     ) -> str:
-        """SELECT of (canonical line, float columns…) from the source table, but the rows
-        whose id is in `skip`. Floats are printed and hashed by Python (canonical.py), the
-        same bytes whichever engine built the line."""
+        """SELECT of (unit, canonical line, float columns…) from the source table in key
+        order, but the rows whose id is in `skip`. Floats are printed and hashed by Python
+        (canonical.py), the same bytes whichever engine built the line."""
         q = self.quote_name
         line = self.line([self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns])
         floats = [q(c.name) for c in layout.floats]
-        where = where_not(q(layout.model.primary_key), skip)
-        return f"SELECT {', '.join([line, *floats])} FROM {q(layout.source_name)}{where}"
+        key = q(layout.model.primary_key)
+        return (
+            f"SELECT {', '.join([self.unit_expression(layout), line, *floats])} "
+            f"FROM {q(layout.source_name)}{where_not(key, skip)} ORDER BY {key}"
+        )
 
     def line_rows(
         self, inspection: Inspection, layout: TableLayout, remaps: Mapping[str, Remap], skip
     ) -> AbstractContextManager[Any]:
-        """A cursor over (canonical line as bytes, float columns…) of one table of a store
-        of this engine, streamed (a copy's source: SQLite, MariaDB)."""
+        """The rows of one table of a store of this engine as `canonical.Block`s, streamed
+        in key order (a copy's source: SQLite, MariaDB): an object whose `fetch()` gives
+        the next blocks, [] at the end."""
         raise NotImplementedError(f"copying out of a {self.vendor} store this way")
 
     def streaming_cursor(self, store: Store) -> AbstractContextManager[Any]:

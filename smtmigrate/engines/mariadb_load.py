@@ -20,7 +20,7 @@ from django.db import DatabaseError
 from django.db.migrations.recorder import MigrationRecorder
 
 from .. import interrupts
-from ..canonical import Checksum, TableLayout, load_lines
+from ..canonical import Checksum, TableLayout, UnitHasher
 from ..errors import SmtmigrateError
 from ..tables import SUMATRA_APP
 from ..threads import on_a_thread, on_own_connection, threads_read
@@ -240,13 +240,10 @@ class MariadbCopyTarget(CopyTarget):
         events.table_start(layout.name, plan.row_counts[layout.name])
         reader = plan.source.engine  # SQLite or PostgreSQL (plan_copy)
         writer = _PipeWriter(
-            pipe,
-            bool(layout.floats),
-            lambda rows, n: events.table_progress(layout.name, rows, n),
-            cancel,
+            pipe, lambda rows, n: events.table_progress(layout.name, rows, n), cancel
         )
-        with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as rows:
-            writer.start(rows)
+        with reader.line_blocks(plan.source, layout, remaps, plan.skip(layout.name)) as blocks:
+            writer.start(blocks)
             try:
                 cursor.execute(self._load_statement(layout), [str(pipe)])
                 loaded = cursor.rowcount
@@ -264,16 +261,17 @@ class MariadbCopyTarget(CopyTarget):
                     f"{layout.name}: MariaDB changed or skipped {warnings} value(s) on loading "
                     f"({level} {code}: {message})"
                 )
-        if loaded != writer.checksum.rows:
+        checksum = writer.hasher.result()
+        if loaded != checksum.rows:
             raise SmtmigrateError(
                 f"copy into {self.plan.target.display} failed, nothing was written: "
-                f"{layout.name}: {writer.checksum.rows} rows sent, {loaded} loaded"
+                f"{layout.name}: {checksum.rows} rows sent, {loaded} loaded"
             )
         result = TableResult(
-            layout.name, writer.checksum.rows, writer.bytes, time.perf_counter() - started
+            layout.name, checksum.rows, writer.bytes, time.perf_counter() - started
         )
         events.table_done(result)
-        return result, writer.checksum
+        return result, checksum
 
     def _load_statement(self, layout: TableLayout) -> str:
         """LOAD DATA in COPY's text format (tab, `\\N`, backslash escapes: LOAD DATA's
@@ -332,35 +330,34 @@ def _first_cause(errors: list[BaseException | None]) -> BaseException:
 
 class _PipeWriter:
     """Writes canonical lines into a named pipe that LOAD DATA LOCAL reads, in a thread,
-    hashing every row on the way (as PostgreSQL's COPY stream does)."""
+    hashing them unit by unit on the way (as PostgreSQL's COPY stream does)."""
 
-    def __init__(self, pipe: Path, floats: bool, progress, cancel: threading.Event) -> None:
-        self.pipe, self.floats, self.progress, self.cancel = pipe, floats, progress, cancel
-        self.checksum = Checksum()
-        self.bytes = 0
+    def __init__(self, pipe: Path, progress, cancel: threading.Event) -> None:
+        self.pipe, self.progress, self.cancel = pipe, progress, cancel
+        self.hasher = UnitHasher()
+        self.rows = self.bytes = 0
         self.error: BaseException | None = None
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, cursor) -> None:
+    def start(self, blocks) -> None:
         self._thread = threading.Thread(
-            target=self._write, args=(cursor,), name="load-writer", daemon=True
+            target=self._write, args=(blocks,), name="load-writer", daemon=True
         )
         self._thread.start()
 
-    def _write(self, cursor) -> None:
+    def _write(self, blocks) -> None:
         try:
             with open(self.pipe, "wb", buffering=1 << 20) as out:  # waits for the reader
                 while not (self._stopped.is_set() or self.cancel.is_set()) and (
-                    batch := cursor.fetchmany(FETCH_ROWS)
+                    batch := blocks.fetch()
                 ):
-                    lines, total = load_lines(batch, self.floats)
-                    chunk = b"\n".join(lines) + b"\n"
-                    out.write(chunk)
-                    self.checksum.total += total
-                    self.checksum.rows += len(batch)
-                    self.bytes += len(chunk)
-                    self.progress(self.checksum.rows, self.bytes)
+                    for block in batch:
+                        out.write(block.loaded)
+                        self.hasher.add(block)
+                        self.rows += block.rows
+                        self.bytes += len(block.loaded)
+                    self.progress(self.rows, self.bytes)
         except BaseException as exc:  # raised in the main thread by stop()
             self.error = exc
 

@@ -20,7 +20,7 @@ from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
 from .. import interrupts
-from ..canonical import NULL, Checksum, TableLayout, load_lines
+from ..canonical import NULL, Checksum, RowBlocks, TableLayout, UnitHasher
 from ..errors import SmtmigrateError
 from ..tables import ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
@@ -168,38 +168,43 @@ class PostgresEngine(Engine):
         return f"coalesce({self.escaped(self.text(c))}, {null})"
 
     def checksum_sql(self, layout: TableLayout, remaps=None, skip=None) -> str:
-        """count(*) and the order-independent sum of every row's md5, by PostgreSQL;
-        floats by their IEEE-754 bits (float8send), as Python hashes them."""
+        """count(*) and the sum of the units' md5s (canonical.py), by PostgreSQL; floats
+        by their IEEE-754 bits (float8send), as Python hashes them."""
         q = self.quote_name
         remaps = remaps or {}
         parts = [self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns]
         parts += [
             f"coalesce(encode(float8send({q(c.name)}), 'hex'), '{NULL}')" for c in layout.floats
         ]
-        line = self.line(parts)
+        key = q(layout.model.primary_key)
+        units = (
+            f"SELECT count(*) AS n, string_agg({self.line(parts)} || chr(10), '' ORDER BY {key}) "
+            f"AS t FROM {q(layout.source_name)}{where_not(key, skip)} "
+            f"GROUP BY {self.unit_expression(layout)}"
+        )
         return (
-            f"SELECT count(*), coalesce(sum(('x' || left(md5({line}), 16))::bit(64)::bigint), 0) "
-            f"FROM {q(layout.source_name)}{where_not(q(layout.model.primary_key), skip)}"
+            "SELECT coalesce(sum(n), 0), "
+            f"coalesce(sum(('x' || left(md5(t), 16))::bit(64)::bigint), 0) FROM ({units}) AS u"
         )
 
     def line_select(self, layout: TableLayout, remaps, skip=None) -> str:
-        """SELECT of (canonical line as UTF-8 bytes, float columns…): the bytes SQLite's
-        line_select gives for the same values; floats as doubles, printed and hashed by
-        Python (a copy into MariaDB streams these)."""
+        """SELECT of (unit, canonical line as UTF-8 bytes, float columns…) in key order:
+        the bytes SQLite's line_select gives for the same values; floats as doubles,
+        printed and hashed by Python (a copy into MariaDB streams these)."""
         q = self.quote_name
         line = self.line([self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns])
         floats = [q(c.name) for c in layout.floats]
-        where = where_not(q(layout.model.primary_key), skip)
-        columns = ", ".join([f"convert_to({line}, 'UTF8')", *floats])
-        return f"SELECT {columns} FROM {q(layout.source_name)}{where}"
+        key = q(layout.model.primary_key)
+        columns = ", ".join([self.unit_expression(layout), f"convert_to({line}, 'UTF8')", *floats])
+        return f"SELECT {columns} FROM {q(layout.source_name)}{where_not(key, skip)} ORDER BY {key}"
 
     @contextmanager
-    def line_rows(self, inspection, layout: TableLayout, remaps, skip) -> Iterator:
+    def line_blocks(self, inspection, layout: TableLayout, remaps, skip) -> Iterator:
         """A server-side cursor on the store's own connection, so in its snapshot's
         transaction: rows come in batches, memory stays flat."""
         with inspection.store.connection.chunked_cursor() as cursor:
             cursor.execute(self.line_select(layout, remaps, skip))
-            yield cursor
+            yield RowBlocks(cursor, bool(layout.floats), FETCH_ROWS)
 
     # -- copies into PostgreSQL -----------------------------------------------------------
 
@@ -305,11 +310,9 @@ class PostgresCopyTarget(CopyTarget):
         events.table_start(layout.name, plan.row_counts[layout.name])
         reader = plan.source.engine  # SQLite or MariaDB: plan_copy refuses the rest
         q = self.engine.quote_name
-        with reader.line_rows(plan.source, layout, remaps, plan.skip(layout.name)) as cursor:
+        with reader.line_blocks(plan.source, layout, remaps, plan.skip(layout.name)) as blocks:
             stream = _CopyStream(
-                cursor,
-                bool(layout.floats),
-                lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes),
+                blocks, lambda rows, nbytes: events.table_progress(layout.name, rows, nbytes)
             )
             columns = ", ".join(map(q, layout.column_names))
             statement = f"COPY {q(layout.name)} ({columns}) FROM STDIN"
@@ -322,11 +325,12 @@ class PostgresCopyTarget(CopyTarget):
                 raise
             finally:
                 stream.close()
+        checksum = stream.hasher.result()
         result = TableResult(
-            layout.name, stream.checksum.rows, stream.bytes, time.perf_counter() - started
+            layout.name, checksum.rows, stream.bytes, time.perf_counter() - started
         )
         events.table_done(result)
-        return result, stream.checksum
+        return result, checksum
 
 
 @contextmanager
@@ -343,8 +347,8 @@ def _quiet_excepthook() -> Iterator[None]:
 
 
 class _CopyStream:
-    """A file-like object COPY reads from: canonical lines, with the row checksum and the
-    progress kept on the way.
+    """A file-like object COPY reads from: canonical lines, hashed unit by unit on the way
+    (canonical.UnitHasher), with the progress kept.
 
     A producer thread reads and hashes the next chunks while the main thread hands the
     current one to PostgreSQL (SQLite and libpq release the GIL while they work), so the
@@ -352,10 +356,10 @@ class _CopyStream:
     the table's size.
     """
 
-    def __init__(self, cursor, floats: bool, progress: Callable[[int, int], None]) -> None:
-        self.cursor, self.floats, self.progress = cursor, floats, progress
-        self.checksum = Checksum()
-        self.bytes = 0
+    def __init__(self, blocks, progress: Callable[[int, int], None]) -> None:
+        self.blocks, self.progress = blocks, progress
+        self.hasher = UnitHasher()  # the producer's: read by the main thread at the end
+        self.rows = self.bytes = 0
         self._chunks: queue.Queue[tuple[bytes, int] | None] = queue.Queue(QUEUED_CHUNKS)
         self._stopped = threading.Event()
         self._error: BaseException | None = None
@@ -365,26 +369,26 @@ class _CopyStream:
 
     def _produce(self) -> None:
         try:
-            lines: list[bytes] = []
+            parts: list[bytes] = []
             size = rows = 0
-            while batch := self.cursor.fetchmany(FETCH_ROWS):
-                loaded, total = load_lines(batch, self.floats)
-                lines += loaded
-                size += sum(map(len, loaded)) + len(loaded)
-                self.checksum.total += total
-                rows += len(batch)
+            while blocks := self.blocks.fetch():
+                for block in blocks:
+                    self.hasher.add(block)
+                    parts.append(block.loaded)
+                    size += len(block.loaded)
+                    rows += block.rows
                 if size >= COPY_CHUNK:
-                    self._put(lines, rows)
-                    lines, size, rows = [], 0, 0
-            if lines:
-                self._put(lines, rows)
+                    self._put(parts, rows)
+                    parts, size, rows = [], 0, 0
+            if parts:
+                self._put(parts, rows)
         except BaseException as exc:  # handed to the main thread by read()
             self._error = exc
         finally:
             self._put(None, 0)
 
-    def _put(self, lines: list[bytes] | None, rows: int) -> None:
-        item = None if lines is None else (b"\n".join(lines) + b"\n", rows)
+    def _put(self, parts: list[bytes] | None, rows: int) -> None:
+        item = None if parts is None else (b"".join(parts), rows)
         put_unless_stopped(self._chunks, item, self._stopped, poll=0.1)
 
     def read(self, size: int = COPY_CHUNK) -> bytes:
@@ -401,9 +405,9 @@ class _CopyStream:
                 raise self._error
             return b""
         chunk, rows = item
-        self.checksum.rows += rows
+        self.rows += rows
         self.bytes += len(chunk)
-        self.progress(self.checksum.rows, self.bytes)
+        self.progress(self.rows, self.bytes)
         return chunk
 
     readline = read

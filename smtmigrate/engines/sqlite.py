@@ -15,7 +15,7 @@ from urllib.parse import quote as url_quote
 
 from django.db import DatabaseError
 
-from ..canonical import NULL, Checksum, TableLayout, batch_hash
+from ..canonical import NULL, Checksum, RowBlocks, TableLayout, summed
 from ..errors import SmtmigrateError
 from ..tables import ModelColumn
 from .base import (
@@ -26,6 +26,7 @@ from .base import (
     where_not,
 )
 from .sqlite_load import copy_target
+from .sqlite_units import UnitChunks, keyed_by_rowid
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
@@ -349,44 +350,48 @@ class SqliteEngine(Engine):
         return f"ifnull({self.escaped(c)}, {null})"
 
     @contextmanager
-    def line_rows(self, inspection, layout: TableLayout, remaps, skip) -> Iterator[Any]:
-        """The lines from a read-only connection that hands out the store's bytes: a
-        table without floats in chunks of rows (`ChunkedLines`), others row by row."""
+    def line_blocks(self, inspection, layout: TableLayout, remaps, skip) -> Iterator[Any]:
+        """The blocks from a read-only connection that hands out the store's bytes: a
+        table keyed by its rowid, without floats, unit by unit joined by SQLite
+        (`UnitChunks`); others row by row."""
         assert inspection.store.path is not None
         connection = self.open_bytes(inspection.store.path)
         try:
             self.attach_views(connection, inspection.views)
-            if layout.floats or layout.source_name in inspection.views:
-                yield connection.execute(self.line_select(layout, remaps, skip))
+            view = layout.source_name in inspection.views
+            if layout.floats or view or not keyed_by_rowid(connection, layout):
+                cursor = connection.execute(self.line_select(layout, remaps, skip))
+                yield RowBlocks(cursor, bool(layout.floats), FETCH_ROWS)
             else:
-                yield ChunkedLines(connection, self.chunk_select(layout, remaps, skip))
+                select = self.chunk_select(layout, remaps, skip)
+                yield UnitChunks(connection, self.quote_name(layout.source_name), select)
         finally:
             connection.close()
 
     def chunk_select(self, layout: TableLayout, remaps, skip) -> str:
-        """`line_select` of a table without floats as (rowid, line) of the next rows after
-        rowid ?, at most ? of them, in rowid order (ChunkedLines)."""
+        """`line_select` of a table without floats as (rowid, line) of the rows with
+        rowid from ? to ?, at most ? of them, in rowid order (UnitChunks)."""
         q = self.quote_name
         line = self.line([self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns])
         skipped = where_not(q(layout.model.primary_key), skip).replace(" WHERE ", " AND ", 1)
         return (
             f"SELECT rowid AS r, {line} AS line FROM {q(layout.source_name)} "
-            f"WHERE rowid > ?{skipped} ORDER BY rowid LIMIT ?"
+            f"WHERE rowid BETWEEN ? AND ?{skipped} ORDER BY rowid LIMIT ?"
         )
 
     def checksum(self, cursor, layout: TableLayout, remaps=None, skip=None) -> Checksum:
         """Checksum of a table of an open SQLite database, from the canonical lines."""
         cursor.execute(self.line_select(layout, remaps or {}, skip))
-        return _summed(cursor, bool(layout.floats))
+        return summed(RowBlocks(cursor, bool(layout.floats), FETCH_ROWS))
 
     def table_checksum(self, inspection, layout, remaps=None, skip=None) -> Checksum:
-        """From the lines a copy would send (`line_rows`: in chunks where it can)."""
+        """From the lines a copy would send (`line_blocks`: unit by unit where it can)."""
         store = inspection.store
         if store.path is None:
             raise SmtmigrateError(f"{store.display}: cannot checksum this store")
         try:
-            with self.line_rows(inspection, layout, remaps or {}, skip) as rows:
-                return _summed(rows, bool(layout.floats))
+            with self.line_blocks(inspection, layout, remaps or {}, skip) as blocks:
+                return summed(blocks)
         except sqlite3.Error as exc:
             raise store.read_error(exc) from exc
 
@@ -430,61 +435,6 @@ def _copy_pages(reader: sqlite3.Connection, path: Path) -> None:
         target.execute("PRAGMA journal_mode = DELETE")
     finally:
         target.close()
-
-
-def _summed(rows, floats: bool) -> Checksum:
-    """The checksum of the rows of a `line_select` (or `ChunkedLines`), batch by batch."""
-    checksum = Checksum()
-    while batch := rows.fetchmany(FETCH_ROWS):
-        checksum.rows += len(batch)
-        checksum.total += batch_hash(batch, floats)
-    return checksum
-
-
-class ChunkedLines:
-    """`fetchmany` of (line,) rows of a `chunk_select`: each chunk of rows is one row of
-    SQLite's, its lines joined in C.
-
-    Python's sqlite3 lets go of the GIL for every row it steps to. Two threads reading
-    rows one by one (a copy's two loads) then hand the GIL back and forth millions of
-    times: 4.9 s where one thread alone took 3.6 s. In chunks, they take 2.5 s. Canonical
-    lines hold no newline (escaped); a chunk that splits otherwise (a value no audit
-    admits, such as a newline in a datetime) is read again row by row."""
-
-    MAX_BYTES = 8 << 20  # a chunk's lines: fewer rows per chunk past this
-
-    def __init__(self, connection: sqlite3.Connection, select: str) -> None:
-        self.connection = connection
-        self.chunk = f"SELECT max(r), count(*), group_concat(line, char(10)) FROM ({select})"
-        self.one_by_one = f"SELECT line FROM ({select})"
-        self.after = -(2**63)  # below every rowid
-        self.limit = FETCH_ROWS
-
-    def fetchmany(self, size: int = FETCH_ROWS) -> list[tuple[bytes]]:
-        limit = min(size, self.limit)
-        while True:
-            try:
-                last, rows, joined = self.connection.execute(
-                    self.chunk, (self.after, limit)
-                ).fetchone()
-                break
-            except sqlite3.DataError:  # longer than SQLite's longest string: fewer rows
-                if limit == 1:
-                    raise
-                limit = self.limit = max(1, limit // 2)
-        if not rows:
-            return []
-        lines = joined.split(b"\n")
-        if len(lines) != rows:
-            lines = [
-                line for (line,) in self.connection.execute(self.one_by_one, (self.after, limit))
-            ]
-        self.after = last
-        if len(joined) > self.MAX_BYTES:
-            self.limit = max(1, limit // 2)
-        elif len(joined) < self.MAX_BYTES // 4:
-            self.limit = min(FETCH_ROWS, limit * 2)
-        return [(line,) for line in lines]
 
 
 def _is_utf8(*values: bytes | None) -> bool:

@@ -41,7 +41,7 @@ class Loaded:
 
 
 class _Lines:
-    """A file-like object COPY reads from: canonical lines of one SQLite SELECT."""
+    """A file-like object COPY reads from: canonical lines of one SQLite `line_select`."""
 
     def __init__(self, cursor) -> None:
         self.cursor, self.rows = cursor, 0
@@ -50,7 +50,7 @@ class _Lines:
         parts: list[bytes] = []
         total = 0
         while total < size and (batch := self.cursor.fetchmany(FETCH_ROWS)):
-            for line, *floats in batch:
+            for _unit, line, *floats in batch:
                 if floats:
                     line = b"\t".join([line, *map(float_text, floats)])
                 parts.append(line)

@@ -10,10 +10,12 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,97 @@ def test_float_bits_are_exact(mariadb_database):
     wrong = {i: (values[i], got[i]) for i in got if bytes(got[i]) != float_bits(values[i])}
     assert not wrong
     assert len(got) == len(values)
+
+
+def _unit_table():
+    """A table keyed by integers that span units both sides of zero, with a gap of a whole
+    unit, a float, and text that needs every escape (canonical.py)."""
+    from smtmigrate.canonical import table_layout
+    from smtmigrate.tables import ModelColumn, ModelTable
+
+    columns = {
+        "id": ModelColumn("u", "id", None, "BigAutoField", None, False),
+        "v": ModelColumn("u", "v", None, "TextField", None, True),
+        "d": ModelColumn("u", "d", None, "FloatField", None, True),
+    }
+    layout = table_layout(ModelTable("u", None, columns, "id", ()), "u", columns)
+    ids = [-2049, -1025, -1024, -1, 0, 1, 5, 1023, 1024, *range(3000, 3100), 2**40]
+    rows = [(i, None if i == 5 else f"é\tline\n{i}\\", i / 7 if i % 3 else None) for i in ids]
+    return layout, rows
+
+
+@pytest.mark.mariadb
+@pytest.mark.pg
+def test_unit_checksums_agree_across_engines(mariadb_database, pg_database):
+    """SQLite (both ways of reading), PostgreSQL and MariaDB hash the same rows to the same
+    checksum: units of keys >> 10, negative keys too; one changed value changes it."""
+    import MySQLdb
+    import psycopg2
+
+    from smtmigrate.canonical import summed
+    from smtmigrate.engines.sqlite_units import UnitChunks
+
+    layout, rows = _unit_table()
+    sqlite, postgres, mariadb = engine_for("sqlite"), engine_for("postgresql"), MariadbEngine()
+    lite = sqlite3.connect(":memory:")
+    lite.text_factory = bytes
+    lite.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, v TEXT, d REAL)")
+    lite.executemany("INSERT INTO u VALUES (?, ?, ?)", rows)
+    expected = sqlite.checksum(lite.cursor(), layout)
+    assert expected.rows == len(rows)
+    plain = replace(layout, floats=())  # UnitChunks reads tables without floats
+    chunks = UnitChunks(lite, '"u"', sqlite.chunk_select(plain, {}, None))
+    assert summed(chunks) == sqlite.checksum(lite.cursor(), plain)
+
+    pg = psycopg2.connect(pg_database)
+    with pg, pg.cursor() as cursor:
+        cursor.execute("CREATE TABLE u (id bigint PRIMARY KEY, v text, d double precision)")
+        cursor.executemany("INSERT INTO u VALUES (%s, %s, %s)", rows)
+        assert postgres.checksum(cursor, layout) == expected
+        cursor.execute("UPDATE u SET v = 'x' WHERE id = -1")
+        assert postgres.checksum(cursor, layout) != expected
+    pg.close()
+
+    name = mariadb_database.rsplit("/", 1)[1]
+    maria = MySQLdb.connect(user="root", database=name, charset="utf8mb4")
+    with maria.cursor() as cursor:
+        cursor.execute("CREATE TABLE u (id bigint PRIMARY KEY, v longtext, d double)")
+        cursor.executemany("INSERT INTO u VALUES (%s, %s, %s)", rows)
+        assert mariadb.checksum(cursor, layout) == expected
+        assert mariadb._checksum_in_python(cursor, layout, {}, None) == expected
+        cursor.execute("UPDATE u SET d = 1.5 WHERE id = 1024")
+        assert mariadb.checksum(cursor, layout) != expected
+    maria.close()
+
+
+@pytest.mark.mariadb
+def test_a_unit_longer_than_mariadb_returns_is_hashed_by_python(mariadb_database):
+    """GROUP_CONCAT cuts a unit at max_allowed_packet with only a warning: such a table is
+    hashed from its lines by Python, and still equals SQLite's checksum of it."""
+    import MySQLdb
+
+    layout, _ = _unit_table()
+    name = mariadb_database.rsplit("/", 1)[1]
+    maria = MySQLdb.connect(user="root", database=name, charset="utf8mb4")
+    with maria.cursor() as cursor:
+        cursor.execute("SELECT @@max_allowed_packet")
+        (packet,) = cursor.fetchone()
+        value = "x" * (1 << 20)
+        rows = [(i, value, None) for i in range(1, packet // len(value) + 3)]  # one unit
+        cursor.execute("CREATE TABLE u (id bigint PRIMARY KEY, v longtext, d double)")
+        for row in rows:
+            cursor.execute("INSERT INTO u VALUES (%s, %s, %s)", row)
+        cursor.execute(f"SET SESSION group_concat_max_len = {1 << 30}")
+        cursor.execute(MariadbEngine().checksum_sql(layout))
+        _, _, longest, cap = cursor.fetchone()
+        assert longest == cap  # the server's own hash would be of a cut unit
+        got = MariadbEngine().checksum(cursor, layout)
+    maria.close()
+    lite = sqlite3.connect(":memory:")
+    lite.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, v TEXT, d REAL)")
+    lite.executemany("INSERT INTO u VALUES (?, ?, ?)", rows)
+    assert got == engine_for("sqlite").checksum(lite.cursor(), layout)
+    assert got.rows == len(rows)
 
 
 # -- copy SQLite → MariaDB ----------------------------------------------------------------

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from smtmigrate.canonical import NULL, Checksum, float_bits, row_hash, table_layout
+from smtmigrate.canonical import NULL, Checksum, RowBlocks, float_bits, row_blocks, table_layout
 from smtmigrate.engines import engine_for
-from smtmigrate.engines.sqlite import ChunkedLines
+from smtmigrate.engines.sqlite_units import UnitChunks, keyed_by_rowid
 from smtmigrate.schema import sumatra_tables
 
 # --------------------------------------------------------------------------- canonical rows
@@ -37,7 +37,7 @@ def lines(connection: sqlite3.Connection, remaps=None, skip=None) -> list[str]:
     model = sumatra_tables()[DATAKEY]
     layout = table_layout(model, DATAKEY, model.columns)
     query = SQLITE.line_select(layout, remaps or {}, skip)
-    return [line for (line,) in connection.execute(query)]
+    return [line for (_unit, line) in connection.execute(query)]
 
 
 def test_canonical_line_escapes_text_and_spells_null_and_datetimes(datakeys):
@@ -80,36 +80,50 @@ def test_floats_are_compared_by_their_bits():
     assert float_bits(None) == NULL.encode()
     assert float_bits(1.0) == b"3ff0000000000000"
     assert float_bits(0.1) != float_bits(0.1000000000000001)
-    assert row_hash(b"x", (0.5,)) == row_hash(b"x\t3fe0000000000000", ())
+    (block,) = row_blocks([(0, b"x", 0.5)], floats=True)
+    assert block.hashed == b"x\t3fe0000000000000\n" and block.loaded == b"x\t0.5\n"
     assert Checksum(1, -1).digest == "ffffffffffffffff"
 
 
-def test_chunked_lines_are_the_lines_row_by_row(datakeys):
-    """A copy reads an SQLite table without floats in chunks of rows joined by SQLite: the
-    same lines as row by row, whatever the values, the rows left out or the size limit."""
-    datakeys.text_factory = bytes
+def test_unit_chunks_are_the_blocks_row_by_row():
+    """A copy reads an SQLite table keyed by its rowid, without floats, unit by unit
+    joined by SQLite: the same bytes per unit as row by row, whatever the values, the gaps
+    in the keys, the rows left out or SQLite's longest string."""
+    connection = sqlite3.connect(":memory:")
+    connection.text_factory = bytes
+    model = sumatra_tables()[DATAKEY]
+    names = [SQLITE.quote_name(name) for name in model.columns if name != "id"]
+    connection.execute(f"CREATE TABLE {DATAKEY} (id INTEGER PRIMARY KEY, {', '.join(names)})")
     rows = [
-        (i, f"p{i}\t\\{'é' * (i % 7)}", None, "2024-01-02 03:04:05", "m", i) for i in range(1, 5001)
+        (i, f"p{i}\t\\{'é' * (i % 7)}", None, "2024-01-02 03:04:05", "m", i) for i in range(1, 6001)
     ]
     rows[10] = (11, "nul\x00inside", b"\xff\xfe not UTF-8", None, "", None)
     rows[4000] = (4001, "x", "d", "2024-01-02\n03:04:05", "", 1)  # a line with a newline
-    datakeys.executemany(f"INSERT INTO {DATAKEY} VALUES (?, ?, ?, ?, ?, ?)", rows)
-    model = sumatra_tables()[DATAKEY]
+    del rows[2047:3072]  # ids 2048-3072: a whole unit missing
+    connection.executemany(f"INSERT INTO {DATAKEY} VALUES (?, ?, ?, ?, ?, ?)", rows)
     layout = table_layout(model, DATAKEY, model.columns)
-    skip = {5, 2500}
-    expected = sorted(lines(datakeys, skip=skip))
-    assert len(expected) == 4998 and any(b"\n" in line for line in expected)
+    assert keyed_by_rowid(connection, layout)
+    skip = {5, 2500, 1024}
 
-    def chunked(connection) -> tuple[list[bytes], int]:
-        reader = ChunkedLines(connection, SQLITE.chunk_select(layout, {}, skip))
-        out, fetches = [], 0
-        while batch := reader.fetchmany(2000):
-            out += [line for (line,) in batch]
+    def units(blocks) -> tuple[dict, int]:
+        joined: dict = {}
+        fetches = 0
+        while batch := blocks.fetch():
             fetches += 1
-        return sorted(out), fetches
+            for block in batch:
+                rows_so_far, data = joined.get(block.unit, (0, b""))
+                joined[block.unit] = (rows_so_far + block.rows, data + block.hashed)
+        return joined, fetches
 
-    assert chunked(datakeys) == (expected, 3)
-    # SQLite's longest string cut to 20 kB: chunks of fewer rows, the same lines
-    datakeys.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
-    lines_read, fetches = chunked(datakeys)
-    assert lines_read == expected and fetches > 3
+    cursor = connection.execute(SQLITE.line_select(layout, {}, skip))
+    expected, _ = units(RowBlocks(cursor, floats=False))
+    assert sorted(expected) == [0, 1, 3, 4, 5]  # unit 2 is the gap
+    assert sum(rows for rows, _ in expected.values()) == len(rows) - 2  # 2500 was deleted
+    chunked = lambda: units(  # noqa: E731
+        UnitChunks(connection, SQLITE.quote_name(DATAKEY), SQLITE.chunk_select(layout, {}, skip))
+    )
+    assert chunked() == (expected, 5)
+    # SQLite's longest string cut to 20 kB: a unit in several blocks, the same bytes
+    connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
+    joined, fetches = chunked()
+    assert joined == expected and fetches > 5

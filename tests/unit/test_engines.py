@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from smtmigrate.canonical import Checksum, load_lines, row_hash, table_layout
+from smtmigrate.canonical import Block, Checksum, row_blocks, table_layout, unit_hash
 from smtmigrate.engines import engine_for
 from smtmigrate.engines.postgresql import PostgresEngine
 from smtmigrate.engines.sqlite import SqliteEngine
@@ -100,11 +100,17 @@ def test_sqlite_canonical_line_and_checksum_of_a_row():
     db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, owner_id INTEGER, at TEXT)")
     db.execute("INSERT INTO t VALUES (1, 'a\tb\\c', 5, '2024-01-02 03:04:05.5')")
     db.execute("INSERT INTO t VALUES (2, NULL, NULL, NULL)")
+    db.execute("INSERT INTO t VALUES (1024, 'z', NULL, NULL)")
     rows = db.execute(SQLITE.line_select(layout, {"owner_id": {5: 9}}, skip=[2])).fetchall()
-    assert rows == [("1\ta\\tb\\\\c\t9\t2024-01-02 03:04:05.500000+00",)]
+    # (unit: the key >> 10, line), in key order
+    assert rows == [
+        (0, "1\ta\\tb\\\\c\t9\t2024-01-02 03:04:05.500000+00"),
+        (1, "1024\tz\t\\N\t\\N"),
+    ]
     checksum = SQLITE.checksum(db.cursor(), layout, {"owner_id": {5: 9}})
-    expected = row_hash(rows[0][0], ()) + row_hash("2\t\\N\t\\N\t\\N", ())
-    assert checksum == Checksum(2, expected)
+    # ids 1 and 2 hash as one unit (their lines in key order), id 1024 as the next
+    first = f"{rows[0][1]}\n2\t\\N\t\\N\t\\N\n".encode()
+    assert checksum == Checksum(3, unit_hash(first) + unit_hash(b"1024\tz\t\\N\t\\N\n"))
 
 
 def test_pgpass_line_escapes_colon_and_backslash(monkeypatch):
@@ -141,15 +147,15 @@ def test_sqlite_value_checks_of_a_positive_integer_column():
     assert list(POSTGRES.invalid_value_checks(None, table, c)) == []
 
 
-def test_load_lines_hash_as_row_hash_and_carry_floats_as_their_repr():
-    plain = [(b"1\ta",), (b"2\t\\N",)]
-    lines, total = load_lines(plain, floats=False)
-    assert lines == [b"1\ta", b"2\t\\N"]
-    assert total == row_hash(b"1\ta", ()) + row_hash(b"2\t\\N", ())
-    with_floats = [(b"1", 0.1), (b"2", None)]
-    lines, total = load_lines(with_floats, floats=True)
-    assert lines == [b"1\t0.1", b"2\t\\N"]
-    assert total == row_hash(b"1", (0.1,)) + row_hash(b"2", (None,))
+def test_row_blocks_group_rows_by_unit_and_carry_floats_as_their_repr():
+    plain = [(0, b"1\ta"), (0, b"2\t\\N"), (3, b"3075\tb")]
+    assert row_blocks(plain, floats=False) == [
+        Block(0, 2, b"1\ta\n2\t\\N\n", b"1\ta\n2\t\\N\n"),
+        Block(3, 1, b"3075\tb\n", b"3075\tb\n"),
+    ]
+    # floats: hashed by their bits, loaded as Python's exact repr
+    (block,) = row_blocks([(0, b"1", 0.1), (0, b"2", None)], floats=True)
+    assert block == Block(0, 2, b"1\t3fb999999999999a\n2\t\\N\n", b"1\t0.1\n2\t\\N\n")
 
 
 def test_of_parallel_table_loads_the_failure_that_stopped_the_others_is_told():
