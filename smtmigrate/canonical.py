@@ -5,15 +5,15 @@ columns joined by tabs, `\\N` for NULL (so NULL and '' stay apart), backslash, t
 newline and carriage return escaped, integers in decimal, datetimes as
 `YYYY-MM-DD HH:MM:SS.ffffff+00` (UTC, whatever the session's TimeZone). Both engines
 build it in SQL, so the copy sends it to COPY as it is and the verification can compare
-`md5` sums of it computed on either side.
+checksums of it (the md5s of units of rows, below) computed on either side.
 
 Floats are the exception: SQLite cannot print a double exactly, and PostgreSQL's shortest
 form is not Python's. They are carried as Python's `repr` (shortest, exact) in COPY and
 compared by their IEEE-754 bits (`float8send` on PostgreSQL, `struct` in Python).
 
 The SQL that builds the line lives with each engine (`engines/*.py`,
-`canonical_expression`); this module holds what is the same everywhere: the layout of a
-table as copied, and the hashing in Python.
+`canonical_expression`, `checksum_sql`); this module holds what is the same everywhere:
+the layout of a table as copied, and the hashing in Python.
 """
 
 from __future__ import annotations

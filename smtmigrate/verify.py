@@ -2,9 +2,10 @@
 
 Three levels, cheapest first:
   1. every table's row count;
-  2. an order-independent checksum of every row's canonical values (canonical.py): the
-     md5 of each row's canonical line, summed; both engines build the line in SQL, so a
-     PostgreSQL store is checked by PostgreSQL itself, and floats by their exact bits;
+  2. a checksum of every row's canonical values (canonical.py): the md5 of each unit of
+     1,024 keys (its rows' canonical lines in key order), summed; every engine builds the
+     lines in SQL, so a server store is checked by the server itself, floats by their
+     exact bits;
   3. every record of every project read back through Sumatra's own models on both sides
      and compared field by field, tags included (records/); at level "sample", an even
      spread of 1,000 of them (`records.compare_sample`): Sumatra reads the target as it
