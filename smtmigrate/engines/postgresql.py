@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import psycopg2
@@ -20,7 +21,7 @@ from django.db import DatabaseError, transaction
 from psycopg2 import sql
 
 from .. import interrupts
-from ..canonical import NULL, Checksum, RowBlocks, TableLayout, UnitHasher
+from ..canonical import NULL, UNIT_BITS, Checksum, RowBlocks, TableLayout, UnitHasher
 from ..errors import SmtmigrateError
 from ..tables import ModelColumn
 from .base import CopyTarget, Engine, Remap, TableResult, is_integer, where_not
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from ..layout import Inspection
     from ..locations import Store
 
+MAX_CHECKSUM_RANGES = 8
+MIN_UNITS_PER_RANGE = 16  # a smaller table is one aggregate: splitting costs more than it gives
 COPY_CHUNK = 256 << 10  # bytes handed to COPY per read(): amortises calls, overlaps work
 QUEUED_CHUNKS = 8
 FETCH_ROWS = 2_000
@@ -45,6 +48,17 @@ def put_unless_stopped(chunks: queue.Queue, item, stopped: threading.Event, *, p
         except queue.Full:
             continue
     return False
+
+
+def unit_bounds(low: int | None, high: int | None, ranges: int) -> list[int]:
+    """Keys that cut [low, high] into `ranges` ranges of whole units (canonical.py): a
+    unit split between two aggregates would be hashed as two."""
+    if low is None or high is None or ranges < 2:
+        return []
+    first, last = low >> UNIT_BITS, high >> UNIT_BITS
+    units = last - first + 1
+    ranges = min(ranges, units // MIN_UNITS_PER_RANGE)
+    return [(first + units * i // ranges) << UNIT_BITS for i in range(1, ranges)]
 
 
 class PostgresEngine(Engine):
@@ -167,9 +181,30 @@ class PostgresEngine(Engine):
             return f"coalesce(abbrev({c}), {null})"  # abbrev() is its output form
         return f"coalesce({self.escaped(self.text(c))}, {null})"
 
-    def checksum_sql(self, layout: TableLayout, remaps=None, skip=None) -> str:
+    def checksum(self, cursor, layout: TableLayout, remaps=None, skip=None) -> Checksum:
+        """`checksum_sql` split at unit boundaries into as many key ranges as the server
+        may scan at once (its parallel workers and the leader): an ordered aggregate runs
+        on one core, but PostgreSQL runs the ranges of a UNION ALL side by side (Parallel
+        Append). 100k-record store: the biggest table's checksum 2.4 s -> 1.3 s on 2 cores."""
+        key = self.quote_name(layout.model.primary_key)
+        column = layout.model.columns.get(layout.model.primary_key)
+        bounds: list[int] = []
+        if column is not None and is_integer(column):
+            cursor.execute(
+                f"SELECT min({key}), max({key}), "
+                "current_setting('max_parallel_workers_per_gather')::int "
+                f"FROM {self.quote_name(layout.source_name)}"
+            )
+            low, high, workers = cursor.fetchone()
+            bounds = unit_bounds(low, high, min(workers + 1, MAX_CHECKSUM_RANGES))
+        cursor.execute(self.checksum_sql(layout, remaps, skip, bounds))
+        rows, total = cursor.fetchone()
+        return Checksum(int(rows), int(total))
+
+    def checksum_sql(self, layout: TableLayout, remaps=None, skip=None, bounds=()) -> str:
         """count(*) and the sum of the units' md5s (canonical.py), by PostgreSQL; floats
-        by their IEEE-754 bits (float8send), as Python hashes them."""
+        by their IEEE-754 bits (float8send), as Python hashes them. `bounds`: keys (first
+        keys of units) where the table is split into ranges, each its own aggregate."""
         q = self.quote_name
         remaps = remaps or {}
         parts = [self.canonical_expression(c, remaps.get(c.name)) for c in layout.columns]
@@ -177,14 +212,22 @@ class PostgresEngine(Engine):
             f"coalesce(encode(float8send({q(c.name)}), 'hex'), '{NULL}')" for c in layout.floats
         ]
         key = q(layout.model.primary_key)
-        units = (
-            f"SELECT count(*) AS n, string_agg({self.line(parts)} || chr(10), '' ORDER BY {key}) "
-            f"AS t FROM {q(layout.source_name)}{where_not(key, skip)} "
-            f"GROUP BY {self.unit_expression(layout)}"
-        )
+        skipped = where_not(key, skip).replace(" WHERE ", " AND ", 1)
+        edges = [None, *bounds, None]
+        ranges = []
+        for low, high in pairwise(edges):
+            conditions = [f"{key} >= {int(low)}" if low is not None else "TRUE"]
+            if high is not None:
+                conditions.append(f"{key} < {int(high)}")
+            ranges.append(
+                f"SELECT count(*) AS n, string_agg({self.line(parts)} || chr(10), '' "
+                f"ORDER BY {key}) AS t FROM {q(layout.source_name)} "
+                f"WHERE {' AND '.join(conditions)}{skipped} GROUP BY {self.unit_expression(layout)}"
+            )
         return (
             "SELECT coalesce(sum(n), 0), "
-            f"coalesce(sum(('x' || left(md5(t), 16))::bit(64)::bigint), 0) FROM ({units}) AS u"
+            f"coalesce(sum(('x' || left(md5(t), 16))::bit(64)::bigint), 0) "
+            f"FROM ({' UNION ALL '.join(ranges)}) AS u"
         )
 
     def line_select(self, layout: TableLayout, remaps, skip=None) -> str:

@@ -188,3 +188,14 @@ print(turned_off, used() > 0)
             [sys.executable, "-c", probe, state], capture_output=True, text=True, check=True
         )
         assert run.stdout.split() == expected.split(), (state, run.stderr)
+
+
+def test_checksum_ranges_of_postgresql_cut_between_units():
+    from smtmigrate.engines.postgresql import unit_bounds
+
+    assert unit_bounds(None, None, 3) == [] and unit_bounds(1, 10**6, 1) == []
+    assert unit_bounds(1, 5000, 3) == []  # 5 units: one aggregate
+    bounds = unit_bounds(1, 2_300_525, 3)
+    assert bounds == [749 << 10, 1498 << 10]  # 2,247 units in three ranges
+    assert all(b % 1024 == 0 for b in bounds)
+    assert unit_bounds(-(40 << 10), 40 << 10, 2) == [0]
