@@ -127,7 +127,11 @@ class RowBlocks:
 
 def unit_hash(data: bytes) -> int:
     """A unit's contribution to its table's checksum: the first 8 bytes of its md5."""
-    return int.from_bytes(hashlib.md5(data).digest()[:8], "big", signed=True)
+    return _first_8_bytes(hashlib.md5(data))
+
+
+def _first_8_bytes(md5: Any) -> int:
+    return int.from_bytes(md5.digest()[:8], "big", signed=True)
 
 
 class UnitHasher:
@@ -139,7 +143,7 @@ class UnitHasher:
         self._md5: Any = None
 
     def add(self, block: Block) -> None:
-        if block.unit != self._unit or self._md5 is None:
+        if block.unit != self._unit:
             self._close()
             self._unit, self._md5 = block.unit, hashlib.md5()
         self._md5.update(block.hashed)
@@ -147,7 +151,7 @@ class UnitHasher:
 
     def _close(self) -> None:
         if self._md5 is not None:
-            self._checksum.total += int.from_bytes(self._md5.digest()[:8], "big", signed=True)
+            self._checksum.total += _first_8_bytes(self._md5)
             self._md5 = None
 
     def result(self) -> Checksum:
