@@ -95,6 +95,7 @@ class CopyPlan:
     # Sumatra 0.4-0.6: source table → where its rows go instead (generations.FOLDED_TABLES)
     folded: dict[str, str] = field(default_factory=dict)
     dedupe: DedupePlan | None = None  # with --dedupe: the duplicate rows merged on the way
+    target_findings: list[Finding] = field(default_factory=list)  # the target's own, in report
 
     @property
     def build_schema(self) -> bool:
@@ -211,7 +212,8 @@ def plan_copy(
     existing = None if new_database else _check_target(target)
     limits = _target_limits(target, existing)
     report = audit(inspection, limits=limits)
-    report.findings += target.engine.target_findings(target, inspection)  # warnings
+    target_findings = target.engine.target_findings(target, inspection)  # warnings
+    report.findings += target_findings
     widening = None
     if widen and not target.engine.is_file:
         widening = target.engine.widening_plan(
@@ -261,7 +263,21 @@ def plan_copy(
         },
         snapshot=snapshot,
         dedupe=merge,
+        target_findings=target_findings,
     )
+
+
+def plan_for_created(plan: CopyPlan, *, widen: bool, dedupe: bool) -> CopyPlan:
+    """The plan made before the target database existed (`new_database`), once it does:
+    kept when the database is empty and the target's own findings are as planned (the
+    source's inspection and audit would come out the same: one read of the snapshot, not
+    two); else planned again against it."""
+    if _check_target(plan.target) is None:
+        findings = plan.target.engine.target_findings(plan.target, plan.source)
+        if findings == plan.target_findings:
+            return plan
+    source = plan.snapshot if plan.snapshot is not None else plan.source.store
+    return plan_copy(source, plan.target, widen=widen, dedupe=dedupe)
 
 
 def remaining_failures(

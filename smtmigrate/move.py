@@ -27,7 +27,7 @@ from django.db import DatabaseError
 
 from .admin import admin_for
 from .carry import copied_record_id, fold_late_records, in_flight
-from .copy import CopyEvents, copy_store, plan_copy
+from .copy import CopyEvents, copy_store, plan_copy, plan_for_created
 from .dedupe import find_duplicates, plan_dedupe
 from .engines.sqlite_damage import COPY_READABLE, REFUSE
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError, TargetNotEmpty
@@ -267,10 +267,7 @@ def _run_steps(
         admin_for(plan.target).create_for_move(plan, result)
         done("database")
         assert plan.copy is not None  # a new database: planned against it (_plan_copy)
-        snapshot = plan.copy.snapshot  # the same state of the source, now against the database
-        plan.copy = plan_copy(
-            snapshot or plan.source, plan.target, widen=True, dedupe=options.dedupe
-        )
+        plan.copy = plan_for_created(plan.copy, widen=True, dedupe=options.dedupe)
     if plan.copy is not None:
         if plan.copy.refused:
             raise Refused(f"{len(plan.copy.failing)} finding(s) would be rejected by the target")
