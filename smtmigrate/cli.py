@@ -66,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C while Django and Sumatra load (a second or more) ends as one line too;
         # a command's errors are its own (an error that reaches here asked for --traceback).
         with ended(f"smtmigrate {name}", one_line_errors=False):
-            import django
+            from django.apps import apps
+            from django.conf import settings
             from django.core.management import load_command_class
 
-            django.setup()
+            # django.setup() but for its URL prefix (it imports django.urls, and with it
+            # django.http and the views: a tenth of a second no command needs) and its
+            # logging (LOGGING_CONFIG is None: nothing to configure)
+            apps.populate(settings.INSTALLED_APPS)
             command = load_command_class("smtmigrate", name.replace("-", "_"))
             command.standalone = True  # Django's own options stay out of --help
             command.run_from_argv(["smtmigrate", name, *argv[1:]])
