@@ -77,6 +77,11 @@ class SmtmigrateCommand(BaseCommand):
 
     def execute(self, *args, **options):
         self._no_color = bool(options.get("no_color"))
+        if self.standalone:
+            # The standalone CLI's settings are its own (smtmigrate.settings): Django's system
+            # checks of them have one answer, clean (tests/unit/test_settings.py), and cost
+            # what importing the URL and CSRF machinery costs. manage.py's are checked.
+            options["skip_checks"] = True
         if not getattr(self, "_called_from_command_line", False):  # call_command
             return self._execute(*args, **options)
         with ended(
