@@ -5,7 +5,13 @@ JSON on request. The library returns data; the commands hand it here.
 `write_json` the one JSON writer. One module per command family: `audit` (and widen),
 `copy` (and verify), `stores` (createdb, drop-recreate, switch, move), `stress`, `pooler` (and the
 connection headroom).
+
+`merge`, `protect` and `stress` are imported when one of their names is first asked for
+(`__getattr__`): they import their library packages (merge/, protect, stress/), which a
+`move` or `copy` never needs at start-up.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .audit import (
     audit_json,
@@ -35,7 +41,6 @@ from .copy import (
     verification_json,
     verification_summary,
 )
-from .merge import render_conflicts, render_merge
 from .pooler import (
     headroom_lines,
     render_headroom,
@@ -44,7 +49,6 @@ from .pooler import (
     render_pooler_status,
     render_pooler_stopped,
 )
-from .protect import render_protect
 from .stores import (
     RecreateEvents,
     move_json,
@@ -67,13 +71,37 @@ from .stores import (
     render_switched,
     switch_lines,
 )
-from .stress import (
-    render_stress,
-    render_stress_interrupted,
-    render_stress_phase,
-    stress_json,
-    stress_verdict,
-)
+
+if TYPE_CHECKING:  # for mypy; imported at run time by __getattr__ below
+    from .merge import render_conflicts, render_merge
+    from .protect import render_protect
+    from .stress import (
+        render_stress,
+        render_stress_interrupted,
+        render_stress_phase,
+        stress_json,
+        stress_verdict,
+    )
+
+_LAZY = {
+    "render_conflicts": "merge",
+    "render_merge": "merge",
+    "render_protect": "protect",
+    "render_stress": "stress",
+    "render_stress_interrupted": "stress",
+    "render_stress_phase": "stress",
+    "stress_json": "stress",
+    "stress_verdict": "stress",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PlainCopyEvents",
