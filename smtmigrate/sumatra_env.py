@@ -8,6 +8,7 @@ the `smt` on PATH, else the one beside smtmigrate's Python, and asked in a proce
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 import shutil
@@ -44,6 +45,35 @@ class SmtPython:
     python: list[str]  # the interpreter its first line names (with its arguments)
 
 
+def _probe(names: list[str]) -> dict[str, str]:
+    """_PROBE's answer, asked of this very Python."""
+    found = {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            found[name] = f"{type(exc).__name__}: {exc}"
+    try:
+        from importlib.metadata import version
+
+        found["sumatra version"] = version("sumatra")
+    except Exception:
+        pass
+    return found
+
+
+def is_this_python(python: list[str]) -> bool:
+    """Whether `python` is the interpreter running smtmigrate (same directory, same file:
+    a venv's `python3` beside its `python`, not another venv of the same base Python)."""
+    if len(python) != 1:
+        return False
+    theirs, ours = Path(python[0]), Path(sys.executable)
+    try:
+        return theirs.parent.resolve() == ours.parent.resolve() and theirs.samefile(ours)
+    except OSError:
+        return False
+
+
 def project_smt() -> SmtPython | None:
     """The `smt` the project's runs use, and its Python; None when there is none to find."""
     found = shutil.which("smt")
@@ -73,6 +103,7 @@ class SmtProbe:
         self.target = target
         self.found: SmtPython | None = None
         self.process: subprocess.Popen | None = None
+        self.answer: dict[str, str] | None = None  # asked in this process (is_this_python)
 
     def __enter__(self) -> SmtProbe:
         if self.target.kind not in DRIVERS:
@@ -81,6 +112,10 @@ class SmtProbe:
         if self.found is None:
             return self
         driver = DRIVERS[self.target.kind][0]
+        if is_this_python(self.found.python):
+            # smt runs in smtmigrate's own environment: asked here, no process to start
+            self.answer = _probe(["django", driver])
+            return self
         try:
             self.process = subprocess.Popen(
                 [*self.found.python, "-c", _PROBE, "django", driver],
@@ -100,16 +135,21 @@ class SmtProbe:
 
     def check(self) -> None:
         """Wait for the answer; refuse when Django or the driver is missing there."""
-        if self.process is None or self.found is None:
+        if self.found is None:
             return
-        process, self.process = self.process, None
-        try:
-            stdout, _ = process.communicate(timeout=120)
-            answer = json.loads(stdout or "{}")
-        except (OSError, ValueError, subprocess.TimeoutExpired):
-            process.kill()
-            process.communicate()
-            return  # an smt we cannot ask: its first run will say
+        if self.answer is not None:
+            answer = self.answer
+        elif self.process is None:
+            return
+        else:
+            process, self.process = self.process, None
+            try:
+                stdout, _ = process.communicate(timeout=120)
+                answer = json.loads(stdout or "{}")
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                process.kill()
+                process.communicate()
+                return  # an smt we cannot ask: its first run will say
         driver, extra = DRIVERS[self.target.kind]
         missing = {name: why for name, why in answer.items() if name in ("django", driver)}
         if not missing:
