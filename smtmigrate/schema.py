@@ -41,6 +41,7 @@ from .tables import (
 )
 
 if TYPE_CHECKING:
+    from .engines.base import TableFacts
     from .locations import Store
 
 # Defined in tables.py and layout.py (the values below the engines); read from here too.
@@ -126,9 +127,17 @@ def inspect_store(store: Store) -> Inspection:
             if MIGRATIONS_TABLE in table_names:
                 cursor.execute("SELECT app, name FROM django_migrations")
                 applied = {(app, name) for app, name in cursor.fetchall()}
-            describe = store.engine.table_description
+            models_by_table = sumatra_tables()
+            described = sorted(
+                name
+                for name in table_names
+                if name in LAYOUT_COLUMNS
+                or name in models_by_table
+                or LEGACY_TABLES.get(name, name) in models_by_table
+            )
+            facts = store.engine.table_facts(connection, cursor, described)
             columns = {
-                name: {c.name for c in describe(connection, cursor, name)}
+                name: {c.name for c in facts[name].description}
                 for name in LAYOUT_COLUMNS
                 if name in table_names
             }
@@ -141,12 +150,14 @@ def inspect_store(store: Store) -> Inspection:
 
                 # from here on this connection reads the old tables in today's shape
                 views = install_views(store, cursor, layout)
-            models_by_table = sumatra_tables()
+                facts = store.engine.table_facts(connection, cursor, described)  # the views'
             tables: dict[str, StoreTable] = {}
             for name in sorted(table_names):
                 model_name = LEGACY_TABLES.get(name, name) if layout in TAGGING_LAYOUTS else name
                 if model_name in models_by_table:
-                    tables[name] = _store_table(store, cursor, name, models_by_table[model_name])
+                    tables[name] = _store_table(
+                        store, name, models_by_table[model_name], facts[name]
+                    )
     except DatabaseError as exc:
         raise store.read_error(exc) from exc
     return Inspection(
@@ -154,13 +165,11 @@ def inspect_store(store: Store) -> Inspection:
     )
 
 
-def _store_table(store: Store, cursor, name: str, model: ModelTable) -> StoreTable:
-    connection = store.connection
-    introspection = connection.introspection
-    engine = store.engine
-    declared = engine.declared_types(cursor, name)
+def _store_table(store: Store, name: str, model: ModelTable, facts: TableFacts) -> StoreTable:
+    introspection = store.connection.introspection
+    declared = facts.declared
     columns = {}
-    for info in engine.table_description(connection, cursor, name):
+    for info in facts.description:
         if not info.type_code and info.name in model.columns:
             # a column a 0.4-0.6 store lacks, made by its view (generations.py): untyped
             internal, stated = model.columns[info.name].internal_type, DERIVED
@@ -175,7 +184,7 @@ def _store_table(store: Store, cursor, name: str, model: ModelTable) -> StoreTab
             size if size and size > 0 else None,
             bool(info.null_ok),
         )
-    return StoreTable(name, model, columns, engine.unique_sets(connection, cursor, name))
+    return StoreTable(name, model, columns, facts.unique_sets)
 
 
 def model_db_type(column: ModelColumn, connection: BaseDatabaseWrapper) -> str:

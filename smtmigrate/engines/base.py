@@ -9,12 +9,12 @@ has no file to open read-only).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from django.db import DatabaseError
 
@@ -33,6 +33,14 @@ INTEGER_TYPES = frozenset(
     {"AutoField", "BigAutoField", "IntegerField", "BigIntegerField", "PositiveIntegerField"}
 )
 Remap = Mapping[int, int]  # source id → target id
+
+
+class TableFacts(NamedTuple):
+    """What schema.inspect_store reads of one table (Engine.table_facts)."""
+
+    description: list[Any]  # FieldInfo, as Django's get_table_description gives them
+    declared: dict[str, str]  # column → its type as the database spells it
+    unique_sets: set[frozenset[str]]
 
 
 @dataclass
@@ -114,6 +122,20 @@ class Engine:
         """The table's columns as Django's introspection describes them (`FieldInfo`s:
         name, type, size, nullability, primary key)."""
         return connection.introspection.get_table_description(cursor, table)
+
+    def table_facts(
+        self, connection: Any, cursor: Any, tables: Sequence[str]
+    ) -> dict[str, TableFacts]:
+        """Each table's description, declared types and unique sets, one table at a time
+        (PostgreSQL's asks for all tables at once)."""
+        return {
+            name: TableFacts(
+                self.table_description(connection, cursor, name),
+                self.declared_types(cursor, name),
+                self.unique_sets(connection, cursor, name),
+            )
+            for name in tables
+        }
 
     def unique_sets(self, connection: Any, cursor: Any, table: str) -> set[frozenset[str]]:
         """The column sets the table keeps unique: its primary key and every unique
