@@ -364,10 +364,15 @@ def _target_limits(target: Store, existing: Inspection | None):
 
 
 def copy_store(
-    plan: CopyPlan, events: CopyEvents | None = None, *, level: Level = DEFAULT_LEVEL
+    plan: CopyPlan,
+    events: CopyEvents | None = None,
+    *,
+    level: Level = DEFAULT_LEVEL,
+    sample: Future[Sample] | None = None,
 ) -> CopyResult:
     """Run the plan (made by plan_copy), all or nothing. Returns a CopyResult; raises
-    Refused/VerificationFailed/…
+    Refused/VerificationFailed/… `sample`: the sample's source side, already being read
+    (`sample_early`: `move` starts it while the database is created).
 
     Each phase is one call: the target engine decides what "all or nothing" means (one
     PostgreSQL transaction; a hidden SQLite file renamed into place) and how rows are
@@ -379,7 +384,8 @@ def copy_store(
     started = time.perf_counter()
     with plan.target.engine.copy_target(plan, events, phase) as target:
         prepared, remaps = _prepare_target(plan, target, phase)
-        sample = _sample_ahead(plan, target, level)
+        if sample is None:
+            sample = _sample_ahead(plan, target, level)
         tables, checksums = target.load(plan, remaps, events)
         if not prepared.engine.is_file:  # parallel `smt run`s cannot duplicate shared rows
             with phase("identities"):
@@ -387,6 +393,18 @@ def copy_store(
                 build_in_transaction(prepared, identity_state(prepared).missing)
         verification = _verify(plan, target, prepared, checksums, level, phase, sample)
     return _report(plan, tables, verification, phase, started)
+
+
+def sample_early(plan: CopyPlan, level: Level) -> Future[Sample] | None:
+    """The sample's source side (through Sumatra, CPU-bound) read by a thread from now on,
+    for `copy_store(sample=…)`: started while this thread waits for the server (CREATE
+    DATABASE, Sumatra's migrations), it costs the copy nothing. The same records the
+    verification would read later: the plan's snapshot does not change."""
+    if level != "sample" or plan.snapshot is None or not threads_read(plan.source):
+        return None
+    from .records.comparison import read_sample
+
+    return on_a_thread(read_sample, plan.source, plan.source.store, name="sample")
 
 
 def _sample_ahead(plan: CopyPlan, target: CopyTarget, level: Level) -> Future[Sample] | None:

@@ -27,7 +27,7 @@ from django.db import DatabaseError
 
 from .admin import admin_for
 from .carry import copied_record_id, fold_late_records, in_flight
-from .copy import CopyEvents, copy_store, plan_copy, plan_for_created
+from .copy import CopyEvents, copy_store, plan_copy, plan_for_created, sample_early
 from .dedupe import find_duplicates, plan_dedupe
 from .engines.sqlite_damage import COPY_READABLE, REFUSE
 from .errors import LocationError, Refused, SmtmigrateError, StoreConnectionError, TargetNotEmpty
@@ -263,6 +263,8 @@ def _run_steps(
     plan: MovePlan, result: MoveResult, events: CopyEvents, done: Callable[[str], None]
 ) -> None:
     options = plan.options
+    planned = plan.copy
+    sample = None if planned is None else sample_early(planned, options.level)
     if plan.create_database:
         admin_for(plan.target).create_for_move(plan, result)
         done("database")
@@ -271,7 +273,9 @@ def _run_steps(
     if plan.copy is not None:
         if plan.copy.refused:
             raise Refused(f"{len(plan.copy.failing)} finding(s) would be rejected by the target")
-        result.copy = copy_store(plan.copy, events, level=options.level)
+        if plan.copy is not planned:  # planned again: its own inspection of the snapshot
+            sample = None
+        result.copy = copy_store(plan.copy, events, level=options.level, sample=sample)
         result.changed.append(f"committed the copy of {plan.source.display} (verified)")
         snapshot = plan.copy.snapshot
         plan.old = plan.source
