@@ -89,7 +89,8 @@ def plan_move(
     check_switch(directory, target)  # everything the switch needs, before anything else
     if options.pooler:
         check_pooler(target, options.pooler)
-    # the project's smt asked in a process of its own while the store is planned
+    # the project's smt asked (in a process of its own, unless it runs in this very
+    # Python) while the store is planned
     smt_probe = stack.enter_context(SmtProbe(target))
     plan = MovePlan(directory, source, target, read_label_generator(directory), options, [])
     state = read_state(directory)
