@@ -29,12 +29,13 @@ class _Console(Console):
 
 def console(file: IO[str], *, no_color: bool = False) -> Console:
     """A console that wraps to the terminal, or to a wide page when output is piped, and
-    prints every string as plain text (never rich markup)."""
+    prints every string as plain text (never rich markup, nor emoji codes)."""
     is_tty = hasattr(file, "isatty") and file.isatty()
     return _Console(
         file=file,
         no_color=no_color,
         markup=False,
+        emoji=False,  # a `:name:` in a label or path stays as it is (and rich's emoji table unread)
         highlight=False,
         width=None if is_tty else PIPED_WIDTH,
     )

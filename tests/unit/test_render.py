@@ -46,3 +46,10 @@ def test_render_verification_failed_lists_every_problem():
         "  proj/20240101-120000: missing in the target\n"
         "Verification FAILED.\n"
     )
+
+
+def test_the_console_prints_emoji_codes_and_markup_as_they_are():
+    """A label or path may hold `:smile:` or `[bold]`: shown as stored, never converted."""
+    buffer = io.StringIO()
+    console(buffer).print("run:smile: [bold]x[/bold] :+1:")
+    assert buffer.getvalue() == "run:smile: [bold]x[/bold] :+1:\n"
