@@ -53,6 +53,8 @@ def _probe(names: list[str]) -> dict[str, str]:
             importlib.import_module(name)
         except Exception as exc:
             found[name] = f"{type(exc).__name__}: {exc}"
+    if not found:
+        return found  # the version only names what to install
     try:
         from importlib.metadata import version
 
