@@ -44,7 +44,6 @@ from .move_state import (
     read_state,
     write_state,
 )
-from .pooler import check_pooler, start_pooler
 from .project import (
     check_switch,
     read_label_generator,
@@ -88,6 +87,8 @@ def plan_move(
         )
     check_switch(directory, target)  # everything the switch needs, before anything else
     if options.pooler:
+        from .pooler import check_pooler  # PgBouncer's modules: only for --pooler
+
         check_pooler(target, options.pooler)
     # the project's smt asked (in a process of its own, unless it runs in this very
     # Python) while the store is planned
@@ -310,6 +311,8 @@ def _run_steps(
             result.changed.append(f"carried {len(result.late.carried)} late record(s)")
         done("late records")
     if options.pooler:  # last: the project then names the pooler, its direct URL kept
+        from .pooler import start_pooler
+
         plan.target.close()
         result.pooler = start_pooler(plan.directory, options.pooler)
         result.changed.append(f"started PgBouncer on {options.pooler}, the project names it")

@@ -148,7 +148,8 @@ class SqliteEngine(Engine):
         """Django's `get_table_description` without the columns' collations, which no
         reader here uses: Django finds them by parsing the CREATE TABLE text with sqlparse,
         two thirds of inspecting a store (an inspection describes 18 tables; a move
-        inspects its SQLite snapshot once, a `verify` each store). The rest is Django's code as it is."""
+        inspects its SQLite snapshot once, a `verify` each store). The rest is Django's
+        code as it is."""
         from django.db.backends.sqlite3.introspection import FieldInfo, get_field_size
 
         cursor.execute(f"PRAGMA table_xinfo({self.quote_name(table)})")
