@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 SCREEN = "smtmigrate_screen"  # the Python function the screen's SQL calls
+# Identities hashed at most (about 90 bytes of memory each): a bigger table's duplicates
+# are left to the GROUP BY, so the audit's memory stays bounded whatever the store's size.
+MOST_HASHED = 500_000
 
 
 class RowScreen:
@@ -17,22 +20,25 @@ class RowScreen:
     are the row's identity (hashed when `keyed`), every value bytes if it is text.
 
     `repeated` is True once an identity's hash was seen before: a repeat, or (rarely) a
-    collision, which the exact GROUP BY then tells apart. Values SQL's GROUP BY counts
+    collision, which the exact GROUP BY then tells apart; None past `MOST_HASHED` rows
+    (unknown: the GROUP BY decides). Values SQL's GROUP BY counts
     equal are equal here (text as its bytes under a BINARY collation, integers and reals
     by value, NULL as None), so a table whose `repeated` stays False has no duplicates."""
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.hashes: set[int] = set()
-        self.repeated = False
+        self.repeated: bool | None = False
 
     def __call__(self, keyed: int, *values: Any) -> bool:
-        if keyed:
+        if keyed and self.repeated is False:
             hashes = self.hashes
             size = len(hashes)
             hashes.add(hash(values[: self.width]))
             if len(hashes) == size:
                 self.repeated = True
+            elif size == MOST_HASHED:
+                self.repeated, self.hashes = None, set()
         return _clean(values)
 
 

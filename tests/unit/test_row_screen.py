@@ -9,6 +9,7 @@ import sqlite3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtmigrate.engines import sqlite_screen
 from smtmigrate.engines.sqlite import SqliteEngine
 from smtmigrate.engines.sqlite_screen import SCREEN, RowScreen, _clean
 
@@ -46,6 +47,18 @@ def test_one_and_one_point_zero_repeat_in_a_column_without_affinity():
     assert screened([(1, "x"), (1.0, "x")], ("", "text")) == (True, True)
     assert screened([(None, "x"), (None, "x")], ("", "text")) == (True, True)
     assert screened([(1, "x"), (2, "x")], ("", "text")) == (False, False)
+
+
+def test_past_the_most_hashed_rows_the_group_by_decides(monkeypatch):
+    monkeypatch.setattr(sqlite_screen, "MOST_HASHED", 3)  # a bound, not a behaviour: no mock
+    screen = RowScreen(1)
+    for value in (b"a", b"b", b"c"):
+        screen(1, value)
+    assert screen.repeated is False
+    screen(1, b"d")
+    assert screen.repeated is None and not screen.hashes
+    screen(1, b"a")
+    assert screen.repeated is None  # no longer known
 
 
 def test_clean_values_hold_no_nul_and_only_utf8():
