@@ -23,6 +23,7 @@ from .audit_rules import (
     EXAMPLES,
     PREVIEW_CHARS,
     duplicate_findings,
+    duplicate_key,
     identity_findings,
     ip_findings,
     output_link_findings,
@@ -105,8 +106,8 @@ class _Check:
     condition: str
     detail: str = ""
     limit: int | None = None
-    # Set for the UTF-8 checks: the first pass screens a row's columns in one call of the
-    # Python test (a call per value would cost more than the whole rest of the scan).
+    # Set for the NUL and UTF-8 checks: the first pass screens a row's columns in one call
+    # of the Python test (a call per value would cost more than the whole rest of the scan).
     screen: str | None = None
 
 
@@ -174,12 +175,21 @@ def _table_findings(
     connection = inspection.store.connection
     with connection.cursor() as cursor:
         engine.register_functions(connection)
-        scan = _TableScan(cursor, table, engine, near)
-        rows = scan.run(list(_column_checks(inspection, table, engine, limit_of)))
+        scan = _TableScan(connection, cursor, table, engine, near)
+        checks = list(_column_checks(inspection, table, engine, limit_of))
+        identity, where = duplicate_key(table, engine)
+        if (  # hashed by the row screen, if the table has one, instead of a GROUP BY
+            identity
+            and any(check.screen for check in checks)
+            and table.name not in inspection.views
+            and engine.plain_collation(cursor, table.name)
+        ):
+            scan.identity = identity, where
+        rows = scan.run(checks)
         findings = structure_findings(inspection, table, connection)
         findings += scan.findings
         findings += unique_findings(cursor, table, engine)
-        findings += duplicate_findings(cursor, table, engine)
+        findings += duplicate_findings(cursor, table, engine, scan.repeated)
         findings += ip_findings(cursor, table, engine)
         findings += risk_findings(table, limit_of, scan.longest, findings)
     return rows, findings
@@ -234,10 +244,15 @@ class _TableScan:
     names) and fetches examples: rare work, done only where something is wrong.
     """
 
-    def __init__(self, cursor, table: StoreTable, engine: Engine, near: float) -> None:
-        self.cursor, self.table, self.engine, self.near = cursor, table, engine, near
+    def __init__(self, connection, cursor, table: StoreTable, engine: Engine, near: float) -> None:
+        self.connection, self.cursor = connection, cursor
+        self.table, self.engine, self.near = table, engine, near
         self.longest: dict[str, int] = {}
         self.findings: list[Finding] = []
+        # The identity (columns, which rows) the screen hashes; and whether one repeated
+        # (None: not hashed, `duplicate_findings` groups the rows itself).
+        self.identity: tuple[tuple[str, ...], str | None] | None = None
+        self.repeated: bool | None = None
 
     def run(self, checks: list[_Check]) -> int:
         q = self.engine.quote_name
@@ -272,14 +287,26 @@ class _TableScan:
         """Whether some row fails a screened check: one call of the Python test per row,
         in a query of its own that one thread runs at a time. Every call takes the GIL:
         two threads calling it at once handed it back and forth so often that a scan on
-        two threads took longer than on one; alone, it runs beside the others' scans."""
-        values_of_row = ", ".join(check.screen or "" for check in screened)
-        condition = count_if(f"NOT {self.engine.all_utf8(values_of_row)}")
+        two threads took longer than on one; alone, it runs beside the others' scans.
+        The same call hashes the row's identity (`identity`): the duplicate pre-check."""
+        values = list(dict.fromkeys(check.screen or "" for check in screened))
+        keyed, keys = "0", []
+        if self.identity is not None:
+            columns, where = self.identity
+            stored = self.table.columns
+            keys = [self.engine.screen_key(name, stored[name].declared) for name in columns]
+            keyed = f"({where})" if where else "1"
+        screen, call = self.engine.row_screen(
+            self.connection, keyed, len(keys), keys + [v for v in values if v not in keys]
+        )
         with _PYTHON_PER_ROW:
             self.cursor.execute(
-                f"SELECT {condition} FROM {self.engine.quote_name(self.table.name)}"
+                f"SELECT {count_if(f'NOT {call}')} FROM {self.engine.quote_name(self.table.name)}"
             )
-            return bool(self.cursor.fetchone()[0])
+            failed = bool(self.cursor.fetchone()[0])
+        if self.identity is not None:
+            self.repeated = screen.repeated
+        return failed
 
     def _count(self, suspects: list[_Check]) -> None:
         if not suspects:

@@ -67,27 +67,37 @@ def _counted_invalid(cursor, query: str, table: str, column: str, detail: str) -
     return [Finding(table, column, "invalid", rows=int(rows), detail=detail)] if rows else []
 
 
-def duplicate_findings(cursor, table: StoreTable, engine: Engine) -> list[Finding]:
+def duplicate_key(table: StoreTable, engine: Engine) -> tuple[tuple[str, ...], str | None]:
+    """The columns `duplicate_findings` groups a table's rows by (none: it looks for no
+    duplicates there) and which rows it groups (a condition; None: all)."""
+    if table.model.name == RECORD_TABLE:
+        return tuple(c for c in LABEL_IDENTITY if c in table.columns), None
+    return identity_of(table) or (), applies_sql(table, engine.quote_name)
+
+
+def duplicate_findings(
+    cursor, table: StoreTable, engine: Engine, repeated: bool | None = None
+) -> list[Finding]:
     """Rows Sumatra's lookups cannot tell apart (dedupe.py): shared rows that make the next
     `smt run` fail (failing; `copy --dedupe` merges them), and records sharing a label in
-    a project (a warning: copied as they are, but `smt` lookups of that label fail)."""
-    identity = identity_of(table)
+    a project (a warning: copied as they are, but `smt` lookups of that label fail).
+    `repeated`: whether the audit's row screen saw an identity twice (False: no
+    duplicates; None: not screened, a GROUP BY finds out)."""
     kind = "duplicate"
     detail = (
         "rows Sumatra's get_or_create cannot tell apart: the next `smt run` needing one "
         "fails (MultipleObjectsReturned); copy --dedupe merges them"
     )
     if table.model.name == RECORD_TABLE:
-        identity = tuple(c for c in LABEL_IDENTITY if c in table.columns)
         kind = "duplicate-label"
         detail = (
             "labels shared by records of one project: `smt` lookups of the label fail "
             "(MultipleObjectsReturned); copied as they are"
         )
-    if not identity:
+    identity, where = duplicate_key(table, engine)
+    if not identity or repeated is False:
         return []
-    where = applies_sql(table, engine.quote_name) if table.model.name != RECORD_TABLE else None
-    if not any_duplicates(cursor, table.name, identity, engine, where):
+    if repeated is None and not any_duplicates(cursor, table.name, identity, engine, where):
         return []
     groups = duplicate_groups(
         cursor,

@@ -240,7 +240,7 @@ class Engine:
     ) -> Iterator[tuple[str, str, str | None]]:
         """(condition, what is wrong, screen) for the values of a column the target would
         reject; `screen` is set for checks run through a Python function, screened row by
-        row (`all_utf8`). Nothing for an engine that enforces its types."""
+        row (`row_screen`). Nothing for an engine that enforces its types."""
         return iter(())
 
     def store_findings(self, inspection: Inspection, cursor: Any) -> list[Any]:
@@ -251,6 +251,20 @@ class Engine:
     def all_utf8(self, values: str) -> str:
         """A condition: every one of the comma-separated expressions is valid UTF-8."""
         raise NotImplementedError
+
+    def screen_key(self, column: str, declared: str) -> str:
+        """A column of a table's identity as the row screen (`row_screen`) hashes it."""
+        raise NotImplementedError
+
+    def row_screen(self, connection: Any, keyed: str, width: int, values: list[str]) -> Any:
+        """The Python function that screens a table's rows (the values of its screened
+        checks, `invalid_value_checks`) and hashes their identity, registered on a
+        connection; and the SQL that calls it. Only engines with screened checks have it."""
+        raise NotImplementedError
+
+    def plain_collation(self, cursor: Any, table: str) -> bool:
+        """Whether the table's GROUP BY compares text as bytes (`row_screen`'s identity)."""
+        return False
 
     def value_bytes(self, expression: str) -> str:
         """The value's bytes, where the engine's text functions could lose some of them
