@@ -468,6 +468,8 @@ def _verify(
     """Counts, checksums (the source's as the load computed them) and records, in one
     call of verify.py; a difference undoes the copy."""
     with target.reading(prepared, inspect_store) as loaded:
+        if level == "full":
+            target.before_reading_records(loaded)
         verification = verify_stores(
             plan.source,
             loaded,

@@ -452,6 +452,9 @@ class CopyTarget:
         for a target read on another connection than the one that prepared it)."""
         raise NotImplementedError
 
+    def before_reading_records(self, prepared: Inspection) -> None:
+        """Ready the loaded target for reading every record back (`--verify full`)."""
+
     # Whether the target runs the widening itself (`widen`); else copy applies widen_apply's
     # (PostgreSQL: in the copy's transaction).
     widens_itself: ClassVar[bool] = False

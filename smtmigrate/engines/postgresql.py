@@ -279,6 +279,16 @@ class PostgresEngine(Engine):
             ) from exc
 
 
+# Tables the record reader (records/reader.py) queries by record id, one chunk at a time.
+RECORD_LOOKUPS = (
+    "django_store_datakey",
+    "django_store_record_dependencies",
+    "django_store_record_input_data",
+    "django_store_record_platforms",
+    "django_store_taggeditem",
+)
+
+
 class PostgresCopyTarget(CopyTarget):
     def __init__(self, engine: PostgresEngine, plan: CopyPlan, phase) -> None:
         self.engine, self.store, self.phase = engine, plan.target, phase
@@ -288,6 +298,18 @@ class PostgresCopyTarget(CopyTarget):
 
     def reading(self, prepared: Inspection, inspect: Callable[[Store], Inspection]):
         return nullcontext(prepared)  # the same transaction sees what was loaded
+
+    def before_reading_records(self, prepared: Inspection) -> None:
+        """ANALYZE the tables the record reader looks up by record id, chunk by chunk.
+
+        Never analyzed, they have no column statistics in the copy's transaction: the
+        planner takes `record_id IN (1,000 ids)` for the whole table and scans all of it
+        for every chunk (100k records: 100 scans of 2.3 M dependency links)."""
+        tables = [prepared.stored_name(name) for name in RECORD_LOOKUPS]
+        tables = [name for name in tables if name in prepared.table_names]
+        if tables:
+            with prepared.store.connection.cursor() as cursor:
+                cursor.execute(f"ANALYZE {', '.join(map(self.engine.quote_name, tables))}")
 
     def load(self, plan: CopyPlan, remaps, events) -> tuple[list[TableResult], dict]:
         """COPY every table without its foreign keys and indexes, rebuilt after; then the
